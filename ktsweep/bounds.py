@@ -1,0 +1,122 @@
+"""The ``bound`` estimator: the paper's analytic risk bounds (model.md §4.3), ψ = 3.
+
+Direct bounds (Lemma 1 and its lower counterpart) are closed forms of the spectrum and the
+target energies; the transfer bound (Theorem 1) is semi-analytic and uses the exact moments.
+Whether ``lower ≤ exact ≤ upper`` holds is reported per point as a finding, not assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .exact import evaluate_detail, group_by_d
+from .params import Point
+
+PSI = 3.0
+DELTAS = np.round(np.arange(1, 50) / 100.0, 2)
+RUNS = ("teacher", "direct", "ceiling")
+
+
+def _period(steps: int) -> float:
+    """K = T / log2 T (1 for a single step)."""
+    return steps / math.log2(steps) if steps > 1 else 1.0
+
+
+def _kstar(lam: np.ndarray, threshold: float) -> int:
+    """max{k : λ_k > threshold} for a non-increasing spectrum (0 when none)."""
+    return int(np.count_nonzero(lam > threshold))
+
+
+def direct_bounds(
+    lam: np.ndarray, energy: np.ndarray, sigma2: float, rank: int, samples: int, steps: int,
+    gamma0: float,
+) -> dict[str, float]:
+    """Upper (Lemma 1) and lower (App. A) bounds on the excess risk of one direct run."""
+    N, K = samples, _period(steps)
+    total = energy.sum()
+    sigma_eff = sigma2 + energy[rank:].sum()
+    log2n = math.log2(N) if N > 1 else 0.0
+    k_up = _kstar(lam, 2.0 * math.log(N) * log2n / (gamma0 * N)) if N > 1 else 0
+    k_lo = _kstar(lam, log2n / (gamma0 * N)) if N > 1 else 0
+    upper = (0.5 * energy[:k_up].sum() / N**2 + 0.5 * energy[k_up:].sum()
+             + 16.0 * (PSI * total + sigma_eff)
+             * (k_up / K + K * gamma0**2 * np.square(lam[k_up:]).sum()))
+    lower = (energy[k_lo:].sum() / 200.0
+             + sigma_eff / 8.0 * (k_lo / K + K * gamma0**2 * np.square(lam[k_lo:]).sum()))
+    return {"upper": float(upper), "lower": float(lower), "kstar_upper": k_up, "kstar_lower": k_lo}
+
+
+def transfer_bound(
+    lam_s: np.ndarray, energy: np.ndarray, a_t: np.ndarray, a_s: np.ndarray, p_s: np.ndarray,
+    u_t_sq: np.ndarray, n: int, gamma0_s: float,
+) -> tuple[float, float, int]:
+    """min over δ of the Theorem 1 bound B(δ); returns (bound, δ, k*_S(δ))."""
+    log2n = math.log2(n) if n > 1 else 0.0
+    tail_student = a_s - p_s**2 * u_t_sq
+    best = (math.inf, math.nan, 0)
+    for delta in DELTAS:
+        k = _kstar(lam_s, delta * log2n / (4.0 * gamma0_s * n))
+        value = (0.5 * a_t[:k].sum() + 2 * delta**2 * a_t[k:].sum() + 0.5 * a_s[:k].sum()
+                 + tail_student[k:].sum() + (1 + 2 * delta**2) * energy[k:].sum())
+        if value < best[0]:
+            best = (float(value), float(delta), k)
+    return best
+
+
+def step_condition(p: Point, lam_t: np.ndarray, lam_s: np.ndarray, gammas: Sequence[float]) -> bool:
+    """γ0 < min{1/(2ψ tr Σ_T), 1/(2ψ tr Σ_S), 1/(100 λ_max)} for every run's γ0."""
+    lam_max = max(lam_t.max(), lam_s.max())
+    cap = min(1 / (2 * PSI * lam_t.sum()), 1 / (2 * PSI * lam_s.sum()), 1 / (100 * lam_max))
+    return bool(all(g < cap for g in gammas))
+
+
+def _bounds_same_d(points: Sequence[Point]) -> dict[str, np.ndarray]:
+    ex, det = evaluate_detail(points)
+    rows: list[dict[str, float]] = []
+    for i, p in enumerate(points):
+        row: dict[str, float] = {}
+        runs = {
+            "teacher": (det.lam_t[i], p.rank_t, p.N, p.steps_t, det.gamma0["gamma0_t"][i]),
+            "direct": (det.lam_s[i], p.rank_s, p.N, p.steps_direct,
+                       det.gamma0["gamma0_direct"][i]),
+            "ceiling": (det.lam_s[i], p.rank_s, p.n, p.steps_s, det.gamma0["gamma0_ceiling"][i]),
+        }
+        for name, (lam, rank, samples, steps, g) in runs.items():
+            b = direct_bounds(lam, det.energy[i], p.sigma2, rank, samples, steps, g)
+            row[f"bound_upper_{name}"] = b["upper"]
+            row[f"bound_lower_{name}"] = b["lower"]
+            row[f"kstar_upper_{name}"] = b["kstar_upper"]
+            row[f"kstar_lower_{name}"] = b["kstar_lower"]
+            risk = ex[f"risk_{name}"][i]
+            row[f"sandwich_{name}"] = float(b["lower"] <= risk <= b["upper"])
+        value, delta, k = transfer_bound(det.lam_s[i], det.energy[i], det.a_teacher[i],
+                                         det.a_t2s[i], det.p_t2s[i], det.u_teacher_sq[i], p.n,
+                                         det.gamma0["gamma0_s"][i])
+        row["bound_t2s"], row["bound_t2s_delta"], row["kstar_t2s"] = value, delta, k
+        row["bound_t2s_holds"] = float(ex["risk_t2s"][i] <= value)
+        row["step_condition"] = float(step_condition(
+            p, det.lam_t[i], det.lam_s[i], [det.gamma0[k][i] for k in det.gamma0]))
+        rows.append(row)
+    out = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
+    out.update({k: v.copy() for k, v in det.gamma0.items()})
+    return out
+
+
+BOUND_NAMES: tuple[str, ...] = tuple(
+    [f"bound_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
+    + [f"kstar_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
+    + [f"sandwich_{r}" for r in RUNS]
+    + ["bound_t2s", "bound_t2s_delta", "kstar_t2s", "bound_t2s_holds", "step_condition"]
+)
+
+
+def evaluate(points: Sequence[Point]) -> dict[str, np.ndarray]:
+    """Bounds, k* values, sandwich checks and the step condition for each point.
+
+    Flags (``sandwich_*``, ``bound_t2s_holds``, ``step_condition``) are 1.0 / 0.0 floats so
+    that they stack into the cube beside the other numbers.
+    """
+    return group_by_d(points, _bounds_same_d)

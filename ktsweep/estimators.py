@@ -1,0 +1,59 @@
+"""One entry point to the three estimators, so callers (CLI, sweep tasks) never branch on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import bounds, exact, mc
+from .params import Point
+
+METHODS = ("exact", "mc", "bound")
+
+
+@dataclass(frozen=True)
+class MCSettings:
+    """Monte Carlo settings shared by every point of a run."""
+
+    replicates: int = 64
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    fixed_target: bool = False
+
+
+def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
+    """Validate a method list (order kept, duplicates dropped)."""
+    out: list[str] = []
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"method {m!r} is invalid: choose from {', '.join(METHODS)}")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise ValueError("methods is empty: choose at least one of " + ", ".join(METHODS))
+    return tuple(out)
+
+
+def run(
+    points: Sequence[Point],
+    methods: Iterable[str] = ("exact",),
+    checkpoints: np.ndarray | None = None,
+    mc_settings: MCSettings | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Evaluate ``points`` with each method; returns method → name → array (point first)."""
+    s = mc_settings or MCSettings()
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for m in check_methods(methods):
+        if not points:
+            out[m] = {}
+        elif m == "exact":
+            out[m] = exact.evaluate(points, checkpoints)
+        elif m == "mc":
+            out[m] = mc.simulate(points, s.replicates, s.seed, s.device, s.dtype, checkpoints,
+                                 s.fixed_target)
+        else:
+            out[m] = bounds.evaluate(points)
+    return out

@@ -1,0 +1,215 @@
+"""The ``exact`` estimator: expected risks of all four runs from the moment recursion.
+
+Deterministic float64, no sampling noise (model.md §4.2). Points are evaluated together:
+every run of every point (and every γ0 candidate when tuning) is one row of a single
+:func:`~ktsweep.moments.evolve` call per phase (teacher-independent runs, then T2S).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .moments import Runs, evolve
+from .params import Point
+from .quantities import with_ratios
+from .spectra import (
+    phase_product,
+    resolve_gamma0,
+    schedule_phases,
+    student_spectrum,
+    target_energy,
+    teacher_spectrum,
+)
+
+
+@dataclass
+class _Spec:
+    """One run of one point, before evolution."""
+
+    point: int
+    role: str
+    lam: np.ndarray
+    a0: np.ndarray
+    noise: float
+    batch: int
+    steps: int
+    kind: str
+    horizon: int | None  # None: the run's own step count
+    gammas: list[float]
+
+
+@dataclass
+class Detail:
+    """Per-point moments behind the exact quantities (used by bounds and tests)."""
+
+    energy: np.ndarray  # (P, d) e_i
+    lam_t: np.ndarray
+    lam_s: np.ndarray
+    a_teacher: np.ndarray  # (P, d)
+    p_teacher: np.ndarray  # (P, d)
+    a_t2s: np.ndarray  # (P, d) E[(u_S - u_T)_i^2]
+    p_t2s: np.ndarray
+    u_teacher_sq: np.ndarray  # (P, d) E[u_T,i^2]
+    a_direct: np.ndarray
+    a_ceiling: np.ndarray
+    gamma0: dict[str, np.ndarray]
+
+
+def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]:
+    """Rows for every (spec, γ0 candidate); returns the runs and (spec, row, γ0) labels."""
+    lam, a0, noise, batch, phases, steps, labels = [], [], [], [], [], [], []
+    for s_idx, s in enumerate(specs):
+        horizon = s.steps if s.horizon is None else s.horizon
+        for g in s.gammas:
+            labels.append((s_idx, len(lam), g))
+            lam.append(s.lam)
+            a0.append(s.a0)
+            noise.append(s.noise)
+            batch.append(s.batch)
+            phases.append(schedule_phases(s.kind, g, s.steps, horizon))
+            steps.append(s.steps)
+    runs = Runs(
+        lam=np.array(lam),
+        a0=np.array(a0),
+        noise=np.array(noise),
+        batch=np.array(batch),
+        phases=phases,
+        steps=np.array(steps, dtype=np.int64),
+    )
+    return runs, labels
+
+
+def _best(score: np.ndarray, diverged: np.ndarray, labels, n_specs: int):
+    """Per spec, the row with the lowest finite score among non-diverged candidates."""
+    best_row = np.full(n_specs, -1)
+    best_g = np.full(n_specs, np.nan)
+    best_key: list[tuple[bool, float]] = [(True, np.inf)] * n_specs
+    for s_idx, row, g in labels:
+        val = float(score[row]) if np.isfinite(score[row]) else np.inf
+        key = (bool(diverged[row]), val)
+        if best_row[s_idx] < 0 or key < best_key[s_idx]:
+            best_row[s_idx], best_g[s_idx], best_key[s_idx] = row, g, key
+    return best_row, best_g
+
+
+def evaluate_detail(
+    points: Sequence[Point], checkpoints: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], Detail]:
+    """Exact quantities and the moments behind them for points sharing ``d``."""
+    if len({p.d for p in points}) > 1:
+        raise ValueError("exact.evaluate_detail needs points sharing d; use evaluate()")
+    ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
+    P = len(points)
+    lam_t = np.array([teacher_spectrum(p) for p in points])
+    lam_s = np.array([student_spectrum(p) for p in points])
+    energy = np.array([target_energy(p) for p in points])
+
+    # Phase 1: runs that do not depend on the teacher.
+    specs: list[_Spec] = []
+    for i, p in enumerate(points):
+        gs = resolve_gamma0(p.gamma0_s, lam_s[i])
+        specs += [
+            _Spec(i, "teacher", lam_t[i], energy[i], p.sigma2, p.batch_t, p.steps_t,
+                  p.schedule_t, p.plan_t, resolve_gamma0(p.gamma0_t, lam_t[i])),
+            _Spec(i, "direct", lam_s[i], energy[i], p.sigma2, p.batch_s, p.steps_direct,
+                  p.schedule_s, None, gs),
+            _Spec(i, "ceiling", lam_s[i], energy[i], p.sigma2, p.batch_s, p.steps_s,
+                  p.schedule_s, p.plan_s, gs),
+        ]
+    runs, labels = _expand(specs)
+    m1 = evolve(runs, ck)
+    best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
+    pick = {(s.point, s.role): (best[k], g_best[k]) for k, s in enumerate(specs)}
+
+    def take(role: str, arr: np.ndarray) -> np.ndarray:
+        return np.array([arr[pick[(i, role)][0]] for i in range(P)])
+
+    a_t, p_t = take("teacher", m1.a), take("teacher", m1.contraction)
+    div_t = take("teacher", m1.diverged)
+    u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t
+    cross = a_t - p_t * energy  # E[u_T,i η_T,i]
+
+    # Phase 2: the T2S student learns the frozen teacher, error e = u_S − u_T.
+    specs2 = [
+        _Spec(i, "t2s", lam_s[i], u_t_sq[i], 0.0, p.batch_s, p.steps_s, p.schedule_s,
+              p.plan_s, resolve_gamma0(p.gamma0_s, lam_s[i]))
+        for i, p in enumerate(points)
+    ]
+    runs2, labels2 = _expand(specs2)
+    m2 = evolve(runs2, ck)
+    owner = np.array([specs2[s].point for s, _, _ in labels2])
+    mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross[owner] + a_t[owner])
+    best2, g2 = _best(mode_t2s_all.sum(axis=1), m2.diverged, labels2, P)
+
+    # T2S learning curve: needs P^S at every checkpoint, not only at the end.
+    curve_t2s = np.full((P, len(ck)), np.nan)
+    for i, row in enumerate(best2):
+        s = points[i]
+        for c, t in enumerate(ck):
+            if t <= s.steps_s and np.isfinite(m2.curve[row, c]):
+                pt = phase_product(runs2.phases[row], int(t), lam_s[i])
+                curve_t2s[i, c] = m2.curve[row, c] - pt @ cross[i] + 0.5 * a_t[i].sum()
+
+    out: dict[str, np.ndarray] = {
+        "mode_teacher": 0.5 * a_t,
+        "mode_direct": 0.5 * take("direct", m1.a),
+        "mode_ceiling": 0.5 * take("ceiling", m1.a),
+        "mode_t2s": mode_t2s_all[best2],
+        "curve_teacher": take("teacher", m1.curve),
+        "curve_t2s": curve_t2s,
+        "gamma0_t": np.array([pick[(i, "teacher")][1] for i in range(P)]),
+        "gamma0_direct": np.array([pick[(i, "direct")][1] for i in range(P)]),
+        "gamma0_ceiling": np.array([pick[(i, "ceiling")][1] for i in range(P)]),
+        "gamma0_s": g2,
+    }
+    for name in ("teacher", "direct", "t2s", "ceiling"):
+        out[f"risk_{name}"] = out[f"mode_{name}"].sum(axis=1)
+    diverged = (
+        div_t | take("direct", m1.diverged) | take("ceiling", m1.diverged) | m2.diverged[best2]
+    )
+    out["status"] = np.where(diverged, "diverged", "ok")
+    with_ratios(out)
+    detail = Detail(
+        energy=energy, lam_t=lam_t, lam_s=lam_s, a_teacher=a_t, p_teacher=p_t,
+        a_t2s=m2.a[best2], p_t2s=m2.contraction[best2], u_teacher_sq=u_t_sq,
+        a_direct=take("direct", m1.a), a_ceiling=take("ceiling", m1.a),
+        gamma0={k: out[k] for k in ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")},
+    )
+    return out, detail
+
+
+def evaluate(
+    points: Sequence[Point], checkpoints: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Exact quantities for any points (grouped by ``d`` internally; per-mode arrays padded)."""
+    return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints)[0])
+
+
+def group_by_d(points: Sequence[Point], fn) -> dict[str, np.ndarray]:
+    """Apply ``fn`` to each group of points sharing ``d`` and reassemble in input order.
+
+    Per-mode arrays of groups with smaller ``d`` are padded with NaN up to the largest ``d``.
+    """
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault(p.d, []).append(i)
+    if len(groups) == 1:
+        return fn(list(points))
+    d_max = max(groups)
+    merged: dict[str, np.ndarray] = {}
+    for d, idx in groups.items():
+        res = fn([points[i] for i in idx])
+        for k, v in res.items():
+            if k.startswith("mode_") and v.shape[1] < d_max:
+                v = np.concatenate([v, np.full((v.shape[0], d_max - d), np.nan)], axis=1)
+            if k not in merged:
+                merged[k] = np.empty((len(points),) + v.shape[1:], dtype=v.dtype)
+                if merged[k].dtype.kind == "f":
+                    merged[k][:] = np.nan
+            if merged[k].dtype.kind == "U" and v.dtype.itemsize > merged[k].dtype.itemsize:
+                merged[k] = merged[k].astype(v.dtype)
+            merged[k][idx] = v
+    return merged

@@ -1,0 +1,340 @@
+"""The ``mc`` estimator: the SGD of model.md §2, literally, for R replicates in torch.
+
+Points sharing (d, batch_t, batch_s) are stacked into one tensor program; replicates are a
+tensor dimension. Each model is iterated in its error coordinates η = u − θ* (u = Σ^{1/2} w
+the effective parameter), which is the same recursion as SGD on w, written so that the
+float32 state holds the small quantity that decides the risk.
+
+Randomness: every point owns torch generators seeded from (base seed, point hash, stream),
+and draws its own (R, B, d + 1) block per step (inputs z and the label noise ε). A point's
+numbers are therefore the same alone or stacked, in any order, on any worker (for a given
+device, dtype and R). The teacher and the direct student see the same N samples when their
+batch sizes match; the T2S and ceiling students see the same n inputs (common random
+numbers: each estimate is still unbiased, and their differences are less noisy).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .exact import evaluate_detail, group_by_d
+from .moments import DIVERGED_FACTOR
+from .params import Point, derive_seed, point_hash
+from .quantities import CURVES, MODE_RISKS, RISKS, STEP_SIZES, with_ratios
+from .spectra import (
+    resolve_gamma0,
+    schedule_phases,
+    student_spectrum,
+    target_coefficients,
+    target_energy,
+    teacher_spectrum,
+)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+GROUP_BYTES = 1 << 29
+"""Largest random-draw buffer plus states of one stacked group (points are split beyond)."""
+_CHECK_EVERY = 256
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU warns and uses the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        warnings.warn("device 'cuda' requested but no GPU is visible; running on the CPU",
+                      RuntimeWarning, stacklevel=2)
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device {device!r} is invalid: use cpu, cuda, cuda:N or auto")
+    return torch.device(device)
+
+
+def step_sizes(points: Sequence[Point]) -> dict[str, np.ndarray]:
+    """γ0 of the four runs per point; ``{tune: [...]}`` is resolved by the exact risk."""
+    out = {k: np.empty(len(points)) for k in STEP_SIZES}
+    tuned = [i for i, p in enumerate(points)
+             if isinstance(p.gamma0_t, dict) and "tune" in p.gamma0_t
+             or isinstance(p.gamma0_s, dict) and "tune" in p.gamma0_s]
+    for i, p in enumerate(points):
+        out["gamma0_t"][i] = resolve_gamma0(p.gamma0_t, teacher_spectrum(p))[0]
+        g = resolve_gamma0(p.gamma0_s, student_spectrum(p))[0]
+        for k in ("gamma0_s", "gamma0_direct", "gamma0_ceiling"):
+            out[k][i] = g
+    if tuned:
+        res = group_by_d([points[i] for i in tuned], lambda pts: evaluate_detail(pts)[0])
+        for k in STEP_SIZES:
+            out[k][tuned] = res[k]
+    return out
+
+
+@dataclass
+class _Model:
+    """One SGD run inside a loop; tensors are in loop order (point dimension first)."""
+
+    state: torch.Tensor  # (P, R, d) error coordinates
+    lam: torch.Tensor  # (P, 1, d)
+    phases: list  # per point
+    noisy: bool
+    offset: torch.Tensor | None = None  # risk = ½‖state + offset‖²
+    curve: torch.Tensor | None = None  # (P, R, C) when recorded
+
+
+def _risk(m: _Model, rows: slice) -> torch.Tensor:
+    x = m.state[rows] if m.offset is None else m.state[rows] + m.offset[rows]
+    return 0.5 * x.square().sum(-1)
+
+
+def _run_loop(
+    models: list[_Model],
+    gens: list[torch.Generator],
+    steps: np.ndarray,
+    batch: int,
+    sigma: torch.Tensor,
+    limit: torch.Tensor,
+    checkpoints: np.ndarray,
+    diverged: np.ndarray,
+) -> None:
+    """Advance ``models`` (sharing every draw) for ``steps[p]`` steps of point p, in place.
+
+    Points must be sorted by decreasing ``steps``: the first ``active`` rows are running.
+    """
+    P, R, d = models[0].state.shape
+    dev, dt = models[0].state.device, models[0].state.dtype
+    buf = torch.empty((P, R, batch, d + 1), device=dev, dtype=dt)
+    gain = [torch.zeros((P, 1, d), device=dev, dtype=dt) for _ in models]
+    events: dict[int, list[tuple[int, int, float]]] = {}
+    for mi, m in enumerate(models):
+        for p in range(P):
+            for start, gamma in m.phases[p]:
+                if start < steps[p]:
+                    events.setdefault(int(start), []).append((p, mi, gamma))
+    ck_at: dict[int, list[int]] = {}
+    for c, t in enumerate(checkpoints):
+        ck_at.setdefault(int(t), []).append(c)
+    sig = sigma.view(P, 1, 1) if batch > 1 else sigma.view(P, 1)
+    active = P
+    for t in range(int(steps[0]) + 1):
+        for c in ck_at.get(t, ()):
+            for m in models:
+                if m.curve is not None:
+                    m.curve[:active, :, c] = _risk(m, slice(0, active))
+        while active and steps[active - 1] == t:
+            active -= 1
+        if not active:
+            break
+        for p, mi, gamma in events.get(t, ()):
+            if not diverged[p]:
+                gain[mi][p] = (gamma / batch) * models[mi].lam[p]
+        if t % _CHECK_EVERY == 0 and t:
+            _check(models, limit, diverged, gain, active)
+        for p in range(active):
+            torch.randn((R, batch, d + 1), generator=gens[p], out=buf[p])
+        if batch == 1:
+            z = buf[:active, :, 0, :d]
+            eps = buf[:active, :, 0, d]
+            for m, g in zip(models, gain, strict=True):
+                st = m.state[:active]
+                r = (z * st).sum(-1)
+                if m.noisy:
+                    r.sub_(sig[:active] * eps)
+                st.addcmul_(z * r.unsqueeze(-1), g[:active], value=-1.0)
+        else:
+            z = buf[:active, :, :, :d]
+            eps = buf[:active, :, :, d]
+            for m, g in zip(models, gain, strict=True):
+                st = m.state[:active]
+                r = torch.matmul(z, st.unsqueeze(-1)).squeeze(-1)
+                if m.noisy:
+                    r.sub_(sig[:active] * eps)
+                grad = torch.matmul(r.unsqueeze(-2), z).squeeze(-2)
+                st.addcmul_(grad, g[:active], value=-1.0)
+    _check(models, limit, diverged, gain, P)
+
+
+def _check(models, limit, diverged, gain, active) -> None:
+    """Freeze points whose risk is non-finite or exploded; the others are untouched."""
+    worst = torch.stack([_risk(m, slice(0, active)).amax(-1) for m in models]).amax(0)
+    bad = (~(worst < limit[:active])).cpu().numpy()
+    for p in np.flatnonzero(bad & ~diverged[:active]):
+        diverged[p] = True
+        for m, g in zip(models, gain, strict=True):
+            g[p] = 0.0
+            m.state[p] = float("nan")
+
+
+def _replicates_last(x: torch.Tensor) -> np.ndarray:
+    """float64 NumPy copy with the replicate axis (axis 1) last and contiguous.
+
+    Reducing a contiguous last axis makes each point's statistics independent of how many
+    other points share the tensor (torch's strided reductions are not).
+    """
+    return np.ascontiguousarray(np.moveaxis(x.double().cpu().numpy(), 1, -1))
+
+
+def _moments(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error over the replicate axis (axis 1)."""
+    v = _replicates_last(x)
+    mean = v.mean(-1)
+    if v.shape[-1] < 2:
+        return mean, np.full_like(mean, np.nan)
+    return mean, v.std(-1, ddof=1) / math.sqrt(v.shape[-1])
+
+
+def _ratio_se(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Delta-method standard error of mean(a)/mean(b) from paired replicates (P, R)."""
+    a, b = _replicates_last(a), _replicates_last(b)
+    R = a.shape[-1]
+    if R < 2:
+        return np.full(a.shape[0], np.nan)
+    ma, mb = a.mean(-1, keepdims=True), b.mean(-1, keepdims=True)
+    with np.errstate(all="ignore"):
+        infl = (a - ma) / mb - ma * (b - mb) / mb**2
+    return infl.std(-1, ddof=1) / math.sqrt(R)
+
+
+def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, fixed_target):
+    """One stacked tensor program for points sharing (d, batch_t, batch_s)."""
+    P, R, d = len(points), replicates, points[0].d
+    bt, bs = points[0].batch_t, points[0].batch_s
+    kw = {"device": device, "dtype": dtype}
+    keys = [point_hash(p) for p in points]
+
+    def gens(stream: str) -> list[torch.Generator]:
+        return [torch.Generator(device=device).manual_seed(derive_seed(seed, k, stream))
+                for k in keys]
+
+    lam_t = torch.tensor(np.array([teacher_spectrum(p) for p in points]), **kw).unsqueeze(1)
+    lam_s = torch.tensor(np.array([student_spectrum(p) for p in points]), **kw).unsqueeze(1)
+    theta = torch.empty((P, 1 if fixed_target else R, d), **kw)
+    for i, (p, g) in enumerate(zip(points, gens("target"), strict=True)):
+        c = target_coefficients(p)
+        if c is None:  # gaussian target: one draw per replicate (or one shared draw)
+            theta[i] = torch.randn((theta.shape[1], d), generator=g, **kw)
+        else:
+            theta[i] = torch.tensor(c, **kw)
+    theta.mul_(lam_t.sqrt())
+    theta = theta.expand(P, R, d)
+    sigma = torch.tensor([math.sqrt(p.sigma2) for p in points], **kw)
+    energy = np.array([target_energy(p).sum() for p in points])
+    limit = torch.tensor(DIVERGED_FACTOR * (0.5 * energy + np.array([p.sigma2 for p in points])
+                                            + 1e-30), **kw)
+    diverged = np.zeros(P, dtype=bool)
+    ck = np.asarray(checkpoints)
+
+    def phases(kind_attr, gamma_key, steps_attr, horizon_attr):
+        return [schedule_phases(getattr(p, kind_attr), gam[gamma_key][i], getattr(p, steps_attr),
+                                getattr(p, steps_attr) if horizon_attr is None
+                                else getattr(p, horizon_attr))
+                for i, p in enumerate(points)]
+
+    def run(models: list[_Model], generators, steps: np.ndarray, batch: int) -> None:
+        order = np.argsort(-steps, kind="stable")
+        idx = torch.as_tensor(order, device=device)
+        sub = [_Model(m.state[idx].clone(), m.lam[idx], [m.phases[i] for i in order], m.noisy,
+                      None if m.offset is None else m.offset[idx],
+                      None if m.curve is None else m.curve[idx].clone()) for m in models]
+        div = diverged[order].copy()
+        _run_loop(sub, [generators[i] for i in order], steps[order], batch, sigma[idx],
+                  limit[idx], ck, div)
+        for m, s in zip(models, sub, strict=True):
+            m.state[idx] = s.state
+            if m.curve is not None:
+                m.curve[idx] = s.curve
+        diverged[order] |= div
+
+    nan_curve = torch.full((P, R, len(ck)), float("nan"), **kw)
+    teacher = _Model(-theta.clone(), lam_t, phases("schedule_t", "gamma0_t", "steps_t", "plan_t"),
+                     True, curve=nan_curve.clone())
+    direct = _Model(-theta.clone(), lam_s,
+                    phases("schedule_s", "gamma0_direct", "steps_direct", None), True)
+    steps_t = np.array([p.steps_t for p in points])
+    if bt == bs:
+        run([teacher, direct], gens("teacher"), steps_t, bt)
+    else:
+        run([teacher], gens("teacher"), steps_t, bt)
+        run([direct], gens("direct"), np.array([p.steps_direct for p in points]), bs)
+    t2s = _Model(-(teacher.state + theta), lam_s,
+                 phases("schedule_s", "gamma0_s", "steps_s", "plan_s"), False,
+                 offset=teacher.state, curve=nan_curve.clone())
+    ceiling = _Model(-theta.clone(), lam_s,
+                     phases("schedule_s", "gamma0_ceiling", "steps_s", "plan_s"), True)
+    run([t2s, ceiling], gens("student"), np.array([p.steps_s for p in points]), bs)
+
+    models = {"teacher": teacher, "direct": direct, "t2s": t2s, "ceiling": ceiling}
+    out: dict[str, np.ndarray] = {}
+    per_rep = {}
+    for name, m in models.items():
+        err = m.state if m.offset is None else m.state + m.offset
+        modes = 0.5 * err.square()
+        per_rep[name] = modes.sum(-1)
+        out[f"risk_{name}"], out[f"risk_{name}_se"] = _moments(per_rep[name])
+        out[f"mode_{name}"], out[f"mode_{name}_se"] = _moments(modes)
+        if m.curve is not None:
+            out[f"curve_{name}"], out[f"curve_{name}_se"] = _moments(m.curve)
+    with_ratios(out)
+    rt, rd, rs, rc = (per_rep[k] for k in ("teacher", "direct", "t2s", "ceiling"))
+    out["der_se"] = _ratio_se(rd, rs)
+    out["w2s_ratio_se"] = _ratio_se(rs, rt)
+    out["pgr_se"] = np.where(np.isnan(out["pgr"]), np.nan, _ratio_se(rt - rs, rt - rc))
+    for k in RISKS + MODE_RISKS + CURVES + ("der", "pgr", "w2s_ratio"):
+        for key in (k, k + "_se"):
+            if key in out:
+                out[key][diverged] = np.nan
+    out["status"] = np.where(diverged, "diverged", "ok")
+    out.update({k: v.copy() for k, v in gam.items()})
+    return out
+
+
+def _group_size(p: Point, replicates: int, itemsize: int) -> int:
+    """How many points fit in one stacked program under :data:`GROUP_BYTES`."""
+    per_point = replicates * p.d * (max(p.batch_t, p.batch_s) + 8) * itemsize
+    return max(1, GROUP_BYTES // per_point)
+
+
+def simulate(
+    points: Sequence[Point],
+    replicates: int = 64,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    dtype: str = "float32",
+    checkpoints: np.ndarray | None = None,
+    fixed_target: bool = False,
+) -> dict[str, np.ndarray]:
+    """Monte Carlo mean and standard error of every quantity, per point, in input order."""
+    if replicates < 1:
+        raise ValueError(f"replicates = {replicates} is invalid: need >= 1")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is invalid: use one of {', '.join(DTYPES)}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dt = DTYPES[dtype]
+    ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
+    gam = step_sizes(points)
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)
+    d_max = max(p.d for p in points)
+    out: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for idx in groups.values():
+            size = _group_size(points[idx[0]], replicates, torch.finfo(dt).bits // 8)
+            for lo in range(0, len(idx), size):
+                part = idx[lo : lo + size]
+                res = _simulate_group([points[i] for i in part],
+                                      {k: v[part] for k, v in gam.items()},
+                                      replicates, seed, dev, dt, ck, fixed_target)
+                for k, v in res.items():
+                    if k.startswith("mode_") and v.shape[1] < d_max:
+                        v = np.concatenate([v, np.full((len(part), d_max - v.shape[1]), np.nan)],
+                                           axis=1)
+                    if k not in out:
+                        out[k] = np.full((len(points),) + v.shape[1:],
+                                         "" if v.dtype.kind == "U" else np.nan,
+                                         dtype=v.dtype if v.dtype.kind == "U" else np.float64)
+                    out[k][part] = v
+    return out

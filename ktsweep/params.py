@@ -1,0 +1,253 @@
+"""Point parameters: the validated record of one grid point and its canonical hash.
+
+The names and defaults are the contract of model.md §3; they are also config keys,
+CLI keys and cube coordinates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+TARGETS = ("gaussian", "lowdim", "power")
+SCHEDULES = ("geometric", "tail_geometric", "constant")
+DEFAULT_GAMMA0: dict[str, float] = {"scale": 0.5}
+
+Gamma0 = float | dict[str, Any]
+
+
+class ParameterError(ValueError):
+    """A point parameter is missing, unknown or out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point of model.md §3, defaults resolved (ranks, horizons: None = default)."""
+
+    alpha_t: float
+    alpha_s: float
+    N: int
+    n: int
+    sigma2: float
+    d: int = 1000
+    r_t: int | None = None
+    r_s: int | None = None
+    target: str = "gaussian"
+    k_dagger: int | None = None
+    amplitude: float = 1.0
+    beta: float = 0.0
+    batch_t: int = 1
+    batch_s: int = 1
+    schedule_t: str = "geometric"
+    schedule_s: str = "geometric"
+    horizon_t: int | None = None
+    horizon_s: int | None = None
+    gamma0_t: Gamma0 = None  # type: ignore[assignment]
+    gamma0_s: Gamma0 = None  # type: ignore[assignment]
+
+    # -- derived sizes -------------------------------------------------------------
+    @property
+    def rank_t(self) -> int:
+        return self.d if self.r_t is None else self.r_t
+
+    @property
+    def rank_s(self) -> int:
+        return self.d if self.r_s is None else self.r_s
+
+    @property
+    def steps_t(self) -> int:
+        """SGD steps of the teacher (N samples, batch_t)."""
+        return -(-self.N // self.batch_t)
+
+    @property
+    def steps_direct(self) -> int:
+        """SGD steps of the direct student (N samples, batch_s)."""
+        return -(-self.N // self.batch_s)
+
+    @property
+    def steps_s(self) -> int:
+        """SGD steps of the T2S and ceiling students (n samples, batch_s)."""
+        return -(-self.n // self.batch_s)
+
+    @property
+    def plan_t(self) -> int:
+        return self.steps_t if self.horizon_t is None else self.horizon_t
+
+    @property
+    def plan_s(self) -> int:
+        return self.steps_s if self.horizon_s is None else self.horizon_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> Point:
+        return make_point({**self.as_dict(), **changes})
+
+    @property
+    def key(self) -> str:
+        """Canonical hash of the parameter values (see :func:`point_hash`)."""
+        return point_hash(self)
+
+
+PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(Point))
+REQUIRED: tuple[str, ...] = ("alpha_t", "alpha_s", "N", "n", "sigma2")
+INT_PARAMS = (
+    "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s"
+)
+FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta")
+
+
+def _fail(name: str, value: Any, allowed: str) -> ParameterError:
+    return ParameterError(f"parameter {name!r} = {value!r} is invalid: {allowed}")
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise _fail(name, value, "expected a number")
+    if isinstance(value, str):  # YAML 1.1 reads 1e4 as a string; accept numeric strings
+        try:
+            value = float(value)
+        except ValueError:
+            raise _fail(name, value, "expected a number") from None
+    if not isinstance(value, int | float):
+        raise _fail(name, value, "expected a number")
+    out = float(value)
+    if not math.isfinite(out):
+        raise _fail(name, value, "expected a finite number")
+    return out
+
+
+def _as_int(name: str, value: Any) -> int:
+    f = _as_float(name, value)
+    if f != int(f):
+        raise _fail(name, value, "expected an integer")
+    return int(f)
+
+
+def _check_gamma0(name: str, value: Any) -> Gamma0:
+    if value is None:
+        return dict(DEFAULT_GAMMA0)
+    if isinstance(value, Mapping):
+        if set(value) == {"scale"}:
+            c = _as_float(name, value["scale"])
+            if c <= 0:
+                raise _fail(name, value, "{scale: c} needs c > 0 (gamma0 = c / tr(Sigma))")
+            return {"scale": c}
+        if set(value) == {"tune"}:
+            cands = value["tune"]
+            if not isinstance(cands, list | tuple) or not cands:
+                raise _fail(name, value, "{tune: [...]} needs a non-empty list of step sizes")
+            vals = [_as_float(name, c) for c in cands]
+            if any(v <= 0 for v in vals):
+                raise _fail(name, value, "every tuned step size must be > 0")
+            return {"tune": sorted(set(vals))}
+        raise _fail(name, value, "a mapping must be {scale: c} or {tune: [g1, g2, ...]}")
+    g = _as_float(name, value)
+    if g <= 0:
+        raise _fail(name, value, "a step size must be > 0")
+    return g
+
+
+def make_point(values: Mapping[str, Any]) -> Point:
+    """Validate a mapping of parameter values and return the resolved :class:`Point`.
+
+    Raises :class:`ParameterError` naming the first offending key and its allowed range.
+    """
+    unknown = sorted(set(values) - set(PARAMETERS))
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter {unknown[0]!r}; known parameters are: {', '.join(PARAMETERS)}"
+        )
+    missing = [k for k in REQUIRED if values.get(k) is None]
+    if missing:
+        raise ParameterError(f"parameter {missing[0]!r} is required (no default)")
+    v: dict[str, Any] = {}
+    for name in PARAMETERS:
+        raw = values.get(name)
+        if raw is None:
+            v[name] = None
+        elif name in INT_PARAMS:
+            v[name] = _as_int(name, raw)
+        elif name in FLOAT_PARAMS:
+            v[name] = _as_float(name, raw)
+        else:
+            v[name] = raw
+    for name in ("alpha_t", "alpha_s"):
+        if v[name] <= 0:
+            raise _fail(name, v[name], "spectral decay must be > 0")
+    for name in ("N", "n"):
+        if v[name] < 1:
+            raise _fail(name, v[name], "sample count must be >= 1")
+    if v["sigma2"] < 0:
+        raise _fail("sigma2", v["sigma2"], "noise variance must be >= 0")
+    d = 1000 if v["d"] is None else v["d"]
+    if d < 1:
+        raise _fail("d", d, "dimension must be >= 1")
+    v["d"] = d
+    for name in ("r_t", "r_s"):
+        if v[name] is not None and not 1 <= v[name] <= d:
+            raise _fail(name, v[name], f"rank must be in 1..d (d = {d})")
+    target = v["target"] if v["target"] is not None else "gaussian"
+    if target not in TARGETS:
+        raise _fail("target", target, f"one of {', '.join(TARGETS)}")
+    v["target"] = target
+    if target == "lowdim" and v["k_dagger"] is None:
+        raise ParameterError("parameter 'k_dagger' is required when target = lowdim")
+    if v["k_dagger"] is not None and not 1 <= v["k_dagger"] <= d:
+        raise _fail("k_dagger", v["k_dagger"], f"support size must be in 1..d (d = {d})")
+    v["amplitude"] = 1.0 if v["amplitude"] is None else v["amplitude"]
+    v["beta"] = 0.0 if v["beta"] is None else v["beta"]
+    if v["beta"] < 0:
+        raise _fail("beta", v["beta"], "source exponent must be >= 0")
+    for name in ("batch_t", "batch_s"):
+        v[name] = 1 if v[name] is None else v[name]
+        if v[name] < 1:
+            raise _fail(name, v[name], "batch size must be >= 1")
+    for name in ("schedule_t", "schedule_s"):
+        v[name] = "geometric" if v[name] is None else v[name]
+        if v[name] not in SCHEDULES:
+            raise _fail(name, v[name], f"one of {', '.join(SCHEDULES)}")
+    steps = {"horizon_t": -(-v["N"] // v["batch_t"]), "horizon_s": -(-v["n"] // v["batch_s"])}
+    for name, run in steps.items():
+        if v[name] is not None and v[name] < run:
+            raise _fail(name, v[name], f"planned horizon must be >= the steps run ({run})")
+    for name in ("gamma0_t", "gamma0_s"):
+        v[name] = _check_gamma0(name, v[name])
+    return Point(**v)
+
+
+def _canonical(value: Any) -> Any:
+    """Spelling-independent form: every number becomes a float repr, mappings sort keys."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(float(value))
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_canonical(x) for x in value]
+    raise TypeError(f"cannot hash value of type {type(value).__name__}")
+
+
+def point_hash(point: Point | Mapping[str, Any]) -> str:
+    """Stable 16-hex-digit hash of a point's resolved parameter values.
+
+    Independent of key order, of int/float spelling and of the process; defaults are
+    resolved first so that spelling a default out does not change the hash.
+    """
+    p = point if isinstance(point, Point) else make_point(point)
+    values = p.as_dict()
+    values["r_t"], values["r_s"] = p.rank_t, p.rank_s
+    values["horizon_t"], values["horizon_s"] = p.plan_t, p.plan_s
+    text = json.dumps(_canonical(values), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any parts (base seed, point hash, stream name, ...)."""
+    text = "/".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1

@@ -1,0 +1,112 @@
+"""Spectra, targets and step-size schedules of model.md §1–2, shared by every estimator."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .params import Point
+
+Phases = list[tuple[int, float]]
+"""A schedule as (first step, step size) pairs, starts increasing, first start 0."""
+
+
+def spectrum(alpha: float, d: int, rank: int | None = None) -> np.ndarray:
+    """Eigenvalues λ_i = i^{-α} for i ≤ rank, 0 beyond (float64, length d)."""
+    r = d if rank is None else rank
+    lam = np.zeros(d)
+    lam[:r] = np.arange(1, r + 1, dtype=np.float64) ** (-alpha)
+    return lam
+
+
+def teacher_spectrum(p: Point) -> np.ndarray:
+    return spectrum(p.alpha_t, p.d, p.rank_t)
+
+
+def student_spectrum(p: Point) -> np.ndarray:
+    return spectrum(p.alpha_s, p.d, p.rank_s)
+
+
+def coefficient_power(p: Point) -> np.ndarray:
+    """E[c_i²]: the target's expected squared coefficients in teacher feature coordinates."""
+    i = np.arange(1, p.d + 1, dtype=np.float64)
+    if p.target == "gaussian":
+        return np.ones(p.d)
+    if p.target == "lowdim":
+        return np.where(i <= p.k_dagger, p.amplitude**2, 0.0)
+    return i**p.beta  # power
+
+
+def target_energy(p: Point) -> np.ndarray:
+    """e_i = E[θ*_i²] with θ*_i = sqrt(λ_T,i) c_i (semantic coordinates)."""
+    return teacher_spectrum(p) * coefficient_power(p)
+
+
+def target_coefficients(p: Point) -> np.ndarray | None:
+    """Deterministic coefficients c (lowdim, power); None for the random gaussian target."""
+    if p.target == "gaussian":
+        return None
+    return np.sqrt(coefficient_power(p))
+
+
+def resolve_gamma0(spec: float | dict, lam: np.ndarray) -> list[float]:
+    """Candidate initial steps for one run: [value], [c / tr Σ] or the tuning list."""
+    if isinstance(spec, dict):
+        if "scale" in spec:
+            return [spec["scale"] / float(lam.sum())]
+        return [float(g) for g in spec["tune"]]
+    return [float(spec)]
+
+
+def geometric_period(horizon: int) -> int:
+    """K = max(1, floor(H / log2 H)): steps between halvings of the geometric schedule."""
+    if horizon <= 2:
+        return 1
+    return max(1, math.floor(horizon / math.log2(horizon)))
+
+
+def schedule_phases(kind: str, gamma0: float, steps: int, horizon: int) -> Phases:
+    """Piecewise-constant schedule of model.md §2, truncated to the ``steps`` actually run."""
+    if kind == "constant":
+        phases = [(0, gamma0)]
+    elif kind == "geometric":
+        k = geometric_period(horizon)
+        phases = [(j * k, gamma0 * 2.0**-j) for j in range(-(-steps // k))]
+    elif kind == "tail_geometric":
+        head = horizon // 2
+        k = geometric_period(horizon - head)
+        phases = [(0, gamma0)] if head > 0 else []
+        phases += [(head + j * k, gamma0 * 2.0**-j) for j in range(max(0, -(-(steps - head) // k)))]
+    else:  # validated in params; kept for direct callers
+        raise ValueError(f"unknown schedule kind {kind!r}")
+    return [(s, g) for s, g in phases if s < steps] or [(0, gamma0)]
+
+
+def step_sizes(phases: Phases, steps: int) -> np.ndarray:
+    """The schedule expanded to one step size per step (for tests and plots)."""
+    out = np.empty(steps)
+    bounds = [s for s, _ in phases[1:]] + [steps]
+    for (start, g), stop in zip(phases, bounds, strict=True):
+        out[start:stop] = g
+    return out
+
+
+def phase_product(phases: Phases, steps: int, lam: np.ndarray) -> np.ndarray:
+    """P_i = Π_t (1 − γ_t λ_i) over the steps run: the mean's contraction per mode."""
+    out = np.ones_like(lam)
+    bounds = [s for s, _ in phases[1:]] + [steps]
+    for (start, g), stop in zip(phases, bounds, strict=True):
+        length = min(stop, steps) - start
+        if length > 0:
+            out *= (1.0 - g * lam) ** length
+    return out
+
+
+def checkpoint_steps(max_steps: int, per_decade: int = 10) -> np.ndarray:
+    """Log-spaced integer steps 0, 1, …, max_steps (inclusive): the learning-curve grid."""
+    if max_steps <= 0:
+        return np.zeros(1, dtype=np.int64)
+    count = max(2, int(math.ceil(math.log10(max_steps) * per_decade)) + 1)
+    steps = np.unique(np.round(np.geomspace(1, max_steps, count)).astype(np.int64))
+    return np.concatenate([[0], steps])
