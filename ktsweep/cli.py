@@ -92,6 +92,90 @@ def cmd_point(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layout_arg(text: str):
+    """A layout from a JSON file written by init-cube, a JSON string, or a YAML config path."""
+    from pathlib import Path
+
+    from .grid import ConfigError, Layout, load_config
+
+    try:
+        if text.lstrip().startswith("{"):
+            return Layout.from_config(json.loads(text))
+        path = Path(text)
+        if path.suffix == ".json":
+            return Layout.from_json(path.read_text())
+        return Layout(load_config(text))
+    except (ConfigError, OSError, json.JSONDecodeError) as err:
+        raise UsageError(str(err)) from None
+
+
+def cmd_init_cube(args: argparse.Namespace) -> int:
+    from .store import init_cube
+
+    layout = _layout_arg(args.layout)
+    what = init_cube(layout, args.cube)
+    print(f"cube {args.cube}: {what}; {layout.n_points} points in {layout.n_chunks} chunks")
+    if args.marker:
+        _write_atomic(args.marker, layout.to_json())
+    return 0
+
+
+def _write_atomic(path: str, text: str) -> None:
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+
+
+def cmd_run_chunk(args: argparse.Namespace) -> int:
+    import logging
+
+    from .store import StoreError
+    from .sweep import run_chunk
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    layout = _layout_arg(args.layout)
+    if args.chunk not in layout.chunk_ids():
+        raise UsageError(f"chunk {args.chunk!r} does not exist: this sweep has chunks "
+                         f"c{0:05d}..c{layout.n_chunks - 1:05d}")
+    try:
+        summary = run_chunk(layout, args.chunk, args.cube, threads=args.threads,
+                            scheduler=args.scheduler, report=lambda s: print(s, flush=True))
+    except StoreError as err:
+        raise UsageError(str(err)) from None
+    if args.marker:
+        _write_atomic(args.marker, json.dumps(summary, indent=1))
+    return 0
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from .sweep import summarize
+
+    layout = _layout_arg(args.layout)
+    summary = summarize(layout, args.cube, args.markers)
+    _write_atomic(args.out, json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "chunks"}))
+    return 0 if not summary["missing"] else 1
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import plan
+
+    layout = _layout_arg(args.config)
+    info = plan(layout, calibrate_here=not args.no_calibration)
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        from .plan import format_plan
+
+        print(format_plan(info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ktsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +191,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints-per-decade", type=_positive_int, default=10)
     p.add_argument("--json", action="store_true", help="print one flat JSON object")
     p.set_defaults(func=cmd_point)
+
+    p = sub.add_parser("plan", help="say what a sweep will do before running it")
+    p.add_argument("config", help="config YAML (or a layout JSON)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="skip the short timing run that estimates compute")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("init-cube", help="create or extend the result cube for a layout")
+    p.add_argument("layout", help="config YAML, layout JSON file, or inline JSON")
+    p.add_argument("--cube", required=True)
+    p.add_argument("--marker", help="write the layout JSON here when done")
+    p.set_defaults(func=cmd_init_cube)
+
+    p = sub.add_parser("run-chunk", help="compute one chunk (one Snakemake job)")
+    p.add_argument("layout", help="layout JSON written by init-cube (or a config)")
+    p.add_argument("chunk", help="chunk id, e.g. c00003")
+    p.add_argument("--cube", required=True)
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="dask workers of the local cluster")
+    p.add_argument("--scheduler", default=None,
+                   help="address of an existing dask scheduler (overrides the config)")
+    p.add_argument("--marker", help="write the job summary JSON here when done")
+    p.set_defaults(func=cmd_run_chunk)
+
+    p = sub.add_parser("summarize", help="check the cube is complete and summarise the jobs")
+    p.add_argument("layout")
+    p.add_argument("--cube", required=True)
+    p.add_argument("--markers", nargs="*", default=[])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_summarize)
     return parser
 
 

@@ -104,9 +104,13 @@ def phase_product(phases: Phases, steps: int, lam: np.ndarray) -> np.ndarray:
 
 
 def checkpoint_steps(max_steps: int, per_decade: int = 10) -> np.ndarray:
-    """Log-spaced integer steps 0, 1, …, max_steps (inclusive): the learning-curve grid."""
+    """Learning-curve steps: 0 and round(10^(k/per_decade)) up to the first ≥ max_steps.
+
+    The grid depends on ``max_steps`` only through its length, so a sweep extended to more
+    samples keeps every checkpoint it had (curves of old points stay valid).
+    """
     if max_steps <= 0:
         return np.zeros(1, dtype=np.int64)
-    count = max(2, int(math.ceil(math.log10(max_steps) * per_decade)) + 1)
-    steps = np.unique(np.round(np.geomspace(1, max_steps, count)).astype(np.int64))
+    top = int(math.ceil(math.log10(max_steps) * per_decade - 1e-9))
+    steps = np.unique(np.round(10.0 ** (np.arange(top + 1) / per_decade)).astype(np.int64))
     return np.concatenate([[0], steps])

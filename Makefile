@@ -1,0 +1,40 @@
+# ktsweep: one command each to set up and run the default sweep, or to run the tests.
+#   make run    # fresh machine -> .venv -> snakemake --cores 2 on config/config.yaml
+#   make test   # fresh machine -> .venv -> ruff + pytest (what CI runs, via .ci/run)
+PYTHON ?= python3
+VENV   ?= .venv
+CORES  ?= 2
+BIN    := $(VENV)/bin
+
+.PHONY: setup run test test-all bench clean
+
+# torch is installed first, pinned: 2.13.0 is a CPU build on these machines (an unpinned
+# torch would pull a multi-GB CUDA build). Everything else is pinned in requirements.lock.
+$(BIN)/ktsweep: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(BIN)/ktsweep
+
+setup: $(BIN)/ktsweep
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+# Default test run (CI): everything except tests marked slow or gpu.
+test: setup
+	$(BIN)/ruff check ktsweep tests benchmarks
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_mc.py
+	$(BIN)/python benchmarks/bench_exact.py
+	$(BIN)/python benchmarks/bench_workflow.py
+
+clean:
+	rm -rf results logs .snakemake

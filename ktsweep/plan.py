@@ -1,0 +1,109 @@
+"""What a sweep will do before it runs: points, jobs, compute per method and store size.
+
+Compute is estimated from a cost model (work ∝ d · steps for ``exact``, ∝ R · d · samples for
+``mc``) whose constants come from a short calibration run on this machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+
+from .estimators import MCSettings, run
+from .grid import Layout
+from .params import Point, make_point
+from .spectra import resolve_gamma0, student_spectrum, teacher_spectrum
+from .store import template
+
+
+def _exact_work(p: Point) -> float:
+    n_t = len(resolve_gamma0(p.gamma0_t, teacher_spectrum(p)))
+    n_s = len(resolve_gamma0(p.gamma0_s, student_spectrum(p)))
+    return p.d * (n_t * p.steps_t + n_s * (p.steps_direct + 2 * p.steps_s))
+
+
+def _mc_work(p: Point, replicates: int) -> float:
+    direct = p.N if p.batch_t != p.batch_s else 0
+    return replicates * (p.d + 1) * (p.N + p.n + direct)
+
+
+def calibrate(settings: MCSettings) -> dict[str, float]:
+    """Seconds per unit of work for each method, measured on small points here."""
+    pts = [make_point({"alpha_t": a, "alpha_s": 2.0, "N": 2000, "n": 2000, "sigma2": 0.1,
+                       "d": 200}) for a in (1.5, 2.5)]
+    ck = np.array([0, 10, 100, 1000])
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    run(pts, ["exact"], ck)
+    out["exact"] = (time.perf_counter() - t0) / sum(_exact_work(p) for p in pts)
+    small = MCSettings(16, settings.seed, settings.device, settings.dtype)
+    t0 = time.perf_counter()
+    run(pts[:1], ["mc"], ck, small)
+    out["mc"] = (time.perf_counter() - t0) / _mc_work(pts[0], 16)
+    out["bound"] = out["exact"]
+    return out
+
+
+def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
+    """A dict describing the sweep; compute estimates need ``calibrate_here``."""
+    counts = {m: 0 for m in layout.methods}
+    work = {m: 0.0 for m in layout.methods}
+    R = layout.config["mc"]["replicates"]
+    for idx in itertools.product(*(range(s) for s in layout.shape)):
+        p = layout.point_at(idx)
+        for m in layout.methods:
+            if m == "mc" and not layout.mc_selected(idx):
+                continue
+            counts[m] += 1
+            work[m] += _mc_work(p, R) if m == "mc" else _exact_work(p)
+    ds = template(layout)
+    size = int(sum(v.size * v.dtype.itemsize for v in ds.data_vars.values()))
+    info: dict[str, Any] = {
+        "name": layout.name,
+        "axes": {a: len(v) for a, v in layout.axes.items()},
+        "points": layout.n_points,
+        "jobs": layout.n_chunks,
+        "points_per_job": int(np.prod(layout.chunks)),
+        "chunk_shape": dict(zip(layout.axes, layout.chunks, strict=True)),
+        "evaluations": counts,
+        "store_bytes": size,
+        "variables": len(ds.data_vars),
+        "threads_per_job": layout.config["jobs"]["threads"],
+    }
+    if calibrate_here:
+        rate = calibrate(layout.mc_settings)
+        info["cpu_seconds"] = {m: work[m] * rate[m] for m in layout.methods}
+        info["cpu_seconds_total"] = sum(info["cpu_seconds"].values())
+    return info
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def format_plan(info: dict[str, Any]) -> str:
+    """Human-readable plan."""
+    lines = [
+        f"sweep '{info['name']}': {info['points']} points "
+        + " x ".join(f"{a}[{n}]" for a, n in info["axes"].items()),
+        f"jobs: {info['jobs']} (about {info['points_per_job']} points each, chunk "
+        + ", ".join(f"{a}={c}" for a, c in info["chunk_shape"].items()) + ")",
+        "evaluations: " + ", ".join(f"{m} {n}" for m, n in info["evaluations"].items()),
+        f"store: {_human_bytes(info['store_bytes'])} uncompressed in {info['variables']} "
+        "variables",
+    ]
+    if "cpu_seconds" in info:
+        per = ", ".join(f"{m} {s:.0f} s" for m, s in info["cpu_seconds"].items())
+        total = info["cpu_seconds_total"]
+        lines.append(f"compute (calibrated here, one core): {per}; total {total:.0f} s "
+                     f"= {total / 3600:.2f} core-hours")
+        lines.append(f"  wall time at {info['threads_per_job']} threads per job: about "
+                     f"{total / info['threads_per_job'] / 60:.1f} min on one such job slot")
+    return "\n".join(lines)

@@ -1,0 +1,216 @@
+"""One sweep job: evaluate the missing points of a chunk as dask tasks and write its block.
+
+A chunk's points are split into tasks per method, each a stack of points sharing
+(d, batch_t, batch_s) sorted by step count, so one task is one vectorised engine call.
+Points already in the cube are skipped, which makes a rerun after a kill, or after new
+values were added to an axis, compute only what is missing. The block is gathered in this
+process and written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .bounds import BOUND_NAMES
+from .estimators import MCSettings, run
+from .grid import Layout
+from .params import Point
+from .quantities import STATUS, STEP_SIZES
+from .store import check_compatible, read_block, variables, write_block
+
+log = logging.getLogger("ktsweep")
+
+
+@dataclass
+class Task:
+    """One engine call: a method and a stack of points (positions are flat block indices)."""
+
+    method: str
+    positions: list[int]
+    points: list[Point]
+    checkpoints: np.ndarray
+    mc: MCSettings
+    torch_threads: int = 1
+
+
+def evaluate_task(task: Task) -> dict[str, np.ndarray]:
+    """Run one task (on a dask worker); pure function of its arguments."""
+    if task.method == "mc":
+        import torch
+
+        torch.set_num_threads(task.torch_threads)
+    return run(task.points, [task.method], task.checkpoints, task.mc)[task.method]
+
+
+def missing(layout: Layout, block: dict[str, np.ndarray], index: Sequence[tuple[int, ...]]
+            ) -> dict[str, list[int]]:
+    """Flat block positions still to compute, per method (``index``: global grid indices)."""
+    out: dict[str, list[int]] = {}
+    for m in layout.methods:
+        if m == "bound":
+            todo = np.flatnonzero(block["bound_status"].reshape(-1) == 0)
+        else:
+            k = layout.estimators.index(m)
+            todo = np.flatnonzero(block["status"][..., k].reshape(-1) == 0)
+        if m == "mc":
+            todo = [p for p in todo if layout.mc_selected(index[p])]
+        out[m] = [int(p) for p in todo]
+    return out
+
+
+def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int]],
+               torch_threads: int = 1) -> list[Task]:
+    """Group the missing points of each method into stackable, similarly long tasks."""
+    size = layout.config["jobs"]["points_per_task"]
+    tasks: list[Task] = []
+    for method, positions in todo.items():
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for pos in positions:
+            p = points[pos]
+            groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(pos)
+        for members in groups.values():
+            members.sort(key=lambda i: -(points[i].steps_t + points[i].steps_s))
+            for lo in range(0, len(members), size):
+                part = members[lo:lo + size]
+                tasks.append(Task(method, part, [points[i] for i in part], layout.steps,
+                                  layout.mc_settings, torch_threads))
+    tasks.sort(key=lambda t: -sum(p.steps_t + p.steps_s for p in t.points) * t.points[0].d)
+    return tasks
+
+
+def merge(layout: Layout, block: dict[str, np.ndarray], task: Task,
+          result: dict[str, np.ndarray]) -> None:
+    """Place one task's results into the chunk's block arrays (in place)."""
+    shape = next(iter(block.values())).shape[: len(layout.axes)]
+    where = np.unravel_index(np.array(task.positions), shape)
+    names = variables(layout)
+    if task.method == "bound":
+        for k in BOUND_NAMES:
+            block[k][where] = result[k]
+        block["bound_status"][where] = 1
+    else:
+        m = layout.estimators.index(task.method)
+        for k, (dims, _) in names.items():
+            if dims and dims[0] == "method" and k in result:
+                value = result[k]
+                if k == "status":
+                    value = np.array([STATUS.index(str(s)) for s in value], dtype=np.int8)
+                if dims == ("method", "mode"):
+                    width = min(value.shape[1], block[k].shape[-1])
+                    block[k][where + (m,)] = np.nan
+                    block[k][where + (m, slice(0, width))] = value[:, :width]
+                else:
+                    block[k][where + (m,)] = value
+        if task.method == "mc":
+            for k, (dims, _) in names.items():
+                if k.endswith("_se") and k in result:
+                    value = result[k]
+                    if dims == ("mode",):
+                        width = min(value.shape[1], block[k].shape[-1])
+                        block[k][where] = np.nan
+                        block[k][where + (slice(0, width),)] = value[:, :width]
+                    else:
+                        block[k][where] = value
+    for k in STEP_SIZES:
+        if k in block and k in result:
+            block[k][where] = result[k]
+
+
+def _client(threads: int, scheduler: str | None, processes: bool):
+    """A dask client: the given scheduler, or a local cluster of ``threads`` workers."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler, timeout="30s"), None
+    cluster = LocalCluster(n_workers=threads, threads_per_worker=1, processes=processes,
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def run_chunk(
+    layout: Layout,
+    chunk: str,
+    cube: str | os.PathLike,
+    threads: int = 1,
+    scheduler: str | None = None,
+    processes: bool | None = None,
+    report: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Compute the missing points of ``chunk`` and write its block; returns a summary."""
+    start = time.perf_counter()
+    check_compatible(cube, layout)
+    index, points = layout.chunk_points(chunk)
+    block = read_block(cube, layout, chunk)
+    todo = missing(layout, block, index)
+    total = sum(len(v) for v in todo.values())
+    summary: dict[str, Any] = {"chunk": chunk, "layout_key": layout.layout_key(),
+                               "points": len(points),
+                               "computed": {m: len(v) for m, v in todo.items()}}
+    if total == 0:
+        report(f"[{chunk}] all {len(points)} points already in the cube; nothing to do")
+        summary["seconds"] = time.perf_counter() - start
+        return summary
+    if processes is None:
+        processes = layout.config["dask"]["processes"]
+    workers = 1 if scheduler else max(1, threads)
+    tasks = make_tasks(layout, points, todo, torch_threads=max(1, threads // workers))
+    client, cluster = _client(workers, scheduler or layout.config["dask"]["scheduler"],
+                              processes)
+    done = {m: 0 for m in todo}
+    try:
+        from distributed import as_completed
+
+        futures = client.map(evaluate_task, tasks, pure=False)
+        owner = {f.key: t for f, t in zip(futures, tasks, strict=True)}
+        for fut in as_completed(futures):
+            task = owner[fut.key]
+            merge(layout, block, task, fut.result())
+            done[task.method] += len(task.points)
+            counts = ", ".join(f"{m} {done[m]}/{len(todo[m])}" for m in todo)
+            report(f"[{chunk}] {sum(done.values())}/{total} point-evaluations done ({counts})")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    write_block(cube, layout, chunk, block)
+    summary["seconds"] = time.perf_counter() - start
+    summary["tasks"] = len(tasks)
+    return summary
+
+
+def summarize(layout: Layout, cube: str | os.PathLike, markers: Sequence[str] = ()
+              ) -> dict[str, Any]:
+    """Completeness of the cube (points still missing per method) and job totals."""
+    import json
+
+    from .store import open_cube
+
+    ds = open_cube(cube)
+    out: dict[str, Any] = {"name": layout.name, "points": layout.n_points,
+                           "chunks": layout.n_chunks, "missing": {}}
+    for m in layout.methods:
+        if m == "bound":
+            miss = int((ds["bound_status"] == 0).sum())
+        else:
+            status = ds["status"].isel(method=layout.estimators.index(m)).values
+            if m == "mc":
+                mask = np.zeros(layout.shape, dtype=bool)
+                for idx in np.ndindex(*layout.shape):
+                    mask[idx] = layout.mc_selected(idx)
+                miss = int(((status == 0) & mask).sum())
+            else:
+                miss = int((status == 0).sum())
+            out[f"diverged_{m}"] = int((status == 2).sum())
+        if miss:
+            out["missing"][m] = miss
+    jobs = [json.loads(open(p).read()) for p in markers]
+    out["computed"] = {m: sum(j["computed"].get(m, 0) for j in jobs) for m in layout.methods}
+    out["job_seconds"] = float(sum(j.get("seconds", 0.0) for j in jobs))
+    return out

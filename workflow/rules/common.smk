@@ -1,0 +1,46 @@
+# Config validation and input functions; rule files hold rules only.
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from ktsweep.grid import ConfigError, Layout
+
+try:
+    # Checks the config against workflow/schemas/config.schema.yaml, fills its defaults,
+    # and validates every grid point, before any job is scheduled.
+    LAYOUT = Layout.from_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid ktsweep config: {err}") from None
+
+NAME = LAYOUT.name
+OUT = f"results/{NAME}"
+CUBE = f"{OUT}/cube.zarr"
+KEY = LAYOUT.layout_key()
+STATE = f"{OUT}/.ktsweep"
+LOGS = f"logs/{NAME}"
+KTSWEEP = f"{sys.executable} -m ktsweep.cli"
+
+
+def chunk_markers(wildcards=None):
+    """One marker per chunk job of the current layout."""
+    return expand(f"{STATE}/{KEY}/{{chunk}}.json", chunk=LAYOUT.chunk_ids())
+
+
+def figure_outputs():
+    """The figures this grid supports (decided from the layout alone)."""
+    from ktsweep.plots import planned_figures
+
+    return [f"{OUT}/figures/{f}.png" for f in planned_figures(LAYOUT)]
+
+
+def final_outputs():
+    return [f"{OUT}/cube.json", f"{OUT}/fits.csv", f"{OUT}/fits.md", *figure_outputs()]
+
+
+def simulate_threads():
+    return LAYOUT.config["jobs"]["threads"]
+
+
+def scheduler_flag():
+    address = LAYOUT.config["dask"]["scheduler"]
+    return f"--scheduler {address}" if address else ""
