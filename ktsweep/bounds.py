@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .exact import evaluate_detail, group_by_d
+from .exact import Detail, evaluate_detail, group_by_d
 from .params import Point
 
 PSI = 3.0
@@ -73,8 +73,9 @@ def step_condition(p: Point, lam_t: np.ndarray, lam_s: np.ndarray, gammas: Seque
     return bool(all(g < cap for g in gammas))
 
 
-def _bounds_same_d(points: Sequence[Point]) -> dict[str, np.ndarray]:
-    ex, det = evaluate_detail(points)
+def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
+                ) -> dict[str, np.ndarray]:
+    """Bounds from exact results and moments already computed for ``points`` (same d)."""
     rows: list[dict[str, float]] = []
     for i, p in enumerate(points):
         row: dict[str, float] = {}
@@ -119,4 +120,4 @@ def evaluate(points: Sequence[Point]) -> dict[str, np.ndarray]:
     Flags (``sandwich_*``, ``bound_t2s_holds``, ``step_condition``) are 1.0 / 0.0 floats so
     that they stack into the cube beside the other numbers.
     """
-    return group_by_d(points, _bounds_same_d)
+    return group_by_d(points, lambda pts: from_detail(pts, *evaluate_detail(pts)))

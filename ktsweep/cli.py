@@ -176,6 +176,34 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fits(args: argparse.Namespace) -> int:
+    from .fits import fit_cube, write_fits
+    from .store import StoreError, open_cube
+
+    try:
+        df = fit_cube(open_cube(args.cube))
+    except StoreError as err:
+        raise UsageError(str(err)) from None
+    write_fits(df, args.csv, args.md)
+    counts = df.groupby("verdict").size().to_dict() if len(df) else {}
+    print(f"{len(df)} fits written to {args.csv} and {args.md}: "
+          + (", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing to fit"))
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .plots import make_figures
+    from .store import StoreError, open_cube
+
+    try:
+        paths = make_figures(open_cube(args.cube), args.outdir)
+    except StoreError as err:
+        raise UsageError(str(err)) from None
+    print(f"{len(paths)} figures written to {args.outdir}: "
+          + ", ".join(p.name for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ktsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markers", nargs="*", default=[])
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("fits", help="fit the power-law exponents of a cube against model.md §5")
+    p.add_argument("cube", help="result cube (zarr directory)")
+    p.add_argument("--csv", required=True, help="write the fit table here (CSV)")
+    p.add_argument("--md", required=True, help="write the readable report here (Markdown)")
+    p.set_defaults(func=cmd_fits)
+
+    p = sub.add_parser("figures", help="draw the figures the cube's grid supports (PNG)")
+    p.add_argument("cube", help="result cube (zarr directory)")
+    p.add_argument("--outdir", required=True, help="directory for <figure>.png")
+    p.set_defaults(func=cmd_figures)
     return parser
 
 

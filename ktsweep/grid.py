@@ -70,10 +70,16 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config key {where!r}: {err.message}")
     _fill_defaults(cfg, sch)
     grid, fixed = cfg["grid"], cfg["fixed"]
-    both = sorted(set(grid) & set(fixed))
+    tie = cfg["tie"]
+    both = sorted(set(grid) & set(fixed) | set(tie) & (set(grid) | set(fixed)))
     if both:
-        raise ConfigError(f"parameter {both[0]!r} is in both grid and fixed; keep it in one")
-    missing = [k for k in REQUIRED if k not in grid and k not in fixed]
+        raise ConfigError(f"parameter {both[0]!r} is given twice (grid, fixed, tie); keep it "
+                          "in one place")
+    for name, axis in tie.items():
+        if axis not in grid:
+            raise ConfigError(f"config key 'tie.{name}': {axis!r} is not a grid axis "
+                              f"(axes: {', '.join(grid)})")
+    missing = [k for k in REQUIRED if k not in grid and k not in fixed and k not in tie]
     if missing:
         raise ConfigError(f"parameter {missing[0]!r} is required: give it in grid or fixed")
     for axis, values in grid.items():
@@ -93,7 +99,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for axis in cfg["jobs"]["chunks"]:
         if axis not in grid:
             raise ConfigError(f"config key 'jobs.chunks.{axis}': {axis!r} is not a grid axis")
-    _check_points(grid, fixed)
+    _check_points(grid, fixed, tie)
     return cfg
 
 
@@ -115,12 +121,22 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def _check_points(grid: Mapping[str, list], fixed: Mapping[str, Any]) -> None:
-    """Every point must be valid; checks each distinct value per axis, then the product."""
+def point_values(fixed: Mapping[str, Any], axis_values: Mapping[str, Any],
+                 tie: Mapping[str, str]) -> dict[str, Any]:
+    """The full parameter mapping of one point: fixed, axis values, then tied parameters."""
+    values = {**fixed, **axis_values}
+    for name, axis in tie.items():
+        values[name] = axis_values[axis]
+    return values
+
+
+def _check_points(grid: Mapping[str, list], fixed: Mapping[str, Any],
+                  tie: Mapping[str, str]) -> None:
+    """Every point of the product must be a valid point (errors name the point)."""
     names = list(grid)
     try:
         for combo in itertools.product(*grid.values()):
-            make_point({**fixed, **dict(zip(names, combo, strict=True))})
+            make_point(point_values(fixed, dict(zip(names, combo, strict=True)), tie))
     except ParameterError as err:
         where = ", ".join(f"{k}={v!r}" for k, v in zip(names, combo, strict=True))
         raise ConfigError(f"grid point ({where}): {err}") from None
@@ -189,7 +205,8 @@ class Layout:
         return cls(json.loads(text))
 
     def to_json(self) -> str:
-        return json.dumps(self.config, sort_keys=True, indent=1)
+        """The resolved config as JSON; key order kept (grid order = cube dimension order)."""
+        return json.dumps(self.config, indent=1)
 
     # -- identity ------------------------------------------------------------------
     @property
@@ -212,7 +229,8 @@ class Layout:
     @property
     def mc_settings(self) -> MCSettings:
         m = self.config["mc"]
-        return MCSettings(m["replicates"], m["seed"], m["device"], m["dtype"], m["fixed_target"])
+        return MCSettings(m["replicates"], m["seed"], m["device"], m["dtype"], m["fixed_target"],
+                          m["require_device"])
 
     def result_key(self) -> str:
         """Hash of everything that changes a point's numbers (not the axes or the chunking).
@@ -222,7 +240,8 @@ class Layout:
         c = self.config
         mc = {k: v for k, v in c["mc"].items() if k not in ("subgrid", "stride", "device",
                                                              "require_device")}
-        ident = {"fixed": c["fixed"], "mc": mc, "outputs": c["outputs"], "axes": list(self.axes)}
+        ident = {"fixed": c["fixed"], "tie": c["tie"], "mc": mc, "outputs": c["outputs"],
+                 "axes": list(self.axes)}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
     def layout_key(self) -> str:
@@ -258,7 +277,7 @@ class Layout:
         return {a: v[i] for (a, v), i in zip(self.axes.items(), index, strict=True)}
 
     def point_at(self, index: tuple[int, ...]) -> Point:
-        return make_point({**self.fixed, **self.values_at(index)})
+        return make_point(point_values(self.fixed, self.values_at(index), self.config["tie"]))
 
     def chunk_points(self, chunk: str | int) -> tuple[list[tuple[int, ...]], list[Point]]:
         """Global grid indices and points of a chunk, in C order of the block."""
@@ -284,6 +303,7 @@ class Layout:
 
     # -- derived dimensions ----------------------------------------------------------
     def _param_values(self, name: str) -> list[Any]:
+        name = self.config["tie"].get(name, name)
         return list(self.axes[name]) if name in self.axes else [self.fixed.get(name)]
 
     @property

@@ -58,7 +58,10 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
             if m == "mc" and not layout.mc_selected(idx):
                 continue
             counts[m] += 1
-            work[m] += _mc_work(p, R) if m == "mc" else _exact_work(p)
+            if m == "mc":
+                work[m] += _mc_work(p, R)
+            elif m == "exact" or "exact" not in layout.methods:  # bound reuses exact's moments
+                work[m] += _exact_work(p)
     ds = template(layout)
     size = int(sum(v.size * v.dtype.itemsize for v in ds.data_vars.values()))
     info: dict[str, Any] = {

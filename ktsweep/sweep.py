@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ log = logging.getLogger("ktsweep")
 class Task:
     """One engine call: a method and a stack of points (positions are flat block indices)."""
 
-    method: str
+    methods: tuple[str, ...]
     positions: list[int]
     points: list[Point]
     checkpoints: np.ndarray
@@ -40,13 +41,13 @@ class Task:
     torch_threads: int = 1
 
 
-def evaluate_task(task: Task) -> dict[str, np.ndarray]:
+def evaluate_task(task: Task) -> dict[str, dict[str, np.ndarray]]:
     """Run one task (on a dask worker); pure function of its arguments."""
-    if task.method == "mc":
+    if "mc" in task.methods:
         import torch
 
         torch.set_num_threads(task.torch_threads)
-    return run(task.points, [task.method], task.checkpoints, task.mc)[task.method]
+    return run(task.points, task.methods, task.checkpoints, task.mc)
 
 
 def missing(layout: Layout, block: dict[str, np.ndarray], index: Sequence[tuple[int, ...]]
@@ -69,34 +70,39 @@ def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int
                torch_threads: int = 1) -> list[Task]:
     """Group the missing points of each method into stackable, similarly long tasks."""
     size = layout.config["jobs"]["points_per_task"]
-    tasks: list[Task] = []
+    needs: dict[int, list[str]] = {}
     for method, positions in todo.items():
-        groups: dict[tuple[int, int, int], list[int]] = {}
         for pos in positions:
-            p = points[pos]
-            groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(pos)
-        for members in groups.values():
-            members.sort(key=lambda i: -(points[i].steps_t + points[i].steps_s))
-            for lo in range(0, len(members), size):
-                part = members[lo:lo + size]
-                tasks.append(Task(method, part, [points[i] for i in part], layout.steps,
-                                  layout.mc_settings, torch_threads))
+            needs.setdefault(pos, []).append(method)
+    groups: dict[tuple, list[int]] = {}
+    for pos, methods in needs.items():
+        p = points[pos]
+        shared = tuple(m for m in methods if m != "mc")  # exact and bound share one recursion
+        for key in ([shared] if shared else []) + ([("mc",)] if "mc" in methods else []):
+            groups.setdefault((key, p.d, p.batch_t, p.batch_s), []).append(pos)
+    tasks: list[Task] = []
+    for (methods, *_), members in groups.items():
+        members.sort(key=lambda i: -(points[i].steps_t + points[i].steps_s))
+        for lo in range(0, len(members), size):
+            part = members[lo:lo + size]
+            tasks.append(Task(methods, part, [points[i] for i in part], layout.steps,
+                              layout.mc_settings, torch_threads))
     tasks.sort(key=lambda t: -sum(p.steps_t + p.steps_s for p in t.points) * t.points[0].d)
     return tasks
 
 
-def merge(layout: Layout, block: dict[str, np.ndarray], task: Task,
+def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int], method: str,
           result: dict[str, np.ndarray]) -> None:
-    """Place one task's results into the chunk's block arrays (in place)."""
+    """Place one method's results for block ``positions`` into the block arrays (in place)."""
     shape = next(iter(block.values())).shape[: len(layout.axes)]
-    where = np.unravel_index(np.array(task.positions), shape)
+    where = np.unravel_index(np.array(positions), shape)
     names = variables(layout)
-    if task.method == "bound":
+    if method == "bound":
         for k in BOUND_NAMES:
             block[k][where] = result[k]
         block["bound_status"][where] = 1
     else:
-        m = layout.estimators.index(task.method)
+        m = layout.estimators.index(method)
         for k, (dims, _) in names.items():
             if dims and dims[0] == "method" and k in result:
                 value = result[k]
@@ -108,7 +114,7 @@ def merge(layout: Layout, block: dict[str, np.ndarray], task: Task,
                     block[k][where + (m, slice(0, width))] = value[:, :width]
                 else:
                     block[k][where + (m,)] = value
-        if task.method == "mc":
+        if method == "mc":
             for k, (dims, _) in names.items():
                 if k.endswith("_se") and k in result:
                     value = result[k]
@@ -123,14 +129,52 @@ def merge(layout: Layout, block: dict[str, np.ndarray], task: Task,
             block[k][where] = result[k]
 
 
-def _client(threads: int, scheduler: str | None, processes: bool):
-    """A dask client: the given scheduler, or a local cluster of ``threads`` workers."""
-    from distributed import Client, LocalCluster
+def worker_specs(threads: int, gpus: int, processes: bool) -> dict[str, dict[str, Any]]:
+    """Local dask workers: one per visible GPU (pinned, with a ``GPU`` resource), the rest CPU.
+
+    A GPU worker sees only its device (CUDA_VISIBLE_DEVICES), so torch's ``cuda`` is that
+    device; results do not depend on which worker ran a point (seeds come from the point).
+    """
+    from distributed import Nanny, Worker
+
+    cls = Nanny if processes else Worker
+    specs: dict[str, dict[str, Any]] = {}
+    for i in range(gpus):
+        opts: dict[str, Any] = {"nthreads": 1, "resources": {"GPU": 1}}
+        if processes:
+            opts["env"] = {"CUDA_VISIBLE_DEVICES": str(i)}
+        specs[f"gpu{i}"] = {"cls": cls, "options": opts}
+    for i in range(max(0, threads - gpus) if gpus else max(1, threads)):
+        opts = {"nthreads": 1}
+        if processes and gpus:
+            opts["env"] = {"CUDA_VISIBLE_DEVICES": ""}
+        specs[f"cpu{i}"] = {"cls": cls, "options": opts}
+    return specs
+
+
+def visible_gpus(layout: Layout) -> int:
+    """GPUs Monte Carlo will use in this job (0 when mc is off or runs on the CPU)."""
+    if "mc" not in layout.methods or layout.config["mc"]["device"] == "cpu":
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _client(threads: int, scheduler: str | None, processes: bool, gpus: int = 0):
+    """A dask client: the given scheduler, or a local cluster sized from the job's threads."""
+    from distributed import Client, LocalCluster, Scheduler, SpecCluster
 
     if scheduler:
         return Client(scheduler, timeout="30s"), None
-    cluster = LocalCluster(n_workers=threads, threads_per_worker=1, processes=processes,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    if gpus:
+        sched = {"cls": Scheduler, "options": {"dashboard_address": None}}
+        cluster = SpecCluster(workers=worker_specs(threads, gpus, processes), scheduler=sched,
+                              silence_logs=logging.ERROR)
+    else:
+        cluster = LocalCluster(n_workers=max(1, threads), threads_per_worker=1,
+                               processes=processes, dashboard_address=None,
+                               silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -159,20 +203,23 @@ def run_chunk(
         return summary
     if processes is None:
         processes = layout.config["dask"]["processes"]
-    workers = 1 if scheduler else max(1, threads)
-    tasks = make_tasks(layout, points, todo, torch_threads=max(1, threads // workers))
-    client, cluster = _client(workers, scheduler or layout.config["dask"]["scheduler"],
-                              processes)
+    scheduler = scheduler or layout.config["dask"]["scheduler"]
+    gpus = 0 if scheduler else visible_gpus(layout)
+    tasks = make_tasks(layout, points, todo, torch_threads=1)
+    client, cluster = _client(threads, scheduler, processes, gpus)
     done = {m: 0 for m in todo}
     try:
         from distributed import as_completed
 
-        futures = client.map(evaluate_task, tasks, pure=False)
+        futures = [client.submit(evaluate_task, t, pure=False,
+                                 resources={"GPU": 1} if gpus and "mc" in t.methods else None)
+                   for t in tasks]
         owner = {f.key: t for f, t in zip(futures, tasks, strict=True)}
         for fut in as_completed(futures):
             task = owner[fut.key]
-            merge(layout, block, task, fut.result())
-            done[task.method] += len(task.points)
+            for method, result in fut.result().items():
+                merge(layout, block, task.positions, method, result)
+                done[method] += len(task.points)
             counts = ", ".join(f"{m} {done[m]}/{len(todo[m])}" for m in todo)
             report(f"[{chunk}] {sum(done.values())}/{total} point-evaluations done ({counts})")
     finally:
@@ -210,7 +257,7 @@ def summarize(layout: Layout, cube: str | os.PathLike, markers: Sequence[str] = 
             out[f"diverged_{m}"] = int((status == 2).sum())
         if miss:
             out["missing"][m] = miss
-    jobs = [json.loads(open(p).read()) for p in markers]
+    jobs = [json.loads(Path(p).read_text()) for p in markers]
     out["computed"] = {m: sum(j["computed"].get(m, 0) for j in jobs) for m in layout.methods}
     out["job_seconds"] = float(sum(j.get("seconds", 0.0) for j in jobs))
     return out

@@ -65,6 +65,12 @@ def w2s_nopt_exponent_audited(alpha_t: float, alpha_s: float) -> float:
     return alpha_s * w2s_kstar_opt_exponent(alpha_t, alpha_s)
 
 
+def student_source_exponent(p: Point) -> float:
+    """β seen by a student: the target is set in teacher coordinates, e_i = i^{β−α_T}, so in
+    the student's own coordinates c_S,i² = e_i / λ_S,i = i^{β + α_S − α_T}."""
+    return p.beta + p.alpha_s - p.alpha_t
+
+
 def predictions(p: Point) -> dict[str, float]:
     """Exponents (in N) that §5 predicts at this point, keyed by family name.
 
@@ -74,13 +80,16 @@ def predictions(p: Point) -> dict[str, float]:
     noisy = p.sigma2 > 0
     out = {
         "risk_teacher": direct_risk_exponent(p.alpha_t, p.beta, noisy),
-        "risk_direct": direct_risk_exponent(p.alpha_s, p.beta, noisy),
+        "risk_direct": direct_risk_exponent(p.alpha_s, student_source_exponent(p), noisy),
         "kstar_teacher": kstar_exponent(p.alpha_t),
         "kstar_direct": kstar_exponent(p.alpha_s),
     }
-    if p.target == "lowdim":  # the bias vanishes once k* > k†: variance-dominated
-        out["risk_teacher"] = direct_variance_exponent(p.alpha_t)
-        out["risk_direct"] = direct_variance_exponent(p.alpha_s)
+    if p.target == "lowdim":  # the bias vanishes once k* > k†: variance-dominated, if noisy
+        if noisy:
+            out["risk_teacher"] = direct_variance_exponent(p.alpha_t)
+            out["risk_direct"] = direct_variance_exponent(p.alpha_s)
+        else:  # no power law: the risk falls exponentially once k* > k†
+            del out["risk_teacher"], out["risk_direct"]
     if p.alpha_s > p.alpha_t > 1.0 + p.beta:
         out["risk_t2s_limit"] = kd_t2s_limit_exponent(p.alpha_t, p.beta)
         out["der"] = kd_der_exponent(p.alpha_t, p.alpha_s, p.beta)

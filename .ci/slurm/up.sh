@@ -78,8 +78,9 @@ if [ "$need_install" -eq 1 ]; then
         added_policy=1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends slurm-wlm munge
+    # apt output goes to stderr: stdout of this script is just the conf path.
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends slurm-wlm munge >&2
     if [ "$added_policy" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
     log "packages installed after $((SECONDS - t_start)) s"
 else
@@ -205,11 +206,15 @@ if [ "$conf_changed" -eq 1 ]; then
     for d in slurmd slurmctld; do
         if pid_alive "$STATE_ROOT/run/$d.pid"; then
             log "config changed: stopping $d"
-            kill "$(cat "$STATE_ROOT/run/$d.pid")" 2>/dev/null || true
+            # Wait on the pid itself: the daemon drops its pid file early.
+            old_pid="$(cat "$STATE_ROOT/run/$d.pid")"
+            kill "$old_pid" 2>/dev/null || true
             for _ in $(seq 1 50); do
-                pid_alive "$STATE_ROOT/run/$d.pid" || break
+                kill -0 "$old_pid" 2>/dev/null || break
                 sleep 0.2
             done
+            kill -KILL "$old_pid" 2>/dev/null || true
+            rm -f "$STATE_ROOT/run/$d.pid"
         fi
     done
 fi
@@ -241,10 +246,12 @@ fi
 deadline=$((SECONDS + WAIT_S))
 state=""
 while :; do
-    state="$(sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | head -n 1 || true)"
+    # Compact state (%t): a trailing flag such as '*' (not responding) means
+    # slurmd has not (re)registered yet, so only accept the bare states.
+    state="$(sinfo -h -N -n "$HOST" -o '%t' 2>/dev/null | head -n 1 || true)"
     case "$state" in
-        idle|mixed|allocated|completing) break ;;
-        down*|drain*|fail*)
+        idle|mix|alloc|comp) break ;;
+        down*|drain*|drng*|fail*)
             # Stale state from an earlier run: bring the node back.
             scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true ;;
     esac

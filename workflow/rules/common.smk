@@ -30,7 +30,10 @@ def figure_outputs():
     """The figures this grid supports (decided from the layout alone)."""
     from ktsweep.plots import planned_figures
 
-    return [f"{OUT}/figures/{f}.png" for f in planned_figures(LAYOUT)]
+    return [
+        report(f"{OUT}/figures/{f}.png", caption=f"../report/{f}.rst", category="Figures")
+        for f in planned_figures(LAYOUT)
+    ]
 
 
 def final_outputs():
@@ -39,6 +42,14 @@ def final_outputs():
 
 def simulate_threads():
     return LAYOUT.config["jobs"]["threads"]
+
+
+def simulate_gpus():
+    """GPUs a chunk job requests: jobs.gpus, else 1 when Monte Carlo is set to run on cuda."""
+    gpus = LAYOUT.config["jobs"]["gpus"]
+    if gpus is None:
+        gpus = int("mc" in LAYOUT.methods and LAYOUT.config["mc"]["device"] == "cuda")
+    return gpus
 
 
 def scheduler_flag():

@@ -27,6 +27,7 @@ rule simulate:
     resources:
         mem_mb=lambda wc, attempt: LAYOUT.config["jobs"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: LAYOUT.config["jobs"]["runtime"] * attempt,
+        gpu=simulate_gpus(),
     params:
         cube=CUBE,
         scheduler=scheduler_flag(),

@@ -1,0 +1,642 @@
+"""Figures of a result cube (PNG, matplotlib's Agg canvas, no pyplot state).
+
+:func:`planned_figures` decides the figure names from the :class:`~ktsweep.grid.Layout` alone
+(Snakemake declares them as outputs before any cube exists); :func:`make_figures` writes
+exactly those files, drawing a 'no data' panel where a planned figure's data are all missing.
+Every figure shows one slice of the grid: the axes it plots, every other axis held at a
+*representative* value (the largest ``N`` and ``n``, the middle value of other axes, moving
+outwards until data exist); the caption line at the bottom names them with the fixed
+parameters. Risks are excess risks with the ½ factor (model.md §1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from . import theory
+from .fits import grid_axes
+from .grid import Layout, point_values
+from .params import ParameterError, make_point
+from .spectra import student_spectrum, target_energy, teacher_spectrum
+
+RISK_UNITS = "excess risk (½ convention)"
+FIGURES = ("pgr_phase_alpha", "pgr_phase_samples", "risk_vs_N", "der_vs_dalpha", "t2s_curves",
+           "spectral_horizon", "spectral_denoising", "bound_sandwich")
+"""Every figure ktsweep knows, in the order they are planned."""
+
+CAPTIONS: dict[str, str] = {
+    "pgr_phase_alpha": (
+        "Performance gap recovered (PGR) over the teacher and student spectral decays "
+        "(alpha_T, alpha_S) at the largest N and n of the sweep. The solid white contour is "
+        "w2s_ratio = 1: inside it the student taught by the teacher beats its teacher "
+        "(weak-to-strong generalisation, Theorem 5); the dashed black contour is der = 1, "
+        "beyond which distillation beats training the student directly on the N labels "
+        "(KD region der > 1, Theorem 3: expected for alpha_S > alpha_T)."),
+    "pgr_phase_samples": (
+        "PGR over the teacher samples N and student samples n at a fixed pair of spectra, "
+        "with the W2S boundary w2s_ratio = 1 (solid) and the KD boundary der = 1 (dashed). "
+        "Tests how the W2S and KD regions of Theorems 3 and 5 move with the sample budgets, "
+        "e.g. the existence of a finite optimal n (Theorem 5)."),
+    "risk_vs_N": (
+        "Excess risks of the teacher, the directly trained student and the teacher-to-student "
+        "(T2S) student against the teacher sample size N (log-log; lines exact, points Monte "
+        "Carlo mean ± standard error). Dashed lines have the slopes predicted by model.md "
+        "section 5, anchored at the last point: Lemma 1 rates for teacher and direct student, "
+        "Theorem 3's limit rate for T2S (shown only where alpha_S > alpha_T > 1 + beta)."),
+    "der_vs_dalpha": (
+        "Data-efficiency ratio der = risk_direct / risk_t2s against the spectral gap "
+        "alpha_S - alpha_T, one line per alpha_T, at the largest N and n (paper Fig. 2b). "
+        "Theorem 3 predicts a distillation advantage der > 1 growing with the gap when "
+        "alpha_S > alpha_T > 1 + beta."),
+    "t2s_curves": (
+        "Learning curves of the T2S student: excess risk after each number of SGD steps, one "
+        "line per k_dagger when it is a grid axis (paper Fig. 3a), the minimum (early-stopping "
+        "point) marked, the teacher's final risk dotted. A minimum below the teacher's risk is "
+        "weak-to-strong generalisation with a finite optimal n (Theorem 5)."),
+    "spectral_horizon": (
+        "Per-mode excess risk of teacher, direct student and T2S student against the mode "
+        "index (log-log) at one representative point, with the untrained error of each mode "
+        "and each model's cutoff k* marked (Lemma 1 definition; the bound estimator's values "
+        "where available). Modes below k* are learned. Tests the 'spectral horizon "
+        "expansion': the student learns modes beyond the teacher's horizon (Theorem 3)."),
+    "spectral_denoising": (
+        "T2S per-mode error against the teacher's per-mode error, one point per mode coloured "
+        "by the mode index, with the diagonal. Points below the diagonal are modes where the "
+        "student is more accurate than the teacher that labelled its data: 'spectral "
+        "denoising' (the mechanism behind W2S, Theorem 5)."),
+    "bound_sandwich": (
+        "Analytic bounds against N: the lower bound (paper App. A), the exact expected risk "
+        "and the upper bound (Lemma 1) for teacher and direct student, and the Theorem 1 "
+        "transfer upper bound beside the exact T2S risk. Shaded N values satisfy the proofs' "
+        "step-size condition; elsewhere the bounds are not guaranteed. 'lower <= exact <= "
+        "upper' is a measured outcome (Theorem 1 / Lemma 1), not an assumption."),
+}
+
+
+class NoDataError(Exception):
+    """A planned figure has nothing to draw; the message says what is missing."""
+
+
+# ---------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------
+def planned_figures(layout: Layout) -> list[str]:
+    """The figure names this grid supports, decided from the layout alone."""
+    axes = layout.axes
+    est = bool(layout.estimators)
+    out = {
+        "pgr_phase_alpha": est and "alpha_t" in axes and "alpha_s" in axes,
+        "pgr_phase_samples": est and "N" in axes and "n" in axes,
+        "risk_vs_N": est and "N" in axes,
+        "der_vs_dalpha": est and "alpha_s" in axes,
+        "t2s_curves": est and bool(layout.config["outputs"]["curves"]),
+        "spectral_horizon": est and bool(layout.config["outputs"]["modes"]),
+        "spectral_denoising": est and bool(layout.config["outputs"]["modes"]),
+        "bound_sandwich": "bound" in layout.methods and "N" in axes,
+    }
+    return [name for name in FIGURES if out[name]]
+
+
+# ---------------------------------------------------------------------------------------
+# Data access
+# ---------------------------------------------------------------------------------------
+class _View:
+    """A cube with its layout, and helpers to take status-masked slices as numpy arrays."""
+
+    def __init__(self, ds: xr.Dataset):
+        self.ds = ds
+        self.layout = Layout.from_json(ds.attrs["ktsweep_config"])
+        self.axes = grid_axes(ds)
+        self.methods = [str(m) for m in ds["method"].values] if "method" in ds.dims else []
+
+    @property
+    def method(self) -> str | None:
+        """The preferred estimator: exact (no noise) if present, else mc."""
+        return "exact" if "exact" in self.methods else (self.methods[0] if self.methods else None)
+
+    def has(self, name: str) -> bool:
+        return name in self.ds.data_vars
+
+    def take(self, name: str, at: dict[str, int], method: str | None = None,
+             order: Sequence[str] = ()) -> np.ndarray:
+        """Values of ``name`` at grid indices ``at`` (method selected), dims ``order`` first.
+
+        Entries whose ``status`` for that method is not ok become NaN.
+        """
+        if not self.has(name):
+            raise NoDataError(f"variable {name!r} is not in the cube")
+        da = self.ds[name]
+        if "method" in da.dims:
+            if method is None or method not in self.methods:
+                raise NoDataError(f"no method {method!r} for {name!r}")
+            da = da.sel({"method": method})
+        da = da.isel({k: v for k, v in at.items() if k in da.dims})
+        rest = [d for d in da.dims if d not in order]
+        arr = np.asarray(da.transpose(*order, *rest).values, dtype=np.float64)
+        if method is not None and self.has("status") and not name.startswith("bound_"):
+            st = self.ds["status"].sel({"method": method}).isel(
+                {k: v for k, v in at.items() if k in self.ds["status"].dims})
+            ok = np.asarray(st.transpose(*[d for d in order if d in st.dims], ...).values) == 1
+            arr = np.where(ok.reshape(ok.shape + (1,) * (arr.ndim - ok.ndim)), arr, np.nan)
+        return arr
+
+    def se(self, name: str, at: dict[str, int], order: Sequence[str] = ()) -> np.ndarray | None:
+        if not self.has(f"{name}_se"):
+            return None
+        da = self.ds[f"{name}_se"].isel({k: v for k, v in at.items()
+                                         if k in self.ds[f"{name}_se"].dims})
+        rest = [d for d in da.dims if d not in order]
+        return np.asarray(da.transpose(*order, *rest).values, dtype=np.float64)
+
+    def coord(self, axis: str) -> np.ndarray:
+        return np.asarray(self.ds[axis].values)
+
+    def representative(self, keep: Sequence[str], probe: str, method: str | None = None,
+                       prefer_all: bool = False) -> dict[str, int]:
+        """Indices of every axis not in ``keep``: the largest N and n, the middle of the others
+        (then outwards), the first such choice where ``probe`` has data (for every estimator
+        first if ``prefer_all``, so that Monte Carlo points on a sub-grid get shown)."""
+        held = [a for a in self.axes if a not in keep]
+        prefs = []
+        for a in held:
+            size = len(self.layout.axes[a])
+            if a in ("N", "n"):
+                prefs.append(list(range(size - 1, -1, -1)))
+            else:
+                mid = (size - 1) // 2
+                prefs.append(sorted(range(size), key=lambda i, m=mid: (abs(i - m), i)))
+        first = {a: p[0] for a, p in zip(held, prefs, strict=True)}
+        if not self.has(probe):
+            return first
+        tries = [self.methods] if prefer_all and len(self.methods) > 1 else []
+        tries.append([method])
+        for methods in tries:
+            for combo in itertools.islice(itertools.product(*prefs), 512):
+                at = dict(zip(held, combo, strict=True))
+                try:
+                    if all(np.isfinite(self.take(probe, at, m)).any() for m in methods):
+                        return at
+                except NoDataError:
+                    break
+        return first
+
+    def values(self, at: dict[str, int]) -> dict[str, Any]:
+        return {a: self.layout.axes[a][i] for a, i in at.items()}
+
+    def point(self, at: dict[str, int]):
+        """The full Point at ``at`` (axes not in ``at``: their last value; tied parameters
+        follow their axis); None if invalid."""
+        vals = {a: v[-1] for a, v in self.layout.axes.items()}
+        vals.update(self.values(at))
+        try:
+            return make_point(point_values(self.layout.fixed, vals,
+                                           self.layout.config.get("tie", {})))
+        except ParameterError:
+            return None
+
+    def caption(self, at: dict[str, int], method: str | None, extra: str = "") -> str:
+        fixed = ", ".join(f"{k}={_fmt(v)}" for k, v in self.layout.fixed.items())
+        held = ", ".join(f"{k}={_fmt(v)}" for k, v in self.values(at).items())
+        parts = [f"sweep '{self.layout.name}'"]
+        if fixed:
+            parts.append(f"fixed: {fixed}")
+        tie = self.layout.config.get("tie", {})
+        if tie:
+            parts.append("tied: " + ", ".join(f"{k} = {a}" for k, a in tie.items()))
+        if held:
+            parts.append(f"shown at: {held}")
+        if method:
+            parts.append(f"method: {method}")
+        if extra:
+            parts.append(extra)
+        return "; ".join(parts)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v == int(v):
+        return str(int(v))
+    if isinstance(v, dict):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------
+# Drawing helpers
+# ---------------------------------------------------------------------------------------
+def _figure(ncols: int = 1, width: float = 6.4, height: float = 4.8):
+    fig = Figure(figsize=(width * ncols if ncols > 1 else width, height), layout="constrained")
+    axs = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axs
+
+
+def _finish(fig: Figure, title: str, caption: str, path: Path) -> Path:
+    fig.suptitle(title, fontsize=11)
+    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
+    fig.text(0.01, 0.01, caption, fontsize=7, ha="left", va="bottom", wrap=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _no_data(name: str, reason: str, path: Path) -> Path:
+    fig = Figure(figsize=(6.4, 3.2))
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.6, f"{name}: no data", ha="center", va="center", fontsize=14)
+    ax.text(0.5, 0.35, reason, ha="center", va="center", fontsize=9, wrap=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _need(arr: np.ndarray, what: str) -> np.ndarray:
+    if not np.isfinite(arr).any():
+        raise NoDataError(f"{what}: every value is missing (not computed, diverged or "
+                          "switched off)")
+    return arr
+
+
+def _positive(arr: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
+
+
+def _contour(ax, x, y, z, level: float, **style) -> Line2D | None:
+    """Contour ``z = level`` if the field crosses it; returns a legend handle or None."""
+    z = np.asarray(z, float)
+    if z.shape[0] < 2 or z.shape[1] < 2 or not np.isfinite(z).any():
+        return None
+    if not (np.nanmin(z) < level < np.nanmax(z)):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ax.contour(x, y, np.ma.masked_invalid(z).T, levels=[level], colors=style["color"],
+                   linestyles=style.get("linestyle", "-"), linewidths=1.6)
+    return Line2D([], [], color=style["color"], linestyle=style.get("linestyle", "-"),
+                  label=style["label"])
+
+
+def _heatmap(ax, fig, x, y, pgr, w2s, der, xlabel, ylabel, log=False) -> None:
+    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(pgr).T, shading="nearest", cmap="viridis",
+                         vmin=0.0, vmax=1.0)
+    fig.colorbar(mesh, ax=ax, extend="both",
+                 label="PGR (colour clipped to [0, 1])")
+    if pgr.size <= 100:
+        for i, xv in enumerate(x):
+            for j, yv in enumerate(y):
+                if np.isfinite(pgr[i, j]):
+                    ax.text(xv, yv, f"{pgr[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if pgr[i, j] < 0.5 else "black")
+    handles = [h for h in (
+        _contour(ax, x, y, w2s, 1.0, color="white", label="w2s_ratio = 1 (W2S boundary)"),
+        _contour(ax, x, y, der, 1.0, color="black", linestyle="--",
+                 label="der = 1 (KD boundary)"),
+    ) if h is not None]
+    if handles:
+        ax.legend(handles=handles, loc="upper left", fontsize=7, facecolor="0.85")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def lemma1_kstar(lam: np.ndarray, samples: int, gamma0: float) -> int:
+    """k* = max{k: λ_k > 2 ln M log2 M / (γ0 M)} (model.md §4.3, Lemma 1), M samples."""
+    if samples <= 1 or not np.isfinite(gamma0) or gamma0 <= 0:
+        return 0
+    thr = 2.0 * math.log(samples) * math.log2(samples) / (gamma0 * samples)
+    return int(np.count_nonzero(np.asarray(lam) > thr))
+
+
+# ---------------------------------------------------------------------------------------
+# The figures
+# ---------------------------------------------------------------------------------------
+def fig_pgr_phase_alpha(v: _View, path: Path) -> Path:
+    m = v.method
+    keep = ["alpha_t", "alpha_s"]
+    at = v.representative(keep, "pgr", m)
+    pgr = _need(v.take("pgr", at, m, keep), "pgr")
+    w2s, der = (v.take(k, at, m, keep) if v.has(k) else np.full_like(pgr, np.nan)
+                for k in ("w2s_ratio", "der"))
+    x, y = v.coord("alpha_t").astype(float), v.coord("alpha_s").astype(float)
+    fig, (ax,) = _figure()
+    _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher decay α_T", "student decay α_S")
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    ax.plot(xlim, xlim, color="0.6", lw=0.8, ls=":", label="α_S = α_T")
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+    return _finish(fig, "PGR phase diagram over (α_T, α_S)", v.caption(at, m), path)
+
+
+def fig_pgr_phase_samples(v: _View, path: Path) -> Path:
+    m = v.method
+    keep = ["N", "n"]
+    at = v.representative(keep, "pgr", m)
+    pgr = _need(v.take("pgr", at, m, keep), "pgr")
+    w2s, der = (v.take(k, at, m, keep) if v.has(k) else np.full_like(pgr, np.nan)
+                for k in ("w2s_ratio", "der"))
+    x, y = v.coord("N").astype(float), v.coord("n").astype(float)
+    fig, (ax,) = _figure()
+    _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher samples N", "student samples n", log=True)
+    return _finish(fig, "PGR over the sample budgets (N, n)", v.caption(at, m), path)
+
+
+_RUN_STYLE = {"teacher": ("C0", "teacher"), "direct": ("C1", "direct student"),
+              "t2s": ("C2", "T2S student"), "ceiling": ("C3", "ceiling student")}
+
+
+def fig_risk_vs_n(v: _View, path: Path) -> Path:
+    keep = ["N"]
+    m = v.method
+    at = v.representative(keep, "risk_teacher", m, prefer_all=True)
+    N = v.coord("N").astype(float)
+    p = v.point(at)
+    pred = theory.predictions(p) if p is not None else {}
+    pred_key = {"teacher": "risk_teacher", "direct": "risk_direct", "t2s": "risk_t2s_limit"}
+    fig, (ax,) = _figure()
+    drawn = False
+    for run in ("teacher", "direct", "t2s"):
+        color, label = _RUN_STYLE[run]
+        name = f"risk_{run}"
+        if not v.has(name):
+            continue
+        if "exact" in v.methods:
+            y = _positive(v.take(name, at, "exact", keep))
+            if np.isfinite(y).any():
+                ax.plot(N, y, "-", color=color, label=f"{label} (exact)")
+                drawn = True
+        if "mc" in v.methods:
+            y = _positive(v.take(name, at, "mc", keep))
+            se = v.se(name, at, keep)
+            if np.isfinite(y).any():
+                ax.errorbar(N, y, yerr=se, fmt="o", ms=4, color=color, capsize=2,
+                            label=f"{label} (MC mean ± se)")
+                drawn = True
+        ref = v.take(name, at, m, keep) if m else np.array([np.nan])
+        ok = np.flatnonzero(np.isfinite(_positive(ref)))
+        slope = pred.get(pred_key[run])
+        if len(ok) >= 2 and slope is not None:
+            k = ok[-1]
+            ax.plot(N[ok], ref[k] * (N[ok] / N[k]) ** slope, "--", color=color, lw=1,
+                    label=f"predicted slope {slope:.3f}")
+    if not drawn:
+        raise NoDataError("risk_teacher / risk_direct / risk_t2s are all missing on this slice")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("teacher samples N")
+    ax.set_ylabel(RISK_UNITS)
+    ax.legend(fontsize=7)
+    return _finish(fig, "Excess risk vs N (teacher, direct, T2S)",
+                   v.caption(at, None, "dashed: model.md §5 slopes"), path)
+
+
+def fig_der_vs_dalpha(v: _View, path: Path) -> Path:
+    keep = ["alpha_t", "alpha_s"] if "alpha_t" in v.axes else ["alpha_s"]
+    m = v.method
+    at = v.representative(keep, "der", m, prefer_all=True)
+    a_s = v.coord("alpha_s").astype(float)
+    fig, (ax,) = _figure()
+    drawn = False
+    if "alpha_t" in v.axes:
+        a_ts = v.coord("alpha_t").astype(float)
+    else:
+        p = v.point(at)
+        a_ts = np.array([p.alpha_t if p is not None else np.nan])
+    for i, a_t in enumerate(a_ts):
+        sub = dict(at, alpha_t=i) if "alpha_t" in v.axes else at
+        color = f"C{i % 10}"
+        for meth, fmt in (("exact", "-o"), ("mc", "s")):
+            if meth not in v.methods or not v.has("der"):
+                continue
+            y = v.take("der", sub, meth, ["alpha_s"])
+            if not np.isfinite(y).any():
+                continue
+            label = f"α_T = {a_t:g} ({meth})"
+            if meth == "mc":
+                ax.errorbar(a_s - a_t, y, yerr=v.se("der", sub, ["alpha_s"]), fmt=fmt,
+                            color=color, ms=4, capsize=2, mfc="none", label=label)
+            else:
+                ax.plot(a_s - a_t, y, fmt, color=color, ms=3, label=label)
+            drawn = True
+    if not drawn:
+        raise NoDataError("der is missing on this slice")
+    ax.axhline(1.0, color="0.4", lw=0.8, ls=":")
+    ax.axvline(0.0, color="0.8", lw=0.8)
+    ax.set_xlabel("spectral gap α_S − α_T")
+    ax.set_ylabel("data-efficiency ratio der = R_direct / R_T2S (dimensionless)")
+    ax.legend(fontsize=7, ncol=2)
+    return _finish(fig, "Distillation advantage vs spectral gap (paper Fig. 2b)",
+                   v.caption(at, None, "der > 1: KD beats direct training"), path)
+
+
+def fig_t2s_curves(v: _View, path: Path) -> Path:
+    keep = ["k_dagger"] if "k_dagger" in v.axes else []
+    m = v.method
+    at = v.representative(keep, "curve_t2s", m)
+    steps = v.coord("step").astype(float)
+    fig, (ax,) = _figure()
+    values = v.coord("k_dagger") if keep else [None]
+    drawn = False
+    for i, kd in enumerate(values):
+        sub = dict(at, k_dagger=i) if keep else at
+        y = _positive(v.take("curve_t2s", sub, m, ["step"]).reshape(-1))
+        y = np.where(steps > 0, y, np.nan)
+        if not np.isfinite(y).any():
+            continue
+        color = f"C{i % 10}"
+        label = f"k† = {_fmt(float(kd))}" if kd is not None else "T2S student"
+        ax.plot(steps, y, "-", color=color, label=label)
+        if m == "mc":
+            se = v.se("curve_t2s", sub, ["step"])
+            if se is not None:
+                se = se.reshape(-1)
+                ax.fill_between(steps, y - se, y + se, color=color, alpha=0.2)
+        j = int(np.nanargmin(y))
+        ax.plot(steps[j], y[j], "v", color=color, ms=8, mec="k")
+        rt = v.take("risk_teacher", sub, m).reshape(-1)
+        if np.isfinite(rt).any():
+            ax.axhline(float(rt[0]), color=color, ls=":", lw=1)
+        drawn = True
+    if not drawn:
+        raise NoDataError("curve_t2s is missing on this slice (curves switched off or not "
+                          "computed)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("student SGD steps")
+    ax.set_ylabel(f"T2S {RISK_UNITS}")
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="k", ls="", marker="v", label="minimum (early stop)"),
+                Line2D([], [], color="k", ls=":", label="teacher's final risk")]
+    ax.legend(handles=handles, fontsize=7)
+    return _finish(fig, "T2S learning curves (paper Fig. 3a)", v.caption(at, m), path)
+
+
+def _kstars(v: _View, at: dict[str, int], p) -> dict[str, int]:
+    """Each run's cutoff: bound estimator's Lemma 1 k* where stored, else the formula."""
+    out: dict[str, int] = {}
+    if p is None:
+        return out
+    runs = {"teacher": (teacher_spectrum(p), p.N, "gamma0_t"),
+            "direct": (student_spectrum(p), p.N, "gamma0_direct"),
+            "t2s": (student_spectrum(p), p.n, "gamma0_s")}
+    for run, (lam, samples, gname) in runs.items():
+        stored = f"kstar_upper_{run}"
+        if v.has(stored):
+            k = v.take(stored, at).reshape(-1)
+            if np.isfinite(k).any():
+                out[run] = int(k[0])
+                continue
+        g = v.take(gname, at).reshape(-1) if v.has(gname) else np.array([np.nan])
+        out[run] = lemma1_kstar(lam, samples, float(g[0]))
+    return out
+
+
+def fig_spectral_horizon(v: _View, path: Path) -> Path:
+    m = v.method
+    at = v.representative([], "mode_teacher", m)
+    mode = v.coord("mode").astype(float)
+    p = v.point(at)
+    fig, (ax,) = _figure()
+    drawn = False
+    if p is not None:
+        e = np.full(len(mode), np.nan)
+        e[: p.d] = 0.5 * target_energy(p)
+        ax.plot(mode, _positive(e), color="0.6", lw=1, label="untrained ½ e_i")
+    kstars = _kstars(v, at, p)
+    for run in ("teacher", "direct", "t2s"):
+        name = f"mode_{run}"
+        if not v.has(name):
+            continue
+        y = _positive(v.take(name, at, m, ["mode"]).reshape(-1))
+        if not np.isfinite(y).any():
+            continue
+        color, label = _RUN_STYLE[run]
+        ax.plot(mode, y, "-", color=color, lw=1.2, label=label)
+        if kstars.get(run):
+            ax.axvline(kstars[run], color=color, ls="--", lw=1,
+                       label=f"k* {label} = {kstars[run]}")
+        drawn = True
+    if not drawn:
+        raise NoDataError("per-mode risks are missing on this slice")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("mode index i (λ_i = i^−α)")
+    ax.set_ylabel(f"per-mode {RISK_UNITS}")
+    ax.legend(fontsize=7)
+    return _finish(fig, "Spectral horizon: per-mode risk and cutoffs k*",
+                   v.caption(at, m, "k*: Lemma 1, model.md §4.3"), path)
+
+
+def fig_spectral_denoising(v: _View, path: Path) -> Path:
+    m = v.method
+    at = v.representative([], "mode_t2s", m)
+    mode = v.coord("mode").astype(float)
+    t = _positive(v.take("mode_teacher", at, m, ["mode"]).reshape(-1))
+    s = _positive(v.take("mode_t2s", at, m, ["mode"]).reshape(-1))
+    ok = np.isfinite(t) & np.isfinite(s)
+    if not ok.any():
+        raise NoDataError("per-mode risks of teacher and T2S student are missing on this slice")
+    fig, (ax,) = _figure()
+    sc = ax.scatter(t[ok], s[ok], c=mode[ok], s=10, cmap="plasma",
+                    norm=LogNorm(vmin=mode[ok].min(), vmax=max(mode[ok].max(), 2)))
+    fig.colorbar(sc, ax=ax, label="mode index i")
+    lo, hi = min(t[ok].min(), s[ok].min()), max(t[ok].max(), s[ok].max())
+    ax.plot([lo, hi], [lo, hi], color="0.3", lw=1, ls="--", label="T2S = teacher")
+    below = float(np.mean(s[ok] < t[ok]))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"teacher per-mode {RISK_UNITS}")
+    ax.set_ylabel(f"T2S per-mode {RISK_UNITS}")
+    ax.legend(fontsize=7, title=f"{below:.0%} of modes below the diagonal", title_fontsize=7)
+    return _finish(fig, "Spectral denoising: T2S vs teacher error per mode",
+                   v.caption(at, m), path)
+
+
+def fig_bound_sandwich(v: _View, path: Path) -> Path:
+    keep = ["N"]
+    at = v.representative(keep, "bound_upper_teacher")
+    N = v.coord("N").astype(float)
+    fig, axs = _figure(ncols=3, width=4.4, height=4.4)
+    cond = v.take("step_condition", at, None, keep).reshape(-1) \
+        if v.has("step_condition") else np.full(len(N), np.nan)
+    edges = np.sqrt(N[1:] * N[:-1]) if len(N) > 1 else np.array([])
+    lo_edge = np.concatenate([[N[0] / 1.3], edges])
+    hi_edge = np.concatenate([edges, [N[-1] * 1.3]])
+    drawn = False
+    exact = "exact" in v.methods
+    panels = (("teacher", "bound_lower_teacher", "bound_upper_teacher", "Lemma 1"),
+              ("direct", "bound_lower_direct", "bound_upper_direct", "Lemma 1"),
+              ("t2s", None, "bound_t2s", "Theorem 1 transfer"))
+    for ax, (run, lower, upper, which) in zip(axs, panels, strict=True):
+        color, label = _RUN_STYLE[run]
+        for i in np.flatnonzero(cond == 1):
+            ax.axvspan(lo_edge[i], hi_edge[i], color="0.9", lw=0)
+        if lower and v.has(lower):
+            y = _positive(v.take(lower, at, None, keep).reshape(-1))
+            if np.isfinite(y).any():
+                ax.plot(N, y, "v-", color="0.4", ms=4, label="lower bound (App. A)")
+                drawn = True
+        if v.has(upper):
+            y = _positive(v.take(upper, at, None, keep).reshape(-1))
+            if np.isfinite(y).any():
+                ax.plot(N, y, "^-", color="k", ms=4, label=f"upper bound ({which})")
+                drawn = True
+        if exact and v.has(f"risk_{run}"):
+            y = _positive(v.take(f"risk_{run}", at, "exact", keep).reshape(-1))
+            if np.isfinite(y).any():
+                ax.plot(N, y, "o-", color=color, ms=4, label="exact")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("teacher samples N")
+        ax.set_ylabel(RISK_UNITS)
+        ax.set_title(label, fontsize=9)
+        handles, _ = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="0.9", lw=8, label="step condition holds"))
+        ax.legend(handles=handles, fontsize=6)
+    if not drawn:
+        raise NoDataError("bound variables are missing on this slice")
+    return _finish(fig, "Bounds vs exact risk (lower ≤ exact ≤ upper?)",
+                   v.caption(at, "bound" + (" + exact" if exact else "")), path)
+
+
+BUILDERS: dict[str, Callable[[_View, Path], Path]] = {
+    "pgr_phase_alpha": fig_pgr_phase_alpha,
+    "pgr_phase_samples": fig_pgr_phase_samples,
+    "risk_vs_N": fig_risk_vs_n,
+    "der_vs_dalpha": fig_der_vs_dalpha,
+    "t2s_curves": fig_t2s_curves,
+    "spectral_horizon": fig_spectral_horizon,
+    "spectral_denoising": fig_spectral_denoising,
+    "bound_sandwich": fig_bound_sandwich,
+}
+
+
+def make_figures(ds: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
+    """Write every planned figure of the cube's layout as ``outdir/<name>.png``.
+
+    A figure whose data are all missing is still written, as a 'no data' panel saying why.
+    """
+    view = _View(ds)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in planned_figures(view.layout):
+        path = out / f"{name}.png"
+        try:
+            BUILDERS[name](view, path)
+        except NoDataError as why:
+            _no_data(name, str(why), path)
+        paths.append(path)
+    return paths

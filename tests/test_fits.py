@@ -1,0 +1,287 @@
+"""Exponent fits: slope recovery on synthetic power laws, verdicts, edges, a real cube, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ktsweep import cli, fits, store, sweep, theory
+from ktsweep.grid import Layout
+
+
+def _build(cfg: dict, path) -> object:
+    """Run every chunk of a small sweep in this process; returns the opened cube."""
+    layout = Layout.from_config(cfg)
+    store.init_cube(layout, path)
+    for chunk in layout.chunk_ids():
+        sweep.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
+    return store.open_cube(path)
+
+
+# -- pure fits ------------------------------------------------------------------------------
+def test_pure_power_law_slope_recovered_exactly():
+    x = 2.0 ** np.arange(6, 15)
+    y = 3.7 * x**-0.731
+    fit = fits.fit_exact(x, y)
+    assert fit.slope == pytest.approx(-0.731, abs=1e-6)
+    assert fit.slope_err < 1e-6
+    assert fit.n_points == 5  # upper half of 9 points, rounded up
+    assert fit.range == "1024..16384"
+
+
+def test_fit_range_upper_half_at_least_three_points():
+    assert fits.upper_range(4) == slice(1, 4)
+    assert fits.upper_range(8) == slice(4, 8)
+    assert fits.upper_range(7) == slice(3, 7)
+    assert fits.fit_exact([1.0, 2.0], [1.0, 0.5]) is None
+
+
+def test_unusable_points_are_skipped_not_fitted():
+    x = 2.0 ** np.arange(8)
+    y = x**-0.5
+    y[-1] = np.nan  # not computed
+    y[-2] = -1.0  # not positive
+    fit = fits.fit_exact(x, y)
+    assert fit.slope == pytest.approx(-0.5, abs=1e-9)
+    assert fit.x_used[-1] == 32.0
+
+
+def test_range_sensitivity_sees_curvature():
+    x = 2.0 ** np.arange(6, 15)
+    y = x**-0.5 + 0.3 * x**-0.2  # a crossover: local slope drifts over the range
+    fit = fits.fit_exact(x, y)
+    s_first = fits.loglog_slope(x[-4:], y[-4:])[0]
+    assert fit.slope_err >= abs(s_first - fit.slope) - 1e-12
+    assert fit.slope_err > 0.003
+
+
+def test_noisy_slope_within_reported_error():
+    """Parametric bootstrap error: the known slope lies within 2 errors ~95% of the time."""
+    x = 2.0 ** np.arange(6, 15)
+    truth = -0.6
+    rel = 0.03
+    hits, n_trials = 0, 60
+    for seed in range(n_trials):
+        rng = np.random.default_rng(1000 + seed)
+        mean = x**truth * (1 + rel * rng.standard_normal(len(x)))
+        se = rel * x**truth
+        fit = fits.fit_bootstrap(x, mean, fits.normal_draws(mean, se))
+        assert 0 < fit.slope_err < 0.2
+        hits += abs(fit.slope - truth) <= 2 * fit.slope_err
+    assert hits / n_trials >= 0.85
+
+
+def test_bootstrap_is_reproducible():
+    x = 2.0 ** np.arange(5)
+    a = fits.normal_draws(x, 0.1 * x)
+    b = fits.normal_draws(x, 0.1 * x)
+    assert a.shape == (fits.BOOTSTRAP_DRAWS, 5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_verdict_rule():
+    assert fits.verdict(-0.50, 0.001, -0.53) == "consistent"  # within the 0.05 tolerance
+    assert fits.verdict(-0.50, 0.001, -0.60) == "inconsistent"
+    assert fits.verdict(-0.50, 0.08, -0.65) == "consistent"  # within 2 slope_err
+    assert fits.verdict(-0.50, 0.08, -0.70) == "inconsistent"
+    assert fits.verdict(-0.50, 0.01, None) == "no prediction"
+    assert fits.verdict(-0.50, np.nan, -0.52) == "consistent"
+
+
+def test_optimum_and_edges():
+    assert fits.optimum(np.array([3.0, 2.0, 1.0, 2.0])) == (2, False)
+    assert fits.optimum(np.array([1.0, 2.0, 3.0])) == (0, True)
+    assert fits.optimum(np.array([3.0, 2.0, 1.0, np.nan])) == (2, True)  # last available n
+    assert fits.optimum(np.array([np.nan, np.nan])) == (-1, False)
+
+
+def test_refined_optimum_between_grid_points():
+    x = 2.0 ** np.arange(6)
+    y = np.exp(0.7 * (np.log(x) - np.log(3.0)) ** 2 + 0.1)  # log-log parabola, vertex n = 3
+    j, edge = fits.optimum(y)
+    assert (j, edge) == (2, False)  # grid minimum at 4
+    xo, yo = fits.refine_optimum(x, y, j)
+    assert xo == pytest.approx(3.0) and yo == pytest.approx(np.exp(0.1))
+    assert fits.refine_optimum(x, y, 0) == (1.0, y[0])  # edges are not interpolated
+
+
+def test_student_cutoff_formula():
+    # k* = (gamma0 T / log2 T)^(1/alpha): T = 1024, log2 T = 10
+    assert fits.student_cutoff(1024, 2.0, 0.4) == pytest.approx((0.4 * 102.4) ** 0.5)
+    assert fits.student_cutoff(2048, 2.0, 0.4, batch=2) == fits.student_cutoff(1024, 2.0, 0.4)
+
+
+# -- synthetic cubes (layout + template, values written by hand) ------------------------------
+def _w2s_cube(n_values, alpha_t=1.0, alpha_s=2.0, q=None, p=None, g=None, methods=("exact",)):
+    """A lowdim cube whose risk_t2s(N, n) = 2 N^p at its minimum n_opt = N^q (exactly on grid)."""
+    q = theory.w2s_nopt_exponent_audited(alpha_t, alpha_s) if q is None else q
+    p = theory.w2s_min_risk_exponent(alpha_t, alpha_s) if p is None else p
+    g = theory.w2s_gap_exponent(alpha_t, alpha_s) if g is None else g
+    N = [2.0 ** (5 * j) for j in range(1, 7)]  # N^0.4 = 4^j: on the n grid
+    cfg = {"name": "synthetic", "grid": {"N": N, "n": list(n_values)},
+           "fixed": {"alpha_t": alpha_t, "alpha_s": alpha_s, "sigma2": 1.0, "d": 20,
+                     "target": "lowdim", "k_dagger": 3},
+           "methods": list(methods), "outputs": {"modes": False, "curves": False}}
+    layout = Layout.from_config(cfg)
+    ds = store.template(layout).load()
+    Nn, nn = np.meshgrid(np.asarray(N), np.asarray(n_values, float), indexing="ij")
+    n0 = Nn**q
+    risk = Nn**p * (nn / n0 + n0 / nn)
+    gap = 0.5 * Nn**g * np.ones_like(nn)
+    shape = ds["risk_t2s"].shape
+    rng = np.random.default_rng(0)
+    for name, val in (("risk_t2s", risk), ("pgr", 1 - gap), ("risk_teacher", 10 * Nn**-0.3),
+                      ("der", np.ones_like(Nn))):
+        full = np.repeat(val[..., None], shape[-1], axis=-1)
+        if "mc" in methods:  # the mc column: 1% multiplicative noise, se recorded
+            full[..., -1] *= 1 + 0.01 * rng.standard_normal(val.shape)
+            ds[f"{name}_se"] = (("N", "n"), 0.01 * np.abs(val))
+        ds[name] = (ds[name].dims, full)
+    ds["status"] = (ds["status"].dims, np.ones(shape, dtype=np.int8))
+    return ds
+
+
+def _rows(df, family, method="exact"):
+    return df[(df.family == family) & (df.method == method)]
+
+
+def test_w2s_families_recover_planted_exponents():
+    alpha_t, alpha_s = 1.0, 2.0
+    ds = _w2s_cube([4.0**k for k in range(0, 8)], alpha_t, alpha_s)
+    df = fits.fit_cube(ds)
+    (m,) = _rows(df, "w2s_min_risk").itertuples()
+    assert m.slope == pytest.approx(theory.w2s_min_risk_exponent(alpha_t, alpha_s), abs=1e-9)
+    assert m.verdict == "consistent"
+    assert "optimum over the n axis" in m.notes
+    (gap,) = _rows(df, "w2s_gap").itertuples()
+    assert gap.slope == pytest.approx(theory.w2s_gap_exponent(alpha_t, alpha_s), abs=1e-9)
+    (paper,) = _rows(df, "w2s_nopt_paper").itertuples()
+    (audit,) = _rows(df, "w2s_nopt_audited").itertuples()
+    assert audit.slope == pytest.approx(0.4, abs=1e-9)  # planted: the audited exponent
+    assert audit.verdict == "consistent"
+    assert paper.predicted == pytest.approx(0.2)
+    assert paper.verdict == "inconsistent"
+    assert "closer to the audited exponent" in paper.notes
+    (k,) = _rows(df, "w2s_kstar_opt").itertuples()
+    assert np.isfinite(k.slope) and k.predicted == pytest.approx(0.2)
+    # kd families need alpha_S > alpha_T > 1 + beta: here alpha_T = 1, so no prediction
+    assert set(_rows(df, "kd_der").verdict) == {"no prediction"}
+    assert list(df.columns) == list(fits.COLUMNS)
+
+
+def test_w2s_edge_optima_are_flagged_not_fitted():
+    # n grid stops at 4^4: the optima of the two largest N (4^5, 4^6) sit on its upper edge
+    ds = _w2s_cube([4.0**k for k in range(0, 5)])
+    df = fits.fit_cube(ds)
+    (m,) = _rows(df, "w2s_min_risk").itertuples()
+    assert m.n_points == 3 and m.range == "32..32768"  # interior optima only
+    assert "n range for N=1048576,33554432,1073741824 (not fitted)" in m.notes
+    assert m.slope == pytest.approx(theory.w2s_min_risk_exponent(1.0, 2.0), abs=1e-9)
+    # n grid above every optimum: all on its lower edge -> verdict edge, no slope
+    ds = _w2s_cube([1e6, 2e6, 4e6])
+    df = fits.fit_cube(ds)
+    for fam in ("w2s_min_risk", "w2s_nopt_paper", "w2s_nopt_audited", "w2s_kstar_opt"):
+        (r,) = _rows(df, fam).itertuples()
+        assert r.verdict == "edge" and np.isnan(r.slope)
+
+
+def test_w2s_mc_bootstrap_errors():
+    ds = _w2s_cube([4.0**k for k in range(0, 8)], methods=("exact", "mc"))
+    df = fits.fit_cube(ds)
+    (m,) = _rows(df, "w2s_min_risk", "mc").itertuples()
+    assert 0 < m.slope_err < 0.05
+    assert abs(m.slope - theory.w2s_min_risk_exponent(1.0, 2.0)) < 0.05
+
+
+def test_w2s_from_learning_curves_without_n_axis(tmp_path):
+    cfg = {"name": "curves", "grid": {"N": [2**k for k in range(8, 13)]},
+           "fixed": {"alpha_t": 1.5, "alpha_s": 1.5, "n": 2048, "sigma2": 1.0, "d": 50,
+                     "target": "lowdim", "k_dagger": 3, "amplitude": 0.1},
+           "methods": ["exact"], "outputs": {"modes": False, "curves": True}}
+    df = fits.fit_cube(_build(cfg, tmp_path / "cube.zarr"))
+    w2s = df[df.family.str.startswith("w2s")]
+    assert set(w2s.family) == {"w2s_min_risk", "w2s_nopt_paper", "w2s_nopt_audited",
+                               "w2s_kstar_opt"}  # no 1 - pgr: curves carry no ceiling
+    assert all("learning-curve checkpoints" in n for n in w2s.notes)
+    (m,) = _rows(df, "w2s_min_risk").itertuples()
+    assert m.slope < 0 and m.predicted == pytest.approx(theory.w2s_min_risk_exponent(1.5, 1.5))
+
+
+def test_tied_parameters_get_predictions(tmp_path):
+    cfg = {"name": "tied", "grid": {"alpha_t": [2.0], "N": [64, 128, 256, 512]},
+           "tie": {"alpha_s": "alpha_t", "n": "N"},
+           "fixed": {"sigma2": 0.0, "d": 30},
+           "methods": ["exact"], "outputs": {"modes": False, "curves": False}}
+    df = fits.fit_cube(_build(cfg, tmp_path / "cube.zarr"))
+    (t,) = _rows(df, "teacher").itertuples()
+    assert t.predicted == pytest.approx(-0.5)
+    assert "tied: alpha_s = alpha_t, n = N" in df.attrs["fixed"]
+
+
+def test_bound_only_cube_has_no_fits(tmp_path):
+    cfg = {"name": "b", "grid": {"N": [64, 128, 256]},
+           "fixed": {"alpha_t": 2.0, "alpha_s": 2.0, "n": 64, "sigma2": 0.1, "d": 20},
+           "methods": ["bound"]}
+    ds = store.template(Layout.from_config(cfg)).load()
+    df = fits.fit_cube(ds)
+    assert df.empty and list(df.columns) == list(fits.COLUMNS)
+    fits.write_fits(df, tmp_path / "f.csv", tmp_path / "f.md")
+    assert "No family could be fitted" in (tmp_path / "f.md").read_text()
+
+
+# -- a real cube ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def teacher_cube(tmp_path_factory):
+    cfg = {"name": "rates",
+           "grid": {"alpha_t": [2.0, 2.5], "N": [2**k for k in range(8, 15)]},
+           "fixed": {"alpha_s": 2.0, "n": 512, "sigma2": 0.0, "d": 200},
+           "methods": ["exact"], "outputs": {"modes": False, "curves": False},
+           "jobs": {"points_per_job": 64}}
+    path = tmp_path_factory.mktemp("cube") / "cube.zarr"
+    _build(cfg, path)
+    return path
+
+
+def test_real_cube_teacher_rate(teacher_cube, tmp_path):
+    df = fits.fit_cube(store.open_cube(teacher_cube))
+    t = _rows(df, "teacher").set_index("fixed")
+    r = t.loc["alpha_t=2"]
+    assert r.range == "2048..16384" and r.n_points == 4
+    # Lemma 1, sigma2 = 0, gaussian target: N^{(1-alpha)/alpha} = N^-0.5 at alpha_T = 2.
+    # Measured (exact, d = 200): -0.520. Two finite-size effects of opposite sign act here:
+    # the geometric schedule's effective horizon K = T/log2 T flattens the local slope by
+    # about |p|/ln N ~ 0.05, the truncation of the spectrum at d = 200 (k* reaches ~70 at
+    # N = 2^14) steepens it. Both are outside section 5's "up to logs" law, so the assertion
+    # is the fits' own rule (|difference| <= 0.05), not a tighter number.
+    assert r.slope == pytest.approx(-0.5, abs=0.05)
+    assert r.verdict == "consistent"
+    # At alpha_T = 2.5 the log factor dominates: raw slope -0.547 misses -0.6 by 0.053, the
+    # slope against N / log2 N (in the notes) is -0.619. The test pins that the log-corrected
+    # slope is the closer one, which is what the notes are for.
+    r25 = t.loc["alpha_t=2.5"]
+    corrected = float(r25.notes.split("slope vs N/log2(N): ")[1].split(";")[0])
+    assert abs(corrected + 0.6) < abs(r25.slope + 0.6)
+    assert abs(corrected + 0.6) < 0.03
+    fits.write_fits(df, tmp_path / "f.csv", tmp_path / "f.md")
+    back = pd.read_csv(tmp_path / "f.csv")
+    assert list(back.columns) == list(fits.COLUMNS) and len(back) == len(df)
+    md = (tmp_path / "f.md").read_text()
+    assert "## Teacher risk vs N" in md and "consistent" in md and fits.RULES[:40] in md
+
+
+def test_cli_fits(teacher_cube, tmp_path, capsys):
+    rc = cli.main(["fits", str(teacher_cube), "--csv", str(tmp_path / "o" / "f.csv"),
+                   "--md", str(tmp_path / "o" / "f.md")])
+    assert rc == 0
+    assert "fits written" in capsys.readouterr().out
+    assert (tmp_path / "o" / "f.csv").stat().st_size > 0
+    rc = cli.main(["fits", str(tmp_path / "missing.zarr"), "--csv", str(tmp_path / "a.csv"),
+                   "--md", str(tmp_path / "a.md")])
+    assert rc == 2
+    assert "ktsweep fits: error:" in capsys.readouterr().err
+    (tmp_path / "broken.zarr").mkdir()
+    rc = cli.main(["fits", str(tmp_path / "broken.zarr"), "--csv", str(tmp_path / "a.csv"),
+                   "--md", str(tmp_path / "a.md")])
+    assert rc == 2
+    assert "not a readable zarr store" in capsys.readouterr().err
