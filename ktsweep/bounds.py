@@ -79,6 +79,11 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
     rows: list[dict[str, float]] = []
     for i, p in enumerate(points):
         row: dict[str, float] = {}
+        scope = {  # where the proofs apply: batch 1, geometric decay planned for the run
+            "teacher": p.batch_t == 1 and p.schedule_t == "geometric" and p.plan_t == p.steps_t,
+            "direct": p.batch_s == 1 and p.schedule_s == "geometric",
+            "ceiling": p.batch_s == 1 and p.schedule_s == "geometric" and p.plan_s == p.steps_s,
+        }
         runs = {
             "teacher": (det.lam_t[i], p.rank_t, p.N, p.steps_t, det.gamma0["gamma0_t"][i]),
             "direct": (det.lam_s[i], p.rank_s, p.N, p.steps_direct,
@@ -93,6 +98,7 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             row[f"kstar_lower_{name}"] = b["kstar_lower"]
             risk = ex[f"risk_{name}"][i]
             row[f"sandwich_{name}"] = float(b["lower"] <= risk <= b["upper"])
+            row[f"scope_{name}"] = float(scope[name])
         value, delta, k = transfer_bound(det.lam_s[i], det.energy[i], det.a_teacher[i],
                                          det.a_t2s[i], det.p_t2s[i], det.u_teacher_sq[i], p.n,
                                          det.gamma0["gamma0_s"][i])
@@ -110,6 +116,7 @@ BOUND_NAMES: tuple[str, ...] = tuple(
     [f"bound_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
     + [f"kstar_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
     + [f"sandwich_{r}" for r in RUNS]
+    + [f"scope_{r}" for r in RUNS]
     + ["bound_t2s", "bound_t2s_delta", "kstar_t2s", "bound_t2s_holds", "step_condition"]
 )
 
@@ -117,7 +124,9 @@ BOUND_NAMES: tuple[str, ...] = tuple(
 def evaluate(points: Sequence[Point]) -> dict[str, np.ndarray]:
     """Bounds, k* values, sandwich checks and the step condition for each point.
 
-    Flags (``sandwich_*``, ``bound_t2s_holds``, ``step_condition``) are 1.0 / 0.0 floats so
-    that they stack into the cube beside the other numbers.
+    Flags (``sandwich_*``, ``scope_*``, ``bound_t2s_holds``, ``step_condition``) are 1.0 / 0.0
+    floats so that they stack into the cube beside the other numbers. ``scope_*`` says whether
+    the run is one the proofs cover (batch 1, geometric schedule planned for the run): outside
+    it the lower bound is known to fail even when the step condition holds.
     """
     return group_by_d(points, lambda pts: from_detail(pts, *evaluate_detail(pts)))

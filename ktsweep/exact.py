@@ -170,6 +170,9 @@ def evaluate_detail(
     diverged = (
         div_t | take("direct", m1.diverged) | take("ceiling", m1.diverged) | m2.diverged[best2]
     )
+    for k in ("mode_teacher", "mode_direct", "mode_ceiling", "mode_t2s", "curve_teacher",
+              "curve_t2s", "risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling"):
+        out[k][diverged] = np.nan  # as in mc: a diverged point reports no risks
     out["status"] = np.where(diverged, "diverged", "ok")
     with_ratios(out)
     detail = Detail(

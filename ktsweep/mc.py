@@ -180,6 +180,7 @@ def _replicates_last(x: torch.Tensor) -> np.ndarray:
 def _moments(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard error over the replicate axis (axis 1)."""
     v = _replicates_last(x)
+    v[~np.isfinite(v)] = np.nan  # a frozen (diverged) point's records: NaN, not inf
     mean = v.mean(-1)
     if v.shape[-1] < 2:
         return mean, np.full_like(mean, np.nan)

@@ -44,7 +44,8 @@ class Moments:
         return 0.5 * self.a.sum(axis=1)
 
 
-def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int):
+def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Per-step factors D, g and the k-step operators for a constant step γ.
 
     Within a constant-γ stretch, S_j = Σ_i a_i(t+j) + s² obeys the renewal equation
@@ -59,10 +60,14 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int):
     if k > 1:
         np.cumprod(np.broadcast_to(decay, (k - 1, lam.size)), axis=0, out=powers[1:])
     kappa = powers @ gain
+    if not (np.isfinite(powers[-1]).all() and np.isfinite(kappa).all()):
+        return None
     lower = np.eye(k)
     for j in range(1, k):
         lower[j, :j] = -kappa[j - 1 :: -1][:j]
-    inverse = np.linalg.inv(lower)
+    inverse = np.linalg.inv(lower)  # unit lower-triangular: always invertible when finite
+    if not np.isfinite(inverse).all():
+        return None
     return decay, gain, powers, inverse
 
 
@@ -120,10 +125,13 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
             if not active:
                 break
             for row, gamma in events.get(t, ()):
-                if not diverged[row]:
-                    decay[row], gain[row], powers[row], inverse[row] = _block_operators(
-                        lam[row], gamma, inv_b[row], k
-                    )
+                if diverged[row]:
+                    continue
+                ops = _block_operators(lam[row], gamma, inv_b[row], k)
+                if ops is None:  # the step explodes within one block: diverged
+                    freeze(np.array([row]))
+                else:
+                    decay[row], gain[row], powers[row], inverse[row] = ops
             nxt = bounds[np.searchsorted(bounds, t, side="right")]
             m = int(min(k, nxt - t))
             cur = a[:active]
@@ -145,9 +153,11 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
         freeze(np.flatnonzero(bad))
     curve[~np.isfinite(curve)] = np.nan
 
-    contraction = np.stack(
-        [phase_product(phases[r], int(steps[r]), lam[r]) for r in range(rows)]
-    )
+    with np.errstate(all="ignore"):
+        contraction = np.stack(
+            [phase_product(phases[r], int(steps[r]), lam[r]) for r in range(rows)]
+        )
+    contraction[diverged] = np.nan
     inverse_order = np.empty_like(order)
     inverse_order[order] = np.arange(rows)
     return Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],

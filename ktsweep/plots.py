@@ -244,7 +244,10 @@ def _figure(ncols: int = 1, width: float = 6.4, height: float = 4.8):
 
 def _finish(fig: Figure, title: str, caption: str, path: Path) -> Path:
     fig.suptitle(title, fontsize=11)
-    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
+    width_chars = 110 * fig.get_figwidth() / 6.4  # 7-pt characters per wrapped caption line
+    lines = max(1, -(-len(caption) // int(width_chars)))
+    bottom = 0.02 + 0.028 * lines
+    fig.get_layout_engine().set(rect=(0, bottom, 1, 0.94 - bottom / 4))
     fig.text(0.01, 0.01, caption, fontsize=7, ha="left", va="bottom", wrap=True)
     fig.savefig(path, dpi=110)
     return path

@@ -61,7 +61,7 @@ def resolve_gamma0(spec: float | dict, lam: np.ndarray) -> list[float]:
 
 def geometric_period(horizon: int) -> int:
     """K = max(1, floor(H / log2 H)): steps between halvings of the geometric schedule."""
-    if horizon <= 2:
+    if horizon < 2:  # log2(1) = 0: a one-step plan never halves
         return 1
     return max(1, math.floor(horizon / math.log2(horizon)))
 

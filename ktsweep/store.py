@@ -80,7 +80,7 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
 def _long_name(name: str) -> str:
     base = name[:-3] if name.endswith("_se") else name
     text = LONG_NAMES.get(base, base.replace("_", " "))
-    if base.startswith("bound_") or base.startswith("kstar_") or base.startswith("sandwich_"):
+    if base.startswith(("bound_", "kstar_", "sandwich_")):
         text = {
             "bound_t2s": "Theorem 1 transfer upper bound on risk_t2s (min over delta)",
             "bound_t2s_delta": "delta minimising the transfer bound",
@@ -88,6 +88,9 @@ def _long_name(name: str) -> str:
             "bound_status": "0 missing, 1 computed",
             "kstar_t2s": "student cutoff k*_S(delta) of the transfer bound",
         }.get(base, base.replace("_", " ") + " (model.md 4.3)")
+    if base.startswith("scope_"):
+        text = f"1 if the {base[6:]} run is in the proofs' scope (batch 1, geometric, planned " \
+               "for the run)"
     if name == "step_condition":
         text = "1 if every gamma0 satisfies the proofs' step-size condition"
     return f"Monte Carlo standard error of {text}" if name.endswith("_se") else text

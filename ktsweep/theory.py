@@ -78,18 +78,18 @@ def predictions(p: Point) -> dict[str, float]:
     for the lowdim target (Theorem 5's assumption).
     """
     noisy = p.sigma2 > 0
-    out = {
-        "risk_teacher": direct_risk_exponent(p.alpha_t, p.beta, noisy),
-        "risk_direct": direct_risk_exponent(p.alpha_s, student_source_exponent(p), noisy),
-        "kstar_teacher": kstar_exponent(p.alpha_t),
-        "kstar_direct": kstar_exponent(p.alpha_s),
-    }
-    if p.target == "lowdim":  # the bias vanishes once k* > k†: variance-dominated, if noisy
-        if noisy:
-            out["risk_teacher"] = direct_variance_exponent(p.alpha_t)
-            out["risk_direct"] = direct_variance_exponent(p.alpha_s)
-        else:  # no power law: the risk falls exponentially once k* > k†
-            del out["risk_teacher"], out["risk_direct"]
+    out: dict[str, float] = {}
+    # Lemma 1 needs a trace-class spectrum (alpha > 1); at alpha <= 1 it predicts nothing.
+    for run, alpha, beta in (("teacher", p.alpha_t, p.beta),
+                             ("direct", p.alpha_s, student_source_exponent(p))):
+        if alpha <= 1.0:
+            continue
+        out[f"kstar_{run}"] = kstar_exponent(alpha)
+        if p.target != "lowdim":
+            out[f"risk_{run}"] = direct_risk_exponent(alpha, beta, noisy)
+        elif noisy:  # the bias vanishes once k* > k†: variance-dominated
+            out[f"risk_{run}"] = direct_variance_exponent(alpha)
+        # lowdim without noise: no power law, the risk falls exponentially once k* > k†
     if p.alpha_s > p.alpha_t > 1.0 + p.beta:
         out["risk_t2s_limit"] = kd_t2s_limit_exponent(p.alpha_t, p.beta)
         out["der"] = kd_der_exponent(p.alpha_t, p.alpha_s, p.beta)

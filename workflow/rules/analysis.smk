@@ -5,7 +5,7 @@ rule fits:
     input:
         rules.cube.output,
     output:
-        csv=f"{OUT}/fits.csv",
+        csv=report(f"{OUT}/fits.csv", caption="../report/fits.rst", category="Fits"),
         md=f"{OUT}/fits.md",
     log:
         f"{LOGS}/fits.log",

@@ -30,10 +30,10 @@ def figure_outputs():
     """The figures this grid supports (decided from the layout alone)."""
     from ktsweep.plots import planned_figures
 
-    return [
-        report(f"{OUT}/figures/{f}.png", caption=f"../report/{f}.rst", category="Figures")
-        for f in planned_figures(LAYOUT)
-    ]
+    # (a line may not start with `report(`: Snakemake would read it as the report keyword)
+    figures, captions = planned_figures(LAYOUT), f"{workflow.basedir}/workflow/report"
+    return [report(f"{OUT}/figures/{f}.png", caption=f"{captions}/{f}.rst", category="Figures")
+            for f in figures]
 
 
 def final_outputs():

@@ -1,0 +1,89 @@
+"""Shared small fixtures for the science-core tests (points of small d, checkpoint grids).
+
+The ``gpu`` marker (declared in pyproject.toml) is skipped automatically when torch sees
+no CUDA device; ``slow`` is deselected by ``-m 'not slow'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ktsweep.params import Point, make_point
+
+SMALL_DEFAULTS: dict[str, Any] = {
+    "alpha_t": 1.3, "alpha_s": 1.6, "N": 200, "n": 300, "sigma2": 0.1, "d": 20,
+}
+"""A cheap KD point (α_T < α_S): exact in milliseconds, Monte Carlo in well under a second."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pytest.mark.gpu`` tests when no CUDA device is visible."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+@pytest.fixture
+def small_point() -> Callable[..., Point]:
+    """Factory: a validated small point, ``SMALL_DEFAULTS`` overridden by keyword arguments."""
+
+    def build(**changes: Any) -> Point:
+        return make_point({**SMALL_DEFAULTS, **changes})
+
+    return build
+
+
+@pytest.fixture
+def checkpoints() -> np.ndarray:
+    """A short learning-curve grid (steps) for small points."""
+    return np.array([0, 1, 3, 10, 30, 100, 200], dtype=np.int64)
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "USO" or b.dtype.kind in "USO":
+        return a.shape == b.shape and bool(np.all(a == b))
+    return bool(np.array_equal(a, b, equal_nan=True))
+
+
+@pytest.fixture
+def assert_identical() -> Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], None]:
+    """Assert two result mappings (name -> array, point first) are bit-for-bit equal.
+
+    Per-mode arrays of the second may be NaN-padded wider; they are cut to the first's width.
+    """
+
+    def check(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> None:
+        assert set(a) == set(b)
+        bad = []
+        for k in a:
+            x, y = np.asarray(a[k]), np.asarray(b[k])
+            if x.ndim == 2 and y.ndim == 2 and y.shape[1] > x.shape[1]:
+                y = y[:, : x.shape[1]]
+            if not _equal(x, y):
+                bad.append(k)
+        assert not bad, f"outputs differ: {bad}"
+
+    return check
+
+
+def pick(results: Mapping[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """Row ``i`` of every array of a result mapping, keeping the point dimension."""
+    return {k: np.asarray(v)[i : i + 1] for k, v in results.items()}
+
+
+@pytest.fixture
+def take() -> Callable[[Mapping[str, np.ndarray], int], dict[str, np.ndarray]]:
+    """The :func:`pick` helper as a fixture."""
+    return pick

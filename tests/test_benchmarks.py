@@ -1,0 +1,56 @@
+"""Smoke test of the benchmarks: ``--quick`` runs print one JSON object of positive numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+EXPECTED: dict[str, list[str]] = {
+    "bench_mc.py": [
+        "units", "replicates", "steps_t", "steps_s", "mc_ns_per_unit", "floor_ns_per_unit",
+        "ratio_mc_over_floor", "numpy_ns_per_unit", "ratio_numpy_over_mc", "numpy_seconds",
+    ],
+    "bench_exact.py": [
+        "exact_seconds_per_point", "exact_ns_per_mode_step", "mc_seconds_per_point_extrapolated",
+        "speedup_exact_over_mc", "stack_seconds_per_point", "stacking_gain",
+        "speedup_exact_over_mc_one_thread",
+    ],
+}
+
+
+def run_quick(script: str) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, "a benchmark prints exactly one JSON object"
+    return json.loads(lines[0])
+
+
+@pytest.mark.parametrize("script", list(EXPECTED))
+def test_benchmark_quick_json(script: str) -> None:
+    out = run_quick(script)
+    assert out["quick"] is True and out["benchmark"] == script[:-3]
+    for key in EXPECTED[script]:
+        value = out[key]
+        assert isinstance(value, int | float) and value > 0, key
+    machine = out["machine"]
+    assert machine["cpu_count"] >= 1 and machine["torch_threads"] >= 1
+    assert isinstance(machine["torch_version"], str)
+    if script == "bench_mc.py":
+        assert out["one_thread"]["mc_ns_per_unit"] > 0
+        assert "R*d*(steps_t + steps_s)" in out["unit_convention"]
+        assert out["units"] == out["replicates"] * out["point"]["d"] * (
+            out["steps_t"] + out["steps_s"])
+        assert 0 < out["numpy_mean_risk_t2s"] < 10  # the NumPy loop computes a sane risk
+    else:
+        assert "extrapolat" in out["mc_extrapolation"]

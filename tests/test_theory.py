@@ -1,0 +1,98 @@
+"""Predicted exponents of model.md §5 against hand-computed values, and regime gating."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ktsweep import theory
+from ktsweep.params import make_point
+
+KD_KEYS = {"risk_t2s_limit", "der"}
+W2S_KEYS = {"risk_t2s_min", "one_minus_pgr", "kstar_opt", "n_opt_paper", "n_opt_audited"}
+
+
+def test_direct_exponents_by_hand() -> None:
+    # bias (1+β−α)/α, variance (1−α)/α
+    assert theory.direct_bias_exponent(2.0, 0.5) == pytest.approx(-0.25)
+    assert theory.direct_bias_exponent(1.5) == pytest.approx(-1 / 3)
+    assert theory.direct_variance_exponent(2.0) == pytest.approx(-0.5)
+    assert theory.direct_variance_exponent(4.0) == pytest.approx(-0.75)
+    # the slower-decaying (larger) exponent dominates; without noise only the bias
+    assert theory.direct_risk_exponent(3.0, 1.5) == pytest.approx(-1 / 6)
+    assert theory.direct_risk_exponent(3.0, 1.5, noisy=False) == pytest.approx(-1 / 6)
+    assert theory.direct_risk_exponent(1.5, 0.0) == pytest.approx(-1 / 3)
+    assert theory.kstar_exponent(2.0) == pytest.approx(0.5)
+    assert theory.kstar_exponent(1.25) == pytest.approx(0.8)
+
+
+def test_kd_exponents_by_hand() -> None:
+    # −(α_T−1−β)/α_T and κ = (α_T−1−β)(1/α_T − 1/α_S)
+    assert theory.kd_t2s_limit_exponent(2.0, 0.5) == pytest.approx(-0.25)
+    assert theory.kd_t2s_limit_exponent(3.0) == pytest.approx(-2 / 3)
+    assert theory.kd_der_exponent(2.0, 3.0, 0.5) == pytest.approx(0.5 * (1 / 2 - 1 / 3))
+    assert theory.kd_der_exponent(2.0, 3.0, 0.5) == pytest.approx(1 / 12)
+    assert theory.kd_der_exponent(1.5, 2.0) == pytest.approx(0.5 * (2 / 3 - 0.5))
+
+
+def test_w2s_exponents_by_hand() -> None:
+    # 1/(α_T(2α_S+1)) − 1, −2α_S/(α_T(2α_S+1)), cutoff 1/(α_T(2α_S+1)), audited α_S times it
+    assert theory.w2s_min_risk_exponent(1.0, 1.0) == pytest.approx(-2 / 3)
+    assert theory.w2s_min_risk_exponent(1.5, 2.0) == pytest.approx(1 / 7.5 - 1)
+    assert theory.w2s_gap_exponent(1.0, 1.0) == pytest.approx(-2 / 3)
+    assert theory.w2s_gap_exponent(1.5, 2.0) == pytest.approx(-4 / 7.5)
+    assert theory.w2s_kstar_opt_exponent(1.0, 1.0) == pytest.approx(1 / 3)
+    assert theory.w2s_nopt_exponent_paper(1.5, 2.0) == pytest.approx(1 / 7.5)
+    assert theory.w2s_nopt_exponent_audited(1.5, 2.0) == pytest.approx(2 / 7.5)
+
+
+def point(**kw: Any):
+    return make_point({"N": 100, "n": 100, "sigma2": 0.1, "d": 50, **kw})
+
+
+@pytest.mark.parametrize(
+    ("kw", "kd"),
+    [
+        ({"alpha_t": 2.0, "alpha_s": 3.0, "target": "power", "beta": 0.5}, True),
+        ({"alpha_t": 1.5, "alpha_s": 3.0, "target": "power", "beta": 0.5}, False),  # α_T = 1+β
+        ({"alpha_t": 1.2, "alpha_s": 1.5}, True),
+        ({"alpha_t": 1.0, "alpha_s": 1.5}, False),  # α_T = 1 = 1+β
+        ({"alpha_t": 2.0, "alpha_s": 2.0}, False),  # α_S = α_T
+        ({"alpha_t": 3.0, "alpha_s": 2.0}, False),  # W2S ordering
+    ],
+)
+def test_kd_gating(kw: dict[str, Any], kd: bool) -> None:
+    pred = theory.predictions(point(**kw))
+    assert (set(pred) >= KD_KEYS) is kd and (KD_KEYS & set(pred) == set()) is (not kd)
+    assert not W2S_KEYS & set(pred)  # not lowdim
+    if kd:
+        beta = kw.get("beta", 0.0)
+        assert pred["der"] == pytest.approx(
+            theory.kd_der_exponent(kw["alpha_t"], kw["alpha_s"], beta))
+        assert pred["risk_t2s_limit"] == pytest.approx(
+            theory.kd_t2s_limit_exponent(kw["alpha_t"], beta))
+
+
+def test_w2s_gating_lowdim_only() -> None:
+    low = theory.predictions(point(alpha_t=1.0, alpha_s=1.0, target="lowdim", k_dagger=10))
+    assert set(low) >= W2S_KEYS and not KD_KEYS & set(low)
+    assert low["risk_t2s_min"] == pytest.approx(-2 / 3)
+    assert low["one_minus_pgr"] == pytest.approx(-2 / 3)
+    # lowdim: bias vanishes once k* > k†, the variance exponent (1−α)/α is predicted
+    low2 = theory.predictions(point(alpha_t=2.0, alpha_s=1.5, target="lowdim", k_dagger=3))
+    assert low2["risk_teacher"] == pytest.approx(-0.5)
+    assert low2["risk_direct"] == pytest.approx(-1 / 3)
+    for target, extra in (("gaussian", {}), ("power", {"beta": 0.3})):
+        pred = theory.predictions(point(alpha_t=1.0, alpha_s=1.0, target=target, **extra))
+        assert not W2S_KEYS & set(pred), target
+
+
+def test_common_entries_always_present() -> None:
+    pred = theory.predictions(point(alpha_t=2.0, alpha_s=4.0, target="power", beta=0.5))
+    assert pred["risk_teacher"] == pytest.approx(-0.25)
+    # The target is set in teacher coordinates, so the direct student sees the source exponent
+    # beta + alpha_s - alpha_t = 2.5: bias (1 + 2.5 - 4)/4 = -0.125 beats variance -0.75.
+    assert pred["risk_direct"] == pytest.approx((1.0 + 2.5 - 4.0) / 4.0)
+    assert pred["kstar_teacher"] == pytest.approx(0.5)
+    assert pred["kstar_direct"] == pytest.approx(0.25)
