@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from typing import Any
 
-import numpy as np
 import torch
+from machine import machine_info
 
 from ktsweep import exact, mc
 from ktsweep.params import Point, make_point
@@ -114,16 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "stacking_gain_what": "time of one point alone / per-point time when stacked (>1: "
                               "stacking helps)",
         "timing": "min over repeats",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": default_threads,
-            "torch_version": torch.__version__,
-            "numpy_version": np.__version__,
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "load_average_1m_at_start": load_start,
-            "load_average_1m_at_end": os.getloadavg()[0],
-        },
+        "machine": machine_info(default_threads, load_start),
     }
     print(json.dumps(result))
     return result

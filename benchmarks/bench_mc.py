@@ -14,13 +14,12 @@ import argparse
 import json
 import math
 import os
-import platform
-import sys
 import time
 from typing import Any
 
 import numpy as np
 import torch
+from machine import machine_info
 
 from ktsweep import mc
 from ktsweep.params import Point, derive_seed, make_point
@@ -180,16 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "T2S+ceiling; timed on numpy_replicates_run replicates, scaled per unit",
         "ratio_numpy_over_mc": numpy_ns / mc_ns,
         "target_ratio_numpy_over_mc": 3.0,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": default_threads,
-            "torch_version": torch.__version__,
-            "numpy_version": np.__version__,
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "load_average_1m_at_start": load_start,
-            "load_average_1m_at_end": os.getloadavg()[0],
-        },
+        "machine": machine_info(default_threads, load_start),
     }
     print(json.dumps(result))
     return result

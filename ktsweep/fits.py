@@ -154,18 +154,27 @@ def usable(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
 
 
+def _fit_range(x: Sequence[float], y: Sequence[float], min_points: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, slice] | None:
+    """Usable points (x, y, mask into the input) and the asymptotic slice fitted on them."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = usable(x, y)
+    xv, yv = x[ok], y[ok]
+    if len(xv) < min_points:
+        return None
+    return xv, yv, ok, upper_range(len(xv), 0.5, min_points)
+
+
 def fit_exact(x: Sequence[float], y: Sequence[float], min_points: int = MIN_POINTS) -> Fit | None:
     """Fit a noiseless series; error = range sensitivity + regression standard error.
 
     ``x`` must be increasing. Returns None with fewer than ``min_points`` usable points.
     """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = usable(x, y)
-    xv, yv = x[ok], y[ok]
-    m = len(xv)
-    if m < min_points:
+    prep = _fit_range(x, y, min_points)
+    if prep is None:
         return None
-    main = upper_range(m, 0.5, min_points)
+    xv, yv, _, main = prep
+    m = len(xv)
     slope, intercept, se = loglog_slope(xv[main], yv[main])
     variants = [slice(main.start + 1, m), slice(main.start, m - 1),
                 upper_range(m, 2.0 / 3.0, min_points)]
@@ -183,13 +192,10 @@ def fit_bootstrap(x: Sequence[float], y: Sequence[float], draws: np.ndarray,
     Draws with a non-positive or non-finite value in the fit range are dropped (counted in
     the notes).
     """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = usable(x, y)
-    xv, yv = x[ok], y[ok]
-    m = len(xv)
-    if m < min_points:
+    prep = _fit_range(x, y, min_points)
+    if prep is None:
         return None
-    main = upper_range(m, 0.5, min_points)
+    xv, yv, ok, main = prep
     slope, intercept, _ = loglog_slope(xv[main], yv[main])
     dv = np.asarray(draws, float)[:, ok][:, main]
     with np.errstate(invalid="ignore"):

@@ -24,6 +24,7 @@ import yaml
 
 from .estimators import MCSettings
 from .params import PARAMETERS, REQUIRED, ParameterError, Point, make_point
+from .quantities import SCHEMA_VERSION
 from .spectra import checkpoint_steps
 
 CHUNK_WIDTH = 5
@@ -241,12 +242,13 @@ class Layout:
         mc = {k: v for k, v in c["mc"].items() if k not in ("subgrid", "stride", "device",
                                                              "require_device")}
         ident = {"fixed": c["fixed"], "tie": c["tie"], "mc": mc, "outputs": c["outputs"],
-                 "axes": list(self.axes)}
+                 "axes": list(self.axes), "schema": SCHEMA_VERSION}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
     def layout_key(self) -> str:
         """Hash of the whole resolved config: changes whenever any job would differ."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+        text = f"{SCHEMA_VERSION}:{self.to_json()}"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     # -- sizes ---------------------------------------------------------------------
     @property

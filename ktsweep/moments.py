@@ -90,7 +90,8 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
     inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)[order]
     steps = np.asarray(runs.steps, dtype=np.int64)[order]
     phases = [runs.phases[i] for i in order]
-    k = int(max(4, min(block, (1 << 23) // max(1, rows * d))))
+    # keep the (rows, k, d) operator stack near cache size: larger stacks take shorter blocks
+    k = int(max(8, min(block, (1 << 19) // max(1, rows * d))))
 
     events: dict[int, list[tuple[int, float]]] = {}
     for row, ph in enumerate(phases):

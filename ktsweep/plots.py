@@ -326,13 +326,18 @@ def lemma1_kstar(lam: np.ndarray, samples: int, gamma0: float) -> int:
 # ---------------------------------------------------------------------------------------
 # The figures
 # ---------------------------------------------------------------------------------------
+def _phase_data(v: _View, keep: list[str]):
+    """Slice point and the PGR, w2s_ratio and der planes over the two ``keep`` axes."""
+    at = v.representative(keep, "pgr", v.method)
+    pgr = _need(v.take("pgr", at, v.method, keep), "pgr")
+    w2s, der = (v.take(k, at, v.method, keep) if v.has(k) else np.full_like(pgr, np.nan)
+                for k in ("w2s_ratio", "der"))
+    return at, pgr, w2s, der
+
+
 def fig_pgr_phase_alpha(v: _View, path: Path) -> Path:
     m = v.method
-    keep = ["alpha_t", "alpha_s"]
-    at = v.representative(keep, "pgr", m)
-    pgr = _need(v.take("pgr", at, m, keep), "pgr")
-    w2s, der = (v.take(k, at, m, keep) if v.has(k) else np.full_like(pgr, np.nan)
-                for k in ("w2s_ratio", "der"))
+    at, pgr, w2s, der = _phase_data(v, ["alpha_t", "alpha_s"])
     x, y = v.coord("alpha_t").astype(float), v.coord("alpha_s").astype(float)
     fig, (ax,) = _figure()
     _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher decay α_T", "student decay α_S")
@@ -345,11 +350,7 @@ def fig_pgr_phase_alpha(v: _View, path: Path) -> Path:
 
 def fig_pgr_phase_samples(v: _View, path: Path) -> Path:
     m = v.method
-    keep = ["N", "n"]
-    at = v.representative(keep, "pgr", m)
-    pgr = _need(v.take("pgr", at, m, keep), "pgr")
-    w2s, der = (v.take(k, at, m, keep) if v.has(k) else np.full_like(pgr, np.nan)
-                for k in ("w2s_ratio", "der"))
+    at, pgr, w2s, der = _phase_data(v, ["N", "n"])
     x, y = v.coord("N").astype(float), v.coord("n").astype(float)
     fig, (ax,) = _figure()
     _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher samples N", "student samples n", log=True)

@@ -18,6 +18,9 @@ STATUS = ("missing", "ok", "diverged")
 """Status codes as stored in the cube: index = code."""
 
 PGR_RTOL = 1e-12
+SCHEMA_VERSION = 2
+"""Version of the cube's variable set: bump it whenever an estimator adds, drops or changes
+the meaning of an output, so old cubes are set aside and recomputed, never mixed."""
 
 _HALF = "excess risk with the 1/2 factor, (1/2)||u - theta*||^2, noise floor excluded"
 LONG_NAMES: dict[str, str] = {

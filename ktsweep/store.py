@@ -27,9 +27,17 @@ import zarr
 
 from .bounds import BOUND_NAMES
 from .grid import Layout, coordinate
-from .quantities import CURVES, LONG_NAMES, MODE_RISKS, RATIOS, RISKS, STATUS, STEP_SIZES
+from .quantities import (
+    CURVES,
+    LONG_NAMES,
+    MODE_RISKS,
+    RATIOS,
+    RISKS,
+    SCHEMA_VERSION,
+    STATUS,
+    STEP_SIZES,
+)
 
-SCHEMA_VERSION = 1
 _RISK_NOTE = "risks carry the 1/2 factor: (1/2)||u - theta*||^2 (noise floor excluded)"
 
 
