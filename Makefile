@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_mc.py
 	$(BIN)/python benchmarks/bench_exact.py
 	$(BIN)/python benchmarks/bench_workflow.py
+	$(BIN)/python benchmarks/bench_gpu.py
 
 clean:
 	rm -rf results logs .snakemake

@@ -54,3 +54,20 @@ def test_benchmark_quick_json(script: str) -> None:
         assert 0 < out["numpy_mean_risk_t2s"] < 10  # the NumPy loop computes a sane risk
     else:
         assert "extrapolat" in out["mc_extrapolation"]
+
+
+def test_gpu_benchmark_skips_or_runs() -> None:
+    """Without CUDA it says so; its CPU smoke path runs the same code and agrees with exact."""
+    res = subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    import torch
+
+    assert ("skipped" in out) != torch.cuda.is_available()
+    res = subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--quick", "--device",
+                          "cpu"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["device_ns_per_unit"] > 0 and out["cpu_ns_per_unit"] > 0
+    assert out["agreement_max_abs_z"] < 5
