@@ -30,19 +30,21 @@ def _mc_work(p: Point, replicates: int) -> float:
     return replicates * (p.d + 1) * (p.N + p.n + direct)
 
 
-def calibrate(settings: MCSettings) -> dict[str, float]:
-    """Seconds per unit of work for each method, measured on small points here."""
-    pts = [make_point({"alpha_t": a, "alpha_s": 2.0, "N": 2000, "n": 2000, "sigma2": 0.1,
-                       "d": 200}) for a in (1.5, 2.5)]
+def calibrate(settings: MCSettings, d: int = 200) -> dict[str, float]:
+    """Seconds per unit of work for each method, measured here on a few points of size d."""
+    d = int(min(max(d, 20), 1000))
+    pts = [make_point({"alpha_t": a, "alpha_s": 2.0, "N": 4096, "n": 4096, "sigma2": 0.1,
+                       "d": d}) for a in (1.25, 1.5, 2.0, 2.5)]
     ck = np.array([0, 10, 100, 1000])
     out: dict[str, float] = {}
     t0 = time.perf_counter()
     run(pts, ["exact"], ck)
     out["exact"] = (time.perf_counter() - t0) / sum(_exact_work(p) for p in pts)
     small = MCSettings(16, settings.seed, settings.device, settings.dtype)
+    one = pts[0].replace(N=1024, n=1024)
     t0 = time.perf_counter()
-    run(pts[:1], ["mc"], ck, small)
-    out["mc"] = (time.perf_counter() - t0) / _mc_work(pts[0], 16)
+    run([one], ["mc"], ck, small)
+    out["mc"] = (time.perf_counter() - t0) / _mc_work(one, 16)
     out["bound"] = out["exact"]
     return out
 
@@ -77,7 +79,7 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
         "threads_per_job": layout.config["jobs"]["threads"],
     }
     if calibrate_here:
-        rate = calibrate(layout.mc_settings)
+        rate = calibrate(layout.mc_settings, layout.d_max)
         info["cpu_seconds"] = {m: work[m] * rate[m] for m in layout.methods}
         info["cpu_seconds_total"] = sum(info["cpu_seconds"].values())
     return info

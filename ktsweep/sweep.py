@@ -168,12 +168,12 @@ def _client(threads: int, scheduler: str | None, processes: bool, gpus: int = 0)
     if scheduler:
         return Client(scheduler, timeout="30s"), None
     if gpus:
-        sched = {"cls": Scheduler, "options": {"dashboard": False}}
+        sched = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
         cluster = SpecCluster(workers=worker_specs(threads, gpus, processes), scheduler=sched,
                               silence_logs=logging.ERROR)
     else:
         cluster = LocalCluster(n_workers=max(1, threads), threads_per_worker=1,
-                               processes=processes, scheduler_kwargs={"dashboard": False},
+                               processes=processes, dashboard_address=":0",
                                silence_logs=logging.ERROR)
     return Client(cluster), cluster
 

@@ -1,0 +1,167 @@
+"""Config → layout (validation, chunks, sub-grids, keys), the plan, and the cube store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ktsweep import store, sweep
+from ktsweep.grid import ConfigError, Layout
+from ktsweep.plan import plan
+
+
+def config(**changes) -> dict:
+    cfg = {
+        "name": "t",
+        "grid": {"alpha_t": [1.5, 2.0], "alpha_s": [1.5, 2.0, 3.0], "N": [64, 128]},
+        "fixed": {"n": 128, "sigma2": 0.1, "d": 12},
+        "methods": ["exact", "mc", "bound"],
+        "mc": {"replicates": 4, "subgrid": {"N": [128]}},
+        "jobs": {"points_per_job": 4, "points_per_task": 2, "threads": 1},
+    }
+    cfg.update(changes)
+    return cfg
+
+
+def test_chunks_tile_the_grid_exactly_once() -> None:
+    layout = Layout.from_config(config())
+    assert layout.shape == (2, 3, 2) and layout.n_points == 12
+    seen = []
+    for chunk in layout.chunk_ids():
+        idx, points = layout.chunk_points(chunk)
+        assert len(idx) == len(points) <= 4
+        seen += idx
+    assert sorted(seen) == sorted(np.ndindex(*layout.shape))
+    with pytest.raises(ValueError, match="does not exist"):
+        layout.chunk_slices("c99999")
+
+
+def test_explicit_chunk_lengths_and_dimension_order() -> None:
+    layout = Layout.from_config(config(jobs={"chunks": {"alpha_t": 2}, "points_per_job": 4}))
+    assert layout.chunks[0] == 2
+    again = Layout.from_json(layout.to_json())
+    assert list(again.axes) == ["alpha_t", "alpha_s", "N"]  # config order, not sorted
+    assert again.layout_key() == layout.layout_key()
+
+
+def test_mc_subgrid_and_stride() -> None:
+    layout = Layout.from_config(config(mc={"subgrid": {"N": [128]}, "stride": {"alpha_s": 2}}))
+    chosen = [idx for idx in np.ndindex(*layout.shape) if layout.mc_selected(idx)]
+    assert chosen == [(a, s, 1) for a in range(2) for s in (0, 2)]
+
+
+def test_tie_makes_a_line() -> None:
+    cfg = config(grid={"alpha_t": [1.5, 2.5], "N": [64]}, tie={"alpha_s": "alpha_t"}, mc={})
+    layout = Layout.from_config(cfg)
+    assert [p.alpha_s for _, p in layout.iter_points()] == [1.5, 2.5]
+
+
+def test_keys_separate_layout_from_results() -> None:
+    base = Layout.from_config(config())
+    rechunked = Layout.from_config(config(jobs={"points_per_job": 2}))
+    more = Layout.from_config(config(grid={**config()["grid"], "alpha_t": [1.5, 2.0, 2.5]}))
+    reseeded = Layout.from_config(config(mc={"seed": 5}))
+    assert rechunked.result_key() == base.result_key() != reseeded.result_key()
+    assert more.result_key() == base.result_key()
+    assert len({base.layout_key(), rechunked.layout_key(), more.layout_key()}) == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"fixed": {"n": 128, "sigma2": 0.1, "d": 12, "N": 5}}, ["'N'", "grid, fixed"]),
+        ({"tie": {"alpha_s": "alpha_t"}}, ["'alpha_s'", "given twice"]),
+        ({"grid": {"alpha_t": [1.5], "N": [64]}, "tie": {"alpha_s": "beta"}, "mc": {}},
+         ["tie.alpha_s", "not a grid axis"]),
+        ({"mc": {"subgrid": {"N": [999]}}}, ["mc.subgrid.N", "999"]),
+        ({"mc": {"stride": {"d": 2}}}, ["mc.stride.d", "not a grid axis"]),
+        ({"grid": {"alpha_t": [1.5, 1.5], "alpha_s": [2], "N": [64]}}, ["grid.alpha_t", "unique"]),
+        ({"fixed": {"n": 128, "d": 12}}, ["'sigma2'", "required"]),
+        ({"jobs": {"points_per_job": 0}}, ["jobs.points_per_job", "minimum"]),
+        ({"outputs": {"modes": "yes"}}, ["outputs.modes", "boolean"]),
+        ({"name": "a b"}, ["name", "does not match"]),
+    ],
+)
+def test_config_errors_name_the_key(change: dict, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        Layout.from_config(config(**change))
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_plan_counts_and_cli(tmp_path) -> None:
+    layout = Layout.from_config(config())
+    info = plan(layout, calibrate_here=False)
+    assert info["points"] == 12 and info["jobs"] == layout.n_chunks
+    assert info["evaluations"] == {"exact": 12, "mc": 6, "bound": 12}
+    assert info["store_bytes"] > 0
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(config()))  # JSON is YAML
+    out = subprocess.run([sys.executable, "-m", "ktsweep.cli", "plan", str(path), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["cpu_seconds_total"] > 0 and set(info["cpu_seconds"]) == {"exact", "mc", "bound"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\ngrid: {alpha_t: [1]}\nfixed: {alpha_s: 1, N: 1, n: 1, sigma: 1}\n")
+    out = subprocess.run([sys.executable, "-m", "ktsweep.cli", "plan", str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "sigma" in out.stderr and "Traceback" not in out.stderr
+
+
+def _fill(layout: Layout, path) -> None:
+    for chunk in layout.chunk_ids():
+        sweep.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
+
+
+def test_store_extend_keeps_points_and_replace_keeps_a_backup(tmp_path) -> None:
+    path = tmp_path / "cube.zarr"
+    small = Layout.from_config(config(methods=["exact"]))
+    assert store.init_cube(small, path) == "created"
+    _fill(small, path)
+    before = store.open_cube(path).load()
+    assert store.init_cube(small, path) == "unchanged"
+    bigger = Layout.from_config(config(methods=["exact", "bound"],
+                                       grid={**config()["grid"], "N": [64, 128, 256]}))
+    assert store.init_cube(bigger, path) == "extended"
+    after = store.open_cube(path)
+    kept = after.sel(N=[64.0, 128.0]).load()
+    np.testing.assert_array_equal(kept["risk_t2s"].values, before["risk_t2s"].values)
+    assert (after["status"].sel(N=256.0).values == 0).all()
+    assert (after["bound_status"].values == 0).all()  # a new method starts missing
+    reseeded = Layout.from_config(config(methods=["exact"], fixed={"n": 64, "sigma2": 0.1,
+                                                                   "d": 12}))
+    what = store.init_cube(reseeded, path)
+    assert what.startswith("replaced")
+    backups = list(tmp_path.glob("cube.*.zarr"))
+    assert len(backups) == 1
+    np.testing.assert_array_equal(store.open_cube(backups[0])["risk_t2s"].sel(N=[64.0, 128.0])
+                                  .values, before["risk_t2s"].values)
+
+
+def test_broken_store_gives_a_clear_error(tmp_path) -> None:
+    with pytest.raises(store.StoreError, match="no cube"):
+        store.open_cube(tmp_path / "missing.zarr")
+    junk = tmp_path / "junk.zarr"
+    junk.mkdir()
+    (junk / "zarr.json").write_text("{not json")
+    with pytest.raises(store.StoreError, match="move it aside"):
+        store.open_cube(junk)
+    layout = Layout.from_config(config())
+    other = tmp_path / "other.zarr"
+    store.init_cube(Layout.from_config(config(jobs={"points_per_job": 2})), other)
+    with pytest.raises(store.StoreError, match="another config"):
+        sweep.run_chunk(layout, "c00000", other, report=lambda s: None)
+
+
+def test_interrupted_swap_is_recovered(tmp_path) -> None:
+    path = tmp_path / "cube.zarr"
+    layout = Layout.from_config(config(methods=["exact"]))
+    store.init_cube(layout, path)
+    path.rename(tmp_path / "cube.zarr.old")  # killed between the two renames of a swap
+    assert store.init_cube(layout, path) == "unchanged"
+    assert not (tmp_path / "cube.zarr.old").exists()
