@@ -452,7 +452,7 @@ def fig_t2s_curves(v: _View, path: Path) -> Path:
     steps = v.coord("step").astype(float)
     fig, (ax,) = _figure()
     values = v.coord("k_dagger") if keep else [None]
-    drawn = False
+    drawn = drew_mc = False
     for i, kd in enumerate(values):
         sub = dict(at, k_dagger=i) if keep else at
         y = _positive(v.take("curve_t2s", sub, m, ["step"]).reshape(-1))
@@ -467,6 +467,16 @@ def fig_t2s_curves(v: _View, path: Path) -> Path:
             if se is not None:
                 se = se.reshape(-1)
                 ax.fill_between(steps, y - se, y + se, color=color, alpha=0.2)
+        if m != "mc" and "mc" in v.methods:  # Monte Carlo points over the exact curve
+            y_mc = _positive(v.take("curve_t2s", sub, "mc", ["step"]).reshape(-1))
+            se = v.se("curve_t2s", sub, ["step"])
+            keep_mc = np.isfinite(y_mc) & (steps > 0)
+            keep_mc &= np.arange(steps.size) % 3 == 0  # every third checkpoint: readable
+            if keep_mc.any():
+                err = None if se is None else se.reshape(-1)[keep_mc]
+                ax.errorbar(steps[keep_mc], y_mc[keep_mc], yerr=err, fmt="o", ms=3,
+                            color=color, capsize=2, lw=0.8)
+                drew_mc = True
         j = int(np.nanargmin(y))
         ax.plot(steps[j], y[j], "v", color=color, ms=8, mec="k")
         rt = v.take("risk_teacher", sub, m).reshape(-1)
@@ -483,6 +493,9 @@ def fig_t2s_curves(v: _View, path: Path) -> Path:
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="k", ls="", marker="v", label="minimum (early stop)"),
                 Line2D([], [], color="k", ls=":", label="teacher's final risk")]
+    if drew_mc:
+        handles.append(Line2D([], [], color="k", ls="", marker="o", ms=3,
+                              label="Monte Carlo mean ± se"))
     ax.legend(handles=handles, fontsize=7)
     return _finish(fig, "T2S learning curves (paper Fig. 3a)", v.caption(at, m), path)
 
