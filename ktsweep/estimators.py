@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bounds, exact, mc
 from .params import Point
 
 METHODS = ("exact", "mc", "bound")
@@ -45,6 +44,8 @@ def run(
     mc_settings: MCSettings | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Evaluate ``points`` with each method; returns method → name → array (point first)."""
+    from . import bounds, exact, mc  # imported here: torch loads only when an engine runs
+
     s = mc_settings or MCSettings()
     out: dict[str, dict[str, np.ndarray]] = {}
     wanted = check_methods(methods)
@@ -73,6 +74,8 @@ def run(
 def _exact_and_bound(points: Sequence[Point], checkpoints: np.ndarray | None
                      ) -> dict[str, np.ndarray]:
     """Exact and bound results from one moment computation (points share d)."""
+    from . import bounds, exact
+
     ex, det = exact.evaluate_detail(points, checkpoints)
     bd = bounds.from_detail(points, ex, det)
     return {**{f"exact:{k}": v for k, v in ex.items()}, **{f"bound:{k}": v for k, v in bd.items()}}

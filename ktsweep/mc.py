@@ -306,8 +306,15 @@ def simulate(
     dtype: str = "float32",
     checkpoints: np.ndarray | None = None,
     fixed_target: bool = False,
+    threads: int | None = 1,
 ) -> dict[str, np.ndarray]:
-    """Monte Carlo mean and standard error of every quantity, per point, in input order."""
+    """Monte Carlo mean and standard error of every quantity, per point, in input order.
+
+    ``threads``: torch intra-op threads while running on the CPU (None: leave torch's
+    setting). One is the fastest here: at d = 1000, R = 256 a step's tensors are too small to
+    repay thread hand-offs (4.4 vs 5.4 ns per replicate·mode·step with two threads on two
+    cores, benchmarks/bench_mc.py); run points in parallel with dask workers instead.
+    """
     if replicates < 1:
         raise ValueError(f"replicates = {replicates} is invalid: need >= 1")
     if dtype not in DTYPES:
@@ -321,6 +328,19 @@ def simulate(
         groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)
     d_max = max(p.d for p in points)
     out: dict[str, np.ndarray] = {}
+    previous = torch.get_num_threads()
+    if threads is not None and dev.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target, d_max, out)
+    finally:
+        torch.set_num_threads(previous)
+    return out
+
+
+def _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target, d_max, out
+                ) -> None:
+    """Simulate every stacked group and place its results in ``out`` (input order)."""
     with torch.no_grad():
         for idx in groups.values():
             size = _group_size(points[idx[0]], replicates, torch.finfo(dt).bits // 8)
@@ -338,4 +358,3 @@ def simulate(
                                          "" if v.dtype.kind == "U" else np.nan,
                                          dtype=v.dtype if v.dtype.kind == "U" else np.float64)
                     out[k][part] = v
-    return out

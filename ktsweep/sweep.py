@@ -67,9 +67,13 @@ def missing(layout: Layout, block: dict[str, np.ndarray], index: Sequence[tuple[
 
 
 def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int]],
-               torch_threads: int = 1) -> list[Task]:
-    """Group the missing points of each method into stackable, similarly long tasks."""
-    size = layout.config["jobs"]["points_per_task"]
+               torch_threads: int = 1, workers: int = 1) -> list[Task]:
+    """Group the missing points of each method into stackable, similarly long tasks.
+
+    A group is split into at most ``points_per_task`` points per task, and into at least
+    ``workers`` tasks when it has that many points, so every worker gets a share.
+    """
+    cap = layout.config["jobs"]["points_per_task"]
     needs: dict[int, list[str]] = {}
     for method, positions in todo.items():
         for pos in positions:
@@ -83,6 +87,7 @@ def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int
     tasks: list[Task] = []
     for (methods, *_), members in groups.items():
         members.sort(key=lambda i: -(points[i].steps_t + points[i].steps_s))
+        size = max(1, min(cap, -(-len(members) // max(1, workers))))
         for lo in range(0, len(members), size):
             part = members[lo:lo + size]
             tasks.append(Task(methods, part, [points[i] for i in part], layout.steps,
@@ -205,7 +210,8 @@ def run_chunk(
         processes = layout.config["dask"]["processes"]
     scheduler = scheduler or layout.config["dask"]["scheduler"]
     gpus = 0 if scheduler else visible_gpus(layout)
-    tasks = make_tasks(layout, points, todo, torch_threads=1)
+    tasks = make_tasks(layout, points, todo, torch_threads=1,
+                       workers=1 if scheduler else max(1, threads))
     client, cluster = _client(threads, scheduler, processes, gpus)
     done = {m: 0 for m in todo}
     try:

@@ -74,15 +74,18 @@ def student_source_exponent(p: Point) -> float:
 def predictions(p: Point) -> dict[str, float]:
     """Exponents (in N) that §5 predicts at this point, keyed by family name.
 
-    KD entries appear only where Theorem 3's regime α_S > α_T > 1+β holds; W2S entries only
-    for the lowdim target (Theorem 5's assumption).
+    KD entries appear only where Theorem 3's regime α_S > α_T > 1+β holds (power-law or
+    gaussian source); W2S entries only for the lowdim target (Theorem 5's assumption).
     """
     noisy = p.sigma2 > 0
     out: dict[str, float] = {}
-    # Lemma 1 needs a trace-class spectrum (alpha > 1); at alpha <= 1 it predicts nothing.
+    # Lemma 1 needs a trace-class spectrum (alpha > 1) and a target of finite energy
+    # (sum_i e_i < inf, i.e. alpha_t - beta > 1 for the power/gaussian targets); outside
+    # that it predicts nothing.
+    finite_energy = p.target == "lowdim" or p.alpha_t - p.beta > 1.0
     for run, alpha, beta in (("teacher", p.alpha_t, p.beta),
                              ("direct", p.alpha_s, student_source_exponent(p))):
-        if alpha <= 1.0:
+        if alpha <= 1.0 or not finite_energy:
             continue
         out[f"kstar_{run}"] = kstar_exponent(alpha)
         if p.target != "lowdim":
@@ -90,7 +93,7 @@ def predictions(p: Point) -> dict[str, float]:
         elif noisy:  # the bias vanishes once k* > k†: variance-dominated
             out[f"risk_{run}"] = direct_variance_exponent(alpha)
         # lowdim without noise: no power law, the risk falls exponentially once k* > k†
-    if p.alpha_s > p.alpha_t > 1.0 + p.beta:
+    if p.target != "lowdim" and p.alpha_s > p.alpha_t > 1.0 + p.beta:
         out["risk_t2s_limit"] = kd_t2s_limit_exponent(p.alpha_t, p.beta)
         out["der"] = kd_der_exponent(p.alpha_t, p.alpha_s, p.beta)
     if p.target == "lowdim":
