@@ -293,7 +293,7 @@ class Series:
 def grid_axes(ds: xr.Dataset) -> list[str]:
     """The cube's grid axes in its own (config) order.
 
-    Taken from the stored variables, not from ``Layout.from_json``, whose JSON has sorted keys.
+    Taken from the stored variables (the cube's own dimension order, whatever wrote it).
     """
     for var in ds.data_vars.values():
         return [d for d in var.dims if d not in ("method", "mode", "step")]
