@@ -165,3 +165,29 @@ def test_interrupted_swap_is_recovered(tmp_path) -> None:
     path.rename(tmp_path / "cube.zarr.old")  # killed between the two renames of a swap
     assert store.init_cube(layout, path) == "unchanged"
     assert not (tmp_path / "cube.zarr.old").exists()
+
+
+def test_gpu_worker_layout_routes_monte_carlo_to_gpu_workers() -> None:
+    """One pinned worker per GPU carrying a GPU resource; mc tasks only land there.
+
+    Runs without a GPU: the cluster is built as for 1 GPU with thread workers, and the
+    test checks where dask places resource-annotated tasks (the routing run_chunk uses).
+    """
+    specs = sweep.worker_specs(threads=3, gpus=2, processes=True)
+    assert [s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in specs.values()] == ["0", "1",
+                                                                                      ""]
+    assert [s["options"].get("resources") for s in specs.values()] == [{"GPU": 1}, {"GPU": 1},
+                                                                       None]
+    client, cluster = sweep._client(2, None, processes=False, gpus=1)
+    try:
+        from distributed import get_worker
+
+        def where(_: int) -> str:
+            return get_worker().name
+
+        names = client.gather([client.submit(where, i, pure=False, resources={"GPU": 1})
+                               for i in range(6)])
+        assert set(names) == {"gpu0"}
+    finally:
+        client.close()
+        cluster.close()
