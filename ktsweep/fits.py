@@ -46,8 +46,8 @@ import pandas as pd
 import xarray as xr
 
 from . import theory
-from .grid import Layout, point_values
-from .params import ParameterError, Point, make_point
+from .cubeview import CubeView
+from .params import ParameterError
 
 ATOL = 0.05
 """Absolute tolerance on an exponent for the log and γ0 factors §5 omits."""
@@ -290,28 +290,12 @@ class Series:
     notes: list[str] = field(default_factory=list)
 
 
-def grid_axes(ds: xr.Dataset) -> list[str]:
-    """The cube's grid axes in its own (config) order.
-
-    Taken from the stored variables (the cube's own dimension order, whatever wrote it).
-    """
-    for var in ds.data_vars.values():
-        return [d for d in var.dims if d not in ("method", "mode", "step")]
-    return list(Layout.from_json(ds.attrs["ktsweep_config"]).axes)
-
-
-class _Cube:
+class _Cube(CubeView):
     """Numpy views of a cube's variables, with the grid axes in a chosen order."""
 
     def __init__(self, ds: xr.Dataset):
-        self.ds = ds
-        self.layout = Layout.from_json(ds.attrs["ktsweep_config"])
-        self.axes = grid_axes(ds)
-        self.methods = [str(m) for m in ds["method"].values] if "method" in ds.dims else []
+        super().__init__(ds)
         self._cache: dict[tuple, np.ndarray] = {}
-
-    def has(self, name: str) -> bool:
-        return name in self.ds.data_vars
 
     def array(self, name: str, order: Sequence[str], method: str | None = None,
               extra: Sequence[str] = ()) -> np.ndarray:
@@ -343,14 +327,6 @@ class _Cube:
 
     def values(self, axes: Sequence[str], index: Sequence[int]) -> dict[str, Any]:
         return {a: self.layout.axes[a][i] for a, i in zip(axes, index, strict=True)}
-
-    def point(self, values: dict[str, Any]) -> Point:
-        """The full point: ``values`` for some axes, the last value of the others, the fixed
-        parameters and the tied ones (``tie``: parameter → axis it follows)."""
-        axis_values = {a: v[-1] for a, v in self.layout.axes.items()}
-        axis_values.update(values)
-        return make_point(point_values(self.layout.fixed, axis_values,
-                                       self.layout.config.get("tie", {})))
 
     def predictions(self, values: dict[str, Any]) -> dict[str, float]:
         """theory.predictions there (exponents do not depend on the fitted axis' value)."""

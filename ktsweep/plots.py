@@ -27,9 +27,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from . import theory
-from .fits import grid_axes
-from .grid import Layout, point_values
-from .params import ParameterError, make_point
+from .cubeview import CubeView
+from .grid import Layout
+from .params import ParameterError
 from .spectra import student_spectrum, target_energy, teacher_spectrum
 
 RISK_UNITS = "excess risk (½ convention)"
@@ -113,22 +113,13 @@ def planned_figures(layout: Layout) -> list[str]:
 # ---------------------------------------------------------------------------------------
 # Data access
 # ---------------------------------------------------------------------------------------
-class _View:
+class _View(CubeView):
     """A cube with its layout, and helpers to take status-masked slices as numpy arrays."""
-
-    def __init__(self, ds: xr.Dataset):
-        self.ds = ds
-        self.layout = Layout.from_json(ds.attrs["ktsweep_config"])
-        self.axes = grid_axes(ds)
-        self.methods = [str(m) for m in ds["method"].values] if "method" in ds.dims else []
 
     @property
     def method(self) -> str | None:
         """The preferred estimator: exact (no noise) if present, else mc."""
         return "exact" if "exact" in self.methods else (self.methods[0] if self.methods else None)
-
-    def has(self, name: str) -> bool:
-        return name in self.ds.data_vars
 
     def take(self, name: str, at: dict[str, int], method: str | None = None,
              order: Sequence[str] = ()) -> np.ndarray:
@@ -196,14 +187,10 @@ class _View:
     def values(self, at: dict[str, int]) -> dict[str, Any]:
         return {a: self.layout.axes[a][i] for a, i in at.items()}
 
-    def point(self, at: dict[str, int]):
-        """The full Point at ``at`` (axes not in ``at``: their last value; tied parameters
-        follow their axis); None if invalid."""
-        vals = {a: v[-1] for a, v in self.layout.axes.items()}
-        vals.update(self.values(at))
+    def point_at(self, at: dict[str, int]):
+        """The full Point at grid indices ``at``; None if invalid."""
         try:
-            return make_point(point_values(self.layout.fixed, vals,
-                                           self.layout.config.get("tie", {})))
+            return self.point(self.values(at))
         except ParameterError:
             return None
 
@@ -366,7 +353,7 @@ def fig_risk_vs_n(v: _View, path: Path) -> Path:
     m = v.method
     at = v.representative(keep, "risk_teacher", m, prefer_all=True)
     N = v.coord("N").astype(float)
-    p = v.point(at)
+    p = v.point_at(at)
     pred = theory.predictions(p) if p is not None else {}
     pred_key = {"teacher": "risk_teacher", "direct": "risk_direct", "t2s": "risk_t2s_limit"}
     fig, (ax,) = _figure()
@@ -416,7 +403,7 @@ def fig_der_vs_dalpha(v: _View, path: Path) -> Path:
     if "alpha_t" in v.axes:
         a_ts = v.coord("alpha_t").astype(float)
     else:
-        p = v.point(at)
+        p = v.point_at(at)
         a_ts = np.array([p.alpha_t if p is not None else np.nan])
     for i, a_t in enumerate(a_ts):
         sub = dict(at, alpha_t=i) if "alpha_t" in v.axes else at
@@ -524,7 +511,7 @@ def fig_spectral_horizon(v: _View, path: Path) -> Path:
     m = v.method
     at = v.representative([], "mode_teacher", m)
     mode = v.coord("mode").astype(float)
-    p = v.point(at)
+    p = v.point_at(at)
     fig, (ax,) = _figure()
     drawn = False
     if p is not None:

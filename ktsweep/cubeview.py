@@ -1,0 +1,45 @@
+"""Read access to a finished cube for the analysis stages (fits, figures).
+
+One place knows how a cube maps back to its sweep: the layout stored in its attributes, the
+grid axes in the cube's own order, the estimators present, and the full parameter point behind
+any set of axis values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+from .grid import Layout, point_values
+from .params import Point, make_point
+
+EXTRA_DIMS = ("method", "mode", "step")
+
+
+def grid_axes(ds: xr.Dataset) -> list[str]:
+    """The cube's grid axes in its own dimension order (whatever wrote it)."""
+    for var in ds.data_vars.values():
+        return [d for d in var.dims if d not in EXTRA_DIMS]
+    return list(Layout.from_json(ds.attrs["ktsweep_config"]).axes)
+
+
+class CubeView:
+    """A cube with its layout; subclasses add the array access their stage needs."""
+
+    def __init__(self, ds: xr.Dataset):
+        self.ds = ds
+        self.layout = Layout.from_json(ds.attrs["ktsweep_config"])
+        self.axes = grid_axes(ds)
+        self.methods = [str(m) for m in ds["method"].values] if "method" in ds.dims else []
+
+    def has(self, name: str) -> bool:
+        return name in self.ds.data_vars
+
+    def point(self, values: dict[str, Any]) -> Point:
+        """The full point at ``values`` (axis → value; other axes at their last value), with
+        the fixed and tied parameters. Raises ParameterError where that point is invalid."""
+        axis_values = {a: v[-1] for a, v in self.layout.axes.items()}
+        axis_values.update(values)
+        return make_point(point_values(self.layout.fixed, axis_values,
+                                       self.layout.config.get("tie", {})))
