@@ -256,7 +256,11 @@ def _recover_swap(p: Path) -> None:
 
 
 def _copy_overlap(old: xr.Dataset, new: xr.Dataset, path: Path) -> None:
-    """Copy every value of ``old`` whose coordinates also exist in ``new`` into ``path``."""
+    """Copy every value of ``old`` whose coordinates also exist in ``new`` into ``path``.
+
+    Works in slabs along the first dimension (one new chunk length at a time), so memory
+    stays near one slab of the variable, not the whole variable.
+    """
     group = zarr.open_group(str(path), mode="r+")
     for name in new.data_vars:
         if name not in old.data_vars:
@@ -273,8 +277,12 @@ def _copy_overlap(old: xr.Dataset, new: xr.Dataset, path: Path) -> None:
         else:
             if any(len(s) == 0 for s in sel_old):
                 continue
-            values = var_old.isel(dict(zip(var_new.dims, sel_old, strict=True))).values
-            group[name].set_orthogonal_selection(tuple(sel_new), values)
+            slab = var_new.chunks[0][0] if var_new.chunks else len(sel_old[0])
+            for lo in range(0, len(sel_old[0]), slab):
+                part_old = [sel_old[0][lo:lo + slab], *sel_old[1:]]
+                part_new = (sel_new[0][lo:lo + slab], *sel_new[1:])
+                values = var_old.isel(dict(zip(var_new.dims, part_old, strict=True))).values
+                group[name].set_orthogonal_selection(part_new, values)
 
 
 def read_block(path: str | os.PathLike, layout: Layout, chunk: str,
