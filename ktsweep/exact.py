@@ -14,7 +14,7 @@ import numpy as np
 
 from .moments import Runs, evolve
 from .params import Point
-from .quantities import with_ratios
+from .quantities import assemble, with_ratios
 from .spectra import (
     phase_product,
     resolve_gamma0,
@@ -201,18 +201,5 @@ def group_by_d(points: Sequence[Point], fn) -> dict[str, np.ndarray]:
         groups.setdefault(p.d, []).append(i)
     if len(groups) == 1:
         return fn(list(points))
-    d_max = max(groups)
-    merged: dict[str, np.ndarray] = {}
-    for d, idx in groups.items():
-        res = fn([points[i] for i in idx])
-        for k, v in res.items():
-            if k.startswith("mode_") and v.shape[1] < d_max:
-                v = np.concatenate([v, np.full((v.shape[0], d_max - d), np.nan)], axis=1)
-            if k not in merged:
-                merged[k] = np.empty((len(points),) + v.shape[1:], dtype=v.dtype)
-                if merged[k].dtype.kind == "f":
-                    merged[k][:] = np.nan
-            if merged[k].dtype.kind == "U" and v.dtype.itemsize > merged[k].dtype.itemsize:
-                merged[k] = merged[k].astype(v.dtype)
-            merged[k][idx] = v
-    return merged
+    return assemble(len(points), ((idx, fn([points[i] for i in idx]))
+                                  for idx in groups.values()))

@@ -26,7 +26,7 @@ import torch
 from .exact import evaluate_detail, group_by_d
 from .moments import DIVERGED_FACTOR
 from .params import Point, derive_seed, point_hash
-from .quantities import CURVES, MODE_RISKS, RISKS, STEP_SIZES, with_ratios
+from .quantities import CURVES, MODE_RISKS, RISKS, STEP_SIZES, assemble, with_ratios
 from .spectra import (
     resolve_gamma0,
     schedule_phases,
@@ -326,35 +326,25 @@ def simulate(
     groups: dict[tuple[int, int, int], list[int]] = {}
     for i, p in enumerate(points):
         groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)
-    d_max = max(p.d for p in points)
-    out: dict[str, np.ndarray] = {}
     previous = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
     try:
-        _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target, d_max, out)
+        return _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target)
     finally:
         torch.set_num_threads(previous)
-    return out
 
 
-def _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target, d_max, out
-                ) -> None:
-    """Simulate every stacked group and place its results in ``out`` (input order)."""
+def _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target
+                ) -> dict[str, np.ndarray]:
+    """Simulate every stacked group (split to fit memory); results in input order."""
+    parts = []
     with torch.no_grad():
         for idx in groups.values():
             size = _group_size(points[idx[0]], replicates, torch.finfo(dt).bits // 8)
             for lo in range(0, len(idx), size):
                 part = idx[lo : lo + size]
-                res = _simulate_group([points[i] for i in part],
-                                      {k: v[part] for k, v in gam.items()},
-                                      replicates, seed, dev, dt, ck, fixed_target)
-                for k, v in res.items():
-                    if k.startswith("mode_") and v.shape[1] < d_max:
-                        v = np.concatenate([v, np.full((len(part), d_max - v.shape[1]), np.nan)],
-                                           axis=1)
-                    if k not in out:
-                        out[k] = np.full((len(points),) + v.shape[1:],
-                                         "" if v.dtype.kind == "U" else np.nan,
-                                         dtype=v.dtype if v.dtype.kind == "U" else np.float64)
-                    out[k][part] = v
+                parts.append((part, _simulate_group(
+                    [points[i] for i in part], {k: v[part] for k, v in gam.items()},
+                    replicates, seed, dev, dt, ck, fixed_target)))
+    return assemble(len(points), parts)

@@ -6,6 +6,8 @@ is the one place that says which names exist and what they mean.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 
 RISKS = ("risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling")
@@ -54,4 +56,30 @@ def with_ratios(out: dict[str, np.ndarray], suffix: str = "") -> dict[str, np.nd
         gap = rt - rc
         tiny = np.abs(gap) <= PGR_RTOL * np.maximum(np.abs(rt), np.abs(rc))
         out["pgr" + suffix] = np.where(tiny, np.nan, (rt - rs) / np.where(tiny, 1.0, gap))
+    return out
+
+
+def assemble(n: int, parts: Iterable[tuple[Sequence[int], dict[str, np.ndarray]]]
+             ) -> dict[str, np.ndarray]:
+    """Results computed for subsets of n points, reassembled in input order.
+
+    Per-mode arrays (``mode_*``) of parts with a smaller ``d`` are padded with NaN to the
+    widest; points a part did not cover read NaN (numbers) or "" (text).
+    """
+    parts = list(parts)
+    width = {k: max(v.shape[1] for _, r in parts for kk, v in r.items() if kk == k)
+             for _, r in parts for k in r if k.startswith("mode_")}
+    out: dict[str, np.ndarray] = {}
+    for idx, res in parts:
+        for k, v in res.items():
+            if k in width and v.shape[1] < width[k]:
+                v = np.concatenate([v, np.full((v.shape[0], width[k] - v.shape[1]), np.nan)],
+                                   axis=1)
+            text = v.dtype.kind == "U"
+            if k not in out:
+                out[k] = np.full((n,) + v.shape[1:], "" if text else np.nan,
+                                 dtype=v.dtype if text else np.float64)
+            elif text and v.dtype.itemsize > out[k].dtype.itemsize:
+                out[k] = out[k].astype(v.dtype)
+            out[k][np.asarray(idx, dtype=int)] = v
     return out
