@@ -26,8 +26,6 @@ from .params import Point
 from .quantities import STATUS, STEP_SIZES
 from .store import check_compatible, read_block, variables, write_block
 
-log = logging.getLogger("ktsweep")
-
 
 @dataclass
 class Task:
@@ -38,15 +36,14 @@ class Task:
     points: list[Point]
     checkpoints: np.ndarray
     mc: MCSettings
-    torch_threads: int = 1
 
 
 def evaluate_task(task: Task) -> dict[str, dict[str, np.ndarray]]:
-    """Run one task (on a dask worker); pure function of its arguments."""
-    if "mc" in task.methods:
-        import torch
+    """Run one task (on a dask worker); pure function of its arguments.
 
-        torch.set_num_threads(task.torch_threads)
+    Monte Carlo runs with one torch thread on the CPU (mc.simulate's default): the job's
+    parallelism is its dask workers.
+    """
     return run(task.points, task.methods, task.checkpoints, task.mc)
 
 
@@ -67,7 +64,7 @@ def missing(layout: Layout, block: dict[str, np.ndarray], index: Sequence[tuple[
 
 
 def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int]],
-               torch_threads: int = 1, workers: int = 1) -> list[Task]:
+               workers: int = 1) -> list[Task]:
     """Group the missing points of each method into stackable, similarly long tasks.
 
     A group is split into at most ``points_per_task`` points per task, and into at least
@@ -91,7 +88,7 @@ def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int
         for lo in range(0, len(members), size):
             part = members[lo:lo + size]
             tasks.append(Task(methods, part, [points[i] for i in part], layout.steps,
-                              layout.mc_settings, torch_threads))
+                              layout.mc_settings))
     tasks.sort(key=lambda t: -sum(p.steps_t + p.steps_s for p in t.points) * t.points[0].d)
     return tasks
 
@@ -113,25 +110,23 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
                 value = result[k]
                 if k == "status":
                     value = np.array([STATUS.index(str(s)) for s in value], dtype=np.int8)
-                if dims == ("method", "mode"):
-                    width = min(value.shape[1], block[k].shape[-1])
-                    block[k][where + (m,)] = np.nan
-                    block[k][where + (m, slice(0, width))] = value[:, :width]
-                else:
-                    block[k][where + (m,)] = value
+                _put(block[k], where + (m,), value)
         if method == "mc":
-            for k, (dims, _) in names.items():
+            for k in names:
                 if k.endswith("_se") and k in result:
-                    value = result[k]
-                    if dims == ("mode",):
-                        width = min(value.shape[1], block[k].shape[-1])
-                        block[k][where] = np.nan
-                        block[k][where + (slice(0, width),)] = value[:, :width]
-                    else:
-                        block[k][where] = value
+                    _put(block[k], where, result[k])
     for k in STEP_SIZES:
         if k in block and k in result:
             block[k][where] = result[k]
+
+
+def _put(target: np.ndarray, where: tuple, value: np.ndarray) -> None:
+    """target[where] = value; per-mode rows narrower than the cube (smaller d) end in NaN."""
+    if value.ndim > 1 and value.shape[-1] < target.shape[-1]:
+        target[where] = np.nan
+        target[where + (slice(0, value.shape[-1]),)] = value
+    else:
+        target[where] = value
 
 
 def worker_specs(threads: int, gpus: int, processes: bool) -> dict[str, dict[str, Any]]:
@@ -210,8 +205,7 @@ def run_chunk(
         processes = layout.config["dask"]["processes"]
     scheduler = scheduler or layout.config["dask"]["scheduler"]
     gpus = 0 if scheduler else visible_gpus(layout)
-    tasks = make_tasks(layout, points, todo, torch_threads=1,
-                       workers=1 if scheduler else max(1, threads))
+    tasks = make_tasks(layout, points, todo, workers=1 if scheduler else max(1, threads))
     client, cluster = _client(threads, scheduler, processes, gpus)
     done = {m: 0 for m in todo}
     try:
