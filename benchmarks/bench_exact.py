@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from machine import machine_info
 
-from ktsweep import exact, mc
-from ktsweep.params import Point, make_point
-from ktsweep.spectra import checkpoint_steps
+from ktsweep.engines import exact, mc
+from ktsweep.model.params import Point, make_point
+from ktsweep.model.spectra import checkpoint_steps
 
 DEFAULT = {"d": 1000, "samples": 100_000, "mc_samples": 10_000, "replicates": 256,
            "stack_points": 32, "stack_samples": 10_000}

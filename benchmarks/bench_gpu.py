@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from machine import machine_info
 
-from ktsweep import exact, mc
-from ktsweep.params import make_point
+from ktsweep.engines import exact, mc
+from ktsweep.model.params import make_point
 
 
 def _timed_mc(point, replicates: int, device: str) -> float:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from machine import machine_info
 
-from ktsweep import mc
-from ktsweep.params import Point, derive_seed, make_point
-from ktsweep.spectra import (
+from ktsweep.engines import mc
+from ktsweep.model.params import Point, derive_seed, make_point
+from ktsweep.model.spectra import (
     checkpoint_steps,
     resolve_gamma0,
     schedule_phases,

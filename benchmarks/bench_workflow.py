@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def snakemake(workdir: Path, config: Path, *args: str) -> float:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(config), "--cores", "2", "-q", *args]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(config), "--cores", "2", "-q", *args]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ,
                                                               "PYTHONPATH": str(REPO)})
@@ -47,8 +47,8 @@ def big_grid(points_per_axis: int) -> dict:
 
 def direct_seconds(config: Path) -> float:
     """All estimators of the sweep called directly in this process (no workflow)."""
-    from ktsweep.estimators import run
-    from ktsweep.grid import Layout, load_config
+    from ktsweep.engines.dispatch import run
+    from ktsweep.sweep.layout import Layout, load_config
 
     layout = Layout(load_config(str(config)))
     items = list(layout.iter_points())
@@ -73,7 +73,7 @@ def main() -> None:
         cfg.write_text(yaml.safe_dump(big_grid(k)))
         out["dry_run_points"] = k**5
         out["dry_run_seconds"] = snakemake(work, cfg, "-n")
-        from ktsweep.grid import Layout, load_config
+        from ktsweep.sweep.layout import Layout, load_config
 
         out["dry_run_jobs"] = Layout(load_config(str(cfg))).n_chunks
 

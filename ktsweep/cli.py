@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .estimators import METHODS, MCSettings, run
-from .params import ParameterError, make_point
-from .spectra import checkpoint_steps
+from ktsweep.engines.dispatch import METHODS, MCSettings, run
+from ktsweep.model.params import ParameterError, make_point
+from ktsweep.model.spectra import checkpoint_steps
 
 
 class UsageError(Exception):
@@ -96,7 +96,7 @@ def _layout_arg(text: str):
     """A layout from a JSON file written by init-cube, a JSON string, or a YAML config path."""
     from pathlib import Path
 
-    from .grid import ConfigError, Layout, load_config
+    from ktsweep.sweep.layout import ConfigError, Layout, load_config
 
     try:
         if text.lstrip().startswith("{"):
@@ -110,7 +110,7 @@ def _layout_arg(text: str):
 
 
 def cmd_init_cube(args: argparse.Namespace) -> int:
-    from .store import init_cube
+    from ktsweep.sweep.store import init_cube
 
     layout = _layout_arg(args.layout)
     what = init_cube(layout, args.cube)
@@ -134,8 +134,8 @@ def _write_atomic(path: str, text: str) -> None:
 def cmd_run_chunk(args: argparse.Namespace) -> int:
     import logging
 
-    from .store import StoreError
-    from .sweep import run_chunk
+    from ktsweep.sweep.runner import run_chunk
+    from ktsweep.sweep.store import StoreError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     layout = _layout_arg(args.layout)
@@ -153,7 +153,7 @@ def cmd_run_chunk(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from .sweep import summarize
+    from ktsweep.sweep.runner import summarize
 
     layout = _layout_arg(args.layout)
     summary = summarize(layout, args.cube, args.markers)
@@ -163,22 +163,22 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .plan import plan
+    from ktsweep.sweep.costs import plan
 
     layout = _layout_arg(args.config)
     info = plan(layout, calibrate_here=not args.no_calibration)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
-        from .plan import format_plan
+        from ktsweep.sweep.costs import format_plan
 
         print(format_plan(info))
     return 0
 
 
 def cmd_fits(args: argparse.Namespace) -> int:
-    from .fits import fit_cube, write_fits
-    from .store import StoreError, open_cube
+    from ktsweep.analysis.fits import fit_cube, write_fits
+    from ktsweep.sweep.store import StoreError, open_cube
 
     try:
         df = fit_cube(open_cube(args.cube))
@@ -192,8 +192,8 @@ def cmd_fits(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from .plots import make_figures
-    from .store import StoreError, open_cube
+    from ktsweep.analysis.figures import make_figures
+    from ktsweep.sweep.store import StoreError, open_cube
 
     try:
         paths = make_figures(open_cube(args.cube), args.outdir)

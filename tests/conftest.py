@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ktsweep.params import Point, make_point
+from ktsweep.model.params import Point, make_point
 
 SMALL_DEFAULTS: dict[str, Any] = {
     "alpha_t": 1.3, "alpha_s": 1.6, "N": 200, "n": 300, "sigma2": 0.1, "d": 20,

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import yaml
 
-from ktsweep.estimators import run
-from ktsweep.grid import Layout
-from ktsweep.store import open_cube
+from ktsweep.engines.dispatch import run
+from ktsweep.sweep.layout import Layout
+from ktsweep.sweep.store import open_cube
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -23,7 +23,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 def snakemake(workdir: Path, *args: str, check: bool = True, cores: str = "2",
               timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with ``workdir`` as working directory."""
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
            "--cores", cores, "--rerun-incomplete", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

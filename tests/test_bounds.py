@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ktsweep import bounds, exact
-from ktsweep.params import Point, make_point
-from ktsweep.spectra import spectrum, target_energy
+from ktsweep.engines import bounds, exact
+from ktsweep.model.params import Point, make_point
+from ktsweep.model.spectra import spectrum, target_energy
 
 GAMMA0 = 0.004
 TARGETS: dict[str, dict[str, Any]] = {

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from e2e import REPO, assert_cube_equals_direct, assert_cubes_equal, snakemake, write_config
 
-from ktsweep.grid import Layout, load_config
+from ktsweep.sweep.layout import Layout, load_config
 
 SLURM_DIR = REPO / ".ci" / "slurm"
 

@@ -9,14 +9,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from ktsweep import exact
-from ktsweep.params import Point, make_point
-from ktsweep.quantities import CURVES, MODE_RISKS, RISKS
-from ktsweep.spectra import spectrum
+from ktsweep.engines import exact
+from ktsweep.model.params import Point, make_point
+from ktsweep.model.quantities import CURVES, MODE_RISKS, RISKS
+from ktsweep.model.spectra import spectrum
 
 
 def contract_gammas(kind: str, gamma0: float, steps: int, horizon: int) -> np.ndarray:
-    """model.md §2 schedule, written independently of ktsweep.spectra."""
+    """model.md §2 schedule, written independently of ktsweep.model.spectra."""
 
     def period(h: int) -> int:
         return 1 if h < 2 else max(1, math.floor(h / math.log2(h)))

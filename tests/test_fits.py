@@ -6,8 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktsweep import cli, fits, store, sweep, theory
-from ktsweep.grid import Layout
+from ktsweep import cli
+from ktsweep.analysis import fits
+from ktsweep.model import theory
+from ktsweep.sweep import runner as sweep
+from ktsweep.sweep import store
+from ktsweep.sweep.layout import Layout
 
 
 def _build(cfg: dict, path) -> object:
@@ -143,7 +147,7 @@ def _w2s_cube(n_values, alpha_t=1.0, alpha_s=2.0, q=None, p=None, g=None, method
 
 
 def _rows(df, family, method="exact"):
-    return df[(df.family == family) & (df.method == method)]
+    return df[(df.family == family) & (df.estimator == method)]
 
 
 def test_w2s_families_recover_planted_exponents():

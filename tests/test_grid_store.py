@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from ktsweep import store, sweep
-from ktsweep.grid import ConfigError, Layout
-from ktsweep.plan import plan
+from ktsweep.sweep import runner as sweep
+from ktsweep.sweep import store
+from ktsweep.sweep.costs import plan
+from ktsweep.sweep.layout import ConfigError, Layout
 
 
 def config(**changes) -> dict:

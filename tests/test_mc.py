@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ktsweep import exact, mc
-from ktsweep.params import Point, make_point
-from ktsweep.quantities import CURVES, RISKS
+from ktsweep.engines import exact, mc
+from ktsweep.model.params import Point, make_point
+from ktsweep.model.quantities import CURVES, RISKS
 
 REPLICATES = 3000
 SEED = 20260601

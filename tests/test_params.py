@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ktsweep.params import ParameterError, make_point, point_hash
+from ktsweep.model.params import ParameterError, make_point, point_hash
 
 BASE: dict[str, Any] = {"alpha_t": 1.5, "alpha_s": 2.0, "N": 1000, "n": 5000, "sigma2": 0.01,
                         "d": 100}
@@ -127,7 +127,7 @@ def test_hash_pinned_value() -> None:
 
 def test_hash_same_in_another_process() -> None:
     code = (
-        "from ktsweep.params import point_hash; "
+        "from ktsweep.model.params import point_hash; "
         "print(point_hash({'d': 100.0, 'sigma2': 0.01, 'n': 5000, 'N': 1000, "
         "'alpha_s': 2, 'alpha_t': 1.5}))"
     )

@@ -8,8 +8,12 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from ktsweep import cli, plots, report, store, sweep
-from ktsweep.grid import Layout
+from ktsweep import cli
+from ktsweep.analysis import figures as plots
+from ktsweep.analysis import report
+from ktsweep.sweep import runner as sweep
+from ktsweep.sweep import store
+from ktsweep.sweep.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"alpha_t": 2.0, "alpha_s": 2.0, "N": 64, "n": 64, "sigma2": 0.1, "d": 20}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ktsweep.spectra import geometric_period, phase_product, schedule_phases, step_sizes
+from ktsweep.model.spectra import geometric_period, phase_product, schedule_phases, step_sizes
 
 
 def expand(kind: str, gamma0: float, steps: int, horizon: int) -> np.ndarray:

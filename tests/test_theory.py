@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from ktsweep import theory
-from ktsweep.params import make_point
+from ktsweep.model import theory
+from ktsweep.model.params import make_point
 
 KD_KEYS = {"risk_t2s_limit", "der"}
 W2S_KEYS = {"risk_t2s_min", "one_minus_pgr", "kstar_opt", "n_opt_paper", "n_opt_audited"}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from e2e import REPO, SNAKEMAKE, assert_cube_equals_direct, snakemake, write_config
 
-from ktsweep.grid import Layout, load_config
-from ktsweep.store import open_cube
+from ktsweep.sweep.layout import Layout, load_config
+from ktsweep.sweep.store import open_cube
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_killed_job_recovers(tmp_path):
         "fixed.d": 64, "fixed.n": 4096, "mc.replicates": 256, "mc.subgrid": {},
         "jobs.points_per_job": 6, "jobs.points_per_task": 1})
     layout = Layout(load_config(str(cfg)))
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
            "--cores", "1", "--configfile", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -3,7 +3,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from ktsweep.grid import ConfigError, Layout
+from ktsweep.sweep.layout import ConfigError, Layout
 
 try:
     # Checks the config against workflow/schemas/config.schema.yaml, fills its defaults,
@@ -28,10 +28,10 @@ def chunk_markers(wildcards=None):
 
 def figure_outputs():
     """The figures this grid supports (decided from the layout alone)."""
-    from ktsweep.plots import planned_figures
+    from ktsweep.analysis.figures import planned_figures
 
     # (a line may not start with `report(`: Snakemake would read it as the report keyword)
-    figures, captions = planned_figures(LAYOUT), f"{workflow.basedir}/workflow/report"
+    figures, captions = planned_figures(LAYOUT), f"{workflow.basedir}/report"
     return [report(f"{OUT}/figures/{f}.png", caption=f"{captions}/{f}.rst", category="Figures")
             for f in figures]
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .bounds import BOUND_NAMES
-from .estimators import MCSettings, run
-from .grid import Layout
-from .params import Point
-from .quantities import STATUS, STEP_SIZES
-from .store import check_compatible, read_block, variables, write_block
+from ktsweep.engines.bounds import BOUND_NAMES
+from ktsweep.engines.dispatch import MCSettings, run
+from ktsweep.model.params import Point
+from ktsweep.model.quantities import STATUS, STEP_SIZES
+from ktsweep.sweep.layout import Layout
+from ktsweep.sweep.store import check_compatible, read_block, variables, write_block
 
 
 @dataclass
@@ -106,7 +106,7 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
     else:
         m = layout.estimators.index(method)
         for k, (dims, _) in names.items():
-            if dims and dims[0] == "method" and k in result:
+            if dims and dims[0] == "estimator" and k in result:
                 value = result[k]
                 if k == "status":
                     value = np.array([STATUS.index(str(s)) for s in value], dtype=np.int8)
@@ -237,7 +237,7 @@ def summarize(layout: Layout, cube: str | os.PathLike, markers: Sequence[str] = 
     """Completeness of the cube (points still missing per method) and job totals."""
     import json
 
-    from .store import open_cube
+    from ktsweep.sweep.store import open_cube
 
     ds = open_cube(cube)
     out: dict[str, Any] = {"name": layout.name, "points": layout.n_points,
@@ -246,7 +246,7 @@ def summarize(layout: Layout, cube: str | os.PathLike, markers: Sequence[str] = 
         if m == "bound":
             miss = int((ds["bound_status"] == 0).sum())
         else:
-            status = ds["status"].isel(method=layout.estimators.index(m)).values
+            status = ds["status"].isel(estimator=layout.estimators.index(m)).values
             if m == "mc":
                 mask = np.zeros(layout.shape, dtype=bool)
                 for idx in np.ndindex(*layout.shape):

@@ -45,9 +45,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import theory
-from .cubeview import CubeView
-from .params import ParameterError
+from ktsweep.analysis.cubeview import CubeView
+from ktsweep.model import theory
+from ktsweep.model.params import ParameterError
 
 ATOL = 0.05
 """Absolute tolerance on an exponent for the log and γ0 factors §5 omits."""
@@ -55,7 +55,7 @@ MIN_POINTS = 3
 BOOTSTRAP_DRAWS = 200
 BOOTSTRAP_SEED = 0
 
-COLUMNS = ("family", "quantity", "axis", "method", "fixed", "n_points", "range", "slope",
+COLUMNS = ("family", "quantity", "axis", "estimator", "fixed", "n_points", "range", "slope",
            "slope_err", "predicted", "difference", "verdict", "notes")
 
 FAMILY_ORDER = ("teacher", "direct", "ceiling", "kd_limit", "kd_der", "w2s_min_risk",
@@ -303,11 +303,11 @@ class _Cube(CubeView):
         key = (name, tuple(order), method, tuple(extra))
         if key not in self._cache:
             da = self.ds[name]
-            if method is not None and "method" in da.dims:
-                da = da.sel({"method": method})
+            if method is not None and "estimator" in da.dims:
+                da = da.sel(estimator=method)
             arr = np.asarray(da.transpose(*order, *extra).values, dtype=np.float64)
             if method is not None and self.has("status"):
-                st = np.asarray(self.ds["status"].sel({"method": method})
+                st = np.asarray(self.ds["status"].sel(estimator=method)
                                 .transpose(*order).values)
                 bad = st != 1
                 arr = np.where(bad.reshape(bad.shape + (1,) * len(extra)), np.nan, arr)
@@ -357,7 +357,7 @@ def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series:
         y[series.edge] = np.nan
         n_interior = int(usable(x, y).sum())
         if n_interior < MIN_POINTS:
-            return {"family": family, "quantity": quantity, "axis": axis, "method": method,
+            return {"family": family, "quantity": quantity, "axis": axis, "estimator": method,
                     "fixed": fixed, "n_points": n_interior, "range": "", "slope": math.nan,
                     "slope_err": math.nan,
                     "predicted": math.nan if predicted is None else predicted,
@@ -373,7 +373,7 @@ def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series:
             s = loglog_slope(x[sel] / np.log2(x[sel]), y[sel])[0]
             notes.append(f"slope vs {axis}/log2({axis}): {s:.3f}")
     pred = math.nan if predicted is None else float(predicted)
-    return {"family": family, "quantity": quantity, "axis": axis, "method": method,
+    return {"family": family, "quantity": quantity, "axis": axis, "estimator": method,
             "fixed": fixed, "n_points": fit.n_points, "range": fit.range, "slope": fit.slope,
             "slope_err": fit.slope_err, "predicted": pred,
             "difference": fit.slope - pred if np.isfinite(pred) else math.nan,
@@ -602,7 +602,7 @@ def _gamma0_s(cube: _Cube, vals: dict[str, Any]) -> float:
         g = g[np.isfinite(g)]
         if len(g):
             return float(np.median(g))
-    from .spectra import resolve_gamma0, student_spectrum
+    from ktsweep.model.spectra import resolve_gamma0, student_spectrum
 
     p = cube.point(vals)
     return resolve_gamma0(p.gamma0_s, student_spectrum(p))[0]
@@ -624,7 +624,7 @@ def fit_cube(ds: xr.Dataset) -> pd.DataFrame:
     if len(df):
         order = {f: i for i, f in enumerate(FAMILY_ORDER)}
         df = (df.assign(_o=df["family"].map(order))
-              .sort_values(["_o", "method", "fixed"], kind="stable")
+              .sort_values(["_o", "estimator", "fixed"], kind="stable")
               .drop(columns="_o").reset_index(drop=True))
     df["n_points"] = df["n_points"].astype(int)
     df.attrs["skipped"] = len(skipped)
@@ -658,7 +658,7 @@ def to_markdown(df: pd.DataFrame) -> str:
         return "\n".join(lines) + "\n"
     counts = df.groupby("verdict").size()
     lines += ["Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", ""]
-    head = ["quantity", "axis", "method", "fixed", "n", "range", "slope ± err", "predicted",
+    head = ["quantity", "axis", "estimator", "fixed", "n", "range", "slope ± err", "predicted",
             "difference", "verdict", "notes"]
     for family in dict.fromkeys(df["family"]):
         sub = df[df["family"] == family]
@@ -668,7 +668,7 @@ def to_markdown(df: pd.DataFrame) -> str:
             slope = ("" if not np.isfinite(r.slope)
                      else f"{r.slope:.3f} ± {r.slope_err:.3f}")
             lines.append("| " + " | ".join([
-                _cell(r.quantity), r.axis, r.method, _cell(r.fixed), str(r.n_points), r.range,
+                _cell(r.quantity), r.axis, r.estimator, _cell(r.fixed), str(r.n_points), r.range,
                 slope, _cell(r.predicted), _cell(r.difference), r.verdict, _cell(r.notes),
             ]) + " |")
         lines.append("")

@@ -25,9 +25,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .bounds import BOUND_NAMES
-from .grid import Layout, coordinate
-from .quantities import (
+from ktsweep.engines.bounds import BOUND_NAMES
+from ktsweep.model.quantities import (
     CURVES,
     LONG_NAMES,
     MODE_RISKS,
@@ -37,6 +36,7 @@ from .quantities import (
     STATUS,
     STEP_SIZES,
 )
+from ktsweep.sweep.layout import Layout, coordinate
 
 _RISK_NOTE = "risks carry the 1/2 factor: (1/2)||u - theta*||^2 (noise floor excluded)"
 
@@ -56,16 +56,16 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
     out: dict[str, tuple[tuple[str, ...], str]] = {}
     if est:
         for k in RISKS + RATIOS:
-            out[k] = (("method",), "float64")
-        out["status"] = (("method",), "int8")
+            out[k] = (("estimator",), "float64")
+        out["status"] = (("estimator",), "int8")
         for k in STEP_SIZES:
             out[k] = ((), "float64")
         if layout.config["outputs"]["modes"]:
             for k in MODE_RISKS:
-                out[k] = (("method", "mode"), "float32")
+                out[k] = (("estimator", "mode"), "float32")
         if layout.config["outputs"]["curves"]:
             for k in CURVES:
-                out[k] = (("method", "step"), "float32")
+                out[k] = (("estimator", "step"), "float32")
     if mc:
         for k in RISKS + RATIOS:
             out[f"{k}_se"] = ((), "float64")
@@ -132,7 +132,7 @@ def template(layout: Layout) -> xr.Dataset:
     """The empty cube (lazy arrays of fill values) with coordinates, chunks and attributes."""
     axes = list(layout.axes)
     coords: dict[str, Any] = {a: coordinate(v) for a, v in layout.axes.items()}
-    extra = {"method": np.array(layout.estimators, dtype=object),
+    extra = {"estimator": np.array(layout.estimators, dtype=object),
              "mode": np.arange(1, layout.d_max + 1), "step": layout.steps}
     coords.update(extra)
     data = {}
@@ -152,7 +152,7 @@ def template(layout: Layout) -> xr.Dataset:
     ds = xr.Dataset(data, coords=coords)
     ds["mode"].attrs["long_name"] = "eigen-mode index i (lambda_i = i^-alpha)"
     ds["step"].attrs["long_name"] = "SGD steps taken (learning-curve checkpoint)"
-    ds["method"].attrs["long_name"] = "estimator: exact expected risk or Monte Carlo mean"
+    ds["estimator"].attrs["long_name"] = "estimator: exact expected risk or Monte Carlo mean"
     for a in axes:
         ds[a].attrs["long_name"] = f"grid axis {a} (model.md section 3)"
     ds.attrs.update({

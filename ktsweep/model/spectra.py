@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .params import Point
+from ktsweep.model.params import Point
 
 Phases = list[tuple[int, float]]
 """A schedule as (first step, step size) pairs, starts increasing, first start 0."""

@@ -1,13 +1,12 @@
 """Figures of a result cube (PNG, matplotlib's Agg canvas, no pyplot state).
 
-:func:`planned_figures` decides the figure names from the :class:`~ktsweep.grid.Layout` alone
-(Snakemake declares them as outputs before any cube exists); :func:`make_figures` writes
+:func:`planned_figures` decides the figure names from the :class:`~ktsweep.sweep.layout.Layout`
+alone (Snakemake declares them as outputs before any cube exists); :func:`make_figures` writes
 exactly those files, drawing a 'no data' panel where a planned figure's data are all missing.
 Every figure shows one slice of the grid: the axes it plots, every other axis held at a
 *representative* value (the largest ``N`` and ``n``, the middle value of other axes, moving
-outwards until data exist); the caption line at the bottom names them with the fixed
-parameters. Risks are excess risks with the ½ factor (model.md §1).
-"""
+outwards until data exist); the caption line at the bottom names them with the fixed parameters.
+Risks are excess risks with the ½ factor (model.md §1)."""
 
 from __future__ import annotations
 
@@ -26,11 +25,11 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from . import theory
-from .cubeview import CubeView
-from .grid import Layout
-from .params import ParameterError
-from .spectra import student_spectrum, target_energy, teacher_spectrum
+from ktsweep.analysis.cubeview import CubeView
+from ktsweep.model import theory
+from ktsweep.model.params import ParameterError
+from ktsweep.model.spectra import student_spectrum, target_energy, teacher_spectrum
+from ktsweep.sweep.layout import Layout
 
 RISK_UNITS = "excess risk (½ convention)"
 FIGURES = ("pgr_phase_alpha", "pgr_phase_samples", "risk_vs_N", "der_vs_dalpha", "t2s_curves",
@@ -130,15 +129,15 @@ class _View(CubeView):
         if not self.has(name):
             raise NoDataError(f"variable {name!r} is not in the cube")
         da = self.ds[name]
-        if "method" in da.dims:
+        if "estimator" in da.dims:
             if method is None or method not in self.methods:
                 raise NoDataError(f"no method {method!r} for {name!r}")
-            da = da.sel({"method": method})
+            da = da.sel(estimator=method)
         da = da.isel({k: v for k, v in at.items() if k in da.dims})
         rest = [d for d in da.dims if d not in order]
         arr = np.asarray(da.transpose(*order, *rest).values, dtype=np.float64)
         if method is not None and self.has("status") and not name.startswith("bound_"):
-            st = self.ds["status"].sel({"method": method}).isel(
+            st = self.ds["status"].sel(estimator=method).isel(
                 {k: v for k, v in at.items() if k in self.ds["status"].dims})
             ok = np.asarray(st.transpose(*[d for d in order if d in st.dims], ...).values) == 1
             arr = np.where(ok.reshape(ok.shape + (1,) * (arr.ndim - ok.ndim)), arr, np.nan)

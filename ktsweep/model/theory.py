@@ -6,7 +6,7 @@ Each function returns the exponent p of a law ``quantity ∝ N^p`` (or of the st
 
 from __future__ import annotations
 
-from .params import Point
+from ktsweep.model.params import Point
 
 
 def direct_bias_exponent(alpha: float, beta: float = 0.0) -> float:

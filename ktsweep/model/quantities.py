@@ -20,7 +20,7 @@ STATUS = ("missing", "ok", "diverged")
 """Status codes as stored in the cube: index = code."""
 
 PGR_RTOL = 1e-12
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the cube's variable set: bump it whenever an estimator adds, drops or changes
 the meaning of an output, so old cubes are set aside and recomputed, never mixed."""
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .exact import evaluate_detail, group_by_d
-from .moments import DIVERGED_FACTOR
-from .params import Point, derive_seed, point_hash
-from .quantities import CURVES, MODE_RISKS, RISKS, STEP_SIZES, assemble, with_ratios
-from .spectra import (
+from ktsweep.engines.exact import evaluate_detail, group_by_d
+from ktsweep.engines.moments import DIVERGED_FACTOR
+from ktsweep.model.params import Point, derive_seed, point_hash
+from ktsweep.model.quantities import CURVES, MODE_RISKS, RISKS, STEP_SIZES, assemble, with_ratios
+from ktsweep.model.spectra import (
     resolve_gamma0,
     schedule_phases,
     student_spectrum,

@@ -22,10 +22,10 @@ import jsonschema
 import numpy as np
 import yaml
 
-from .estimators import MCSettings
-from .params import PARAMETERS, REQUIRED, ParameterError, Point, make_point
-from .quantities import SCHEMA_VERSION
-from .spectra import checkpoint_steps
+from ktsweep.engines.dispatch import MCSettings
+from ktsweep.model.params import PARAMETERS, REQUIRED, ParameterError, Point, make_point
+from ktsweep.model.quantities import SCHEMA_VERSION
+from ktsweep.model.spectra import checkpoint_steps
 
 CHUNK_WIDTH = 5
 """Chunk ids are c00000, c00001, … (zero-padded so they sort)."""
@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 
 
 def schema() -> dict[str, Any]:
-    text = resources.files("ktsweep").joinpath("schemas/config.schema.yaml").read_text()
+    text = resources.files("ktsweep").joinpath("sweep/schemas/config.schema.yaml").read_text()
     return yaml.safe_load(text)
 
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .exact import Detail, evaluate_detail, group_by_d
-from .params import Point
+from ktsweep.engines.exact import Detail, evaluate_detail, group_by_d
+from ktsweep.model.params import Point
 
 PSI = 3.0
 DELTAS = np.round(np.arange(1, 50) / 100.0, 2)

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .estimators import MCSettings, run
-from .grid import Layout
-from .params import Point, make_point
-from .spectra import resolve_gamma0, student_spectrum, teacher_spectrum
-from .store import template
+from ktsweep.engines.dispatch import MCSettings, run
+from ktsweep.model.params import Point, make_point
+from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
+from ktsweep.sweep.layout import Layout
+from ktsweep.sweep.store import template
 
 
 def _exact_work(p: Point) -> float:

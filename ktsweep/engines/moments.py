@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spectra import Phases, phase_product
+from ktsweep.model.spectra import Phases, phase_product
 
 DIVERGED_FACTOR = 1e8
 """A run whose Σa exceeds this multiple of its start (plus s²) is declared diverged."""

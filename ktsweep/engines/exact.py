@@ -2,7 +2,7 @@
 
 Deterministic float64, no sampling noise (model.md §4.2). Points are evaluated together:
 every run of every point (and every γ0 candidate when tuning) is one row of a single
-:func:`~ktsweep.moments.evolve` call per phase (teacher-independent runs, then T2S).
+:func:`~ktsweep.engines.moments.evolve` call per phase (teacher-independent runs, then T2S).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .moments import Runs, evolve
-from .params import Point
-from .quantities import assemble, with_ratios
-from .spectra import (
+from ktsweep.engines.moments import Runs, evolve
+from ktsweep.model.params import Point
+from ktsweep.model.quantities import assemble, with_ratios
+from ktsweep.model.spectra import (
     phase_product,
     resolve_gamma0,
     schedule_phases,

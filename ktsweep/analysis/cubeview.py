@@ -11,10 +11,10 @@ from typing import Any
 
 import xarray as xr
 
-from .grid import Layout, point_values
-from .params import Point, make_point
+from ktsweep.model.params import Point, make_point
+from ktsweep.sweep.layout import Layout, point_values
 
-EXTRA_DIMS = ("method", "mode", "step")
+EXTRA_DIMS = ("estimator", "mode", "step")
 
 
 def grid_axes(ds: xr.Dataset) -> list[str]:
@@ -31,7 +31,7 @@ class CubeView:
         self.ds = ds
         self.layout = Layout.from_json(ds.attrs["ktsweep_config"])
         self.axes = grid_axes(ds)
-        self.methods = [str(m) for m in ds["method"].values] if "method" in ds.dims else []
+        self.methods = [str(m) for m in ds["estimator"].values] if "estimator" in ds.dims else []
 
     def has(self, name: str) -> bool:
         return name in self.ds.data_vars

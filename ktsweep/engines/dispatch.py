@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .params import Point
+from ktsweep.model.params import Point
 
 METHODS = ("exact", "mc", "bound")
 

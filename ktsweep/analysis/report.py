@@ -1,8 +1,8 @@
 """Figure captions for Snakemake's report: ``workflow/report/<figure>.rst``.
 
-The captions live in :data:`ktsweep.plots.CAPTIONS` (one source); this module renders them
-as the reStructuredText files the workflow's ``report()`` outputs point to. Regenerate with
-``python -m ktsweep.report workflow/report``.
+The captions live in :data:`ktsweep.analysis.figures.CAPTIONS` (one source); this module renders
+them as the reStructuredText files the workflow's ``report()`` outputs point to. Regenerate with
+``python -m ktsweep.analysis.report workflow/report``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .plots import CAPTIONS, FIGURES
+from ktsweep.analysis.figures import CAPTIONS, FIGURES
 
 
 def caption_rst(name: str) -> str:

@@ -1,0 +1,1 @@
+"""Analysis of a finished cube: labelled views, exponent fits, figures, report captions."""

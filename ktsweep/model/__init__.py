@@ -1,0 +1,1 @@
+"""The model: point parameters and their hash, spectra, targets and schedules, rates."""

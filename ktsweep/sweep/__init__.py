@@ -1,0 +1,1 @@
+"""A sweep: config and grid layout, the cube store, the chunk runner, cost estimates."""
