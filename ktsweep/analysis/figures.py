@@ -101,9 +101,9 @@ def planned_figures(layout: Layout) -> list[str]:
         "pgr_phase_samples": est and "N" in axes and "n" in axes,
         "risk_vs_N": est and "N" in axes,
         "der_vs_dalpha": est and "alpha_s" in axes,
-        "t2s_curves": est and bool(layout.config["outputs"]["curves"]),
-        "spectral_horizon": est and bool(layout.config["outputs"]["modes"]),
-        "spectral_denoising": est and bool(layout.config["outputs"]["modes"]),
+        "t2s_curves": est and layout.config.outputs.curves,
+        "spectral_horizon": est and layout.config.outputs.modes,
+        "spectral_denoising": est and layout.config.outputs.modes,
         "bound_sandwich": "bound" in layout.methods and "N" in axes,
     }
     return [name for name in FIGURES if out[name]]

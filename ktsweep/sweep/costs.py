@@ -6,6 +6,7 @@ Compute is estimated from a cost model (work ∝ d · steps for ``exact``, ∝ R
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from typing import Any
@@ -37,7 +38,7 @@ def calibrate(settings: MCSettings, d: int = 200) -> dict[str, float]:
                        "d": d}) for a in (1.25, 1.5, 2.0, 2.5)]
     ck = np.array([0, 10, 100, 1000])
     out: dict[str, float] = {}
-    small = MCSettings(16, settings.seed, settings.device, settings.dtype)
+    small = dataclasses.replace(settings, replicates=16)
     warm = pts[0].replace(N=64, n=64)
     run([warm], ["exact", "mc"], ck, small)  # first calls pay one-off costs: not timed
     t0 = time.perf_counter()
@@ -55,7 +56,7 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
     """A dict describing the sweep; compute estimates need ``calibrate_here``."""
     counts = {m: 0 for m in layout.methods}
     work = {m: 0.0 for m in layout.methods}
-    R = layout.config["mc"]["replicates"]
+    R = layout.config.mc.replicates
     for idx in itertools.product(*(range(s) for s in layout.shape)):
         p = layout.point_at(idx)
         for m in layout.methods:
@@ -78,7 +79,7 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
         "evaluations": counts,
         "store_bytes": size,
         "variables": len(ds.data_vars),
-        "threads_per_job": layout.config["jobs"]["threads"],
+        "threads_per_job": layout.config.jobs.threads,
     }
     if calibrate_here:
         rate = calibrate(layout.mc_settings, layout.d_max)
