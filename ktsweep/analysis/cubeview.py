@@ -42,4 +42,4 @@ class CubeView:
         axis_values = {a: v[-1] for a, v in self.layout.axes.items()}
         axis_values.update(values)
         return make_point(point_values(self.layout.fixed, axis_values,
-                                       self.layout.config.get("tie", {})))
+                                       self.layout.tie))

@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model import theory
 from ktsweep.model.params import ParameterError
+from ktsweep.model.quantities import step_size_variable
 from ktsweep.model.spectra import student_spectrum, target_energy, teacher_spectrum
 from ktsweep.sweep.layout import Layout
 
@@ -199,7 +200,7 @@ class _View(CubeView):
         parts = [f"sweep '{self.layout.name}'"]
         if fixed:
             parts.append(f"fixed: {fixed}")
-        tie = self.layout.config.get("tie", {})
+        tie = self.layout.tie
         if tie:
             parts.append("tied: " + ", ".join(f"{k} = {a}" for k, a in tie.items()))
         if held:
@@ -501,6 +502,7 @@ def _kstars(v: _View, at: dict[str, int], p) -> dict[str, int]:
             if np.isfinite(k).any():
                 out[run] = int(k[0])
                 continue
+        gname = step_size_variable(gname, v.axes)
         g = v.take(gname, at).reshape(-1) if v.has(gname) else np.array([np.nan])
         out[run] = lemma1_kstar(lam, samples, float(g[0]))
     return out

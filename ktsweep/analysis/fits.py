@@ -48,6 +48,7 @@ import xarray as xr
 from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model import theory
 from ktsweep.model.params import ParameterError
+from ktsweep.model.quantities import step_size_variable
 
 ATOL = 0.05
 """Absolute tolerance on an exponent for the log and γ0 factors §5 omits."""
@@ -594,9 +595,10 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
 
 def _gamma0_s(cube: _Cube, vals: dict[str, Any]) -> float:
     """The T2S student's initial step actually used (cube variable), else from the spectrum."""
-    if cube.has("gamma0_s"):
+    used = step_size_variable("gamma0_s", cube.axes)
+    if cube.has(used):
         others = list(vals)
-        arr = cube.array("gamma0_s", others + [a for a in cube.axes if a not in vals])
+        arr = cube.array(used, others + [a for a in cube.axes if a not in vals])
         idx = tuple(cube.layout.axes[a].index(v) for a, v in vals.items())
         g = arr[idx]
         g = g[np.isfinite(g)]
@@ -630,7 +632,7 @@ def fit_cube(ds: xr.Dataset) -> pd.DataFrame:
     df.attrs["skipped"] = len(skipped)
     df.attrs["name"] = cube.layout.name
     df.attrs["fixed"] = _fixed_text(cube.layout.fixed)
-    tie = cube.layout.config.get("tie", {})
+    tie = cube.layout.tie
     if tie:
         df.attrs["fixed"] += "; tied: " + ", ".join(f"{k} = {a}" for k, a in tie.items())
     return df

@@ -14,10 +14,14 @@ from typing import Any
 import numpy as np
 
 from ktsweep.engines.dispatch import MCSettings, run
-from ktsweep.model.params import Point, make_point
+from ktsweep.model.params import MAX_D, MAX_SAMPLES, Point, make_point
 from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
+from ktsweep.sweep.config import MAX_REPLICATES
 from ktsweep.sweep.layout import Layout
 from ktsweep.sweep.store import template
+
+LIMITS = {"d": MAX_D, "N": MAX_SAMPLES, "n": MAX_SAMPLES, "mc.replicates": MAX_REPLICATES}
+"""The limits a config is checked against (defined beside the keys; gathered for the plan)."""
 
 
 def _exact_work(p: Point) -> float:
@@ -80,6 +84,7 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
         "store_bytes": size,
         "variables": len(ds.data_vars),
         "threads_per_job": layout.config.jobs.threads,
+        "limits": LIMITS,
     }
     if calibrate_here:
         rate = calibrate(layout.mc_settings, layout.d_max)
@@ -106,6 +111,7 @@ def format_plan(info: dict[str, Any]) -> str:
         "evaluations: " + ", ".join(f"{m} {n}" for m, n in info["evaluations"].items()),
         f"store: {_human_bytes(info['store_bytes'])} uncompressed in {info['variables']} "
         "variables",
+        "limits checked: " + ", ".join(f"{k} <= {v}" for k, v in info["limits"].items()),
     ]
     if "cpu_seconds" in info:
         per = ", ".join(f"{m} {s:.0f} s" for m, s in info["cpu_seconds"].items())

@@ -35,6 +35,7 @@ from ktsweep.model.quantities import (
     SCHEMA_VERSION,
     STATUS,
     STEP_SIZES,
+    step_size_variable,
 )
 from ktsweep.sweep.layout import Layout, coordinate
 
@@ -59,7 +60,7 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
             out[k] = (("estimator",), "float64")
         out["status"] = (("estimator",), "int8")
         for k in STEP_SIZES:
-            out[k] = ((), "float64")
+            out[step_size_variable(k, layout.axes)] = ((), "float64")
         if layout.config.outputs.modes:
             for k in MODE_RISKS:
                 out[k] = (("estimator", "mode"), "float32")
@@ -81,7 +82,7 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
         out["bound_status"] = ((), "int8")
         if not est:
             for k in STEP_SIZES:
-                out[k] = ((), "float64")
+                out[step_size_variable(k, layout.axes)] = ((), "float64")
     return out
 
 
