@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.image as mpimg
-import numpy as np
 import pytest
 
 from ktsweep import cli
@@ -112,13 +111,6 @@ def test_partially_missing_variables(cube, tmp_path):
     assert heights["spectral_denoising"] == NO_DATA_HEIGHT
     assert heights["spectral_horizon"] > NO_DATA_HEIGHT  # teacher and direct still there
     assert heights["pgr_phase_alpha"] > NO_DATA_HEIGHT  # no der contour, still a map
-
-
-def test_lemma1_kstar():
-    lam = np.arange(1, 101, dtype=float) ** -2.0
-    thr = 2 * np.log(1024) * 10 / (0.5 * 1024)
-    assert plots.lemma1_kstar(lam, 1024, 0.5) == int(np.sum(lam > thr))
-    assert plots.lemma1_kstar(lam, 1, 0.5) == 0
 
 
 def test_cli_figures(cube, tmp_path, capsys):

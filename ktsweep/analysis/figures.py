@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,7 +28,13 @@ from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model import theory
 from ktsweep.model.params import ParameterError
 from ktsweep.model.quantities import step_size_variable
-from ktsweep.model.spectra import student_spectrum, target_energy, teacher_spectrum
+from ktsweep.model.spectra import (
+    cutoff_threshold,
+    kstar,
+    student_spectrum,
+    target_energy,
+    teacher_spectrum,
+)
 from ktsweep.sweep.layout import Layout
 
 RISK_UNITS = "excess risk (½ convention)"
@@ -302,14 +307,6 @@ def _heatmap(ax, fig, x, y, pgr, w2s, der, xlabel, ylabel, log=False) -> None:
     ax.set_ylabel(ylabel)
 
 
-def lemma1_kstar(lam: np.ndarray, samples: int, gamma0: float) -> int:
-    """k* = max{k: λ_k > 2 ln M log2 M / (γ0 M)} (model.md §4.3, Lemma 1), M samples."""
-    if samples <= 1 or not np.isfinite(gamma0) or gamma0 <= 0:
-        return 0
-    thr = 2.0 * math.log(samples) * math.log2(samples) / (gamma0 * samples)
-    return int(np.count_nonzero(np.asarray(lam) > thr))
-
-
 # ---------------------------------------------------------------------------------------
 # The figures
 # ---------------------------------------------------------------------------------------
@@ -504,7 +501,7 @@ def _kstars(v: _View, at: dict[str, int], p) -> dict[str, int]:
                 continue
         gname = step_size_variable(gname, v.axes)
         g = v.take(gname, at).reshape(-1) if v.has(gname) else np.array([np.nan])
-        out[run] = lemma1_kstar(lam, samples, float(g[0]))
+        out[run] = kstar(lam, cutoff_threshold(samples, float(g[0]), "upper"))
     return out
 
 

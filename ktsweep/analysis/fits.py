@@ -49,6 +49,7 @@ from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model import theory
 from ktsweep.model.params import ParameterError
 from ktsweep.model.quantities import step_size_variable
+from ktsweep.model.spectra import cutoff_threshold, kstar_power
 
 ATOL = 0.05
 """Absolute tolerance on an exponent for the log and γ0 factors §5 omits."""
@@ -274,7 +275,7 @@ def student_cutoff(n: float, alpha_s: float, gamma0: float, batch: int = 1) -> f
     because one step with batch B moves the mean as one single-sample step does.
     """
     T = max(math.ceil(n / batch), 2)
-    return (gamma0 * T / math.log2(T)) ** (1.0 / alpha_s)
+    return kstar_power(alpha_s, cutoff_threshold(T, gamma0, "lower"))
 
 
 # ---------------------------------------------------------------------------------------
