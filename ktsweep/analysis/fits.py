@@ -269,12 +269,13 @@ def refine_optimum(x: np.ndarray, y: np.ndarray, j: int) -> tuple[float, float]:
 def student_cutoff(n: float, alpha_s: float, gamma0: float, batch: int = 1) -> float:
     """k*_S implied by n samples: the continuous solution of λ_k = log2 T / (γ0 T).
 
-    ``T = ceil(n / batch)`` steps; this is Lemma 1's lower-bound cutoff
-    ``max{k: λ_k > log2 T / (γ0 T)}`` without the rounding down to an integer, so that
-    k* = (γ0 T / log2 T)^{1/α_S} ≍ (γ0 n / log n)^{1/α_S}. Steps rather than samples,
-    because one step with batch B moves the mean as one single-sample step does.
+    ``T = n / batch`` steps (at least 2), kept continuous because ``n`` is a refined optimum
+    between grid points (rounding it up made a k* 1e-12 above 256 count 257 steps); this is
+    Lemma 1's lower-bound cutoff ``max{k: λ_k > log2 T / (γ0 T)}`` without the rounding down to
+    an integer, so that k* = (γ0 T / log2 T)^{1/α_S} ≍ (γ0 n / log n)^{1/α_S}. Steps rather
+    than samples, because one step with batch B moves the mean as one single-sample step does.
     """
-    T = max(math.ceil(n / batch), 2)
+    T = max(n / batch, 2.0)
     return kstar_power(alpha_s, cutoff_threshold(T, gamma0, "lower"))
 
 
