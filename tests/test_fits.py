@@ -298,3 +298,35 @@ def test_cli_fits(teacher_cube, tmp_path, capsys):
                    "--md", str(tmp_path / "a.md")])
     assert rc == 2
     assert "not a readable zarr store" in capsys.readouterr().err
+
+
+def test_bootstrap_seed_follows_the_family_not_the_row_count():
+    """The same Monte Carlo family gets the same error bar whether or not exact rows were
+    fitted before it.
+
+    Mutation: seeding with ``BOOTSTRAP_SEED + len(rows)`` (the old rule) gives the mc rows of
+    the exact+mc cube other draws than those of the mc-only cube."""
+    both = fits.fit_cube(_w2s_cube([4.0**k for k in range(0, 8)], methods=("exact", "mc")))
+    alone = fits.fit_cube(_w2s_cube([4.0**k for k in range(0, 8)], methods=("mc",)))
+    for fam in ("w2s_min_risk", "w2s_gap", "teacher"):
+        (a,) = _rows(both, fam, "mc").itertuples()
+        (b,) = _rows(alone, fam, "mc").itertuples()
+        assert a.slope_err == b.slope_err > 0, fam
+
+
+def test_masked_reads_each_estimator_through_its_own_status():
+    """Mutations: masking with the other estimator's status, or keeping diverged (2) points,
+    fail here; fits and figures read every per-estimator value through this accessor."""
+    from ktsweep.analysis.cubeview import CubeView
+
+    ds = _w2s_cube([1.0, 4.0, 16.0], methods=("exact", "mc"))
+    status = ds["status"].values.copy()
+    status[0, 0, 0] = 2  # exact diverged at (N[0], n[0])
+    status[1, 1, 1] = 0  # mc missing at (N[1], n[1])
+    ds["status"] = (ds["status"].dims, status)
+    view = CubeView(ds)
+    ex, mc = view.masked("risk_t2s", "exact"), view.masked("risk_t2s", "mc")
+    assert ex.dims == ("N", "n") and np.isnan(ex.values[0, 0]) and np.isfinite(ex.values[1, 1])
+    assert np.isnan(mc.values[1, 1]) and np.isfinite(mc.values[0, 0])
+    assert int(np.isnan(ex.values).sum()) == int(np.isnan(mc.values).sum()) == 1
+    np.testing.assert_array_equal(view.masked("risk_t2s_se").values, ds["risk_t2s_se"].values)

@@ -12,7 +12,11 @@ from typing import Any
 import xarray as xr
 
 from ktsweep.model.params import Point, make_point
+from ktsweep.model.quantities import STATUS
 from ktsweep.sweep.layout import Layout, point_values
+
+OK = STATUS.index("ok")
+"""The status code of a computed, non-diverged point."""
 
 EXTRA_DIMS = ("estimator", "mode", "step")
 
@@ -35,6 +39,22 @@ class CubeView:
 
     def has(self, name: str) -> bool:
         return name in self.ds.data_vars
+
+    def masked(self, name: str, estimator: str | None = None) -> xr.DataArray:
+        """``name`` for one estimator, NaN wherever that estimator's status is not ok.
+
+        The one status mask of the analysis (``ds.where(status == ok)``): fits and figures
+        read every per-estimator value through it. Without an estimator (bounds, step sizes,
+        standard errors) the variable is returned as stored.
+        """
+        da = self.ds[name]
+        if estimator is None:
+            return da
+        if "estimator" in da.dims:
+            da = da.sel(estimator=estimator)
+        if self.has("status"):
+            da = da.where(self.ds["status"].sel(estimator=estimator) == OK)
+        return da
 
     def point(self, values: dict[str, Any]) -> Point:
         """The full point at ``values`` (axis → value; other axes at their last value), with

@@ -134,20 +134,12 @@ class _View(CubeView):
         """
         if not self.has(name):
             raise NoDataError(f"variable {name!r} is not in the cube")
-        da = self.ds[name]
-        if "estimator" in da.dims:
-            if method is None or method not in self.methods:
-                raise NoDataError(f"no method {method!r} for {name!r}")
-            da = da.sel(estimator=method)
+        if "estimator" in self.ds[name].dims and (method is None or method not in self.methods):
+            raise NoDataError(f"no method {method!r} for {name!r}")
+        da = self.masked(name, method)
         da = da.isel({k: v for k, v in at.items() if k in da.dims})
         rest = [d for d in da.dims if d not in order]
-        arr = np.asarray(da.transpose(*order, *rest).values, dtype=np.float64)
-        if method is not None and self.has("status") and not name.startswith("bound_"):
-            st = self.ds["status"].sel(estimator=method).isel(
-                {k: v for k, v in at.items() if k in self.ds["status"].dims})
-            ok = np.asarray(st.transpose(*[d for d in order if d in st.dims], ...).values) == 1
-            arr = np.where(ok.reshape(ok.shape + (1,) * (arr.ndim - ok.ndim)), arr, np.nan)
-        return arr
+        return np.asarray(da.transpose(*order, *rest).values, dtype=np.float64)
 
     def se(self, name: str, at: dict[str, int], order: Sequence[str] = ()) -> np.ndarray | None:
         if not self.has(f"{name}_se"):

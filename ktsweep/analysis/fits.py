@@ -25,8 +25,8 @@ half of the usable axis values (at least :data:`MIN_POINTS`). ``exact`` has no s
 noise, so its error is the range sensitivity (largest slope change over: dropping the first
 point, dropping the last point, using the upper two-thirds) plus the regression standard
 error. ``mc`` error is a parametric bootstrap: each point is redrawn from N(mean, se)
-(:data:`BOOTSTRAP_DRAWS` draws, seed :data:`BOOTSTRAP_SEED`), refitted, and the standard
-deviation of the slopes is reported. Verdict: ``consistent`` iff
+(:data:`BOOTSTRAP_DRAWS` draws, seeded per family by :func:`family_seed`), refitted, and the
+standard deviation of the slopes is reported. Verdict: ``consistent`` iff
 ``|slope − predicted| ≤ max(2 · slope_err, ATOL)`` with ``ATOL = 0.05`` covering the logs and
 γ0 factors that §5 leaves out; otherwise ``inconsistent``; ``no prediction`` where §5 makes none.
 """
@@ -47,7 +47,7 @@ import xarray as xr
 
 from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model import theory
-from ktsweep.model.params import ParameterError
+from ktsweep.model.params import ParameterError, derive_seed
 from ktsweep.model.quantities import step_size_variable
 from ktsweep.model.spectra import cutoff_threshold, kstar_power
 
@@ -84,7 +84,8 @@ RULES = (
     "the slope when dropping the first point, dropping the last point, or fitting the upper "
     "two-thirds) plus the regression standard error; for `mc` it is the standard deviation of "
     f"the slope over {BOOTSTRAP_DRAWS} parametric-bootstrap draws (each point redrawn from "
-    f"N(mean, se), seed {BOOTSTRAP_SEED}). Verdict: `consistent` iff |slope - predicted| <= "
+    "N(mean, se), seeded per family from a hash of its key). Verdict: `consistent` iff "
+    "|slope - predicted| <= "
     f"max(2 slope_err, {ATOL}), the absolute {ATOL} covering the log and gamma0 factors "
     "model.md section 5 leaves out; `inconsistent` otherwise; `no prediction` where section 5 "
     "predicts nothing at that point (e.g. KD outside alpha_S > alpha_T > 1 + beta); `edge` where "
@@ -212,6 +213,13 @@ def fit_bootstrap(x: Sequence[float], y: Sequence[float], draws: np.ndarray,
     return Fit(slope, err, intercept, xv[main], notes)
 
 
+def family_seed(*key: Any) -> int:
+    """The bootstrap seed of one family row: a hash of its key (family, estimator, held
+    values, stream) under :data:`BOOTSTRAP_SEED`, so a row's error bar does not depend on which
+    rows were fitted before it."""
+    return derive_seed(BOOTSTRAP_SEED, *key)
+
+
 def normal_draws(mean: np.ndarray, se: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
                  seed: int = BOOTSTRAP_SEED) -> np.ndarray:
     """Parametric bootstrap sample, shape (draws, *mean.shape): N(mean, se) per point."""
@@ -305,16 +313,8 @@ class _Cube(CubeView):
         """Values of ``name`` with dims ``order + extra`` (method selected), status-masked."""
         key = (name, tuple(order), method, tuple(extra))
         if key not in self._cache:
-            da = self.ds[name]
-            if method is not None and "estimator" in da.dims:
-                da = da.sel(estimator=method)
-            arr = np.asarray(da.transpose(*order, *extra).values, dtype=np.float64)
-            if method is not None and self.has("status"):
-                st = np.asarray(self.ds["status"].sel(estimator=method)
-                                .transpose(*order).values)
-                bad = st != 1
-                arr = np.where(bad.reshape(bad.shape + (1,) * len(extra)), np.nan, arr)
-            self._cache[key] = arr
+            da = self.masked(name, method).transpose(*order, *extra)
+            self._cache[key] = np.asarray(da.values, dtype=np.float64)
         return self._cache[key]
 
     def se(self, name: str, order: Sequence[str], method: str,
@@ -428,8 +428,8 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                 else:
                     skipped.append(1)
                     continue
-                draws = None if se is None else normal_draws(y, se[idx + jdx],
-                                                             seed=BOOTSTRAP_SEED + len(rows))
+                seed = family_seed(family, method, _fixed_text(vals))
+                draws = None if se is None else normal_draws(y, se[idx + jdx], seed=seed)
                 series = Series(x, y, draws)
                 pred = cube.predictions({**vals, **cube.values(free, jdx)}).get(key)
                 if family.startswith("kd"):
@@ -539,7 +539,8 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
     # bootstrap: redraw the whole (N, n) table and redo the optimum
     draws = {}
     if risk_se is not None:
-        rd = normal_draws(risk, risk_se, seed=BOOTSTRAP_SEED + len(rows))
+        rd = normal_draws(risk, risk_se, seed=family_seed("w2s", method, _fixed_text(vals),
+                                                          "risk_t2s"))
         rd = np.where(np.isfinite(risk), rd, np.nan)
         jd = np.argmin(np.where(np.isfinite(rd), rd, np.inf), axis=2)
         draws["n"], draws["min"] = np.full(jd.shape, np.nan), np.full(jd.shape, np.nan)
@@ -549,7 +550,7 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
             draws["n"])
         if pgr is not None:
             pd_ = normal_draws(pgr, pgr_se if pgr_se is not None else np.zeros_like(pgr),
-                               seed=BOOTSTRAP_SEED + len(rows) + 1)
+                               seed=family_seed("w2s", method, _fixed_text(vals), "pgr"))
             draws["gap"] = 1.0 - np.take_along_axis(pd_, jd[..., None], axis=2)[..., 0]
     pred = cube.predictions(vals)
     fixed = _fixed_text(vals)
