@@ -81,6 +81,8 @@ def cmd_point(args: argparse.Namespace) -> int:
     methods = list(METHODS) if args.method == "all" else [args.method]
     settings = _mc_config(args).settings()
     steps = checkpoint_steps(point.steps_max, _per_decade(args))
+    if "mc" in methods:
+        _check_mc_memory(point, settings, len(steps))
     record = point_record(run([point], methods, steps, settings), steps)
     if args.json:
         print(json.dumps(record))
@@ -91,6 +93,21 @@ def cmd_point(args: argparse.Namespace) -> int:
         if not isinstance(v, list):
             print(f"  {k:28s} {v}")
     return 0
+
+
+def _check_mc_memory(point, settings, checkpoints: int) -> None:
+    """Refuse a Monte Carlo point that would not fit this machine's memory (before allocating)."""
+    import os
+
+    from ktsweep.engines.dispatch import mc_bytes
+
+    need = mc_bytes(point.d, max(point.batch_t, point.batch_s), settings.replicates,
+                    4 if settings.dtype == "float32" else 8, checkpoints)
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        raise UsageError(f"--replicates {settings.replicates} at d = {point.d} needs about "
+                         f"{need / 2**30:.1f} GiB for Monte Carlo, more than this machine's "
+                         f"{have / 2**30:.1f} GiB; lower --replicates or d")
 
 
 def _option_error(err, options: dict[str, str]) -> UsageError:

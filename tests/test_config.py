@@ -169,6 +169,19 @@ def test_bad_values_name_key_file_and_line(tmp_path, old, new, line, words) -> N
         assert w in text, text
 
 
+def test_monte_carlo_memory_is_checked_before_compute(tmp_path) -> None:
+    """A job's Monte Carlo tasks must fit jobs.mem_mb: d = 10^4 with 2^20 replicates needs
+    terabytes and is refused at load time, naming the keys to change.
+
+    Mutation: dropping _check_memory lets ``ktsweep plan`` accept it and the run allocate."""
+    text = BASE.replace("d: 8", "d: 10000\nmethods: [exact, mc]\nmc:\n  replicates: 1048576")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert f":{12}:" in str(err.value) and "jobs.mem_mb = 4000" in str(err.value)
+    ok = BASE.replace("d: 8", "d: 1000\nmethods: [exact, mc]\nmc:\n  replicates: 64")
+    assert load_config(write(tmp_path, ok)).mc.replicates == 64
+
+
 def test_limits_admit_large_horizons() -> None:
     """N, n up to 2^40 pass the config (the exact engine's large horizons)."""
     c = Layout.from_config({"name": "big", "grid": {"N": [MAX_SAMPLES]},
@@ -191,6 +204,7 @@ def test_plan_refuses_bad_file_without_traceback(tmp_path) -> None:
         (["d=1e9"], ["'d'", "1..10000"]),
         (["--seed", "-5"], ["--seed", "-5", "greater than or equal to 0"]),
         (["--replicates", "0"], ["--replicates", "greater than or equal to 1"]),
+        (["--replicates", "1048576", "d=10000"], ["--replicates", "GiB", "lower"]),
         (["gamma0_t={scale: 0}"], ["gamma0_t", "c > 0"]),
     ],
 )

@@ -17,7 +17,7 @@ from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.params import MAX_D, MAX_SAMPLES, Point, make_point
 from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
 from ktsweep.sweep.config import MAX_REPLICATES
-from ktsweep.sweep.layout import Layout
+from ktsweep.sweep.layout import Layout, mc_task_bytes
 from ktsweep.sweep.store import template
 
 LIMITS = {"d": MAX_D, "N": MAX_SAMPLES, "n": MAX_SAMPLES, "mc.replicates": MAX_REPLICATES}
@@ -85,6 +85,8 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
         "variables": len(ds.data_vars),
         "threads_per_job": layout.config.jobs.threads,
         "limits": LIMITS,
+        "mc_task_bytes": mc_task_bytes(layout),
+        "job_mem_mb": layout.config.jobs.mem_mb,
     }
     if calibrate_here:
         rate = calibrate(layout.mc_settings, layout.d_max)
@@ -111,7 +113,9 @@ def format_plan(info: dict[str, Any]) -> str:
         "evaluations: " + ", ".join(f"{m} {n}" for m, n in info["evaluations"].items()),
         f"store: {_human_bytes(info['store_bytes'])} uncompressed in {info['variables']} "
         "variables",
-        "limits checked: " + ", ".join(f"{k} <= {v}" for k, v in info["limits"].items()),
+        "limits checked: " + ", ".join(f"{k} <= {v}" for k, v in info["limits"].items())
+        + f"; Monte Carlo memory per task about {_human_bytes(info['mc_task_bytes'])} "
+        f"(x {info['threads_per_job']} threads <= jobs.mem_mb = {info['job_mem_mb']} MB)",
     ]
     if "cpu_seconds" in info:
         per = ", ".join(f"{m} {s:.0f} s" for m, s in info["cpu_seconds"].items())

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ktsweep.engines.dispatch import MCSettings
+from ktsweep.engines.dispatch import MCSettings, mc_bytes
 from ktsweep.model.params import (
     DEFAULT_D,
     REQUIRED,
@@ -78,7 +78,37 @@ def validate_config(config: Mapping[str, Any] | SweepConfig) -> SweepConfig:
             raise ConfigError(f"config key 'jobs.chunks.{axis}': {axis!r} is not a grid axis "
                               f"(axes: {', '.join(grid)})", ("jobs", "chunks", axis))
     _check_points(grid, fixed, tie)
+    _check_memory(Layout(cfg))
     return cfg
+
+
+def mc_task_bytes(layout: Layout) -> int:
+    """Estimated peak memory of the largest Monte Carlo task of a sweep (0 without mc)."""
+    if "mc" not in layout.methods:
+        return 0
+    mc = layout.config.mc
+    batch = max(max(1 if v is None else int(float(v)) for v in layout._param_values(k))
+                for k in ("batch_t", "batch_s"))
+    curves = len(layout.checkpoints) if layout.config.outputs.curves else 0
+    return mc_bytes(layout.d_max, batch, mc.replicates, 4 if mc.dtype == "float32" else 8,
+                    curves, min(layout.config.jobs.points_per_task, int(layout.mc_mask.sum())))
+
+
+def _check_memory(layout: Layout) -> None:
+    """A job runs ``jobs.threads`` tasks at once: their Monte Carlo memory must fit
+    ``jobs.mem_mb`` (checked before anything is allocated)."""
+    need = mc_task_bytes(layout) * layout.config.jobs.threads
+    have = layout.config.jobs.mem_mb * 2**20
+    if need > have:
+        mc = layout.config.mc
+        raise ConfigError(
+            f"config key 'mc.replicates': a job's Monte Carlo tasks need about "
+            f"{need / 2**20:.0f} MB ({layout.config.jobs.threads} threads x up to "
+            f"{layout.config.jobs.points_per_task} points x {mc.replicates} replicates x "
+            f"d = {layout.d_max}, {mc.dtype}) but jobs.mem_mb = {layout.config.jobs.mem_mb}; "
+            "lower mc.replicates, jobs.points_per_task or jobs.threads, or raise jobs.mem_mb",
+            ("mc", "replicates") if "replicates" in layout.config.mc.model_fields_set
+            else ("jobs",))
 
 
 def _check_unique(key: str, values: Sequence[Any], path: tuple) -> None:
