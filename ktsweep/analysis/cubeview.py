@@ -7,6 +7,7 @@ any set of axis values.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import xarray as xr
@@ -55,6 +56,26 @@ class CubeView:
         if self.has("status"):
             da = da.where(self.ds["status"].sel(estimator=estimator) == OK)
         return da
+
+    def value(self, axis: str, label: Any) -> Any:
+        """The config's value behind a coordinate label (γ0 maps are text in the cube)."""
+        return self.layout.axes[axis][int(self.ds.indexes[axis].get_loc(label))]
+
+    def slices(self, data: xr.DataArray | xr.Dataset, dims: Sequence[str]
+               ) -> Iterator[tuple[dict[str, Any], xr.DataArray | xr.Dataset]]:
+        """Every combination of the grid axes ``dims``: (their config values, the slice).
+
+        xarray's groupby over the stacked ``dims``; with no dims the data itself is the one
+        slice.
+        """
+        dims = list(dims)
+        if not dims:
+            yield {}, data
+            return
+        for _, sub in data.stack(_slice=dims).groupby("_slice"):
+            sub = sub.isel(_slice=0)
+            yield {d: self.value(d, sub[d].item()) for d in dims}, sub.drop_vars(
+                ["_slice", *dims])
 
     def point(self, values: dict[str, Any]) -> Point:
         """The full point at ``values`` (axis → value; other axes at their last value), with
