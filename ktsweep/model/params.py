@@ -104,11 +104,13 @@ class Point:
         return point_hash(self)
 
 
-def steps_run(N: int, n: int, batch_t: int, batch_s: int) -> int:
-    """Most SGD steps of the runs of a point: teacher (N/batch_t), direct student (N/batch_s),
-    T2S and ceiling students (n/batch_s). The one checkpoint rule: ``ktsweep point`` and a sweep
-    take learning-curve checkpoints up to this count."""
-    return max(-(-N // batch_t), -(-N // batch_s), -(-n // batch_s))
+def steps_run(N: float, n: float, batch_t: int, batch_s: int) -> int:
+    """Most SGD steps of the finite runs of a point: teacher (N/batch_t), direct student
+    (N/batch_s), T2S and ceiling students (n/batch_s); an infinite sample count (the limit)
+    has no checkpoints. The one checkpoint rule: ``ktsweep point`` and a sweep take
+    learning-curve checkpoints up to this count."""
+    runs = ((N, batch_t), (N, batch_s), (n, batch_s))
+    return max((-(-int(m) // b) for m, b in runs if math.isfinite(m)), default=0)
 
 
 PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(Point))
@@ -204,7 +206,7 @@ def make_point(values: Mapping[str, Any]) -> Point:
         if v[name] <= 0:
             raise _fail(name, v[name], "spectral decay must be > 0")
     for name in ("N", "n"):
-        if not 1 <= v[name] <= MAX_SAMPLES:
+        if not (1 <= v[name] <= MAX_SAMPLES or v[name] == math.inf):
             raise _fail(name, values.get(name), f"sample count must be in 1..2^40 ({MAX_SAMPLES})")
     if v["sigma2"] < 0:
         raise _fail("sigma2", v["sigma2"], "noise variance must be >= 0")

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from ktsweep.engines.dispatch import METHODS, MCSettings
-from ktsweep.model.params import PARAMETERS, gamma0_map
+from ktsweep.model.params import PARAMETERS, ParameterError, gamma0_map
 
 SCHEMA_FILE = "sweep/schemas/config.schema.yaml"
 """The generated JSON Schema, inside the package (workflow/schemas links to it)."""
@@ -77,7 +77,11 @@ def _param_value(raw: Any) -> Any:
     if isinstance(raw, int | float | str):
         return raw
     if isinstance(raw, Mapping):
-        return gamma0_map(raw)
+        try:
+            return gamma0_map(raw)
+        except ParameterError as err:  # the key path is added by the caller
+            raise ValueError(f"{dict(raw)!r} is invalid: "
+                             f"{str(err).partition(' is invalid: ')[2]}") from None
     raise ValueError(f"expected a number, a text or a gamma0 map, got {raw!r}")
 
 
@@ -267,11 +271,11 @@ def from_validation_error(err: ValidationError) -> ConfigError:
                            f"known parameters: {', '.join(PARAMETERS)}", loc)
     if e["type"] == "missing":
         return ConfigError(f"config key {key!r} is required ({_allowed(loc)})", loc)
-    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "value_error":  # our own validators say what is allowed
+        return ConfigError(f"config key {key!r}: {e['msg'].removeprefix('Value error, ')}", loc)
     allowed = _allowed(loc)
-    got = "" if e["type"] == "value_error" else f"; got {e['input']!r}"
-    return ConfigError(f"config key {key!r}: {msg}{got}" + (f" ({allowed})" if allowed else ""),
-                       loc)
+    return ConfigError(f"config key {key!r}: {e['msg']}; got {e['input']!r}"
+                       + (f" ({allowed})" if allowed else ""), loc)
 
 
 def parse(raw: Mapping[str, Any]) -> SweepConfig:

@@ -377,7 +377,8 @@ class Layout:
         best = 0
         names = ("N", "n", "batch_t", "batch_s")
         for combo in itertools.product(*(self._param_values(k) for k in names)):
-            N, n, bt, bs = (1 if v is None else int(float(v)) for v in combo)
+            N, n = (1 if v is None else float(v) for v in combo[:2])
+            bt, bs = (1 if v is None else int(float(v)) for v in combo[2:])
             best = max(best, steps_run(N, n, bt, bs))
         return best
 
