@@ -179,21 +179,20 @@ def load_config(path: str | Path) -> SweepConfig:
 
 
 def config_for_workflow(config: Mapping[str, Any], configfiles: Sequence[str]) -> SweepConfig:
-    """The workflow's config, re-read from its file for duplicate keys and line numbers.
+    """The workflow's config, its files re-read for duplicate keys and line numbers.
 
-    Snakemake has already parsed the file (letting a duplicated key win) and applied
-    ``--config`` overrides; the file is read again to refuse duplicates and to locate errors
-    of the merged config, which is what is validated.
+    Snakemake has already parsed the files (letting a duplicated key win) and applied
+    ``--config`` overrides; the files are read again to refuse duplicates and to locate errors
+    of the merged config (in the last file that has the key), which is what is validated.
     """
-    lines: dict = {}
-    source = ""
-    if configfiles:
-        source = str(configfiles[-1])
-        _, lines = read_yaml(source)
+    files = [(str(f), read_yaml(f)[1]) for f in configfiles]
     try:
         return validate_config(config)
     except ConfigError as err:
-        raise (locate(err, source, lines) if source else err) from None
+        for source, lines in reversed(files):
+            if any(err.path[:k] in lines for k in range(len(err.path), 0, -1)):
+                raise locate(err, source, lines) from None
+        raise (locate(err, *files[-1]) if files else err) from None
 
 
 def coordinate(values: list[Any]) -> np.ndarray:
