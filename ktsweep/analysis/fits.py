@@ -20,15 +20,12 @@ uncertainty, the exponent §5 predicts there and a verdict. Families fitted:
   fewer than three interior optima is reported with verdict ``edge`` and no slope. Interior
   optima are refined between grid points (:func:`refine_optimum`).
 
-Rules (also written on top of the Markdown table, :data:`RULES`): the fit range is the upper
-half of the usable axis values (at least :data:`MIN_POINTS`). ``exact`` has no sampling
-noise, so its error is the range sensitivity (largest slope change over: dropping the first
-point, dropping the last point, using the upper two-thirds) plus the regression standard
-error. ``mc`` error is a parametric bootstrap: each point is redrawn from N(mean, se)
-(:data:`BOOTSTRAP_DRAWS` draws, seeded per family by :func:`family_seed`), refitted, and the
-standard deviation of the slopes is reported. Verdict: ``consistent`` iff
-``|slope − predicted| ≤ max(2 · slope_err, ATOL)`` with ``ATOL = 0.05`` covering the logs and
-γ0 factors that §5 leaves out; otherwise ``inconsistent``; ``no prediction`` where §5 makes none.
+Rules (also written on top of the Markdown table, :data:`RULES`): each family is fitted
+against the effective horizon of its run's schedule (:func:`effective_horizon`), the raw-axis
+slope kept as a column; a family is judged only where its cutoff k* fits well inside d
+(:data:`FINITE_D_SHARE`) and its local slopes have stopped drifting over the last
+:data:`DRIFT_OCTAVES` octaves (:func:`drift`); the tolerance is relative to the prediction plus
+twice the fit's own error (:func:`tolerance`). The order of the verdicts is :func:`verdict`'s.
 """
 
 from __future__ import annotations
@@ -51,14 +48,32 @@ from ktsweep.model.params import ParameterError, derive_seed
 from ktsweep.model.quantities import step_size_variable
 from ktsweep.model.spectra import cutoff_threshold, kstar_power
 
-ATOL = 0.05
-"""Absolute tolerance on an exponent for the log and γ0 factors §5 omits."""
+RTOL = 0.1
+"""Relative tolerance on an exponent: the slope may miss the prediction by this fraction of it
+(the constants and γ0 factors §5 omits move a finite-range slope by a few per cent)."""
+ATOL = 0.01
+"""Floor of the tolerance, for exponents near zero (e.g. a small KD exponent κ)."""
+DRIFT_OCTAVES = 3
+"""The convergence window: local slopes over the last this many octaves of the axis."""
+DRIFT_SHARE = 0.5
+"""Converged iff the local slopes over the window spread by at most this share of the
+tolerance: a slope still moving faster would leave the tolerance within a few more octaves."""
+FINITE_D_SHARE = 0.05
+"""A rate fit is refused where the truncation at d (or the rank) removes this share of the
+rate-setting tail at the largest axis value: (k*/d)^(α_T − 1 − β) of the target energy beyond
+k* (the bias tail), k*/d for the lowdim target (the variance counts modes up to k*). Past it
+the truncated spectrum, not the power law, shapes the risk (at d = 200, α = 2, N = 2^14 it is
+0.094 and the slope is 0.07 steeper than at d = 2000)."""
 MIN_POINTS = 3
 BOOTSTRAP_DRAWS = 200
 BOOTSTRAP_SEED = 0
 
-COLUMNS = ("family", "quantity", "axis", "estimator", "fixed", "n_points", "range", "slope",
-           "slope_err", "predicted", "difference", "verdict", "notes")
+COLUMNS = ("family", "quantity", "axis", "estimator", "fixed", "n_points", "range", "horizon",
+           "slope", "slope_err", "slope_raw", "drift", "truncation", "predicted", "tolerance",
+           "difference", "verdict", "notes")
+
+VERDICTS = ("consistent", "inconsistent", "not asymptotic", "finite d", "edge",
+            "no prediction")
 
 FAMILY_ORDER = ("teacher", "direct", "ceiling", "kd_limit", "kd_der", "w2s_min_risk",
                 "w2s_gap", "w2s_nopt_paper", "w2s_nopt_audited", "w2s_kstar_opt")
@@ -77,26 +92,33 @@ FAMILY_TITLES = {
 }
 
 RULES = (
-    "Each row fits log(quantity) = slope * log(axis) + c by least squares on the asymptotic "
-    "range: the upper half of the usable axis values (at least 3 points; the range column "
-    "gives it), with every other grid axis held at the values in the fixed column. "
-    "Uncertainty for `exact` (no sampling noise) is the range sensitivity (largest change of "
-    "the slope when dropping the first point, dropping the last point, or fitting the upper "
-    "two-thirds) plus the regression standard error; for `mc` it is the standard deviation of "
-    f"the slope over {BOOTSTRAP_DRAWS} parametric-bootstrap draws (each point redrawn from "
-    "N(mean, se), seeded per family from a hash of its key). Verdict: `consistent` iff "
-    "|slope - predicted| <= "
-    f"max(2 slope_err, {ATOL}), the absolute {ATOL} covering the log and gamma0 factors "
-    "model.md section 5 leaves out; `inconsistent` otherwise; `no prediction` where section 5 "
-    "predicts nothing at that point (e.g. KD outside alpha_S > alpha_T > 1 + beta); `edge` where "
-    "fewer than 3 W2S optima lie inside the swept n range (an optimum at the first or last n "
-    "is never fitted). W2S optima: the grid minimum of risk_t2s over the n axis (or, without "
-    "one, over the T2S learning-curve checkpoints), refined by the vertex of a parabola in "
-    "log-log through it and its two neighbours; 1 - pgr is read at the grid minimum. KD rows "
-    "use the largest n as a stand-in for n -> infinity. Points with status other than ok, "
-    "and non-positive values, are not used. The notes give, for risk families, the slope "
-    "against N / log2 N (the geometric schedule's effective horizon K = T / log2 T), which "
-    "removes the leading log factor."
+    "Each row fits log(quantity) = slope * log(horizon) + c by least squares on the upper half "
+    "of the usable axis values (at least 3 points; the range column gives them in samples), "
+    "with every other grid axis held at the values in the fixed column. The horizon is the "
+    "effective one of the run's step-size schedule (T = samples / batch): T / log2 T for "
+    "`geometric` (the step halves every T / log2 T steps), (T/2) / log2(T/2) for "
+    "`tail_geometric` (its halving tail), T for `constant`; slope_raw is the slope against the "
+    "samples themselves. slope_err is the regression standard error for `exact` and the "
+    f"standard deviation over {BOOTSTRAP_DRAWS} parametric-bootstrap draws for `mc` (each point "
+    "redrawn from N(mean, se), seeded per family). Tolerance = "
+    f"max({RTOL} |predicted|, {ATOL}), plus 2 slope_err for `mc` (exact data has no "
+    "statistical error: its regression error measures curvature, which the drift judges). "
+    "Verdicts, first that applies: "
+    "`no prediction` where model.md section 5 predicts nothing there; `finite d` where the "
+    "truncation of the spectrum at d (or the rank) cuts at least "
+    f"{FINITE_D_SHARE} of the rate-setting tail at the largest axis value (the truncation "
+    "column: (k*/d)^(alpha_T - 1 - beta), k*/d for the lowdim target); "
+    "`not asymptotic` where the local slopes (between neighbouring points) over the last "
+    f"{DRIFT_OCTAVES} octaves still drift by more than {DRIFT_SHARE} of the tolerance (drift = "
+    "their max - min, for `mc` allowed two bootstrap standard deviations more); `edge` where "
+    "fewer than 3 W2S "
+    "optima lie inside the swept n range; `consistent` iff |slope - predicted| <= tolerance, "
+    "else `inconsistent`. Where the theory predicts a sign (der > 1 under KD) a violated sign "
+    "is `inconsistent` whatever the slope. W2S optima: the grid minimum of risk_t2s over the "
+    "n axis (or, without one of at least 3 values, over the T2S learning-curve checkpoints), "
+    "refined by the vertex of a parabola in log-log through it and its two neighbours; "
+    "1 - pgr is read at the grid minimum. KD rows use the largest n as a stand-in for "
+    "n -> infinity. Points with status other than ok, and non-positive values, are not used."
 )
 
 
@@ -169,23 +191,74 @@ def _fit_range(x: Sequence[float], y: Sequence[float], min_points: int
 
 
 def fit_exact(x: Sequence[float], y: Sequence[float], min_points: int = MIN_POINTS) -> Fit | None:
-    """Fit a noiseless series; error = range sensitivity + regression standard error.
+    """Fit a noiseless series; error = the regression standard error.
 
-    ``x`` must be increasing. Returns None with fewer than ``min_points`` usable points.
+    Curvature over the range is judged separately (:func:`drift`), not folded into the error:
+    a widened error bar would make an unconverged family look consistent. ``x`` must be
+    increasing. Returns None with fewer than ``min_points`` usable points.
     """
     prep = _fit_range(x, y, min_points)
     if prep is None:
         return None
     xv, yv, _, main = prep
-    m = len(xv)
     slope, intercept, se = loglog_slope(xv[main], yv[main])
-    variants = [slice(main.start + 1, m), slice(main.start, m - 1),
-                upper_range(m, 2.0 / 3.0, min_points)]
-    spread = 0.0
-    for v in variants:
-        if v.stop - v.start >= 2 and (v.start, v.stop) != (main.start, main.stop):
-            spread = max(spread, abs(loglog_slope(xv[v], yv[v])[0] - slope))
-    return Fit(slope, spread + se, intercept, xv[main])
+    return Fit(slope, se, intercept, xv[main])
+
+
+def local_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Slopes of log y vs log x between neighbouring points (along the last axis of y)."""
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    return np.diff(ly, axis=-1) / np.diff(lx)
+
+
+def drift_window(x_samples: np.ndarray, octaves: int = DRIFT_OCTAVES) -> np.ndarray:
+    """Mask of the points in the last ``octaves`` octaves of the (sorted, usable) sample axis,
+    at least three points."""
+    x = np.asarray(x_samples, float)
+    keep = x >= x[-1] / 2.0**octaves
+    if keep.sum() < 3:
+        keep[-3:] = True
+    return keep
+
+
+def drift(x: np.ndarray, y: np.ndarray, x_samples: np.ndarray | None = None,
+          octaves: int = DRIFT_OCTAVES) -> float:
+    """How much the local slope still moves: max − min of the local slopes of log y vs log x
+    over the last ``octaves`` octaves of ``x_samples`` (default ``x``). NaN with fewer than
+    three points. ``y`` may carry leading (bootstrap) dimensions."""
+    x = np.asarray(x, float)
+    xs = x if x_samples is None else np.asarray(x_samples, float)
+    if len(x) < 3:
+        return math.nan
+    keep = drift_window(xs, octaves)
+    s = local_slopes(x[keep], np.asarray(y, float)[..., keep])
+    return s.max(axis=-1) - s.min(axis=-1)
+
+
+def effective_horizon(steps: np.ndarray, schedule: str) -> np.ndarray:
+    """The horizon a power law in the samples is measured against, per step-size schedule.
+
+    ``geometric`` halves the step every T / log2 T steps: the final variance and the cutoff
+    k* are set by that period, so the law is one in T / log2 T (Lemma 1's log factor).
+    ``tail_geometric`` runs T/2 steps at γ0 then halves over the other half: (T/2) / log2(T/2).
+    ``constant`` has no decay: T itself. NaN where the log would be ≤ 1 (T ≤ 2).
+    """
+    t = np.asarray(steps, float)
+    if schedule == "constant":
+        return t
+    if schedule == "tail_geometric":
+        t = t / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 2.0, t / np.log2(np.where(t > 2.0, t, 4.0)), np.nan)
+
+
+def tolerance(predicted: float | None, slope_err: float) -> float:
+    """The allowed |slope − predicted|: max(RTOL·|predicted|, ATOL) + 2·slope_err (an unknown
+    error counts as zero: it never widens the tolerance)."""
+    if predicted is None or not np.isfinite(predicted):
+        return math.nan
+    err = slope_err if np.isfinite(slope_err) else 0.0
+    return max(RTOL * abs(float(predicted)), ATOL) + 2.0 * err
 
 
 def fit_bootstrap(x: Sequence[float], y: Sequence[float], draws: np.ndarray,
@@ -229,14 +302,23 @@ def normal_draws(mean: np.ndarray, se: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
     return mean + se * rng.standard_normal((draws, *mean.shape))
 
 
-def verdict(slope: float, slope_err: float, predicted: float | None, atol: float = ATOL) -> str:
-    """``consistent`` iff |slope − predicted| ≤ max(2·slope_err, atol); see :data:`RULES`."""
-    if predicted is None or not np.isfinite(predicted):
+def verdict(slope: float, slope_err: float, predicted: float | None, drift_value: float = 0.0,
+            truncation: float = 0.0, drift_err: float = 0.0) -> str:
+    """The verdict of one fit; the order of the checks is that of :data:`RULES`.
+
+    ``drift_value`` is the spread of the local slopes over the last octaves (NaN: undecidable,
+    counted as not converged), ``truncation`` the tail share d cuts (:func:`truncated_share`),
+    ``drift_err`` the statistical error of the drift (Monte Carlo only).
+    """
+    if predicted is None or not np.isfinite(predicted) or not np.isfinite(slope):
         return "no prediction"
-    if not np.isfinite(slope):
-        return "no prediction"
-    err = slope_err if np.isfinite(slope_err) else 0.0
-    return "consistent" if abs(slope - predicted) <= max(2.0 * err, atol) else "inconsistent"
+    if np.isfinite(truncation) and truncation >= FINITE_D_SHARE:
+        return "finite d"
+    tol = tolerance(predicted, slope_err)
+    derr = drift_err if np.isfinite(drift_err) else 0.0
+    if not drift_value <= DRIFT_SHARE * tol + 2.0 * derr:
+        return "not asymptotic"
+    return "consistent" if abs(slope - predicted) <= tol else "inconsistent"
 
 
 def optimum(values: np.ndarray) -> tuple[int, bool]:
@@ -299,6 +381,9 @@ class Series:
     draws: np.ndarray | None = None
     edge: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    x_eff: np.ndarray | None = None  # the effective horizon at x (None: x itself)
+    horizon: str = ""  # what x_eff is, for the table
+    truncation: float = math.nan  # share of the tail cut by d at the largest usable x
 
 
 class _Cube(CubeView):
@@ -323,37 +408,76 @@ def _fixed_text(values: dict[str, Any]) -> str:
 
 
 def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series: Series,
-         predicted: float | None, logcorr: bool = False) -> dict[str, Any] | None:
-    """Fit one series and make its table row (None if too few usable points)."""
+         predicted: float | None, above_one: bool = False) -> dict[str, Any] | None:
+    """Fit one series against its effective horizon and make its table row (None if too few
+    usable points). ``above_one``: the theory also predicts the quantity > 1 (der under KD)."""
     x, y = series.x, series.y.copy()
+    xe = x if series.x_eff is None else series.x_eff
     notes = list(series.notes)
+    pred = math.nan if predicted is None else float(predicted)
+    base = {"family": family, "quantity": quantity, "axis": axis, "estimator": method,
+            "fixed": fixed, "horizon": series.horizon or axis, "predicted": pred,
+            "truncation": series.truncation}
+    nan_fit = {"range": "", "slope": math.nan, "slope_err": math.nan, "slope_raw": math.nan,
+               "drift": math.nan, "tolerance": math.nan, "difference": math.nan}
     if series.edge is not None and series.edge.any():
         notes.append(f"optimum at the edge of the searched n range for {axis}="
                      + ",".join(_num(v) for v in x[series.edge]) + " (not fitted)")
         y[series.edge] = np.nan
         n_interior = int(usable(x, y).sum())
         if n_interior < MIN_POINTS:
-            return {"family": family, "quantity": quantity, "axis": axis, "estimator": method,
-                    "fixed": fixed, "n_points": n_interior, "range": "", "slope": math.nan,
-                    "slope_err": math.nan,
-                    "predicted": math.nan if predicted is None else predicted,
-                    "difference": math.nan, "verdict": "edge", "notes": "; ".join(notes)}
-    fit = fit_exact(x, y) if series.draws is None else fit_bootstrap(x, y, series.draws)
+            return {**base, **nan_fit, "n_points": n_interior, "verdict": "edge",
+                    "notes": "; ".join(notes)}
+    ok = usable(xe, y) & usable(x, y)
+    y = np.where(ok, y, np.nan)
+    fit = fit_exact(xe, y) if series.draws is None else fit_bootstrap(xe, y, series.draws)
     if fit is None:
         return None
     notes = fit.notes + notes
-    if logcorr:
-        ok = usable(x, y)
-        sel = ok & np.isin(x, fit.x_used)
-        if sel.sum() >= 2 and np.all(x[sel] > 2):
-            s = loglog_slope(x[sel] / np.log2(x[sel]), y[sel])[0]
-            notes.append(f"slope vs {axis}/log2({axis}): {s:.3f}")
-    pred = math.nan if predicted is None else float(predicted)
-    return {"family": family, "quantity": quantity, "axis": axis, "estimator": method,
-            "fixed": fixed, "n_points": fit.n_points, "range": fit.range, "slope": fit.slope,
-            "slope_err": fit.slope_err, "predicted": pred,
+    main = upper_range(int(ok.sum()))
+    raw = loglog_slope(x[ok][main], y[ok][main])[0]
+    drift_value = drift(xe[ok], y[ok], x[ok])
+    drift_err = 0.0
+    if series.draws is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dd = drift(xe[ok], np.asarray(series.draws, float)[:, ok], x[ok])
+        dd = dd[np.isfinite(dd)]
+        drift_err = float(np.std(dd, ddof=1)) if len(dd) >= 2 else 0.0
+    stat_err = fit.slope_err if series.draws is not None else 0.0
+    tol = tolerance(predicted, stat_err)
+    v = verdict(fit.slope, stat_err, predicted, drift_value, series.truncation, drift_err)
+    if v == "not asymptotic":
+        notes.append(f"local slopes over the last {DRIFT_OCTAVES} octaves drift by "
+                     f"{drift_value:.3f} > {DRIFT_SHARE} x tolerance {tol:.3f}")
+    if v == "finite d":
+        notes.append(f"truncation at d cuts {series.truncation:.2f} of the rate-setting tail at "
+                     f"the largest {axis} (>= {FINITE_D_SHARE}): raise d")
+    if above_one and np.isfinite(pred) and pred > 0:
+        last = y[ok][-1]
+        if not last > 1.0:
+            notes.append(f"predicted > 1 (KD gain) but {quantity} = {last:.3g} at the largest "
+                         f"{axis}")
+            v = "inconsistent"
+    return {**base, "n_points": fit.n_points, "range": f"{_num(x[ok][main][0])}.."
+            f"{_num(x[ok][main][-1])}", "slope": fit.slope, "slope_err": fit.slope_err,
+            "slope_raw": raw, "drift": drift_value, "tolerance": tol,
             "difference": fit.slope - pred if np.isfinite(pred) else math.nan,
-            "verdict": verdict(fit.slope, fit.slope_err, predicted), "notes": "; ".join(notes)}
+            "verdict": v, "notes": "; ".join(notes)}
+
+
+def judge(x: Sequence[float], y: Sequence[float], predicted: float | None,
+          schedule: str = "geometric", batch: int = 1, truncation: float = 0.0,
+          draws: np.ndarray | None = None) -> dict[str, Any]:
+    """One series through the full rule (horizon, drift, truncation, tolerance) outside a
+    cube: the row :func:`fit_cube` would write for it (empty fit columns when too short)."""
+    x = np.asarray(x, float)
+    s = Series(x, np.asarray(y, float), draws, x_eff=effective_horizon(x / batch, schedule),
+               horizon=schedule, truncation=truncation)
+    row = _row("series", "y", "x", "exact" if draws is None else "mc", "", s, predicted)
+    if row is None:
+        raise ValueError(f"judge needs at least {MIN_POINTS} usable points, got "
+                         f"{int(usable(x, y).sum())}")
+    return row
 
 
 _STUDENT_ONLY = ("alpha_s", "r_s", "batch_s", "schedule_s", "gamma0_s")
@@ -366,19 +490,20 @@ IRRELEVANT: dict[str, tuple[str, ...]] = {
 """Held axes a run does not depend on (one row, not one per value). The direct and ceiling
 students do depend on alpha_t: the target's coefficients are given in teacher coordinates."""
 
-SIMPLE_FAMILIES: tuple[tuple[str, str, str, str, bool], ...] = (
-    # family, variable, axis, theory.predictions key, add the N/log2 N slope to the notes
-    ("teacher", "risk_teacher", "N", "risk_teacher", True),
-    ("direct", "risk_direct", "N", "risk_direct", True),
-    ("ceiling", "risk_ceiling", "n", "risk_direct", True),
-    ("kd_limit", "risk_t2s", "N", "risk_t2s_limit", True),
-    ("kd_der", "der", "N", "der", False),
+SIMPLE_FAMILIES: tuple[tuple[str, str, str, str, str], ...] = (
+    # family, variable, axis, theory.predictions key, run whose schedule and cutoff set the
+    # horizon (t: the teacher's, on N samples; s: the student's, on the axis' samples)
+    ("teacher", "risk_teacher", "N", "risk_teacher", "t"),
+    ("direct", "risk_direct", "N", "risk_direct", "s"),
+    ("ceiling", "risk_ceiling", "n", "risk_direct", "s"),
+    ("kd_limit", "risk_t2s", "N", "risk_t2s_limit", "t"),
+    ("kd_der", "der", "N", "der", "t"),
 )
 
 
 def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -> None:
     """teacher, direct (vs N), ceiling (vs n), kd_limit and kd_der (vs N at the largest n)."""
-    for family, name, axis, key, logcorr in SIMPLE_FAMILIES:
+    for family, name, axis, key, role in SIMPLE_FAMILIES:
         if axis not in cube.axes or len(cube.layout.axes[axis]) < MIN_POINTS or not cube.has(name):
             continue
         others = [a for a in cube.axes if a != axis]
@@ -398,15 +523,52 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                 free_vals, y, se = found
                 seed = family_seed(family, method, _fixed_text(vals))
                 draws = None if se is None else normal_draws(y, se, seed=seed)
+                at = {**vals, **free_vals}
                 series = Series(x, y, draws)
-                pred = cube.predictions({**vals, **free_vals}).get(key)
+                _set_horizon(cube, at, role, series)
+                pred = cube.predictions(at).get(key)
                 if family.startswith("kd"):
                     series.notes += _kd_notes(cube, vals, x)
                 if family in ("direct", "ceiling"):
                     series.notes += _target_note(cube, vals)
-                row = _row(family, name, axis, method, _fixed_text(vals), series, pred, logcorr)
+                row = _row(family, name, axis, method, _fixed_text(vals), series, pred,
+                           above_one=family == "kd_der")
                 if row is not None:
                     rows.append(row)
+
+
+def truncated_share(kstar_over_d: float, p: Any) -> float:
+    """The share of the rate-setting tail that truncating the spectrum at d removes, for a
+    cutoff at ``kstar_over_d`` of d (see :data:`FINITE_D_SHARE`); 1 once k* passes d."""
+    f = min(float(kstar_over_d), 1.0)
+    if p.target == "lowdim":
+        return f
+    return f ** max(p.alpha_t - 1.0 - p.beta, 1e-9)
+
+
+def _set_horizon(cube: _Cube, vals: dict[str, Any], role: str, series: Series) -> None:
+    """Give ``series`` the effective horizon of run ``role`` (t or s) at its x values and the
+    fraction of d (or the rank) its cutoff k* reaches at the largest usable x."""
+    try:
+        p = cube.point(vals)
+    except ParameterError:
+        return
+    batch, schedule, fixed_h = ((p.batch_t, p.schedule_t, p.horizon_t) if role == "t"
+                                else (p.batch_s, p.schedule_s, p.horizon_s))
+    alpha, rank = (p.alpha_t, p.r_t) if role == "t" else (p.alpha_s, p.r_s)
+    steps = series.x / batch
+    if fixed_h is not None:
+        series.horizon = "samples (fixed schedule horizon)"
+        series.notes.append(f"horizon_{role} fixed at {fixed_h}: fitted against the samples")
+    else:
+        series.x_eff = effective_horizon(steps, schedule)
+        series.horizon = {"geometric": "T/log2 T", "tail_geometric": "(T/2)/log2(T/2)"}.get(
+            schedule, "T") + (f", T = samples/{batch}" if batch != 1 else "")
+    ok = usable(series.x, series.y)
+    if ok.any():
+        t_max = float(steps[ok].max())
+        kstar = kstar_power(alpha, cutoff_threshold(t_max, _gamma0(cube, vals, role), "lower"))
+        series.truncation = truncated_share(kstar / min(p.d, rank or p.d), p)
 
 
 def _first_usable(cube: _Cube, sub: xr.Dataset, free: Sequence[str], axis: str, x: np.ndarray
@@ -465,11 +627,11 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
     use_curve = not use_axis and cube.has("curve_t2s")
     if not (use_axis or use_curve):
         return
-    others = [a for a in cube.axes if a not in ("N", "n")]
+    inner = ["N", "n"] if use_axis else ["N", "step"]
+    others = [a for a in cube.axes if a not in inner]  # an n axis too short to search is held
     xN = np.asarray(cube.layout.axes["N"], float)
     for method in cube.methods:
         if use_axis:
-            inner = ["N", "n"]
             data = _with_se(cube, "risk_t2s", method)
             if cube.has("pgr"):
                 pgr = _with_se(cube, "pgr", method)
@@ -480,7 +642,6 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
             where = ("optimum over the n axis (n_opt and the minimum interpolated: parabola in "
                      "log-log through the grid minimum and its neighbours)")
         else:
-            inner = ["N", "step"]
             data = _with_se(cube, "curve_t2s", method)
             data["y"] = data["y"].where(data["step"] > 0)  # step 0 is the untrained student
             grid_n = None
@@ -525,7 +686,7 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
         n_opt[i], min_risk[i] = refine_optimum(grid_n, risk[i], j[i])
     gap = np.where(have, 1.0 - pgr[rows_idx, jj], np.nan) if pgr is not None else None
     alpha_s = cube.param(vals, "alpha_s")
-    gamma0 = _gamma0_s(cube, vals)
+    gamma0 = _gamma0(cube, vals, "s")
     kstar = np.array([student_cutoff(n, alpha_s, gamma0, batch_s) if np.isfinite(n) else np.nan
                       for n in n_opt])
     # bootstrap: redraw the whole (N, n) table and redo the optimum
@@ -556,6 +717,12 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
         ("w2s_nopt_audited", "n_opt", n_opt, draws.get("n"), "n_opt_audited"),
         ("w2s_kstar_opt", "k*_opt (from n_opt)", kstar, draws.get("k"), "kstar_opt"),
     ]
+    horizon = Series(xN, min_risk)
+    _set_horizon(cube, vals, "t", horizon)
+    if np.isfinite(kstar).any():  # the student's optimal cutoff must fit in d as well
+        p = cube.point(vals)
+        horizon.truncation = np.nanmax([
+            horizon.truncation, truncated_share(np.nanmax(kstar) / min(p.d, p.r_s or p.d), p)])
     new = []
     for family, quantity, y, d, key in specs:
         if y is None:
@@ -570,7 +737,9 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
                          f"gamma0_s={gamma0:.4g}")
         if method == "mc" and d is None:
             extra.append("no standard errors in the cube: exact-style error")
-        s = Series(xN, y, d if method == "mc" else None, edge & have, notes + extra)
+        s = Series(xN, y, d if method == "mc" else None, edge & have,
+                   notes + horizon.notes + extra, horizon.x_eff, horizon.horizon,
+                   horizon.truncation)
         if usable(xN, y).sum() < MIN_POINTS and not (edge & have).any():
             skipped.append(1)
             continue
@@ -588,18 +757,21 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
     rows.extend(new)
 
 
-def _gamma0_s(cube: _Cube, vals: dict[str, Any]) -> float:
-    """The T2S student's initial step actually used (cube variable), else from the spectrum."""
-    used = step_size_variable("gamma0_s", cube.axes)
+def _gamma0(cube: _Cube, vals: dict[str, Any], role: str) -> float:
+    """The initial step run ``role`` (t: teacher, s: students) actually used (cube variable),
+    else the first candidate from its spectrum."""
+    used = step_size_variable(f"gamma0_{role}", cube.axes)
     if cube.has(used):
-        at = {a: cube.layout.axes[a].index(v) for a, v in vals.items()}
+        at = {a: cube.layout.axes[a].index(v) for a, v in vals.items() if a in cube.axes}
         g = np.asarray(cube.ds[used].isel(at).values, float).reshape(-1)
         g = g[np.isfinite(g)]
         if len(g):
             return float(np.median(g))
-    from ktsweep.model.spectra import resolve_gamma0, student_spectrum
+    from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
 
     p = cube.point(vals)
+    if role == "t":
+        return resolve_gamma0(p.gamma0_t, teacher_spectrum(p))[0]
     return resolve_gamma0(p.gamma0_s, student_spectrum(p))[0]
 
 
@@ -640,21 +812,44 @@ def _cell(v: Any, digits: int = 3) -> str:
     return str(v).replace("|", "\\|")
 
 
+VERDICT_MEANING = {
+    "consistent": "the slope matches the prediction within tolerance",
+    "inconsistent": "converged, but the slope (or a predicted sign) misses the prediction",
+    "not asymptotic": "the local slope still drifts over the last octaves: larger N or n "
+                      "needed before the rate can be judged",
+    "finite d": "the spectrum's truncation at d, not the power law, shapes the curve; "
+                "raise d",
+    "edge": "the W2S optimum lies on the edge of the swept n range: widen the n axis",
+    "no prediction": "section 5 predicts no power law at these parameters",
+}
+
+
+def summary(df: pd.DataFrame) -> str:
+    """One paragraph a newcomer can read: how many rows got which verdict, and why."""
+    if df.empty:
+        return "No family could be fitted on this grid."
+    counts = df["verdict"].value_counts()
+    parts = [f"{int(counts[v])} {v} ({VERDICT_MEANING[v]})" for v in VERDICTS if v in counts]
+    judged = int(counts.get("consistent", 0) + counts.get("inconsistent", 0))
+    return (f"Of {len(df)} fitted rows, {judged} reached a converged, in-range fit and were "
+            "compared with the theory. " + "; ".join(parts) + ".")
+
+
 def to_markdown(df: pd.DataFrame) -> str:
-    """A readable Markdown report: the rules, then one table per family."""
-    lines = [f"# Exponent fits: {df.attrs.get('name', '')}", "",
+    """A readable Markdown report: a summary, the rules, then one table per family."""
+    lines = [f"# Exponent fits: {df.attrs.get('name', '')}", "", summary(df), "",
              f"Fixed parameters: {df.attrs.get('fixed', '') or '(none)'}.", "", RULES, ""]
     if "skipped" in df.attrs:
         lines += [f"Families skipped for fewer than {MIN_POINTS} usable points: "
                   f"{df.attrs['skipped']}.", ""]
+    if df.attrs.get("unfitted"):
+        lines += ["Families this grid cannot fit: " + "; ".join(df.attrs["unfitted"]) + ".", ""]
     if df.empty:
         lines.append("No family could be fitted: the grid needs an N (or n) axis with at least "
                      f"{MIN_POINTS} values and computed risks.")
         return "\n".join(lines) + "\n"
-    counts = df.groupby("verdict").size()
-    lines += ["Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", ""]
-    head = ["quantity", "axis", "estimator", "fixed", "n", "range", "slope ± err", "predicted",
-            "difference", "verdict", "notes"]
+    head = ["quantity", "estimator", "fixed", "n", "range", "horizon", "slope ± err",
+            "slope_raw", "drift", "cut", "predicted", "tol", "difference", "verdict", "notes"]
     for family in dict.fromkeys(df["family"]):
         sub = df[df["family"] == family]
         lines += [f"## {FAMILY_TITLES.get(family, family)}", "",
@@ -663,8 +858,10 @@ def to_markdown(df: pd.DataFrame) -> str:
             slope = ("" if not np.isfinite(r.slope)
                      else f"{r.slope:.3f} ± {r.slope_err:.3f}")
             lines.append("| " + " | ".join([
-                _cell(r.quantity), r.axis, r.estimator, _cell(r.fixed), str(r.n_points), r.range,
-                slope, _cell(r.predicted), _cell(r.difference), r.verdict, _cell(r.notes),
+                _cell(r.quantity), r.estimator, _cell(r.fixed), str(r.n_points), r.range,
+                _cell(r.horizon), slope, _cell(r.slope_raw), _cell(r.drift),
+                _cell(r.truncation, 2), _cell(r.predicted), _cell(r.tolerance),
+                _cell(r.difference), r.verdict, _cell(r.notes),
             ]) + " |")
         lines.append("")
     return "\n".join(lines)
