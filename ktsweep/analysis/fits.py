@@ -775,6 +775,30 @@ def _gamma0(cube: _Cube, vals: dict[str, Any], role: str) -> float:
     return resolve_gamma0(p.gamma0_s, student_spectrum(p))[0]
 
 
+def _unfitted(cube: _Cube) -> list[str]:
+    """Why each family this grid cannot fit at all is absent (written into fits.md)."""
+    out = []
+    if not cube.methods:
+        return ["all: no estimator with risks in the cube (bound only)"]
+    for family, name, axis, _, _ in SIMPLE_FAMILIES:
+        m = len(cube.layout.axes.get(axis, ())) if axis in cube.axes else 0
+        if m < MIN_POINTS:
+            out.append(f"{family} ({name} vs {axis}): {axis} is "
+                       + (f"an axis of {m} value(s)" if m else "not a grid axis")
+                       + f", a rate needs at least {MIN_POINTS}")
+    nN = len(cube.layout.axes["N"]) if "N" in cube.axes else 0
+    if nN < MIN_POINTS:
+        out.append(f"w2s_* (optimum over n vs N): N has {nN} value(s), needs {MIN_POINTS}")
+    elif not ("n" in cube.axes and len(cube.layout.axes["n"]) >= MIN_POINTS):
+        if cube.has("curve_t2s"):
+            out.append("w2s_gap: the n axis has fewer than 3 values, so the W2S optimum is "
+                       "searched over learning-curve checkpoints, which carry no ceiling")
+        else:
+            out.append("w2s_* : no n axis of 3 values and no learning curves to search "
+                       "for the optimal n")
+    return out
+
+
 def fit_cube(ds: xr.Dataset) -> pd.DataFrame:
     """Every §5 family the cube's grid spans, one row per (family, method, held values).
 
@@ -787,6 +811,7 @@ def fit_cube(ds: xr.Dataset) -> pd.DataFrame:
     if cube.methods:
         _simple_families(cube, rows, skipped)
         _w2s_families(cube, rows, skipped)
+    unfitted = _unfitted(cube)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     if len(df):
         order = {f: i for i, f in enumerate(FAMILY_ORDER)}
@@ -795,6 +820,7 @@ def fit_cube(ds: xr.Dataset) -> pd.DataFrame:
               .drop(columns="_o").reset_index(drop=True))
     df["n_points"] = df["n_points"].astype(int)
     df.attrs["skipped"] = len(skipped)
+    df.attrs["unfitted"] = unfitted
     df.attrs["name"] = cube.layout.name
     df.attrs["fixed"] = _fixed_text(cube.layout.fixed)
     tie = cube.layout.tie
