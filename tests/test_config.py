@@ -3,8 +3,6 @@ key, what is allowed and (where ktsweep reads the file) the file and line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -36,11 +34,6 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(text)
     return path
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ktsweep.cli", *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 def test_committed_schema_is_the_generated_one() -> None:
@@ -190,11 +183,12 @@ def test_limits_admit_large_horizons() -> None:
     assert c.max_steps == MAX_SAMPLES
 
 
-def test_plan_refuses_bad_file_without_traceback(tmp_path) -> None:
+def test_plan_refuses_bad_file_without_traceback(tmp_path, capsys) -> None:
+    from ktsweep import cli as ktsweep_cli
+
     path = write(tmp_path, BASE + "  n: 128\n")
-    out = cli("plan", str(path))
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert f"{path}:10:" in out.stderr
+    assert ktsweep_cli.main(["plan", str(path)]) == 2
+    assert f"{path}:10:" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -227,7 +221,7 @@ def test_point_refuses_bad_input_cleanly(args, words, capsys) -> None:
         assert w in err, err
 
 
-def test_point_and_sweep_share_checkpoints(tmp_path) -> None:
+def test_point_and_sweep_share_checkpoints(tmp_path, capsys) -> None:
     """One checkpoint rule: the direct student runs N / batch_s steps, more than the teacher
     (N / batch_t) and the T2S student (n / batch_s) here.
 
@@ -239,9 +233,10 @@ def test_point_and_sweep_share_checkpoints(tmp_path) -> None:
               "batch_t": 4}
     layout = Layout.from_config({"name": "one", "grid": {"N": [256]},
                                  "fixed": {k: v for k, v in values.items() if k != "N"}})
-    out = cli("point", *(f"{k}={v}" for k, v in values.items()), "--json")
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["step"] == layout.checkpoints.tolist()
+    from ktsweep import cli as ktsweep_cli
+
+    assert ktsweep_cli.main(["point", *(f"{k}={v}" for k, v in values.items()), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == layout.checkpoints.tolist()
     assert layout.checkpoints[-1] >= 256
 
 
@@ -257,6 +252,7 @@ def test_workflow_rereads_the_file_for_duplicates_and_lines(tmp_path) -> None:
     assert "Traceback" not in text
 
 
+@pytest.mark.slow  # documents Snakemake's own messages (two Snakemake starts)
 def test_missing_config_file_messages(tmp_path) -> None:
     """What config/README.md documents: without ``--configfile`` and without
     config/config.yaml in the working directory the workflow stops cleanly; a ``--configfile``
