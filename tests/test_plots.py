@@ -131,7 +131,9 @@ def test_figures_plot_the_cube_values(cube):
     at = _shown_at(fig)
     mesh = fig.axes[0].collections[0].get_array()  # drawn as (alpha_s rows, alpha_t columns)
     assert ds["pgr"].sel(at).sel(estimator="exact").dims == ("alpha_t", "alpha_s")
-    want = _cube_values(ds, "pgr", at, "exact").T
+    gap = (_cube_values(ds, "risk_teacher", at, "exact")
+           - _cube_values(ds, "risk_ceiling", at, "exact"))
+    want = np.where(gap > 0, _cube_values(ds, "pgr", at, "exact"), np.nan).T
     np.testing.assert_allclose(np.ma.filled(mesh, np.nan).reshape(want.shape), want,
                                rtol=1e-12)
 
@@ -152,6 +154,38 @@ def test_figures_plot_the_cube_values(cube):
     y = _cube_values(ds, "curve_t2s", at, "exact").astype(float)
     y = np.where(ds["step"].values > 0, y, np.nan)
     np.testing.assert_allclose(_line(fig.axes[0], "T2S student").get_ydata(), y, rtol=1e-6)
+
+
+def test_pgr_is_never_coloured_where_there_is_no_gap(cube):
+    """A cell whose ceiling is not better than its teacher (or 0/0) is hatched, never coloured
+    as PGR; the colour scale is diverging around 0, not clipped to [0, 1].
+
+    Mutations: drawing the raw pgr (no mask) colours the planted no-gap cells; masking with
+    ceiling > teacher instead of >= leaves the equal (0/0) cell coloured."""
+    ds = store.open_cube(cube).load()
+    at = _shown_at(plots.draw_figure(ds, "pgr_phase_alpha"))
+    teacher = ds["risk_teacher"].copy()
+    ceiling = ds["risk_ceiling"].copy()
+    sel = {**at, "estimator": "exact"}
+    ceiling.loc[{**sel, "alpha_t": 2.0, "alpha_s": 1.5}] = 2.0 * teacher.loc[
+        {**sel, "alpha_t": 2.0, "alpha_s": 1.5}]  # ceiling worse than teacher
+    ceiling.loc[{**sel, "alpha_t": 1.5, "alpha_s": 1.5}] = teacher.loc[
+        {**sel, "alpha_t": 1.5, "alpha_s": 1.5}]  # no gap at all: 0/0
+    ds["risk_ceiling"] = ceiling
+    fig = plots.draw_figure(ds, "pgr_phase_alpha")
+    ax = fig.axes[0]
+    mesh = np.ma.filled(ax.collections[0].get_array(), np.nan).reshape(2, 2)  # (alpha_s, alpha_t)
+    gap = (_cube_values(ds, "risk_teacher", at, "exact")
+           - _cube_values(ds, "risk_ceiling", at, "exact")).T
+    assert (gap <= 0).sum() >= 2
+    assert np.all(np.isnan(mesh[gap <= 0]))
+    assert np.all(np.isfinite(mesh[gap > 0]))
+    hatched = [c for c in ax.collections[1:] if c.get_hatch() == "//"]
+    assert len(hatched) == 1
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert plots.NO_GAP_LABEL in legend
+    norm = ax.collections[0].norm
+    assert norm.vcenter == 0.0 and norm.vmax > 0 > norm.vmin
 
 
 def test_figures_drop_points_whose_status_is_not_ok(cube):

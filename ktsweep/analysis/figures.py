@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from matplotlib.colors import LogNorm
+from matplotlib.colors import ListedColormap, LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model import theory
@@ -215,24 +216,50 @@ def _contour(ax, x, y, z, level: float, **style) -> Line2D | None:
                   label=style["label"])
 
 
-def _heatmap(ax, fig, x, y, pgr, w2s, der, xlabel, ylabel, log=False) -> None:
-    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(pgr).T, shading="nearest", cmap="viridis",
-                         vmin=0.0, vmax=1.0)
-    fig.colorbar(mesh, ax=ax, extend="both",
-                 label="PGR (colour clipped to [0, 1])")
+NO_GAP_LABEL = "no gap to recover (ceiling >= teacher, or 0/0): PGR not shown"
+
+
+def pgr_shown(pgr: np.ndarray, teacher: np.ndarray, ceiling: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """PGR where it means something, and the mask of cells where it does not.
+
+    PGR = (teacher − T2S) / (teacher − ceiling) measures a recovered gap; where the ceiling is
+    not better than the teacher there is no gap (the ratio's sign flips or it is 0/0), so
+    those cells are NaN in the first array and True in the second (hatched in the maps).
+    """
+    with np.errstate(invalid="ignore"):
+        gap = np.asarray(teacher, float) - np.asarray(ceiling, float)
+        no_gap = np.isfinite(gap) & ~(gap > 0)
+    return np.where(no_gap, np.nan, pgr), no_gap
+
+
+def _heatmap(ax, fig, x, y, pgr, w2s, der, xlabel, ylabel, log=False,
+             no_gap: np.ndarray | None = None) -> None:
+    """PGR on a diverging scale centred at 0 (T2S = teacher: the W2S boundary where a gap
+    exists), no-gap cells hatched, the w2s_ratio = 1 and der = 1 contours where they exist."""
+    finite = pgr[np.isfinite(pgr)]
+    lo = min(float(finite.min()) if finite.size else -1.0, -1e-3)
+    hi = max(float(finite.max()) if finite.size else 1.0, 1e-3)
+    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(pgr).T, shading="nearest", cmap="PuOr_r",
+                         norm=TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi))
+    fig.colorbar(mesh, ax=ax, label="PGR (0: T2S = teacher; > 0 recovers the gap; 1: ceiling)")
+    extra = []
+    if no_gap is not None and no_gap.any():
+        ax.pcolor(x, y, np.ma.masked_where(~no_gap, np.ones_like(pgr)).T, shading="nearest",
+                  cmap=ListedColormap(["0.85"]), hatch="//", edgecolor="0.55", linewidth=0.0)
+        extra.append(Patch(facecolor="0.85", edgecolor="0.55", hatch="//", label=NO_GAP_LABEL))
     if pgr.size <= 100:
         for i, xv in enumerate(x):
             for j, yv in enumerate(y):
                 if np.isfinite(pgr[i, j]):
-                    ax.text(xv, yv, f"{pgr[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if pgr[i, j] < 0.5 else "black")
+                    ax.text(xv, yv, f"{pgr[i, j]:.2f}", ha="center", va="center", fontsize=7)
     handles = [h for h in (
         _contour(ax, x, y, w2s, 1.0, color="white", label="w2s_ratio = 1 (W2S boundary)"),
         _contour(ax, x, y, der, 1.0, color="black", linestyle="--",
                  label="der = 1 (KD boundary)"),
-    ) if h is not None]
+    ) if h is not None] + extra
     if handles:
-        ax.legend(handles=handles, loc="upper left", fontsize=7, facecolor="0.85")
+        ax.legend(handles=handles, loc="upper left", fontsize=7, facecolor="0.95")
     if log:
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -247,17 +274,20 @@ def _phase_data(v: _View, keep: list[str]):
     """Slice point and the PGR, w2s_ratio and der planes over the two ``keep`` axes."""
     at = v.representative(keep, "pgr", v.method)
     pgr = _need(v.take("pgr", at, v.method, keep), "pgr")
-    w2s, der = (v.take(k, at, v.method, keep) if v.has(k) else np.full_like(pgr, np.nan)
-                for k in ("w2s_ratio", "der"))
-    return at, pgr, w2s, der
+    w2s, der, teacher, ceiling = (
+        v.take(k, at, v.method, keep) if v.has(k) else np.full_like(pgr, np.nan)
+        for k in ("w2s_ratio", "der", "risk_teacher", "risk_ceiling"))
+    pgr, no_gap = pgr_shown(pgr, teacher, ceiling)
+    return at, pgr, w2s, der, no_gap
 
 
 def fig_pgr_phase_alpha(v: _View) -> Figure:
     m = v.method
-    at, pgr, w2s, der = _phase_data(v, ["alpha_t", "alpha_s"])
+    at, pgr, w2s, der, no_gap = _phase_data(v, ["alpha_t", "alpha_s"])
     x, y = v.coord("alpha_t").astype(float), v.coord("alpha_s").astype(float)
     fig, (ax,) = _figure()
-    _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher decay α_T", "student decay α_S")
+    _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher decay α_T", "student decay α_S",
+             no_gap=no_gap)
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     ax.plot(xlim, xlim, color="0.6", lw=0.8, ls=":", label="α_S = α_T")
     ax.set_xlim(xlim)
@@ -267,10 +297,11 @@ def fig_pgr_phase_alpha(v: _View) -> Figure:
 
 def fig_pgr_phase_samples(v: _View) -> Figure:
     m = v.method
-    at, pgr, w2s, der = _phase_data(v, ["N", "n"])
+    at, pgr, w2s, der, no_gap = _phase_data(v, ["N", "n"])
     x, y = v.coord("N").astype(float), v.coord("n").astype(float)
     fig, (ax,) = _figure()
-    _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher samples N", "student samples n", log=True)
+    _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher samples N", "student samples n", log=True,
+             no_gap=no_gap)
     return _finish(fig, "PGR over the sample budgets (N, n)", v.caption(at, m))
 
 
