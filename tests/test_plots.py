@@ -182,6 +182,7 @@ def test_pgr_is_never_coloured_where_there_is_no_gap(cube):
     assert np.all(np.isfinite(mesh[gap > 0]))
     hatched = [c for c in ax.collections[1:] if c.get_hatch() == "//"]
     assert len(hatched) == 1
+    assert np.ma.count(hatched[0].get_array()) == (gap <= 0).sum()  # every no-gap cell
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert plots.NO_GAP_LABEL in legend
     norm = ax.collections[0].norm

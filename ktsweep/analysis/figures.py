@@ -594,7 +594,10 @@ REGISTRY: tuple[FigureSpec, ...] = (
         "pgr_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"), fig_pgr_phase_alpha,
         caption=(
             "Performance gap recovered (PGR) over the teacher and student spectral decays "
-            "(alpha_T, alpha_S) at the largest N and n of the sweep. The solid white contour is "
+            "(alpha_T, alpha_S) at the largest N and n of the sweep, on a diverging scale centred "
+            "at 0 (T2S as good as its teacher); hatched cells have no gap to recover (ceiling "
+            "not better than the teacher, or 0/0), where PGR means nothing. The solid white "
+            "contour is "
             "w2s_ratio = 1: inside it the student taught by the teacher beats its teacher "
             "(weak-to-strong generalisation, Theorem 5); the dashed black contour is der = 1, "
             "beyond which distillation beats training the student directly on the N labels (KD "
@@ -603,8 +606,8 @@ REGISTRY: tuple[FigureSpec, ...] = (
     FigureSpec(
         "pgr_phase_samples", lambda lay: _estimated(lay, "N", "n"), fig_pgr_phase_samples,
         caption=(
-            "PGR over the teacher samples N and student samples n at a fixed pair of spectra, "
-            "with the W2S boundary w2s_ratio = 1 (solid) and the KD boundary der = 1 (dashed). "
+            "PGR over the teacher samples N and student samples n at a fixed pair of spectra "
+            "(hatched: no gap to recover), with the W2S boundary w2s_ratio = 1 (solid) and the KD boundary der = 1 (dashed). "
             "Tests how the W2S and KD regions of Theorems 3 and 5 move with the sample budgets, "
             "e.g. the existence of a finite optimal n (Theorem 5)."
         )),
