@@ -607,7 +607,8 @@ REGISTRY: tuple[FigureSpec, ...] = (
         "pgr_phase_samples", lambda lay: _estimated(lay, "N", "n"), fig_pgr_phase_samples,
         caption=(
             "PGR over the teacher samples N and student samples n at a fixed pair of spectra "
-            "(hatched: no gap to recover), with the W2S boundary w2s_ratio = 1 (solid) and the KD boundary der = 1 (dashed). "
+            "(hatched: no gap to recover), with the W2S boundary w2s_ratio = 1 (solid) and the "
+            "KD boundary der = 1 (dashed). "
             "Tests how the W2S and KD regions of Theorems 3 and 5 move with the sample budgets, "
             "e.g. the existence of a finite optimal n (Theorem 5)."
         )),
