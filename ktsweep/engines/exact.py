@@ -96,9 +96,13 @@ def _best(score: np.ndarray, diverged: np.ndarray, labels, n_specs: int):
 
 
 def evaluate_detail(
-    points: Sequence[Point], checkpoints: np.ndarray | None = None
+    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
 ) -> tuple[dict[str, np.ndarray], Detail]:
-    """Exact quantities and the moments behind them for points sharing ``d``."""
+    """Exact quantities and the moments behind them for points sharing ``d``.
+
+    ``solver`` is :func:`~ktsweep.engines.moments.evolve` (closed form per stretch) or the
+    reference :func:`~ktsweep.engines.moments.evolve_steps` (every step; tests only).
+    """
     if len({p.d for p in points}) > 1:
         raise ValueError("exact.evaluate_detail needs points sharing d; use evaluate()")
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
@@ -120,7 +124,7 @@ def evaluate_detail(
                   p.schedule_s, p.plan_s, gs),
         ]
     runs, labels = _expand(specs)
-    m1 = evolve(runs, ck)
+    m1 = solver(runs, ck)
     best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
     pick = {(s.point, s.role): (best[k], g_best[k]) for k, s in enumerate(specs)}
 
@@ -139,7 +143,7 @@ def evaluate_detail(
         for i, p in enumerate(points)
     ]
     runs2, labels2 = _expand(specs2)
-    m2 = evolve(runs2, ck)
+    m2 = solver(runs2, ck)
     owner = np.array([specs2[s].point for s, _, _ in labels2])
     mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross[owner] + a_t[owner])
     best2, g2 = _best(mode_t2s_all.sum(axis=1), m2.diverged, labels2, P)
@@ -185,10 +189,10 @@ def evaluate_detail(
 
 
 def evaluate(
-    points: Sequence[Point], checkpoints: np.ndarray | None = None
+    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
 ) -> dict[str, np.ndarray]:
     """Exact quantities for any points (grouped by ``d`` internally; per-mode arrays padded)."""
-    return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints)[0])
+    return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints, solver)[0])
 
 
 def group_by_d(points: Sequence[Point], fn) -> dict[str, np.ndarray]:

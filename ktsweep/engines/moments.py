@@ -2,8 +2,16 @@
 
 A *run* is one SGD trajectory in expectation: a spectrum λ, an initial second moment
 a(0), a label-noise variance s², a batch size, a piecewise-constant schedule and a number
-of steps. Runs are stacked as rows of (rows, d) float64 arrays; the step loop is shared
-and touches only rows still running, so the cost is Σ_rows steps·d, not rows·max(steps)·d.
+of steps. Two solvers share the :class:`Runs` / :class:`Moments` records:
+
+- :func:`evolve` advances each constant-step stretch in closed form
+  (:mod:`ktsweep.engines.stretch`), at a cost independent of its length; a stretch whose
+  map is not strictly stable is stepped.
+- :func:`evolve_steps` walks every step (blocks of 64): the reference the closed form is
+  tested against, with cost Σ_rows steps·d.
+
+Divergence has one definition for every estimator (:data:`DIVERGED_FACTOR`,
+:func:`divergence_limit`).
 """
 
 from __future__ import annotations
@@ -14,8 +22,17 @@ import numpy as np
 
 from ktsweep.model.spectra import Phases, phase_product
 
-DIVERGED_FACTOR = 1e8
-"""A run whose Σa exceeds this multiple of its start (plus s²) is declared diverged."""
+DIVERGED_FACTOR = 1e4
+"""A run diverged when, at any step, Σ_i a_i + s² (twice its excess risk plus the noise floor)
+exceeds this multiple of its untrained value Σ_i a_i(0) + s². Stable SGD reaches at most the
+stationary level s²/(1 − Σ_i g_i/d_i) (see :mod:`ktsweep.engines.stretch`), far below this unless
+the step is within 10⁻⁴ of the stability edge; an unstable run crosses it geometrically fast.
+Monte Carlo applies the same rule to each replicate (``mc``)."""
+
+
+def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """The bound on Σ_i a_i + s² above which a run is diverged (one place for the rule)."""
+    return DIVERGED_FACTOR * np.maximum(np.asarray(untrained) + np.asarray(noise), 1e-300)
 
 
 @dataclass
@@ -71,8 +88,9 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int
     return decay, gain, powers, inverse
 
 
-def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -> Moments:
-    """Iterate a_i ← (1 − 2γλ_i + γ²λ_i²(1 + 1/B)) a_i + (γ²λ_i²/B)(Σ_j a_j + s²).
+def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
+                 ) -> Moments:
+    """Reference solver: iterate a_i ← (1 − 2γλ_i + γ²λ_i²(1 + 1/B)) a_i + (γ²λ_i²/B)(Σ_j a_j + s²).
 
     Steps advance in blocks of up to ``block`` (never across a schedule change or the end
     of a run); learning-curve checkpoints inside a block are read from its renewal solution.
@@ -106,8 +124,7 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
     gain = np.zeros((rows, d))
     powers = np.ones((rows, k, d))
     inverse = np.broadcast_to(np.eye(k), (rows, k, k)).copy()
-    start_total = a.sum(axis=1) + noise
-    limit = DIVERGED_FACTOR * np.maximum(start_total, 1e-300)
+    limit = divergence_limit(a.sum(axis=1), noise)
     diverged = np.zeros(rows, dtype=bool)
 
     def freeze(idx: np.ndarray) -> None:
@@ -154,6 +171,9 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
         freeze(np.flatnonzero(bad))
     curve[~np.isfinite(curve)] = np.nan
 
+    bad = ~(a.sum(axis=1) >= 0)
+    if bad.any():
+        freeze(np.flatnonzero(bad))
     with np.errstate(all="ignore"):
         contraction = np.stack(
             [phase_product(phases[r], int(steps[r]), lam[r]) for r in range(rows)]
@@ -163,3 +183,99 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
     inverse_order[order] = np.arange(rows)
     return Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
                    diverged[inverse_order])
+
+
+def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, inv_b: float,
+                  length: int, times: np.ndarray, limit: float, block: int = 64
+                  ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Step one run through a stretch its closed form cannot take (map not strictly stable).
+
+    Returns a, ½Σa at ``times`` (1 ≤ t ≤ length) and whether Σa + s² crossed ``limit``;
+    stops at the first block that crosses it (an unstable map grows geometrically, so this
+    ends quickly whatever the stretch length).
+    """
+    curve = np.full(len(times), np.nan)
+    ops = _block_operators(lam, gamma, inv_b, block)
+    if ops is None:
+        return a, curve, True
+    decay, gain, powers, inverse = ops
+    t = 0
+    with np.errstate(all="ignore"):
+        while t < length:
+            m = min(block, length - t)
+            pw = powers[:m]
+            s = inverse[:m, :m] @ (pw @ a + noise)
+            for j, tj in enumerate(times):
+                if t < tj <= t + m - 1:
+                    curve[j] = 0.5 * (s[tj - t] - noise)
+            a = pw[m - 1] * decay * a + gain * (s[::-1] @ pw)
+            t += m
+            total = a.sum() + noise
+            for j, tj in enumerate(times):
+                if tj == t:
+                    curve[j] = 0.5 * (total - noise)
+            if not (s.max() < limit and total < limit):
+                return a, curve, True
+    return a, curve, False
+
+
+def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
+    """Advance every run stretch by stretch in closed form (cost independent of N and n).
+
+    Same contract as :func:`evolve_steps`. Divergence follows :data:`DIVERGED_FACTOR`: a
+    strictly stable stretch cannot grow without bound, and its Σa is bounded above by
+    :func:`~ktsweep.engines.stretch.advance`'s ``peak``; only when that bound reaches the
+    limit is Σa evaluated along the stretch (64 log-spaced steps and the checkpoints). A
+    stretch that is not strictly stable is stepped until it ends or crosses the limit.
+    """
+    from ktsweep.engines.stretch import advance, stretch_map
+
+    rows, d = runs.a0.shape
+    ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
+    curve = np.full((rows, len(ckpt)), np.nan)
+    a_out = np.array(runs.a0, dtype=np.float64)
+    contraction = np.ones((rows, d))
+    diverged = np.zeros(rows, dtype=bool)
+    for r in range(rows):
+        lam = np.ascontiguousarray(runs.lam[r], dtype=np.float64)
+        a = a_out[r].copy()
+        noise = float(runs.noise[r])
+        inv_b = 1.0 / float(runs.batch[r])
+        steps = int(runs.steps[r])
+        limit = float(divergence_limit(a.sum(), noise))
+        curve[r, ckpt == 0] = 0.5 * a.sum()
+        phases = runs.phases[r]
+        stops = [s for s, _ in phases[1:]] + [steps]
+        with np.errstate(all="ignore"):
+            for (start, gamma), stop in zip(phases, stops, strict=True):
+                stop = min(stop, steps)
+                if stop <= start:
+                    continue
+                length = stop - start
+                inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
+                rel = ckpt[inside] - start
+                sm = stretch_map(lam, gamma, inv_b)
+                if sm is None:
+                    a, vals, blew = _step_stretch(lam, a, noise, gamma, inv_b, length, rel,
+                                                  limit)
+                else:
+                    new, vals, peak = advance(sm, a, noise, length, rel)
+                    blew = False
+                    if not peak + noise < limit:
+                        probe = np.unique(np.geomspace(1, length, 64).astype(np.int64))
+                        _, along, _ = advance(sm, a, noise, length, probe)
+                        blew = not (2.0 * along.max() + noise < limit)
+                    a = new
+                curve[r, inside] = vals
+                total = a.sum()
+                if blew or not (0.0 <= total and total + noise < limit):
+                    diverged[r] = True
+                    break
+        if diverged[r]:
+            a_out[r] = np.nan
+            contraction[r] = np.nan
+            continue
+        a_out[r] = a
+        contraction[r] = phase_product(phases, steps, lam)
+        curve[r, ckpt > steps] = np.nan
+    return Moments(a_out, contraction, curve, diverged)
