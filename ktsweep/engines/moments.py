@@ -228,7 +228,7 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
     limit is Σa evaluated along the stretch (64 log-spaced steps and the checkpoints). A
     stretch that is not strictly stable is stepped until it ends or crosses the limit.
     """
-    from ktsweep.engines.stretch import advance, stretch_map
+    from ktsweep.engines.stretch import stretch_map
 
     rows, d = runs.a0.shape
     ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
@@ -255,16 +255,17 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
                 inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
                 rel = ckpt[inside] - start
                 sm = stretch_map(lam, gamma, inv_b)
-                if sm is None:
+                res = None if sm is None else sm.advance(a, noise, length, rel)
+                if res is None:
                     a, vals, blew = _step_stretch(lam, a, noise, gamma, inv_b, length, rel,
                                                   limit)
                 else:
-                    new, vals, peak = advance(sm, a, noise, length, rel)
+                    new, vals, peak = res
                     blew = False
                     if not peak + noise < limit:
                         probe = np.unique(np.geomspace(1, length, 64).astype(np.int64))
-                        _, along, _ = advance(sm, a, noise, length, probe)
-                        blew = not (2.0 * along.max() + noise < limit)
+                        along = sm.advance(a, noise, length, probe)
+                        blew = along is None or not (2.0 * along[1].max() + noise < limit)
                     a = new
                 curve[r, inside] = vals
                 total = a.sum()

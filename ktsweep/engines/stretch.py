@@ -26,7 +26,18 @@ w_k = l_kᵀ r_k = Σ_i g_i C_{k,i}² and h_k = l_kᵀ g (= 1 by the secular equ
     Σ_i a_i(t) = Σ_k h_k [μ_k^t α_k + s² β_k E_k(t)].
 
 Cost O(d²) per stretch whatever its length t; learning-curve checkpoints inside a stretch
-cost O(d) each (the sum above), so checkpoints never split a stretch.
+cost O(d) each (the sum above).
+
+**Only the slow roots.** Splitting off the fixed point a_∞ = (I − M)⁻¹ s² g, which
+Sherman–Morrison gives in closed form, a_∞,i = (g_i/d_i) s² / (1 − Σ_j g_j/d_j),
+
+    a(t) = a_∞ + M^t (a(0) − a_∞) = a_∞ + Σ_k r_k μ_k^t l_kᵀ(a(0) − a_∞) / w_k.
+
+A root with δ_k t beyond a few hundred contributes below any float64 resolution (the bound
+used is in :meth:`StretchMap.advance`), so a stretch needs only the roots with δ_k below that
+cut over its length: long stretches at a large step need few. Roots interlace with the
+poles (δ_k lies between consecutive d's), so the needed ones are a known suffix of the sorted
+order, computed on demand and cached; the cost of a stretch is O(d × roots needed).
 
 **Accuracy near μ = 1.** Tail modes have δ_k ≈ d_k ≈ 2γλ_k tiny while the stretch length t
 can be 2^35: μ^t needs δ_k to *relative* precision, which μ_k = 1 − δ_k in float64 cannot
@@ -46,158 +57,201 @@ too close to separate, returns ``None`` and the caller steps it (model.md's recu
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg.lapack import dlasd4
 
 _ROW_CHUNK = 512
-"""Rows of C built at once (bounds memory at d = 10⁴ to 40 MB)."""
+"""Rows of C built at once when C is not kept (bounds memory at d = 10⁴ to 40 MB)."""
 
-_CACHE_BYTES = 256 << 20
+_KEEP_ROWS = 2048 * 2048
+"""Maps whose computed C has at most this many entries (32 MB) keep it, so applying them is
+two matrix-vector products; larger ones rebuild C row block by row block."""
+
+_CACHE_BYTES = 512 << 20
 """Stretch maps are reused across runs and points (same λ, γ, B): geometric schedules of any
 horizon share their step sizes γ0·2^-j, and the T2S and ceiling students share everything."""
 
+_TINY = 1e-18
+"""Relative size (against the state's scale) below which a decaying component is dropped."""
 
-@dataclass
+
 class StretchMap:
-    """Spectral decomposition of one constant-step map (live modes only)."""
+    """Spectral data of one strictly stable constant-step map (live modes, d descending).
 
-    live: np.ndarray  # (m,) indices of modes with λ > 0
-    d: np.ndarray  # (m,) 1 − q
-    g: np.ndarray  # (m,) gain
-    origin: np.ndarray  # (m,) nearest pole of each root (index into live)
-    tau: np.ndarray  # (m,) δ_k − d_origin
-    delta: np.ndarray  # (m,) δ_k = 1 − μ_k
-    h: np.ndarray  # (m,) l_kᵀ g
-    w: np.ndarray  # (m,) l_kᵀ r_k
-    rows: np.ndarray | None  # (m, m) C when small enough to keep
+    Root i (0-based) of the inverted problem lies between the poles 1/√d_i and 1/√d_{i+1},
+    so δ_i ∈ (d_{i+1}, d_i) with d_m = 0: the small roots are the suffix ``[lo, m)``.
+    """
 
-    def chunks(self):
-        """Yield (slice, C rows) of the eigenvector matrix, from the cache or rebuilt."""
+    def __init__(self, live: np.ndarray, d: np.ndarray, g: np.ndarray, ratio: np.ndarray,
+                 f0: float) -> None:
+        self.live, self.d, self.g = live, d, g
+        self.fixed = ratio / f0  # a_∞ / s²
+        m = d.size
+        self._D = 1.0 / np.sqrt(d)
+        u = np.sqrt(g) / d
+        nu = float(np.sqrt(np.sum(u * u)))
+        self._z = u / nu if m else u
+        self._rho = nu * nu / f0 if m else 1.0
+        self.lo = m
+        self.origin = np.zeros(0, dtype=np.int64)
+        self.tau = np.zeros(0)
+        self.delta = np.zeros(0)
+        self.h = np.zeros(0)
+        self.w = np.zeros(0)
+        self.rows: np.ndarray | None = np.zeros((0, m))
+        self.failed = False
+
+    @property
+    def nbytes(self) -> int:
+        rows = 0 if self.rows is None else self.rows.nbytes
+        return 8 * (6 * self.d.size + 5 * self.delta.size) + rows
+
+    def ensure(self, cut: float) -> bool:
+        """Compute every root with δ ≤ ``cut`` (and possibly a few more); False on failure."""
         m = self.d.size
-        for lo in range(0, m, _ROW_CHUNK):
-            sl = slice(lo, min(m, lo + _ROW_CHUNK))
-            if self.rows is not None:
-                yield sl, self.rows[sl]
-            else:
-                yield sl, self._build(sl)
+        if self.failed:
+            return False
+        upper = np.append(self.d[1:], 0.0)  # lower end of root i's interval
+        lo = int(np.searchsorted(-upper, -cut, side="left"))  # first i with d_{i+1} < cut
+        lo = min(lo, m - 1) if m else 0
+        if lo >= self.lo:
+            return True
+        new = range(lo, self.lo)
+        origin = np.empty(len(new), dtype=np.int64)
+        tau = np.empty(len(new))
+        delta = np.empty(len(new))
+        D, z, rho, d = self._D, self._z, self._rho, self.d
+        for j, i in enumerate(new):
+            dl, sigma, work, info = dlasd4(i, D, z, rho)
+            if info != 0 or not sigma > 0:
+                self.failed = True
+                return False
+            o = i if i + 1 >= m or abs(dl[i]) <= abs(dl[i + 1]) else i + 1
+            dk = 1.0 / (sigma * sigma)
+            origin[j], delta[j] = o, dk
+            tau[j] = d[o] * dk * (dl[o] * work[o])  # δ − d_o = d_o δ (1/d_o − 1/δ)
+        rows = self._build(origin, tau, None)
+        h = rows @ self.g
+        w = np.square(rows) @ self.g
+        if not (np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all()):
+            self.failed = True
+            return False
+        self.lo = lo
+        self.origin = np.concatenate([origin, self.origin])
+        self.tau = np.concatenate([tau, self.tau])
+        self.delta = np.concatenate([delta, self.delta])
+        self.h = np.concatenate([h, self.h])
+        self.w = np.concatenate([w, self.w])
+        if self.rows is not None and (m - lo) * m <= _KEEP_ROWS:
+            self.rows = np.concatenate([rows, self.rows])
+        else:
+            self.rows = None
+        return True
 
-    def _build(self, sl: slice) -> np.ndarray:
-        o = self.origin[sl]
-        diff = self.d[None, :] - self.d[o][:, None]  # exact 0 at the origin pole
-        diff -= self.tau[sl, None]
-        return 1.0 / diff
+    def _build(self, origin: np.ndarray, tau: np.ndarray, out: np.ndarray | None
+               ) -> np.ndarray:
+        """C rows 1/(d_j − δ_k) = 1/((d_j − d_o) − τ): exact 1/(−τ) at the origin pole."""
+        rows = np.subtract(self.d[None, :], self.d[origin][:, None], out=out)
+        rows -= tau[:, None]
+        return np.reciprocal(rows, out=rows)
+
+    def _chunks(self):
+        if self.rows is not None:
+            yield slice(0, self.delta.size), self.rows
+            return
+        for lo in range(0, self.delta.size, _ROW_CHUNK):
+            sl = slice(lo, min(self.delta.size, lo + _ROW_CHUNK))
+            yield sl, self._build(self.origin[sl], self.tau[sl], None)
+
+    def advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """a after ``length`` steps, ½Σa at ``times`` (0 < t ≤ length) and an upper bound on
+        Σa over the stretch (for the divergence rule); None if a root could not be found.
+
+        Dropping root k changes a_i(t) by at most √g_i ‖W⁻¹y‖ μ_k^t (y = a(0) − a_∞, W =
+        diag √g: an orthogonal projection in the symmetric coordinates), so roots with
+        μ_k^t ≤ _TINY · scale / (√g_max ‖W⁻¹y‖) at the shortest time asked for are dropped.
+        Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with 0 < μ_k < 1 bounds the peak by
+        Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
+        """
+        dead = np.ones(a.size, dtype=bool)
+        dead[self.live] = False
+        still = float(a[dead].sum())
+        s2 = noise + still
+        x = a[self.live]
+        fixed = self.fixed * s2
+        y = x - fixed
+        t_min = float(min(length, times.min())) if times.size else float(length)
+        with np.errstate(divide="ignore"):
+            spread = math.sqrt(float(self.g.max()) * float(np.sum(y * y / self.g)))
+        scale = max(float(np.abs(x).sum()), float(fixed.sum()), 1e-300)
+        if spread > 0:
+            cut = max(0.0, math.log(spread / (_TINY * scale))) / t_min
+            if not self.ensure(max(cut, 1e-300)):
+                return None
+        log_mu = np.log1p(-self.delta)
+        if self.rows is not None:
+            alpha = (self.rows @ y) / self.w
+        else:
+            alpha = np.empty(self.delta.size)
+            for sl, c in self._chunks():
+                alpha[sl] = (c @ y) / self.w[sl]
+        coef = np.exp(length * log_mu) * alpha
+        if self.rows is not None:
+            out = coef @ self.rows
+        else:
+            out = np.zeros(self.d.size)
+            for sl, c in self._chunks():
+                out += coef[sl] @ c
+        new = a.copy()
+        new[self.live] = fixed + self.g * out
+        base = float(fixed.sum()) + still
+        ha = self.h * alpha
+        curve = np.array([0.5 * (base + float(ha @ np.exp(t * log_mu))) for t in times])
+        peak = base + float(np.abs(ha).sum()) + _TINY * scale
+        return new, curve, peak
 
 
 def _solve(lam: np.ndarray, gamma: float, inv_b: float) -> StretchMap | None:
-    """Decompose the map of step γ; None when it is not strictly stable or not separable."""
+    """Set up the map of step γ; None when it is not strictly stable or not separable."""
     live = np.flatnonzero(lam > 0)
     x = gamma * lam[live]
     d = x * (2.0 - x * (1.0 + inv_b))
     g = x * x * inv_b
-    m = live.size
-    if m == 0:
-        e = np.zeros(0)
-        return StretchMap(live, e, e, np.zeros(0, int), e, e, e, e, None)
     if not (d > 0).all():
         return None
     ratio = x * inv_b / (2.0 - x * (1.0 + inv_b))  # g/d without cancellation
-    f0 = 1.0 - ratio.sum()
+    f0 = 1.0 - float(ratio.sum())
     if not f0 > 0:  # spectral radius ≥ 1
         return None
-    # Poles of the inverted problem: D_j = 1/√d_j ascending ⇔ d descending.
     order = np.argsort(-d, kind="stable")
     live, d, g, ratio = live[order], d[order], g[order], ratio[order]
-    if m > 1 and not (np.diff(d) < 0).all() or (np.abs(np.diff(d)) <= 1e-13 * d[1:]).any():
+    if live.size > 1 and not (d[1:] < d[:-1] * (1 - 1e-13)).all():
         return None  # (near-)equal poles: not separable in float64
-    D = 1.0 / np.sqrt(d)
-    u = np.sqrt(g) / d
-    nu = float(np.sqrt(np.sum(u * u)))
-    z = u / nu
-    rho = nu * nu / f0
-    origin = np.empty(m, dtype=np.int64)
-    tau = np.empty(m)
-    delta = np.empty(m)
-    for i in range(m):
-        dl, sigma, work, info = dlasd4(i, D, z, rho)
-        if info != 0 or not sigma > 0:
-            return None
-        o = i if i + 1 >= m or abs(dl[i]) <= abs(dl[i + 1]) else i + 1
-        dk = 1.0 / (sigma * sigma)
-        origin[i], delta[i] = o, dk
-        tau[i] = d[o] * dk * (dl[o] * work[o])  # δ − d_o = d_o δ (1/d_o − 1/δ)
-    sm = StretchMap(live, d, g, origin, tau, delta, np.empty(m), np.empty(m), None)
-    keep = m * m * 8 <= _CACHE_BYTES // 16
-    rows = np.empty((m, m)) if keep else None
-    for sl, c in sm.chunks():
-        sm.h[sl] = c @ g
-        sm.w[sl] = (c * c) @ g
-        if rows is not None:
-            rows[sl] = c
-    sm.rows = rows
-    if not (np.isfinite(sm.h).all() and np.isfinite(sm.w).all() and (sm.w > 0).all()):
-        return None
-    return sm
+    return StretchMap(live, d, g, ratio, f0)
 
 
 _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
-_cache_bytes = [0]
-
-
-def _nbytes(sm: StretchMap | None) -> int:
-    if sm is None:
-        return 64
-    return 8 * 8 * sm.d.size + (0 if sm.rows is None else sm.rows.nbytes)
 
 
 def stretch_map(lam: np.ndarray, gamma: float, inv_b: float) -> StretchMap | None:
-    """The (cached) decomposition of the constant-step map; None: step it instead."""
+    """The (cached) map of one constant step; None: not strictly stable, step it instead."""
     key = (hash(lam.tobytes()), lam.size, float(gamma), float(inv_b))
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
     sm = _solve(lam, gamma, inv_b)
     _cache[key] = sm
-    _cache_bytes[0] += _nbytes(sm)
-    while _cache_bytes[0] > _CACHE_BYTES and len(_cache) > 1:
+    total = sum(v.nbytes for v in _cache.values() if v is not None)
+    while total > _CACHE_BYTES and len(_cache) > 1:
         _, old = _cache.popitem(last=False)
-        _cache_bytes[0] -= _nbytes(old)
+        total -= 0 if old is None else old.nbytes
     return sm
 
 
-def advance(sm: StretchMap, a: np.ndarray, noise: float, length: int,
-            times: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """a after ``length`` steps of the map, ½Σa at each of ``times`` (0 < t ≤ length), and an
-    upper bound on max_t Σa over the stretch (for the divergence rule).
-
-    The bound: Σ_i a_i(t) = Σ_k h_k [s²β_k/δ_k + μ_k^t (α_k − s²β_k/δ_k)] with 0 < μ_k < 1,
-    so it never exceeds Σ_k h_k s²β_k/δ_k + Σ_k |h_k (α_k − s²β_k/δ_k)| (plus dead modes).
-    """
-    dead = np.ones(a.size, dtype=bool)
-    dead[sm.live] = False
-    still = float(a[dead].sum())
-    s2 = noise + still
-    x = a[sm.live]
-    log_mu = np.log1p(-sm.delta)
-    pow_l = np.exp(length * log_mu)
-    geo_l = -np.expm1(length * log_mu) / sm.delta
-    t = np.asarray(times, dtype=np.float64)
-    out = np.zeros(sm.d.size)
-    alpha = np.empty(sm.d.size)
-    for sl, c in sm.chunks():
-        alpha[sl] = (c @ x) / sm.w[sl]
-    beta = s2 * sm.h / sm.w
-    coef = pow_l * alpha + beta * geo_l
-    for sl, c in sm.chunks():
-        out += coef[sl] @ c
-    new = a.copy()
-    new[sm.live] = sm.g * out
-    curve = np.empty(t.size)
-    for j, tj in enumerate(t):
-        cj = np.exp(tj * log_mu) * alpha - beta * np.expm1(tj * log_mu) / sm.delta
-        curve[j] = 0.5 * (float(sm.h @ cj) + still)
-    stationary = beta / sm.delta
-    peak = float(sm.h @ stationary + np.abs(sm.h * (alpha - stationary)).sum()) + still
-    return new, curve, peak
+def clear_cache() -> None:
+    """Forget every cached map (benchmarks time cold starts with it)."""
+    _cache.clear()
