@@ -269,7 +269,7 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
                     a = new
                 curve[r, inside] = vals
                 total = a.sum()
-                if blew or not (0.0 <= total and total + noise < limit):
+                if blew or not (total >= 0.0 and total + noise < limit):
                     diverged[r] = True
                     break
         if diverged[r]:
