@@ -60,7 +60,7 @@ def point_record(results: dict[str, dict[str, np.ndarray]], steps: np.ndarray) -
     statuses = []
     for m in methods:
         for k, v in results[m].items():
-            if k.startswith("gamma0_"):
+            if k.startswith(("gamma0_", "tune_edge_")):  # per point, not per method
                 record[k] = v[0]
             elif k == "status":
                 statuses.append(str(v[0]))
@@ -72,6 +72,19 @@ def point_record(results: dict[str, dict[str, np.ndarray]], steps: np.ndarray) -
     return {k: _jsonable(v) for k, v in record.items()}
 
 
+def tune_edge_warnings(record: dict[str, Any]) -> list[str]:
+    """One message per run whose tuned γ0 sits at an end of its ``{tune: [...]}`` list."""
+    runs = {"t": ("teacher", "gamma0_t"), "s": ("T2S student", "gamma0_s"),
+            "direct": ("direct student", "gamma0_direct"),
+            "ceiling": ("ceiling student", "gamma0_ceiling")}
+    out = []
+    for suffix, (who, key) in runs.items():
+        if record.get(f"tune_edge_{suffix}") == 1.0:
+            out.append(f"the {who}'s tuned {key} = {record.get(key)} is at an end of its tune "
+                       "list; the best step may lie outside it (widen the list)")
+    return out
+
+
 def cmd_point(args: argparse.Namespace) -> int:
     try:
         point = make_point(parse_assignments(args.assignments))
@@ -81,6 +94,8 @@ def cmd_point(args: argparse.Namespace) -> int:
     steps = checkpoint_steps(max(point.steps_t, point.steps_s), args.checkpoints_per_decade)
     settings = MCSettings(args.replicates, args.seed, args.device, args.dtype)
     record = point_record(run([point], methods, steps, settings), steps)
+    for warning in tune_edge_warnings(record):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(record))
         return 0

@@ -275,10 +275,18 @@ def test_divergence_is_local(which: str, huge: float, small_point: Callable[...,
     assert list(both["status"]) == ["ok", "diverged", "ok"]
     for k in RISKS + ("der", "pgr", "w2s_ratio"):
         np.testing.assert_allclose(both[k][0], alone[k][0], rtol=1e-12, err_msg=k)
-    # A diverged point reports no risks at all (as mc does), whichever run diverged.
-    for k in RISKS + ("der", "pgr", "w2s_ratio"):
+    # Only the runs depending on a diverged run are blanked (as in mc): a diverged teacher
+    # takes the T2S student with it; a diverged student step blanks the three student runs.
+    blanked = {"gamma0_t": ("risk_teacher", "risk_t2s"),
+               "gamma0_s": ("risk_direct", "risk_t2s", "risk_ceiling")}[which]
+    for k in RISKS:
+        assert np.isnan(both[k][1]) == (k in blanked), k
+        if k not in blanked:
+            assert both[k][1] == pytest.approx(alone[k][0], rel=1e-12), k
+    for k in ("der", "pgr", "w2s_ratio"):
         assert np.isnan(both[k][1]), k
-    assert np.isnan(both["mode_t2s"][1]).all() and np.isnan(both["curve_teacher"][1]).all()
+    assert np.isnan(both["mode_t2s"][1]).all() and np.isnan(both["curve_t2s"][1]).all()
+    assert np.isnan(both["mode_teacher"][1]).all() == (which == "gamma0_t")
 
 
 # -- (i): rank-deficient student --------------------------------------------------------------

@@ -95,6 +95,16 @@ def _best(score: np.ndarray, diverged: np.ndarray, labels, n_specs: int):
     return best_row, best_g
 
 
+def _edge(p: Point, role: str, chosen: float) -> float:
+    """1.0 when a tuned γ0 was chosen at either end of its list (the optimum may lie outside
+    the grid), 0.0 inside it, NaN when the run's γ0 was not tuned."""
+    spec = p.gamma0_t if role == "teacher" else p.gamma0_s
+    if not (isinstance(spec, dict) and "tune" in spec) or len(spec["tune"]) < 2:
+        return np.nan
+    grid = spec["tune"]
+    return float(chosen in (min(grid), max(grid)))
+
+
 def evaluate_detail(
     points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
 ) -> tuple[dict[str, np.ndarray], Detail]:
@@ -171,13 +181,25 @@ def evaluate_detail(
     }
     for name in ("teacher", "direct", "t2s", "ceiling"):
         out[f"risk_{name}"] = out[f"mode_{name}"].sum(axis=1)
-    diverged = (
-        div_t | take("direct", m1.diverged) | take("ceiling", m1.diverged) | m2.diverged[best2]
-    )
-    for k in ("mode_teacher", "mode_direct", "mode_ceiling", "mode_t2s", "curve_teacher",
-              "curve_t2s", "risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling"):
-        out[k][diverged] = np.nan  # as in mc: a diverged point reports no risks
+    # Only the runs that depend on a diverged run are blanked: the T2S student learns from
+    # the teacher, the direct and ceiling students do not.
+    blank = {
+        "teacher": div_t,
+        "direct": take("direct", m1.diverged),
+        "ceiling": take("ceiling", m1.diverged),
+        "t2s": div_t | m2.diverged[best2],
+    }
+    for name, bad in blank.items():
+        for k in (f"mode_{name}", f"risk_{name}", f"curve_{name}"):
+            if k in out:
+                out[k][bad] = np.nan
+    diverged = np.logical_or.reduce(list(blank.values()))
     out["status"] = np.where(diverged, "diverged", "ok")
+    tuned = {"teacher": "tune_edge_t", "direct": "tune_edge_direct",
+             "ceiling": "tune_edge_ceiling"}
+    for role, key in tuned.items():
+        out[key] = np.array([_edge(points[i], role, pick[(i, role)][1]) for i in range(P)])
+    out["tune_edge_s"] = np.array([_edge(points[i], "t2s", g2[i]) for i in range(P)])
     with_ratios(out)
     detail = Detail(
         energy=energy, lam_t=lam_t, lam_s=lam_s, a_teacher=a_t, p_teacher=p_t,

@@ -22,7 +22,7 @@ import numpy as np
 from ktsweep.engines.bounds import BOUND_NAMES
 from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.params import Point
-from ktsweep.model.quantities import STATUS, STEP_SIZES
+from ktsweep.model.quantities import RUN_SETTINGS, STATUS
 from ktsweep.sweep.layout import Layout
 from ktsweep.sweep.store import check_compatible, read_block, variables, write_block
 
@@ -115,7 +115,7 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
             for k in names:
                 if k.endswith("_se") and k in result:
                     _put(block[k], where, result[k])
-    for k in STEP_SIZES:
+    for k in RUN_SETTINGS:
         if k in block and k in result:
             block[k][where] = result[k]
 

@@ -32,9 +32,9 @@ from ktsweep.model.quantities import (
     MODE_RISKS,
     RATIOS,
     RISKS,
+    RUN_SETTINGS,
     SCHEMA_VERSION,
     STATUS,
-    STEP_SIZES,
 )
 from ktsweep.sweep.layout import Layout, coordinate
 
@@ -58,7 +58,7 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
         for k in RISKS + RATIOS:
             out[k] = (("estimator",), "float64")
         out["status"] = (("estimator",), "int8")
-        for k in STEP_SIZES:
+        for k in RUN_SETTINGS:
             out[k] = ((), "float64")
         if layout.config["outputs"]["modes"]:
             for k in MODE_RISKS:
@@ -80,7 +80,7 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
             out[k] = ((), "float64")
         out["bound_status"] = ((), "int8")
         if not est:
-            for k in STEP_SIZES:
+            for k in RUN_SETTINGS:
                 out[k] = ((), "float64")
     return out
 
