@@ -91,7 +91,7 @@ def cmd_point(args: argparse.Namespace) -> int:
     except ParameterError as err:
         raise UsageError(str(err)) from None
     methods = list(METHODS) if args.method == "all" else [args.method]
-    steps = checkpoint_steps(max(point.steps_t, point.steps_s), args.checkpoints_per_decade)
+    steps = checkpoint_steps(point.finite_steps, args.checkpoints_per_decade)
     settings = MCSettings(args.replicates, args.seed, args.device, args.dtype)
     record = point_record(run([point], methods, steps, settings), steps)
     for warning in tune_edge_warnings(record):

@@ -7,6 +7,7 @@ every run of every point (and every γ0 candidate when tuning) is one row of a s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,8 +70,12 @@ def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]
             a0.append(s.a0)
             noise.append(s.noise)
             batch.append(s.batch)
-            phases.append(schedule_phases(s.kind, g, s.steps, horizon))
-            steps.append(s.steps)
+            if math.isinf(s.steps):  # the limit: evolve needs only γ0 and the kind
+                phases.append([(0, g)])
+                steps.append(-1)
+            else:
+                phases.append(schedule_phases(s.kind, g, s.steps, horizon))
+                steps.append(s.steps)
     runs = Runs(
         lam=np.array(lam),
         a0=np.array(a0),
@@ -78,6 +83,7 @@ def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]
         batch=np.array(batch),
         phases=phases,
         steps=np.array(steps, dtype=np.int64),
+        kinds=[s.kind for s in specs for _ in s.gammas],
     )
     return runs, labels
 
@@ -201,6 +207,9 @@ def evaluate_detail(
         out[key] = np.array([_edge(points[i], role, pick[(i, role)][1]) for i in range(P)])
     out["tune_edge_s"] = np.array([_edge(points[i], "t2s", g2[i]) for i in range(P)])
     with_ratios(out)
+    no_w2s = np.array([math.isinf(p.n) for p in points])
+    out["pgr"][no_w2s] = np.nan  # n = ∞: no weak-to-strong question (issue 8)
+    out["w2s_ratio"][no_w2s] = np.nan
     detail = Detail(
         energy=energy, lam_t=lam_t, lam_s=lam_s, a_teacher=a_t, p_teacher=p_t,
         a_t2s=m2.a[best2], p_t2s=m2.contraction[best2], u_teacher_sq=u_t_sq,

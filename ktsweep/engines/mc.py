@@ -344,15 +344,22 @@ def simulate(
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
     gam = step_sizes(points)
     groups: dict[tuple[int, int, int], list[int]] = {}
+    limit = np.array([math.isinf(p.N) or math.isinf(p.n) for p in points], dtype=bool)
     for i, p in enumerate(points):
-        groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)
+        if not limit[i]:  # N or n = inf: a limit no simulation reaches (exact computes it)
+            groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)
     previous = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
     try:
-        return _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target)
+        out = _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target)
     finally:
         torch.set_num_threads(previous)
+    if limit.any():
+        status = out.get("status", np.full(len(points), "", dtype="<U8"))
+        out["status"] = np.where(limit, "missing", status)
+        out.update({k: v.copy() for k, v in gam.items()})
+    return out
 
 
 def _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target

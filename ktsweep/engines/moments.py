@@ -44,7 +44,8 @@ class Runs:
     noise: np.ndarray  # (rows,) label-noise variance s²
     batch: np.ndarray  # (rows,) batch size
     phases: list[Phases]  # per row
-    steps: np.ndarray  # (rows,) steps run
+    steps: np.ndarray  # (rows,) steps run; −1: infinitely many (the limit, evolve only)
+    kinds: list[str] | None = None  # per row schedule kind (needed for infinite rows)
 
 
 @dataclass
@@ -96,6 +97,9 @@ def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int =
     of a run); learning-curve checkpoints inside a block are read from its renewal solution.
     """
     rows, d = runs.a0.shape
+    if (np.asarray(runs.steps) < 0).any():
+        raise ValueError("evolve_steps cannot take infinitely many steps (steps = -1); "
+                         "use evolve, which computes the limit")
     ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
     curve = np.full((rows, len(ckpt)), np.nan)
     if rows == 0:
@@ -245,6 +249,14 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
         limit = float(divergence_limit(a.sum(), noise))
         curve[r, ckpt == 0] = 0.5 * a.sum()
         phases = runs.phases[r]
+        if steps < 0:  # the limit of infinitely many steps
+            kind = "geometric" if runs.kinds is None else runs.kinds[r]
+            res = limit_moments(lam, a, noise, inv_b, kind, phases[0][1])
+            if res is None or not res[0].sum() + noise < limit:
+                diverged[r], a_out[r], contraction[r] = True, np.nan, np.nan
+            else:
+                a_out[r], contraction[r] = res
+            continue
         stops = [s for s, _ in phases[1:]] + [steps]
         with np.errstate(all="ignore"):
             for (start, gamma), stop in zip(phases, stops, strict=True):
@@ -280,3 +292,33 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
         contraction[r] = phase_product(phases, steps, lam)
         curve[r, ckpt > steps] = np.nan
     return Moments(a_out, contraction, curve, diverged)
+
+
+def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, kind: str,
+                  gamma0: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """a and P after infinitely many steps of a schedule planned for its own horizon.
+
+    The limit exists iff the first step's map is strictly stable, 1 − Σ_i g_i/d_i > 0 (the
+    step only shrinks afterwards and stability is monotone in γ; see
+    :mod:`ktsweep.engines.stretch`); otherwise None (diverged). Modes with λ_i = 0 keep a_i
+    and P_i = 1; every live mode has |1 − γλ_i| < 1, so P_i → 0. Live second moments go to
+    the fixed point of the last step: for ``constant`` that is γ0's,
+    a_∞,i = (g_i/d_i) s_eff² / (1 − Σ_j g_j/d_j) with s_eff² = s² + Σ_{λ_j=0} a_j (the
+    unlearnable modes act as label noise); for the decaying schedules the step tends to 0,
+    so does the fixed point, and a_i → 0. Derivation: docs/science/limits.md.
+    """
+    live = lam > 0
+    x = gamma0 * lam[live]
+    d = x * (2.0 - x * (1.0 + inv_b))
+    ratio = x * inv_b / (2.0 - x * (1.0 + inv_b))
+    f0 = 1.0 - float(ratio.sum())
+    if not ((d > 0).all() and f0 > 0):
+        return None
+    a = np.array(a0, dtype=np.float64)
+    contraction = np.ones_like(a)
+    contraction[live] = 0.0
+    if kind == "constant":
+        a[live] = ratio * (noise + float(a[~live].sum())) / f0
+    else:
+        a[live] = 0.0
+    return a, contraction

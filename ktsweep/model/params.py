@@ -30,8 +30,8 @@ class Point:
 
     alpha_t: float
     alpha_s: float
-    N: int
-    n: int
+    N: int | float  # math.inf: the limit N → ∞ (exact engine only)
+    n: int | float  # math.inf: the limit n → ∞ (exact engine only)
     sigma2: float
     d: int = 1000
     r_t: int | None = None
@@ -59,19 +59,25 @@ class Point:
         return self.d if self.r_s is None else self.r_s
 
     @property
-    def steps_t(self) -> int:
-        """SGD steps of the teacher (N samples, batch_t)."""
-        return -(-self.N // self.batch_t)
+    def steps_t(self) -> int | float:
+        """SGD steps of the teacher (N samples, batch_t); math.inf when N is."""
+        return _steps(self.N, self.batch_t)
 
     @property
-    def steps_direct(self) -> int:
-        """SGD steps of the direct student (N samples, batch_s)."""
-        return -(-self.N // self.batch_s)
+    def steps_direct(self) -> int | float:
+        """SGD steps of the direct student (N samples, batch_s); math.inf when N is."""
+        return _steps(self.N, self.batch_s)
 
     @property
-    def steps_s(self) -> int:
-        """SGD steps of the T2S and ceiling students (n samples, batch_s)."""
-        return -(-self.n // self.batch_s)
+    def steps_s(self) -> int | float:
+        """SGD steps of the T2S and ceiling students (n samples, batch_s); math.inf when n is."""
+        return _steps(self.n, self.batch_s)
+
+    @property
+    def finite_steps(self) -> int:
+        """The longest finite run (what learning-curve checkpoints can cover)."""
+        return max([int(s) for s in (self.steps_t, self.steps_s) if math.isfinite(s)],
+                   default=0)
 
     @property
     def plan_t(self) -> int:
@@ -91,6 +97,10 @@ class Point:
     def key(self) -> str:
         """Canonical hash of the parameter values (see :func:`point_hash`)."""
         return point_hash(self)
+
+
+def _steps(samples: int | float, batch: int) -> int | float:
+    return math.inf if math.isinf(samples) else -(-int(samples) // batch)
 
 
 PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(Point))
@@ -119,6 +129,16 @@ def _as_float(name: str, value: Any) -> float:
     if not math.isfinite(out):
         raise _fail(name, value, "expected a finite number")
     return out
+
+
+def _as_count(name: str, value: Any) -> int | float:
+    """A sample count: a positive integer, or ``inf`` (YAML ``.inf`` or the string) for the
+    limit of infinitely many samples."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "+inf", "infinity"):
+        return math.inf
+    if isinstance(value, float) and value == math.inf:
+        return math.inf
+    return _as_int(name, value)
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -170,6 +190,8 @@ def make_point(values: Mapping[str, Any]) -> Point:
         raw = values.get(name)
         if raw is None:
             v[name] = None
+        elif name in ("N", "n"):
+            v[name] = _as_count(name, raw)
         elif name in INT_PARAMS:
             v[name] = _as_int(name, raw)
         elif name in FLOAT_PARAMS:
@@ -181,7 +203,7 @@ def make_point(values: Mapping[str, Any]) -> Point:
             raise _fail(name, v[name], "spectral decay must be > 0")
     for name in ("N", "n"):
         if v[name] < 1:
-            raise _fail(name, v[name], "sample count must be >= 1")
+            raise _fail(name, v[name], "sample count must be >= 1 (or inf for the limit)")
     if v["sigma2"] < 0:
         raise _fail("sigma2", v["sigma2"], "noise variance must be >= 0")
     d = 1000 if v["d"] is None else v["d"]
@@ -211,8 +233,11 @@ def make_point(values: Mapping[str, Any]) -> Point:
         v[name] = "geometric" if v[name] is None else v[name]
         if v[name] not in SCHEDULES:
             raise _fail(name, v[name], f"one of {', '.join(SCHEDULES)}")
-    steps = {"horizon_t": -(-v["N"] // v["batch_t"]), "horizon_s": -(-v["n"] // v["batch_s"])}
+    steps = {"horizon_t": _steps(v["N"], v["batch_t"]), "horizon_s": _steps(v["n"], v["batch_s"])}
     for name, run in steps.items():
+        if v[name] is not None and math.isinf(run):
+            raise _fail(name, v[name], f"an infinite run ({'N' if name[-1] == 't' else 'n'} = "
+                        "inf) is planned for its own infinite horizon: drop the horizon")
         if v[name] is not None and v[name] < run:
             raise _fail(name, v[name], f"planned horizon must be >= the steps run ({run})")
     for name in ("gamma0_t", "gamma0_s"):

@@ -53,6 +53,13 @@ def _path(err: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in err.absolute_path) or "(top level)"
 
 
+def _infinite(value: Any) -> Any:
+    """``inf`` spelt as text (or YAML .inf) → math.inf; anything else unchanged."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "+inf", "infinity"):
+        return math.inf
+    return value
+
+
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Schema-check, fill defaults and check the semantics; returns a normalised copy."""
     cfg = copy.deepcopy(dict(config))
@@ -71,6 +78,11 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config key {where!r}: {err.message}")
     _fill_defaults(cfg, sch)
     grid, fixed = cfg["grid"], cfg["fixed"]
+    for name in ("N", "n"):  # the limit: YAML .inf or the string inf, one float spelling
+        if name in grid:
+            grid[name] = [_infinite(v) for v in grid[name]]
+        if name in fixed:
+            fixed[name] = _infinite(fixed[name])
     tie = cfg["tie"]
     both = sorted(set(grid) & set(fixed) | set(tie) & (set(grid) | set(fixed)))
     if both:
