@@ -33,6 +33,7 @@ COVER = [
     {"alpha_t": 1.0, "alpha_s": 1.5, "d": 120, "N": 2**16, "n": 2**15,
      "gamma0_t": {"tune": [0.05, 0.2, 0.5]}, "gamma0_s": {"scale": 0.9}},
     {"sigma2": 0.0, "N": 1, "n": 2},
+    {"r_s": 8, "schedule_s": "constant", "gamma0_s": 0.1, "N": 5000, "n": 7000},
 ]
 
 
