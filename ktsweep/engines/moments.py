@@ -30,6 +30,10 @@ the step is within 10⁻⁴ of the stability edge; an unstable run crosses it ge
 Monte Carlo applies the same rule to each replicate (``mc``)."""
 
 
+_STEP_BELOW = 1
+"""Stretch pieces shorter than this many steps per mode are stepped, not decomposed."""
+
+
 def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """The bound on Σ_i a_i + s² above which a run is diverged (one place for the rule)."""
     return DIVERGED_FACTOR * np.maximum(np.asarray(untrained) + np.asarray(noise), 1e-300)
@@ -267,18 +271,39 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
                 inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
                 rel = ckpt[inside] - start
                 sm = stretch_map(lam, gamma, inv_b)
-                res = None if sm is None else sm.advance(a, noise, length, rel)
-                if res is None:
-                    a, vals, blew = _step_stretch(lam, a, noise, gamma, inv_b, length, rel,
-                                                  limit)
-                else:
-                    new, vals, peak = res
-                    blew = False
+                # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
+                # stretch itself when short, else its prefix up to the checkpoints near its
+                # start (their gaps are short, so they would need every root of the map).
+                head = length if sm is None or length <= _STEP_BELOW * d else int(
+                    max([t for t in rel if t <= _STEP_BELOW * d], default=0))
+                vals = np.full(rel.size, np.nan)
+                blew = False
+                if head:
+                    first = rel <= head
+                    a, vals[first], blew = _step_stretch(lam, a, noise, gamma, inv_b, head,
+                                                         rel[first], limit)
+                pos = head
+                for j in np.flatnonzero(rel > head).tolist() + [None]:
+                    if blew:
+                        break
+                    end = length if j is None else int(rel[j])
+                    if end == pos:
+                        continue
+                    res = sm.advance(a, noise, end - pos, np.zeros(0))
+                    if res is None:  # a root was not found: step the rest
+                        later = rel > pos
+                        a, vals[later], blew = _step_stretch(lam, a, noise, gamma, inv_b,
+                                                             length - pos, rel[later] - pos,
+                                                             limit)
+                        break
+                    new, _, peak = res
                     if not peak + noise < limit:
-                        probe = np.unique(np.geomspace(1, length, 64).astype(np.int64))
-                        along = sm.advance(a, noise, length, probe)
+                        probe = np.unique(np.geomspace(1, end - pos, 64).astype(np.int64))
+                        along = sm.advance(a, noise, end - pos, probe)
                         blew = along is None or not (2.0 * along[1].max() + noise < limit)
-                    a = new
+                    a, pos = new, end
+                    if j is not None:
+                        vals[j] = 0.5 * a.sum()
                 curve[r, inside] = vals
                 total = a.sum()
                 if blew or not (total >= 0.0 and total + noise < limit):
