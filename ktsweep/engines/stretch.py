@@ -193,19 +193,12 @@ class StretchMap:
             if not self.ensure(max(cut, 1e-300)):
                 return None
         log_mu = np.log1p(-self.delta)
-        if self.rows is not None:
-            alpha = (self.rows @ y) / self.w
-        else:
-            alpha = np.empty(self.delta.size)
-            for sl, c in self._chunks():
-                alpha[sl] = (c @ y) / self.w[sl]
-        coef = np.exp(length * log_mu) * alpha
-        if self.rows is not None:
-            out = coef @ self.rows
-        else:
-            out = np.zeros(self.d.size)
-            for sl, c in self._chunks():
-                out += coef[sl] @ c
+        decay = np.exp(length * log_mu)
+        alpha = np.empty(self.delta.size)
+        out = np.zeros(self.d.size)
+        for sl, c in self._chunks():  # one pass: a root's coefficient needs only its own row
+            alpha[sl] = (c @ y) / self.w[sl]
+            out += (decay[sl] * alpha[sl]) @ c
         new = a.copy()
         new[self.live] = fixed + self.g * out
         base = float(fixed.sum()) + still
