@@ -17,7 +17,7 @@ from ktsweep.engines.moments import Runs, evolve
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble, with_ratios
 from ktsweep.model.spectra import (
-    phase_product,
+    phase_products,
     resolve_gamma0,
     schedule_phases,
     student_spectrum,
@@ -167,11 +167,10 @@ def evaluate_detail(
     # T2S learning curve: needs P^S at every checkpoint, not only at the end.
     curve_t2s = np.full((P, len(ck)), np.nan)
     for i, row in enumerate(best2):
-        s = points[i]
-        for c, t in enumerate(ck):
-            if t <= s.steps_s and np.isfinite(m2.curve[row, c]):
-                pt = phase_product(runs2.phases[row], int(t), lam_s[i])
-                curve_t2s[i, c] = m2.curve[row, c] - pt @ cross[i] + 0.5 * a_t[i].sum()
+        ok = (ck <= points[i].steps_s) & np.isfinite(m2.curve[row])
+        if ok.any():
+            pt = phase_products(runs2.phases[row], ck[ok], lam_s[i])
+            curve_t2s[i, ok] = m2.curve[row, ok] - pt @ cross[i] + 0.5 * a_t[i].sum()
 
     out: dict[str, np.ndarray] = {
         "mode_teacher": 0.5 * a_t,

@@ -283,7 +283,14 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
                     a, vals[first], blew = _step_stretch(lam, a, noise, gamma, inv_b, head,
                                                          rel[first], limit)
                 pos = head
-                for j in np.flatnonzero(rel > head).tolist() + [None]:
+                rest = np.flatnonzero(rel > head)
+                if not blew and sm is not None and sm.lo == 0 and head < length:
+                    # every root is known already: one pass, checkpoints as O(d) sums
+                    res = sm.advance(a, noise, length - head, rel[rest] - head)
+                    if res is not None and res[2] + noise < limit:
+                        a, vals[rest] = res[0], res[1]
+                        rest, pos = rest[:0], length
+                for j in rest.tolist() + ([None] if pos < length else []):
                     if blew:
                         break
                     end = length if j is None else int(rel[j])

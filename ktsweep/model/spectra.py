@@ -110,6 +110,20 @@ def phase_product(phases: Phases, steps: int, lam: np.ndarray) -> np.ndarray:
     return out
 
 
+def phase_products(phases: Phases, times: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """P_i after each of ``times`` steps, shape (len(times), d): :func:`phase_product` for many
+    times at once (one matrix product of steps-per-phase by log1p(−γλ))."""
+    times = np.asarray(times, dtype=np.float64)
+    starts = np.array([s for s, _ in phases], dtype=np.float64)
+    gammas = np.array([g for _, g in phases])
+    x = gammas[:, None] * lam[None, :]
+    if (x >= 1.0).any():  # a sign can flip: per time, exactly
+        return np.array([phase_product(phases, int(t), lam) for t in times])
+    stops = np.append(starts[1:], np.inf)
+    inside = np.clip(np.minimum(times[:, None], stops[None, :]) - starts[None, :], 0, None)
+    return np.exp(inside @ np.log1p(-x))
+
+
 def checkpoint_steps(max_steps: int, per_decade: int = 10) -> np.ndarray:
     """Learning-curve steps: 0 and round(10^(k/per_decade)) up to the first ≥ max_steps.
 
