@@ -193,6 +193,10 @@ def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int =
                    diverged[inverse_order])
 
 
+_OPS: dict[tuple, tuple | None] = {}
+"""Block operators of recent (λ, γ, B): the points of a sweep share their schedules' steps."""
+
+
 def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, inv_b: float,
                   length: int, times: np.ndarray, limit: float, block: int = 64
                   ) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -203,7 +207,12 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
     ends quickly whatever the stretch length).
     """
     curve = np.full(len(times), np.nan)
-    ops = _block_operators(lam, gamma, inv_b, block)
+    key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block)
+    if key not in _OPS:
+        if len(_OPS) > 256:
+            _OPS.clear()
+        _OPS[key] = _block_operators(lam, gamma, inv_b, block)
+    ops = _OPS[key]
     if ops is None:
         return a, curve, True
     decay, gain, powers, inverse = ops

@@ -86,8 +86,9 @@ class StretchMap:
     """
 
     def __init__(self, live: np.ndarray, d: np.ndarray, g: np.ndarray, ratio: np.ndarray,
-                 f0: float) -> None:
+                 f0: float, size: int) -> None:
         self.live, self.d, self.g = live, d, g
+        self.dead = np.flatnonzero(~np.isin(np.arange(size), live))
         self.fixed = ratio / f0  # a_∞ / s²
         m = d.size
         self._D = 1.0 / np.sqrt(d)
@@ -177,11 +178,9 @@ class StretchMap:
         Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with 0 < μ_k < 1 bounds the peak by
         Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
         """
-        dead = np.ones(a.size, dtype=bool)
-        dead[self.live] = False
-        still = float(a[dead].sum())
-        s2 = noise + still
         x = a[self.live]
+        still = float(a[self.dead].sum())
+        s2 = noise + still
         fixed = self.fixed * s2
         y = x - fixed
         t_min = float(min(length, times.min())) if times.size else float(length)
@@ -224,7 +223,7 @@ def _solve(lam: np.ndarray, gamma: float, inv_b: float) -> StretchMap | None:
     live, d, g, ratio = live[order], d[order], g[order], ratio[order]
     if live.size > 1 and not (d[1:] < d[:-1] * (1 - 1e-13)).all():
         return None  # (near-)equal poles: not separable in float64
-    return StretchMap(live, d, g, ratio, f0)
+    return StretchMap(live, d, g, ratio, f0, lam.size)
 
 
 _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
