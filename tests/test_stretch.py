@@ -121,3 +121,25 @@ def test_checkpoint_inside_a_stretch_uses_the_closed_form(small_point: Callable[
     ref = exact.evaluate([p], ck, solver=evolve_steps)
     for k in CURVES:
         np.testing.assert_allclose(fast[k][0], ref[k][0], rtol=1e-9)
+
+
+def test_threads_share_the_map_cache_safely(small_point: Callable[..., Point]) -> None:
+    """Sweep tasks run on dask worker threads of one process and share the cache of stretch
+    maps (roots are added on demand). Two threads evaluating points with the same spectra
+    must give the single-threaded numbers. Planted bug: no lock around the cache (once
+    'OrderedDict mutated during iteration' in a sweep) or around adding roots."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ktsweep.engines.stretch import clear_cache
+
+    pts = [small_point(d=150, N=2**k, n=2**(k + 3), gamma0_t=0.3, gamma0_s=0.2)
+           for k in range(8, 20)]
+    ck = checkpoint_steps(2**22)
+    clear_cache()
+    alone = [exact.evaluate([p], ck) for p in pts]
+    clear_cache()
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda p: exact.evaluate([p], ck), pts))
+    for x, y in zip(alone, both, strict=True):
+        for k in RISKS + CURVES:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)

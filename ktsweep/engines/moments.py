@@ -208,11 +208,12 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
     """
     curve = np.full(len(times), np.nan)
     key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block)
-    if key not in _OPS:
+    ops = _OPS.get(key, False)
+    if ops is False:  # (thread-safe: each thread keeps its own reference)
+        ops = _block_operators(lam, gamma, inv_b, block)
         if len(_OPS) > 256:
             _OPS.clear()
-        _OPS[key] = _block_operators(lam, gamma, inv_b, block)
-    ops = _OPS[key]
+        _OPS[key] = ops
     if ops is None:
         return a, curve, True
     decay, gain, powers, inverse = ops

@@ -58,6 +58,7 @@ too close to separate, returns ``None`` and the caller steps it (model.md's recu
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -88,6 +89,7 @@ class StretchMap:
     def __init__(self, live: np.ndarray, d: np.ndarray, g: np.ndarray, ratio: np.ndarray,
                  f0: float, size: int) -> None:
         self.live, self.d, self.g = live, d, g
+        self.lock = threading.RLock()  # sweep tasks share maps across dask worker threads
         self.dead = np.flatnonzero(~np.isin(np.arange(size), live))
         self.fixed = ratio / f0  # a_∞ / s²
         m = d.size
@@ -169,6 +171,12 @@ class StretchMap:
 
     def advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """See :meth:`_advance`; serialised per map (roots may be added meanwhile)."""
+        with self.lock:
+            return self._advance(a, noise, length, times)
+
+    def _advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, float] | None:
         """a after ``length`` steps, ½Σa at ``times`` (0 < t ≤ length) and an upper bound on
         Σa over the stretch (for the divergence rule); None if a root could not be found.
 
@@ -227,23 +235,26 @@ def _solve(lam: np.ndarray, gamma: float, inv_b: float) -> StretchMap | None:
 
 
 _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
+_LOCK = threading.Lock()
 
 
 def stretch_map(lam: np.ndarray, gamma: float, inv_b: float) -> StretchMap | None:
     """The (cached) map of one constant step; None: not strictly stable, step it instead."""
     key = (hash(lam.tobytes()), lam.size, float(gamma), float(inv_b))
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
-    sm = _solve(lam, gamma, inv_b)
-    _cache[key] = sm
-    total = sum(v.nbytes for v in _cache.values() if v is not None)
-    while total > _CACHE_BYTES and len(_cache) > 1:
-        _, old = _cache.popitem(last=False)
-        total -= 0 if old is None else old.nbytes
-    return sm
+    with _LOCK:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        sm = _solve(lam, gamma, inv_b)
+        _cache[key] = sm
+        total = sum(v.nbytes for v in _cache.values() if v is not None)
+        while total > _CACHE_BYTES and len(_cache) > 1:
+            _, old = _cache.popitem(last=False)
+            total -= 0 if old is None else old.nbytes
+        return sm
 
 
 def clear_cache() -> None:
     """Forget every cached map (benchmarks time cold starts with it)."""
-    _cache.clear()
+    with _LOCK:
+        _cache.clear()
