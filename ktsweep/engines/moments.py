@@ -240,11 +240,17 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
 def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
     """Advance every run stretch by stretch in closed form (cost independent of N and n).
 
-    Same contract as :func:`evolve_steps`. Divergence follows :data:`DIVERGED_FACTOR`: a
-    strictly stable stretch cannot grow without bound, and its Σa is bounded above by
-    :func:`~ktsweep.engines.stretch.advance`'s ``peak``; only when that bound reaches the
-    limit is Σa evaluated along the stretch (64 log-spaced steps and the checkpoints). A
-    stretch that is not strictly stable is stepped until it ends or crosses the limit.
+    Same contract as :func:`evolve_steps`; rows with ``steps = -1`` get the limit of
+    infinitely many steps (:func:`limit_moments`). Within a stretch, pieces shorter than
+    ``_STEP_BELOW·d`` steps (a short stretch, or its start up to the checkpoints near it) are
+    stepped, which is cheaper than decomposing; the rest is advanced in closed form, split at
+    the checkpoints (each piece needs only the roots its length resolves) unless the map
+    already holds every root, in which case one pass reads the checkpoints as O(d) sums.
+    Divergence follows :data:`DIVERGED_FACTOR`: a strictly stable stretch cannot grow
+    without bound, and its Σa is bounded above by the ``peak`` of
+    :meth:`~ktsweep.engines.stretch.StretchMap.advance`; only when that bound reaches the
+    limit is Σa evaluated along the piece (64 log-spaced steps). A stretch that is not
+    strictly stable is stepped until it ends or crosses the limit.
     """
     from ktsweep.engines.stretch import stretch_map
 

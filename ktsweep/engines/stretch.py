@@ -25,8 +25,8 @@ w_k = l_kᵀ r_k = Σ_i g_i C_{k,i}² and h_k = l_kᵀ g (= 1 by the secular equ
     E_k(t) = 1 + μ_k + … + μ_k^{t−1} = −expm1(t log1p(−δ_k)) / δ_k,
     Σ_i a_i(t) = Σ_k h_k [μ_k^t α_k + s² β_k E_k(t)].
 
-Cost O(d²) per stretch whatever its length t; learning-curve checkpoints inside a stretch
-cost O(d) each (the sum above).
+Cost O(d²) per stretch whatever its length t; once the roots are known, a learning-curve
+checkpoint inside a stretch costs O(d) (the sum above).
 
 **Only the slow roots.** Splitting off the fixed point a_∞ = (I − M)⁻¹ s² g, which
 Sherman–Morrison gives in closed form, a_∞,i = (g_i/d_i) s² / (1 − Σ_j g_j/d_j),
