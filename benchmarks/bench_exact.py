@@ -77,7 +77,7 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
     stretch.clear_cache()
     for e in size["exps"]:
         p = horizon_point(size["d"], e)
-        ck = checkpoint_steps(p.finite_steps)
+        ck = checkpoint_steps(p.steps_max)
         stretch.clear_cache()
         t0 = time.perf_counter()
         fast = exact.evaluate([p], ck)
@@ -112,7 +112,7 @@ def big_d(size: dict[str, Any]) -> dict[str, Any]:
     p = horizon_point(size["big_d"], size["big_exp"])
     stretch.clear_cache()
     t0 = time.perf_counter()
-    out = exact.evaluate([p], checkpoint_steps(p.finite_steps))
+    out = exact.evaluate([p], checkpoint_steps(p.steps_max))
     return {"big_d": size["big_d"], "big_exp": size["big_exp"],
             "big_d_seconds": time.perf_counter() - t0, "big_d_status": str(out["status"][0])}
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     d, R = size["d"], size["replicates"]
 
     p = bench_point(d, size["samples"])
-    ck = checkpoint_steps(max(p.steps_t, p.steps_s))
+    ck = checkpoint_steps(p.steps_max)
     exact.evaluate([bench_point(20, 100)], ck)  # warm-up
     exact_times = timed(lambda: exact.evaluate([p], ck), args.repeat)
     exact_s = min(exact_times)

@@ -60,7 +60,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def step_sizes(points: Sequence[Point]) -> dict[str, np.ndarray]:
+def initial_step_sizes(points: Sequence[Point]) -> dict[str, np.ndarray]:
     """γ0 of the four runs per point; ``{tune: [...]}`` is resolved by the exact risk."""
     out = {k: np.empty(len(points)) for k in STEP_SIZES}
     out.update({k: np.full(len(points), np.nan) for k in TUNE_EDGES})
@@ -342,7 +342,7 @@ def simulate(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dt = DTYPES[dtype]
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
-    gam = step_sizes(points)
+    gam = initial_step_sizes(points)
     groups: dict[tuple[int, int, int], list[int]] = {}
     limit = np.array([math.isinf(p.N) or math.isinf(p.n) for p in points], dtype=bool)
     for i, p in enumerate(points):

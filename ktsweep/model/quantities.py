@@ -18,8 +18,16 @@ CURVES = ("curve_teacher", "curve_t2s")
 STEP_SIZES = ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")
 TUNE_EDGES = ("tune_edge_t", "tune_edge_s", "tune_edge_direct", "tune_edge_ceiling")
 """Per run: 1 when ``{tune: [...]}`` chose an end of its list, 0 inside, NaN when not tuned."""
-RUN_SETTINGS = STEP_SIZES + TUNE_EDGES
-"""Per-point, per-run settings shared by every estimator (stored once, no estimator axis)."""
+
+
+def step_size_variable(name: str, axes: Iterable[str]) -> str:
+    """The cube variable holding the step size a run used: ``name``, or ``name_used`` when
+    ``name`` (``gamma0_t``, ``gamma0_s``) is also a grid axis, whose coordinate holds the
+    requested value (a number or a γ0 map)."""
+    return f"{name}_used" if name in set(axes) else name
+
+
+
 STATUS = ("missing", "ok", "diverged")
 """Status codes as stored in the cube: index = code."""
 
@@ -47,6 +55,8 @@ LONG_NAMES: dict[str, str] = {
     "gamma0_s": "initial step size used by the T2S student",
     "gamma0_direct": "initial step size used by the direct student",
     "gamma0_ceiling": "initial step size used by the ceiling student",
+    "gamma0_t_used": "initial step size used by the teacher (gamma0_t is a grid axis)",
+    "gamma0_s_used": "initial step size used by the T2S student (gamma0_s is a grid axis)",
     "tune_edge_t": "1 if the teacher's tuned gamma0 is at an end of its list (optimum may be "
                    "outside), 0 inside, NaN if not tuned",
     "tune_edge_s": "1 if the T2S student's tuned gamma0 is at an end of its list, 0 inside, "
