@@ -1,20 +1,21 @@
 # ktsweep: one command each to set up and run the default sweep, or to run the tests.
 #   make run    # fresh machine -> .venv -> snakemake --cores 2 on config/config.yaml
-#   make test   # fresh machine -> .venv -> ruff + pytest (what CI runs, via .ci/run)
+#   make test   # fresh machine -> .venv -> ruff + pytest + strict docs build (what CI runs, via .ci/run)
+#   make docs   # the documentation site (docs/ -> site/), warnings as errors
 PYTHON ?= python3
 VENV   ?= .venv
 CORES  ?= 2
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-all bench clean
+.PHONY: setup run test test-all bench docs clean
 
 # torch is installed first, pinned: 2.13.0 is a CPU build on these machines (an unpinned
 # torch would pull a multi-GB CUDA build). Everything else is pinned in requirements.lock.
-$(BIN)/ktsweep: pyproject.toml requirements.lock
+$(BIN)/ktsweep: pyproject.toml requirements.lock requirements-docs.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements.lock -r requirements-docs.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(BIN)/ktsweep
 
@@ -23,10 +24,16 @@ setup: $(BIN)/ktsweep
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-# Default test run (CI): everything except tests marked slow or gpu.
+# Default test run (CI): everything except tests marked slow or gpu, then the docs build.
 test: setup
 	$(BIN)/ruff check ktsweep tests benchmarks
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+	$(MAKE) --no-print-directory docs
+
+# The documentation site (mkdocs.yml): science pages, user guide, API reference from the
+# docstrings. --strict turns every warning (a broken link, an unknown page) into an error.
+docs: setup
+	$(BIN)/mkdocs build --strict --quiet
 
 test-all: setup
 	$(BIN)/python -m pytest -q
@@ -38,4 +45,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_gpu.py
 
 clean:
-	rm -rf results logs .snakemake
+	rm -rf results logs .snakemake site
