@@ -1,4 +1,4 @@
-"""Analytic bounds of model.md §4.3 against the exact risk, and their k* definitions."""
+"""Analytic bounds of docs/science/bounds.md against the exact risk, and their k* definitions."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_transfer_bound_delta_in_range(grid) -> None:
         lam_s = spectrum(p.alpha_s, p.d, p.rank_s)
         threshold = delta[i] * math.log2(p.n) / (4 * GAMMA0 * p.n)
         assert b["kstar_t2s"][i] == np.count_nonzero(lam_s > threshold)
-    # the flag says what it says; its truth is a finding per point (model.md §4.3)
+    # the flag says what it says; its truth is a finding per point (docs/science/bounds.md)
     np.testing.assert_array_equal(b["bound_t2s_holds"], (ex["risk_t2s"] <= b["bound_t2s"]) * 1.0)
 
 
@@ -155,9 +155,9 @@ def test_out_of_scope_runs_are_flagged(case: str) -> None:
 
 @pytest.mark.xfail(
     strict=True, raises=AssertionError,
-    reason="FINDING (model.md §4.3, not a code bug): the App. A lower bound assumes batch 1 and "
-    "the geometric schedule decayed over the run; ktsweep applies it to every batch, schedule "
-    "and horizon, and it fails there although step_condition holds",
+    reason="FINDING (docs/science/bounds.md, not a code bug): the App. A lower bound assumes "
+    "batch 1 and the geometric schedule decayed over the run; ktsweep applies it to every "
+    "batch, schedule and horizon, and it fails there although step_condition holds",
 )
 @pytest.mark.parametrize("case", list(OUT_OF_SCOPE))
 def test_lower_bound_outside_theorem_scope(case: str) -> None:

@@ -6,7 +6,7 @@ exactly those files, drawing a 'no data' panel where a planned figure's data are
 Every figure shows one slice of the grid: the axes it plots, every other axis held at a
 *representative* value (the largest ``N`` and ``n``, the middle value of other axes, moving
 outwards until data exist); the caption line at the bottom names them with the fixed parameters.
-Risks are excess risks with the ½ factor (model.md §1)."""
+Risks are excess risks with the ½ factor (docs/science/model.md#risk-convention)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ CAPTIONS: dict[str, str] = {
     "risk_vs_N": (
         "Excess risks of the teacher, the directly trained student and the teacher-to-student "
         "(T2S) student against the teacher sample size N (log-log; lines exact, points Monte "
-        "Carlo mean ± standard error). Dashed lines have the slopes predicted by model.md "
-        "section 5, anchored at the last point: Lemma 1 rates for teacher and direct student, "
+        "Carlo mean ± standard error). Dashed lines have the slopes of docs/science/rates.md, "
+        "anchored at the last point: Lemma 1 rates for teacher and direct student, "
         "Theorem 3's limit rate for T2S (shown only where alpha_S > alpha_T > 1 + beta)."),
     "der_vs_dalpha": (
         "Data-efficiency ratio der = risk_direct / risk_t2s against the spectral gap "
@@ -302,7 +302,7 @@ def _heatmap(ax, fig, x, y, pgr, w2s, der, xlabel, ylabel, log=False) -> None:
 
 
 def lemma1_kstar(lam: np.ndarray, samples: int, gamma0: float) -> int:
-    """k* = max{k: λ_k > 2 ln M log2 M / (γ0 M)} (model.md §4.3, Lemma 1), M samples."""
+    """k* = max{k: λ_k > 2 ln M log2 M / (γ0 M)} (docs/science/bounds.md, Lemma 1), M samples."""
     if samples <= 1 or not np.isfinite(gamma0) or gamma0 <= 0:
         return 0
     thr = 2.0 * math.log(samples) * math.log2(samples) / (gamma0 * samples)
@@ -389,7 +389,7 @@ def fig_risk_vs_n(v: _View, path: Path) -> Path:
     ax.set_ylabel(RISK_UNITS)
     ax.legend(fontsize=7)
     return _finish(fig, "Excess risk vs N (teacher, direct, T2S)",
-                   v.caption(at, None, "dashed: model.md §5 slopes"), path)
+                   v.caption(at, None, "dashed: docs/science/rates.md slopes"), path)
 
 
 def fig_der_vs_dalpha(v: _View, path: Path) -> Path:
@@ -539,7 +539,7 @@ def fig_spectral_horizon(v: _View, path: Path) -> Path:
     ax.set_ylabel(f"per-mode {RISK_UNITS}")
     ax.legend(fontsize=7)
     return _finish(fig, "Spectral horizon: per-mode risk and cutoffs k*",
-                   v.caption(at, m, "k*: Lemma 1, model.md §4.3"), path)
+                   v.caption(at, m, "k*: Lemma 1, docs/science/bounds.md"), path)
 
 
 def fig_spectral_denoising(v: _View, path: Path) -> Path:
