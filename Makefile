@@ -31,9 +31,10 @@ test: setup
 	$(MAKE) --no-print-directory docs
 
 # The documentation site (mkdocs.yml): science pages, user guide, API reference from the
-# docstrings. --strict turns every warning (a broken link, an unknown page) into an error.
+# docstrings. --strict turns every warning (a broken link, an unknown page) into an error;
+# not with --quiet, which hides the warnings from the strict check as well.
 docs: setup
-	$(BIN)/mkdocs build --strict --quiet
+	$(BIN)/mkdocs build --strict
 
 test-all: setup
 	$(BIN)/python -m pytest -q
