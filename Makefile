@@ -6,7 +6,7 @@ VENV   ?= .venv
 CORES  ?= 2
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-all bench clean
+.PHONY: setup run test test-all bench clean gpu-wheels gpu-rehearsal
 
 # torch is installed first, pinned: 2.13.0 is a CPU build on these machines (an unpinned
 # torch would pull a multi-GB CUDA build). Everything else is pinned in requirements.lock.
@@ -36,6 +36,15 @@ bench: setup
 	$(BIN)/python benchmarks/bench_exact.py
 	$(BIN)/python benchmarks/bench_workflow.py
 	$(BIN)/python benchmarks/bench_gpu.py
+
+# The wheels the GPU machine lacks (it reaches no index), for CPython 3.12 and CI's 3.11 twin,
+# into the git-ignored gpu-wheels/; carry it to the GPU machine and run .ci/gpu-check there.
+gpu-wheels: setup
+	$(BIN)/python .ci/gpu_wheels.py download gpu-wheels
+
+# The GPU check without a GPU: a venv holding only what the GPU machine has, plus the wheels.
+gpu-rehearsal: gpu-wheels
+	bash .ci/gpu-rehearsal
 
 clean:
 	rm -rf results logs .snakemake
