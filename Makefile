@@ -23,9 +23,11 @@ setup: $(BIN)/ktsweep
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-# Default test run (CI): everything except tests marked slow or gpu.
+# Default test run (CI): the GPU check's rehearsal, then everything except tests marked slow
+# or gpu.
 test: setup
-	$(BIN)/ruff check ktsweep tests benchmarks
+	$(BIN)/ruff check ktsweep tests benchmarks .ci
+	$(MAKE) gpu-rehearsal
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
 
 test-all: setup
@@ -44,7 +46,7 @@ gpu-wheels: setup
 
 # The GPU check without a GPU: a venv holding only what the GPU machine has, plus the wheels.
 gpu-rehearsal: gpu-wheels
-	bash .ci/gpu-rehearsal
+	PYTHON=$(PYTHON) bash .ci/gpu-rehearsal
 
 clean:
 	rm -rf results logs .snakemake

@@ -3,7 +3,7 @@
 Standard library only in this process: the carried wheels are installed first, then every
 step runs in a subprocess with ``PYTHONPATH=<repo>:<installed wheels>``. A failed step does
 not stop the later ones (the GPU run is rare: bring back everything); the exit status is 1
-when any step failed. Results, at most 6 files in OUTDIR:
+when any step failed. Results, five files in OUTDIR:
 
     env.json        nvidia-smi, Python/torch/CUDA versions, every import the check needs and
                     where it came from, requirements of carried wheels the machine misses
@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +36,9 @@ from typing import Any
 CI = Path(__file__).resolve().parent
 REPO = CI.parent
 E2E_CONFIG = CI / "gpu-e2e.yaml"
-BUDGET_S = {"install": 90, "env": 60, "pytest_gpu": 120, "bench_gpu": 150, "e2e": 150}
-"""Timeout per step; together under the 6 minutes a GPU run may take (start-up excluded)."""
+BUDGET_S = {"install": 45, "env": 40, "pytest_gpu": 75, "bench_gpu": 100, "e2e": 100}
+"""Timeout per step on the GPU machine; they add up to the 6 minutes a GPU run may take, so a
+hung step costs its own share only. The rehearsal triples them (CI's 2 cores are slower)."""
 IMPORTS = (
     "ktsweep.cli", "ktsweep.sweep.runner", "ktsweep.analysis.figures", "ktsweep.analysis.fits",
     "snakemake", "snakemake.api", "dask", "dask.array", "distributed", "zarr", "numcodecs",
@@ -51,13 +54,21 @@ class StepError(Exception):
     """A check inside a step failed; its message goes to summary.json."""
 
 
-def run(cmd: list[str], env: dict[str, str], timeout: float, **kw: Any
-        ) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
-                          cwd=REPO, **kw)
+def run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``cmd`` in its own process group; on timeout the whole group is killed (Snakemake's
+    jobs and dask's workers too, so no leftover holds the GPU or the output pipes)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise StepError(f"{' '.join(cmd[:4])} ... timed out after {timeout:.0f} s") from err
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
-def install(wheels: Path, site: Path) -> dict[str, Any]:
+def install(wheels: Path, site: Path, timeout: float) -> dict[str, Any]:
     """The carried wheels into ``site`` (pip --no-index; a plain unzip where pip is missing)."""
     files = sorted(wheels.glob("*.whl"))
     if not files:
@@ -72,7 +83,7 @@ def install(wheels: Path, site: Path) -> dict[str, Any]:
         res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
                               "--no-deps", "--no-compile", "--target", str(site),
                               *map(str, files)], capture_output=True, text=True,
-                             timeout=BUDGET_S["install"])
+                             timeout=timeout)
         if res.returncode:
             raise StepError(f"pip install --target failed: {res.stderr[-2000:]}")
     else:
@@ -127,15 +138,15 @@ print(json.dumps(out))
 def step_env(ctx: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"install": ctx["install"]}
     try:
-        smi = run(["nvidia-smi"], ctx["env"], 30)
+        smi = run(["nvidia-smi"], ctx["env"], 10)
         query = run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version,compute_cap",
-                     "--format=csv"], ctx["env"], 30)
+                     "--format=csv"], ctx["env"], 10)
         out["nvidia_smi"] = smi.stdout + smi.stderr
         out["nvidia_smi_query"] = query.stdout.strip().splitlines()
-    except (OSError, subprocess.TimeoutExpired) as err:
+    except (OSError, StepError) as err:
         out["nvidia_smi"] = f"unavailable: {err}"
     res = run([sys.executable, "-c", ENV_PROBE, str(ctx["site"]), ",".join(IMPORTS)],
-              ctx["env"], BUDGET_S["env"])
+              ctx["env"], ctx["timeout"])
     if res.returncode:
         raise StepError(f"environment probe failed: {res.stderr[-3000:]}")
     out.update(json.loads(res.stdout))
@@ -152,7 +163,7 @@ def step_env(ctx: dict[str, Any]) -> dict[str, Any]:
 
 def step_pytest(ctx: dict[str, Any]) -> dict[str, Any]:
     res = run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-               "-rs", "tests"], ctx["env"], BUDGET_S["pytest_gpu"])
+               "-rs", "tests"], ctx["env"], ctx["timeout"])
     text = res.stdout + res.stderr
     ctx["write"]("pytest-gpu.txt", text)
     last = text.strip().splitlines()[-1] if text.strip() else ""
@@ -173,7 +184,7 @@ BENCH_KEYS = ("device_ns_per_unit", "floor_ns_per_unit", "ratio_mc_over_floor",
 def step_bench(ctx: dict[str, Any]) -> dict[str, Any]:
     args = ["--device", "cpu", "--quick"] if ctx["rehearsal"] else []
     res = run([sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), *args], ctx["env"],
-              BUDGET_S["bench_gpu"])
+              ctx["timeout"])
     lines = [line for line in res.stdout.splitlines() if line.strip()]
     ctx["write"]("bench_gpu.json", lines[-1] + "\n" if lines else res.stderr[-4000:])
     if res.returncode or len(lines) != 1:
@@ -241,15 +252,15 @@ def step_e2e(ctx: dict[str, Any]) -> dict[str, Any]:
     env = {**ctx["env"], "KTSWEEP_GPU_PROBE": str(probe),
            "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(CI / "gpu_probe.py")])}
     start = time.perf_counter()
+    cube_json = work / "results" / "gpu_e2e" / "cube.json"
     res = run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+               str(cube_json.relative_to(work)),  # the cube only: fits and figures need no GPU
                "--directory", str(work), "--configfile", str(config), "--cores",
                str(min(4, os.cpu_count() or 1)), "--resources", "gpu=1"], env,
-              BUDGET_S["e2e"])
+              ctx["timeout"])
     seconds = time.perf_counter() - start
-    sys.path.insert(0, str(CI))
-    from gpu_probe import read
-
-    records = read(probe) if probe.exists() else []
+    records = [json.loads(line) for f in sorted(probe.glob("*.jsonl"))
+               for line in f.read_text().splitlines() if line.strip()]
     logs = {p.relative_to(work).as_posix(): p.read_text()
             for p in sorted((work / "logs").rglob("*.log"))}
     out: dict[str, Any] = {"snakemake_rc": res.returncode, "seconds": round(seconds, 1),
@@ -258,7 +269,6 @@ def step_e2e(ctx: dict[str, Any]) -> dict[str, Any]:
     if res.returncode:
         problems.append(f"snakemake exited {res.returncode}")
         out["snakemake_tail"] = (res.stdout + res.stderr)[-4000:]
-    cube_json = work / "results" / "gpu_e2e" / "cube.json"
     if cube_json.exists():
         out["cube"] = json.loads(cube_json.read_text())
         if out["cube"].get("missing"):
@@ -317,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
 
     summary: dict[str, Any] = {"rehearsal": args.rehearsal, "python": tag, "steps": {}}
     started = time.perf_counter()
+    scale = 3 if args.rehearsal else 1
     try:
-        installed = install(args.wheels / tag, site)
-    except (StepError, subprocess.TimeoutExpired) as err:
+        installed = install(args.wheels / tag, site, BUDGET_S["install"] * scale)
+    except (StepError, subprocess.SubprocessError, OSError) as err:
         summary["steps"]["install"] = {"ok": False, "error": str(err)}
         write("summary.json", summary)
         print(json.dumps(summary, indent=1))
@@ -331,11 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, step in STEPS.items():
         if args.only and name not in args.only:
             continue
+        ctx["timeout"] = BUDGET_S[name] * scale
         t0 = time.perf_counter()
         try:
             result = {"ok": True, **step(ctx)}
-        except (StepError, subprocess.TimeoutExpired) as err:
+        except StepError as err:
             result = {"ok": False, "error": str(err)[-3000:]}
+        except Exception:  # a bug of the check itself: record it, run the next step
+            result = {"ok": False, "error": traceback.format_exc()[-3000:]}
         result["seconds"] = round(time.perf_counter() - t0, 1)
         summary["steps"][name] = result
         print(f"[gpu-check] {name}: {'ok' if result['ok'] else 'FAILED'} "

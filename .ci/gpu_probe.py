@@ -62,9 +62,3 @@ async def dask_setup(worker: Any) -> None:
     folder = Path(os.environ["KTSWEEP_GPU_PROBE"])
     folder.mkdir(parents=True, exist_ok=True)
     await worker.plugin_add(TaskProbe(folder), name="ktsweep-gpu-probe")
-
-
-def read(folder: Path) -> list[dict[str, Any]]:
-    """Every record written under ``folder``."""
-    return [json.loads(line) for p in sorted(folder.glob("*.jsonl"))
-            for line in p.read_text().splitlines() if line.strip()]

@@ -155,3 +155,14 @@ def test_e2e_verdict_in_the_rehearsal() -> None:
         "no Monte Carlo task ran"]
     saw = [record("gpu0", ["mc"], True, **ON_GPU)]
     assert "saw a GPU" in " ".join(gpu_check.judge_e2e(saw, rehearsal=True))
+
+
+def test_driver_needs_only_the_standard_library() -> None:
+    """The driver starts before the wheels are installed: a third-party import at its top
+    (planted: `import yaml` there) would fail on the GPU machine before any step ran."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-S", "-c", "import runpy; runpy.run_path("
+                          f"{str(CI / 'gpu_check.py')!r}, run_name='check')"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
