@@ -38,7 +38,8 @@ REPO = CI.parent
 E2E_CONFIG = CI / "gpu-e2e.yaml"
 BUDGET_S = {"install": 45, "env": 40, "pytest_gpu": 75, "bench_gpu": 100, "e2e": 100}
 """Timeout per step on the GPU machine; they add up to the 6 minutes a GPU run may take, so a
-hung step costs its own share only. The rehearsal triples them (CI's 2 cores are slower)."""
+hung step costs its own share only. The rehearsal allows six times more: CI is not short of
+time, and a slow or shared 2-core machine must not make it flaky."""
 IMPORTS = (
     "ktsweep.cli", "ktsweep.sweep.runner", "ktsweep.analysis.figures", "ktsweep.analysis.fits",
     "snakemake", "snakemake.api", "dask", "dask.array", "distributed", "zarr", "numcodecs",
@@ -77,21 +78,17 @@ def install(wheels: Path, site: Path, timeout: float) -> dict[str, Any]:
     if site.exists():
         subprocess.run(["rm", "-rf", str(site)], check=True)
     site.mkdir(parents=True)
-    has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"],
-                             capture_output=True).returncode == 0
-    if has_pip:
-        res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
-                              "--no-deps", "--no-compile", "--target", str(site),
-                              *map(str, files)], capture_output=True, text=True,
-                             timeout=timeout)
-        if res.returncode:
-            raise StepError(f"pip install --target failed: {res.stderr[-2000:]}")
-    else:
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
+                          "--no-deps", "--no-compile", "--target", str(site), *map(str, files)],
+                         capture_output=True, text=True, timeout=timeout)
+    out = {"wheels": len(files), "folder": str(wheels), "installer": "pip"}
+    if res.returncode:  # no pip, or one that refuses: a wheel is a zip of the installed tree
+        out.update(installer="unzip", pip_error=res.stderr[-1500:])
+        subprocess.run(["rm", "-rf", str(site)], check=True)
         for whl in files:
             with zipfile.ZipFile(whl) as zf:
                 zf.extractall(site)
-    return {"wheels": len(files), "folder": str(wheels), "installer": "pip" if has_pip
-            else "unzip"}
+    return out
 
 
 ENV_PROBE = r"""
@@ -327,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary: dict[str, Any] = {"rehearsal": args.rehearsal, "python": tag, "steps": {}}
     started = time.perf_counter()
-    scale = 3 if args.rehearsal else 1
+    scale = 6 if args.rehearsal else 1
     try:
         installed = install(args.wheels / tag, site, BUDGET_S["install"] * scale)
     except (StepError, subprocess.SubprocessError, OSError) as err:
