@@ -82,9 +82,9 @@ def test_keys_separate_layout_from_results() -> None:
         ({"mc": {"stride": {"d": 2}}}, ["mc.stride.d", "not a grid axis"]),
         ({"grid": {"alpha_t": [1.5, 1.5], "alpha_s": [2], "N": [64]}}, ["grid.alpha_t", "unique"]),
         ({"fixed": {"n": 128, "d": 12}}, ["'sigma2'", "required"]),
-        ({"jobs": {"points_per_job": 0}}, ["jobs.points_per_job", "minimum"]),
-        ({"outputs": {"modes": "yes"}}, ["outputs.modes", "boolean"]),
-        ({"name": "a b"}, ["name", "does not match"]),
+        ({"jobs": {"points_per_job": 0}}, ["jobs.points_per_job", "greater than or equal to 1"]),
+        ({"outputs": {"modes": "yes"}}, ["outputs.modes", "valid boolean"]),
+        ({"name": "a b"}, ["name", "should match pattern"]),
     ],
 )
 def test_config_errors_name_the_key(change: dict, words: list[str]) -> None:

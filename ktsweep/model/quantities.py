@@ -16,6 +16,15 @@ SCALARS = RISKS + RATIOS
 MODE_RISKS = ("mode_teacher", "mode_direct", "mode_t2s", "mode_ceiling")
 CURVES = ("curve_teacher", "curve_t2s")
 STEP_SIZES = ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")
+
+
+def step_size_variable(name: str, axes: Iterable[str]) -> str:
+    """The cube variable holding the step size a run used: ``name``, or ``name_used`` when
+    ``name`` (``gamma0_t``, ``gamma0_s``) is also a grid axis, whose coordinate holds the
+    requested value (a number or a γ0 map)."""
+    return f"{name}_used" if name in set(axes) else name
+
+
 STATUS = ("missing", "ok", "diverged")
 """Status codes as stored in the cube: index = code."""
 
@@ -43,6 +52,8 @@ LONG_NAMES: dict[str, str] = {
     "gamma0_s": "initial step size used by the T2S student",
     "gamma0_direct": "initial step size used by the direct student",
     "gamma0_ceiling": "initial step size used by the ceiling student",
+    "gamma0_t_used": "initial step size used by the teacher (gamma0_t is a grid axis)",
+    "gamma0_s_used": "initial step size used by the T2S student (gamma0_s is a grid axis)",
     "status": "0 missing (not computed), 1 ok, 2 diverged",
 }
 

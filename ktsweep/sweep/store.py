@@ -35,6 +35,7 @@ from ktsweep.model.quantities import (
     SCHEMA_VERSION,
     STATUS,
     STEP_SIZES,
+    step_size_variable,
 )
 from ktsweep.sweep.layout import Layout, coordinate
 
@@ -59,20 +60,20 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
             out[k] = (("estimator",), "float64")
         out["status"] = (("estimator",), "int8")
         for k in STEP_SIZES:
-            out[k] = ((), "float64")
-        if layout.config["outputs"]["modes"]:
+            out[step_size_variable(k, layout.axes)] = ((), "float64")
+        if layout.config.outputs.modes:
             for k in MODE_RISKS:
                 out[k] = (("estimator", "mode"), "float32")
-        if layout.config["outputs"]["curves"]:
+        if layout.config.outputs.curves:
             for k in CURVES:
                 out[k] = (("estimator", "step"), "float32")
     if mc:
         for k in RISKS + RATIOS:
             out[f"{k}_se"] = ((), "float64")
-        if layout.config["outputs"]["modes"]:
+        if layout.config.outputs.modes:
             for k in MODE_RISKS:
                 out[f"{k}_se"] = (("mode",), "float32")
-        if layout.config["outputs"]["curves"]:
+        if layout.config.outputs.curves:
             for k in CURVES:
                 out[f"{k}_se"] = (("step",), "float32")
     if "bound" in layout.methods:
@@ -81,7 +82,7 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
         out["bound_status"] = ((), "int8")
         if not est:
             for k in STEP_SIZES:
-                out[k] = ((), "float64")
+                out[step_size_variable(k, layout.axes)] = ((), "float64")
     return out
 
 
@@ -133,7 +134,7 @@ def template(layout: Layout) -> xr.Dataset:
     axes = list(layout.axes)
     coords: dict[str, Any] = {a: coordinate(v) for a, v in layout.axes.items()}
     extra = {"estimator": np.array(layout.estimators, dtype=object),
-             "mode": np.arange(1, layout.d_max + 1), "step": layout.steps}
+             "mode": np.arange(1, layout.d_max + 1), "step": layout.checkpoints}
     coords.update(extra)
     data = {}
     for name, (dims, dtype) in variables(layout).items():
@@ -163,7 +164,7 @@ def template(layout: Layout) -> xr.Dataset:
         "ktsweep_layout_key": layout.layout_key(),
         "fixed": json.dumps(layout.fixed, sort_keys=True),
         "risk_convention": _RISK_NOTE,
-        "mc_device": layout.config["mc"]["device"],
+        "mc_device": layout.config.mc.device,
         **_provenance(),
     })
     return ds
