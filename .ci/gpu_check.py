@@ -332,8 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         write("summary.json", summary)
         print(json.dumps(summary, indent=1))
         return 1
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{site}",
-           "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
+    # bytecode is written on first import (the wheels install with --no-compile): without it
+    # every process of the sweep (Snakemake, each job, each dask worker) recompiles dask,
+    # distributed, zarr and pydantic from source
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{site}", "MPLBACKEND": "Agg"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     ctx = {"env": env, "site": site, "rehearsal": args.rehearsal, "write": write,
            "install": {**installed, "seconds": round(time.perf_counter() - started, 1)}}
     for name, step in STEPS.items():
