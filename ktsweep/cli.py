@@ -275,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ktsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("point", help="evaluate one grid point",
-                       description="Evaluate one point: KEY=VALUE pairs of model.md §3 "
-                                   "(values read as YAML).")
+                       description="Evaluate one point: KEY=VALUE pairs (values read as "
+                                   "YAML) of the parameters in docs/science/quantities.md.")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     p.add_argument("--method", choices=[*METHODS, "all"], default="exact")
     mc = MCConfig.model_fields
@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
 
-    p = sub.add_parser("fits", help="fit the power-law exponents of a cube against model.md §5")
+    p = sub.add_parser("fits", help="fit the power-law exponents of a cube against "
+                       "docs/science/rates.md")
     p.add_argument("cube", help="result cube (zarr directory)")
     p.add_argument("--csv", required=True, help="write the fit table here (CSV)")
     p.add_argument("--md", required=True, help="write the readable report here (Markdown)")

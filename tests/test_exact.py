@@ -1,4 +1,7 @@
-"""The exact estimator against closed forms and a literal per-step recursion (model.md §4.2)."""
+"""The exact estimator against closed forms and a literal per-step recursion.
+
+The recursion is derived in docs/science/exact.md.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from ktsweep.model.spectra import spectrum
 
 
 def contract_gammas(kind: str, gamma0: float, steps: int, horizon: int) -> np.ndarray:
-    """model.md §2 schedule, written independently of ktsweep.model.spectra."""
+    """docs/science/training.md schedule, written independently of ktsweep.model.spectra."""
 
     def period(h: int) -> int:
         return 1 if h < 2 else max(1, math.floor(h / math.log2(h)))
@@ -46,7 +49,7 @@ def literal_run(lam: np.ndarray, a0: np.ndarray, s2: float, batch: int,
 
 
 def literal_point(p: Point, gamma_t: float, gamma_s: float) -> dict[str, float]:
-    """The four risks of model.md §4.2 from per-step loops (numeric γ0 only)."""
+    """The four risks of docs/science/exact.md from per-step loops (numeric γ0 only)."""
     lam_t = spectrum(p.alpha_t, p.d, p.rank_t)
     lam_s = spectrum(p.alpha_s, p.d, p.rank_s)
     i = np.arange(1, p.d + 1, dtype=np.float64)

@@ -110,7 +110,7 @@ def test_grid_with_inf_values() -> None:
     lay = Layout.from_config({"name": "lim", "grid": {"n": [1000, "inf"], "N": [100, math.inf]},
                               "fixed": {"alpha_t": 1.3, "alpha_s": 2.0, "sigma2": 0.1, "d": 10}})
     assert list(lay.axes["n"]) == [1000, math.inf]
-    assert lay.point_at((1, 1)).n == math.inf and lay.point_at((1, 1)).N == math.inf
+    assert lay.point_at((1, 1)).n == math.inf and math.inf == lay.point_at((1, 1)).N
 
 
 def test_cli_point_with_infinite_n() -> None:

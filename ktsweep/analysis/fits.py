@@ -1,4 +1,4 @@
-"""Exponent fits of the result cube against the power laws of model.md §5.
+"""Exponent fits of the result cube against the power laws of docs/science/rates.md.
 
 A *family* is one quantity against one sample-size axis (``N``, or ``n`` for the ceiling
 student) with every other grid axis held at one of its values, for one method. Each family
@@ -87,7 +87,7 @@ RULES = (
     "N(mean, se), seeded per family from a hash of its key). Verdict: `consistent` iff "
     "|slope - predicted| <= "
     f"max(2 slope_err, {ATOL}), the absolute {ATOL} covering the log and gamma0 factors "
-    "model.md section 5 leaves out; `inconsistent` otherwise; `no prediction` where section 5 "
+    "docs/science/rates.md leaves out; `inconsistent` otherwise; `no prediction` where theory "
     "predicts nothing at that point (e.g. KD outside alpha_S > alpha_T > 1 + beta); `edge` where "
     "fewer than 3 W2S optima lie inside the swept n range (an optimum at the first or last n "
     "is never fitted). W2S optima: the grid minimum of risk_t2s over the n axis (or, without "

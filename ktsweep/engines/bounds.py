@@ -1,4 +1,4 @@
-"""The ``bound`` estimator: the paper's analytic risk bounds (model.md §4.3), ψ = 3.
+"""The ``bound`` estimator: the paper's analytic risk bounds (docs/science/bounds.md), ψ = 3.
 
 Direct bounds (Lemma 1 and its lower counterpart) are closed forms of the spectrum and the
 target energies; the transfer bound (Theorem 1) is semi-analytic and uses the exact moments.

@@ -1,6 +1,6 @@
 """The ``exact`` estimator: expected risks of all four runs from the moment recursion.
 
-Deterministic float64, no sampling noise (model.md §4.2). Points are evaluated together:
+Deterministic float64, no sampling noise (docs/science/exact.md). Points are evaluated together:
 every run of every point (and every γ0 candidate when tuning) is one row of a single
 :func:`~ktsweep.engines.moments.evolve` call per phase (teacher-independent runs, then T2S).
 """

@@ -1,4 +1,4 @@
-"""The ``mc`` estimator: the SGD of model.md §2, literally, for R replicates in torch.
+"""The ``mc`` estimator: the SGD of docs/science/training.md, literally, for R replicates in torch.
 
 Points sharing (d, batch_t, batch_s) are stacked into one tensor program; replicates are a
 tensor dimension. Each model is iterated in its error coordinates η = u − θ* (u = Σ^{1/2} w

@@ -1,4 +1,4 @@
-"""The diagonal second-moment recursion of one-pass SGD (model.md §4.2), many runs at once.
+"""The diagonal second-moment recursion of one-pass SGD (docs/science/exact.md), many runs at once.
 
 A *run* is one SGD trajectory in expectation: a spectrum λ, an initial second moment
 a(0), a label-noise variance s², a batch size, a piecewise-constant schedule and a number

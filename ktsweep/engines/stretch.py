@@ -1,6 +1,6 @@
 """Closed form of the second-moment map over a whole stretch of constant step size.
 
-Within a stretch of constant γ (batch B, spectrum λ, label noise s²) model.md §4.2 reads
+Within a stretch of constant γ (batch B, spectrum λ, label noise s²) docs/science/exact.md reads
 
     a ← M a + s² g,   M = diag(q) + g 1ᵀ,
     q_i = 1 − 2γλ_i + γ²λ_i²(1 + 1/B),   g_i = γ²λ_i²/B.
@@ -52,7 +52,7 @@ Each root is stored as (nearest pole o_k, offset τ_k = δ_k − d_{o_k}), so C_
 is exact to rounding and the other C_{k,j} = 1/((d_j − d_{o_k}) − τ_k) lose at most the
 relative gap between poles. Powers use exp(t·log1p(−δ)) and E_k uses expm1, so neither
 rounds μ. A stretch whose map is not strictly stable (1 − Σ g/d ≤ 0), or whose poles are
-too close to separate, returns ``None`` and the caller steps it (model.md's recursion).
+too close to separate, returns ``None`` and the caller steps it (the step recursion).
 """
 
 from __future__ import annotations

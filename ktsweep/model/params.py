@@ -1,6 +1,6 @@
 """Point parameters: the validated record of one grid point and its canonical hash.
 
-The names and defaults are the contract of model.md §3; they are also config keys,
+The names and defaults are the contract of docs/science/quantities.md; they are also config keys,
 CLI keys and cube coordinates.
 """
 
@@ -32,7 +32,7 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class Point:
-    """One grid point of model.md §3, defaults resolved (ranks, horizons: None = default)."""
+    """One grid point (docs/science/quantities.md), defaults resolved (None: the default)."""
 
     alpha_t: float
     alpha_s: float

@@ -1,4 +1,4 @@
-"""Names, descriptions and derived ratios of the per-point quantities (model.md §3).
+"""Names, descriptions and derived ratios of the per-point quantities (docs/science/quantities.md).
 
 Every engine returns a mapping name → array with a leading point dimension; this module
 is the one place that says which names exist and what they mean.

@@ -1,4 +1,4 @@
-"""Spectra, targets and step-size schedules of model.md §1–2, shared by every estimator."""
+"""Spectra, targets, schedules (docs/science/model.md, training.md) for every estimator."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def geometric_period(horizon: int) -> int:
 
 
 def schedule_phases(kind: str, gamma0: float, steps: int, horizon: int) -> Phases:
-    """Piecewise-constant schedule of model.md §2, truncated to the ``steps`` actually run."""
+    """Piecewise-constant schedule (docs/science/training.md), cut to the ``steps`` run."""
     if kind == "constant":
         phases = [(0, gamma0)]
     elif kind == "geometric":
