@@ -1,9 +1,17 @@
-"""Exact-estimator cost per point, its speed-up over Monte Carlo, and stacked throughput.
+"""Exact-estimator cost per point: at any horizon (closed form per stretch) against the step
+recursion, its speed-up over Monte Carlo, stacked throughput and a sweep through the workflow.
 
 Prints ONE JSON object.
 
-    python benchmarks/bench_exact.py           # d = 1000, N = n = 10^5; mc R = 256
-    python benchmarks/bench_exact.py --quick   # seconds (smoke test)
+    python benchmarks/bench_exact.py           # all parts (about 10 minutes on 2 cores)
+    python benchmarks/bench_exact.py --quick   # seconds (smoke test; no workflow sweep)
+    python benchmarks/bench_exact.py --only horizons,big_d,sweep   # issue 8's parts only
+
+Horizons (issue 8): one point (all four runs), d = 1000, α_T = 1.5, α_S = 2, N = n ∈ {2^12,
+2^20, 2^30, 2^40}, each timed from a cold cache of stretch maps (``cold``) and again with the
+maps of the previous horizons cached (``warm``: what a sweep over N, n sees, since geometric
+schedules of every horizon share their steps γ0·2^-j). The step recursion (the previous
+engine, kept as the reference) is timed side by side where affordable.
 
 Monte Carlo at N = n = 10^5 would take minutes, so it is timed on a truncated run
 (N = n = ``mc_samples``, same d and R) and extrapolated linearly in SGD steps; the JSON says so.
@@ -14,15 +22,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from machine import machine_info
 
-from ktsweep.engines import exact, mc
+from ktsweep.engines import exact, mc, stretch
+from ktsweep.engines.moments import evolve_steps
 from ktsweep.model.params import Point, make_point
 from ktsweep.model.spectra import checkpoint_steps
+
+REPO = Path(__file__).resolve().parents[1]
+HORIZONS = {"d": 1000, "exps": [12, 20, 30, 40], "step_exps": [12, 20], "big_d": 10_000,
+            "big_exp": 30, "sweep_d": 200, "sweep_axis": 10, "sweep_part": (2, 2, 10, 10, 5)}
+HORIZONS_QUICK = {"d": 60, "exps": [8, 12, 20], "step_exps": [8, 12], "big_d": 200,
+                  "big_exp": 16, "sweep_d": 20, "sweep_axis": 3, "sweep_part": (1, 1, 3, 3, 1)}
 
 DEFAULT = {"d": 1000, "samples": 100_000, "mc_samples": 10_000, "replicates": 256,
            "stack_points": 32, "stack_samples": 10_000}
@@ -46,12 +65,116 @@ def timed(fn, repeat: int) -> list[float]:
     return out
 
 
+def horizon_point(d: int, exp: int) -> Point:
+    """Issue 8's point: d, α_T = 1.5, α_S = 2, N = n = 2^exp, defaults otherwise."""
+    return make_point({"alpha_t": 1.5, "alpha_s": 2.0, "N": 2**exp, "n": 2**exp,
+                       "sigma2": 0.1, "d": d})
+
+
+def horizons(size: dict[str, Any]) -> dict[str, Any]:
+    """Closed form (cold and warm cache) against the step recursion at growing N = n."""
+    rows = []
+    stretch.clear_cache()
+    for e in size["exps"]:
+        p = horizon_point(size["d"], e)
+        ck = checkpoint_steps(p.steps_max)
+        stretch.clear_cache()
+        t0 = time.perf_counter()
+        fast = exact.evaluate([p], ck)
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        exact.evaluate([p], ck)
+        warm = time.perf_counter() - t0
+        row = {"exp": e, "fast_cold_seconds": cold, "fast_warm_seconds": warm,
+               "risk_t2s": float(fast["risk_t2s"][0])}
+        if e in size["step_exps"]:
+            t0 = time.perf_counter()
+            ref = exact.evaluate([p], ck, solver=evolve_steps)
+            row["steps_seconds"] = time.perf_counter() - t0
+            row["max_rel_diff_risks"] = max(
+                abs(float(fast[k][0]) / float(ref[k][0]) - 1.0)
+                for k in ("risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling"))
+        rows.append(row)
+    by = {r["exp"]: r for r in rows}
+    lo, hi = size["step_exps"][-1], size["exps"][-1]
+    return {
+        "horizon_d": size["d"],
+        "horizon_rows": rows,
+        "flatness_cold": by[hi]["fast_cold_seconds"] / by[lo]["fast_cold_seconds"],
+        "flatness_what": f"cold cost at N = n = 2^{hi} / at 2^{lo} (issue 8 must: <= 1.5)",
+        "speedup_over_steps": by[lo]["steps_seconds"] / by[lo]["fast_cold_seconds"],
+        "speedup_what": f"step recursion / closed form (cold) at N = n = 2^{lo} (must: >= 15)",
+    }
+
+
+def big_d(size: dict[str, Any]) -> dict[str, Any]:
+    """One point at d = 10^4, N = n = 2^30 (closed form, cold cache)."""
+    p = horizon_point(size["big_d"], size["big_exp"])
+    stretch.clear_cache()
+    t0 = time.perf_counter()
+    out = exact.evaluate([p], checkpoint_steps(p.steps_max))
+    return {"big_d": size["big_d"], "big_exp": size["big_exp"],
+            "big_d_seconds": time.perf_counter() - t0, "big_d_status": str(out["status"][0])}
+
+
+def sweep(size: dict[str, Any]) -> dict[str, Any]:
+    """Exact-only sweep at d = 200, N, n up to 2^30: a part of a 10^5-point grid through the
+    real workflow (snakemake --cores 2 up to the cube), rate and extrapolation."""
+    k = size["sweep_axis"]
+    full = {"alpha_t": [1.2 + 0.1 * i for i in range(k)],
+            "alpha_s": [1.5 + 0.15 * i for i in range(k)],
+            "N": [2 ** (3 + 27 * i // max(1, k - 1)) for i in range(k)],
+            "n": [2 ** (3 + 27 * i // max(1, k - 1)) for i in range(k)],
+            "sigma2": [0.02 * (i + 1) for i in range(k)]}
+    part = {ax: vals[:m] for (ax, vals), m in zip(full.items(), size["sweep_part"], strict=True)}
+    n_full = k**5
+    n_part = 1
+    for v in part.values():
+        n_part *= len(v)
+    cfg = {"name": "exact_rate", "grid": part, "fixed": {"d": size["sweep_d"]},
+           "methods": ["exact"], "outputs": {"modes": False}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        path = work / "rate.yaml"
+        path.write_text(json.dumps(cfg))
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+               "--directory", str(work), "--configfile", str(path), "--cores", "2",
+               "results/exact_rate/cube.json", "-q"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+        wall = time.perf_counter() - t0
+    rate = n_part / wall
+    return {"sweep_points": n_part, "sweep_seconds": wall, "sweep_points_per_second": rate,
+            "sweep_full_points": n_full, "sweep_full_hours_extrapolated": n_full / rate / 3600,
+            "sweep_what": f"exact only, d = {size['sweep_d']}, N, n in 2^3..2^30, through "
+                          "snakemake --cores 2 up to the cube (startup included); the full "
+                          "grid is extrapolated linearly in points"}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (min reported)")
+    parser.add_argument("--only", default="", help="comma list of parts: mc, horizons, "
+                        "big_d, sweep (default: all)")
     args = parser.parse_args(argv)
+    parts = set(filter(None, args.only.split(","))) or (
+        {"mc", "horizons", "big_d"} if args.quick else {"mc", "horizons", "big_d", "sweep"})
     load_start = os.getloadavg()[0]
+    hsize = HORIZONS_QUICK if args.quick else HORIZONS
+    extra: dict[str, Any] = {}
+    if "horizons" in parts:
+        extra.update(horizons(hsize))
+    if "big_d" in parts:
+        extra.update(big_d(hsize))
+    if "sweep" in parts:
+        extra.update(sweep(hsize))
+    if "mc" not in parts:
+        result = {"benchmark": "bench_exact", "quick": args.quick, **extra,
+                  "machine": machine_info(torch.get_num_threads(), load_start)}
+        print(json.dumps(result))
+        return result
     size = QUICK if args.quick else DEFAULT
     d, R = size["d"], size["replicates"]
 
@@ -112,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "stacking_gain_what": "time of one point alone / per-point time when stacked (>1: "
                               "stacking helps)",
         "timing": "min over repeats",
+        **extra,
         "machine": machine_info(default_threads, load_start),
     }
     print(json.dumps(result))

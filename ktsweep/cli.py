@@ -61,7 +61,7 @@ def point_record(results: dict[str, dict[str, np.ndarray]], steps: np.ndarray) -
     statuses = []
     for m in methods:
         for k, v in results[m].items():
-            if k.startswith("gamma0_"):
+            if k.startswith(("gamma0_", "tune_edge_")):  # per point, not per method
                 record[k] = v[0]
             elif k == "status":
                 statuses.append(str(v[0]))
@@ -71,6 +71,19 @@ def point_record(results: dict[str, dict[str, np.ndarray]], steps: np.ndarray) -
                 record[f"{m}_{k}" if prefixed and m != "bound" else k] = v[0]
     record["status"] = "diverged" if "diverged" in statuses else "ok"
     return {k: _jsonable(v) for k, v in record.items()}
+
+
+def tune_edge_warnings(record: dict[str, Any]) -> list[str]:
+    """One message per run whose tuned γ0 sits at an end of its ``{tune: [...]}`` list."""
+    runs = {"t": ("teacher", "gamma0_t"), "s": ("T2S student", "gamma0_s"),
+            "direct": ("direct student", "gamma0_direct"),
+            "ceiling": ("ceiling student", "gamma0_ceiling")}
+    out = []
+    for suffix, (who, key) in runs.items():
+        if record.get(f"tune_edge_{suffix}") == 1.0:
+            out.append(f"the {who}'s tuned {key} = {record.get(key)} is at an end of its tune "
+                       "list; the best step may lie outside it (widen the list)")
+    return out
 
 
 def cmd_point(args: argparse.Namespace) -> int:
@@ -84,6 +97,8 @@ def cmd_point(args: argparse.Namespace) -> int:
     if "mc" in methods:
         _check_mc_memory(point, settings, len(steps))
     record = point_record(run([point], methods, steps, settings), steps)
+    for warning in tune_edge_warnings(record):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(record))
         return 0
@@ -260,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ktsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("point", help="evaluate one grid point",
-                       description="Evaluate one point: KEY=VALUE pairs of model.md §3 "
-                                   "(values read as YAML).")
+                       description="Evaluate one point: KEY=VALUE pairs (values read as "
+                                   "YAML) of the parameters in docs/science/quantities.md.")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     p.add_argument("--method", choices=[*METHODS, "all"], default="exact")
     mc = MCConfig.model_fields
@@ -307,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
 
-    p = sub.add_parser("fits", help="fit the power-law exponents of a cube against model.md §5")
+    p = sub.add_parser("fits", help="fit the power-law exponents of a cube against "
+                       "docs/science/rates.md")
     p.add_argument("cube", help="result cube (zarr directory)")
     p.add_argument("--csv", required=True, help="write the fit table here (CSV)")
     p.add_argument("--md", required=True, help="write the readable report here (Markdown)")

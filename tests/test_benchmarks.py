@@ -57,7 +57,11 @@ def test_benchmark_quick_json(script: str) -> None:
 
 
 def test_gpu_benchmark_skips_or_runs() -> None:
-    """Without CUDA it says so; its CPU smoke path runs the same code and agrees with exact."""
+    """Without CUDA it says so; its CPU smoke path runs the same code and agrees with exact.
+
+    Planted bugs caught: a floor that draws more than mc does (one block per model, four
+    per step, instead of one shared block), or a result without a key the GPU check reads.
+    """
     res = subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--quick"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
@@ -69,8 +73,14 @@ def test_gpu_benchmark_skips_or_runs() -> None:
                           "cpu"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["device_ns_per_unit"] > 0 and out["cpu_ns_per_unit"] > 0
-    assert out["agreement_max_abs_z"] < 5
+    for key in ("device_ns_per_unit", "floor_ns_per_unit", "ratio_mc_over_floor",
+                "copy_gib_per_s", "cpu_ns_per_unit_one_thread", "cpu_all_cores_ns_per_unit",
+                "speedup_over_cpu_all_cores"):
+        assert isinstance(out[key], float) and out[key] > 0, key
+    # Monte Carlo draws exactly the floor's blocks and then does more work with them
+    assert out["ratio_mc_over_floor"] > 1
+    assert out["device"] == "cpu" and out["torch_version"] == torch.__version__
+    assert out["cpu_processes"] >= 1 and out["agreement_max_abs_z"] < 5
 
 
 def test_numpy_sgd_loop_agrees_with_exact() -> None:

@@ -1,4 +1,4 @@
-"""Analytic bounds of model.md §4.3 against the exact risk, and their k* definitions."""
+"""Analytic bounds of docs/science/bounds.md against the exact risk, and their k* definitions."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_transfer_bound_delta_in_range(grid) -> None:
         lam_s = spectrum(p.alpha_s, p.d, p.rank_s)
         threshold = delta[i] * math.log2(p.n) / (4 * GAMMA0 * p.n)
         assert b["kstar_t2s"][i] == np.count_nonzero(lam_s > threshold)
-    # the flag says what it says; its truth is a finding per point (model.md §4.3)
+    # the flag says what it says; its truth is a finding per point (docs/science/bounds.md)
     np.testing.assert_array_equal(b["bound_t2s_holds"], (ex["risk_t2s"] <= b["bound_t2s"]) * 1.0)
 
 
@@ -97,7 +97,7 @@ def test_kstar_and_bounds_by_hand() -> None:
 
 
 def test_transfer_bound_value_by_hand() -> None:
-    """Theorem 1's B(δ) on hand-made moments (model.md §4.3), minimum over δ written out.
+    """Theorem 1's B(δ) (docs/science/bounds.md) on hand-made moments, minimum over δ by hand.
 
     λ_S = (1, 0.05, 0.0101), n = 16, γ0_S = 0.5: threshold δ log2 n / (4 γ0 n) = δ / 8, so
     k*_S = 3 for δ ≤ 0.08, 2 for 0.09 ≤ δ ≤ 0.39, 1 from 0.40. With a^T = (0.1, 0.2, 0.3),
@@ -230,9 +230,9 @@ def test_out_of_scope_runs_are_flagged(case: str) -> None:
     assert all(inside[f"scope_{r}"][0] == 1.0 for r in ("teacher", "direct", "ceiling"))
 
 
-FINDING = ("FINDING (model.md §4.3, not a code bug): the App. A lower bound assumes batch 1 and "
-           "the geometric schedule decayed over the run; ktsweep applies it to every batch, "
-           "schedule and horizon, and it fails there although step_condition holds")
+FINDING = ("FINDING (docs/science/bounds.md, not a code bug): the App. A lower bound assumes "
+           "batch 1 and the geometric schedule decayed over the run; ktsweep applies it to every "
+           "batch, schedule and horizon, and it fails there although step_condition holds")
 
 
 @pytest.mark.parametrize("case", list(OUT_OF_SCOPE))
@@ -242,7 +242,7 @@ def test_lower_bound_outside_theorem_scope(case: str) -> None:
     Mutations: a step condition that stops holding, or the teacher run coming back into
     scope, fail this test (with ``xfail(raises=AssertionError)`` around the preconditions they
     were silently counted as the expected failure); a lower bound that now holds fails too
-    (the finding no longer reproduces: update model.md)."""
+    (the finding no longer reproduces: update docs/science/bounds.md)."""
     p = make_point({"gamma0_t": GAMMA0, "gamma0_s": GAMMA0, **OUT_OF_SCOPE[case]})
     b, ex = bounds.evaluate([p]), exact.evaluate([p])
     assert b["step_condition"][0] == 1.0

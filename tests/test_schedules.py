@@ -1,4 +1,4 @@
-"""Step-size schedules of model.md §2 against hand-computed values."""
+"""Step-size schedules of docs/science/training.md against hand-computed values."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def expand(kind: str, gamma0: float, steps: int, horizon: int) -> np.ndarray:
 
 
 def contract_schedule(kind: str, gamma0: float, steps: int, horizon: int) -> np.ndarray:
-    """model.md §2 written literally (K = max(1, floor(H / log2 H)); K = 1 for H = 1)."""
+    """docs/science/training.md, literally (K = max(1, floor(H / log2 H)); K = 1 for H = 1)."""
 
     def period(h: int) -> int:
         return 1 if h < 2 else max(1, math.floor(h / math.log2(h)))

@@ -1,4 +1,4 @@
-"""Predicted exponents of model.md §5 against hand-computed values, and regime gating."""
+"""Predicted exponents of docs/science/rates.md against hand-computed values, and regime gating."""
 
 from __future__ import annotations
 

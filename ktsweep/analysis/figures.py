@@ -6,7 +6,7 @@ exactly those files, drawing a 'no data' panel where a planned figure's data are
 Every figure shows one slice of the grid: the axes it plots, every other axis held at a
 *representative* value (the largest ``N`` and ``n``, the middle value of other axes, moving
 outwards until data exist); the caption line at the bottom names them with the fixed parameters.
-Risks are excess risks with the ½ factor (model.md §1)."""
+Risks are excess risks with the ½ factor (docs/science/model.md#risk-convention)."""
 
 from __future__ import annotations
 
@@ -351,7 +351,7 @@ def fig_risk_vs_n(v: _View) -> Figure:
     ax.set_ylabel(RISK_UNITS)
     ax.legend(fontsize=7)
     return _finish(fig, "Excess risk vs N (teacher, direct, T2S)",
-                   v.caption(at, None, "dashed: model.md §5 slopes"))
+                   v.caption(at, None, "dashed: docs/science/rates.md slopes"))
 
 
 def fig_der_vs_dalpha(v: _View) -> Figure:
@@ -502,7 +502,7 @@ def fig_spectral_horizon(v: _View) -> Figure:
     ax.set_ylabel(f"per-mode {RISK_UNITS}")
     ax.legend(fontsize=7)
     return _finish(fig, "Spectral horizon: per-mode risk and cutoffs k*",
-                   v.caption(at, m, "k*: Lemma 1, model.md §4.3"))
+                   v.caption(at, m, "k*: Lemma 1, docs/science/bounds.md"))
 
 
 def fig_spectral_denoising(v: _View) -> Figure:
@@ -617,8 +617,8 @@ REGISTRY: tuple[FigureSpec, ...] = (
         caption=(
             "Excess risks of the teacher, the directly trained student and the teacher-to-student "
             "(T2S) student against the teacher sample size N (log-log; lines exact, points Monte "
-            "Carlo mean ± standard error). Dashed lines have the slopes predicted by model.md "
-            "section 5, anchored at the last point: Lemma 1 rates for teacher and direct student, "
+            "Carlo mean ± standard error). Dashed lines have the slopes of docs/science/rates.md, "
+            "anchored at the last point: Lemma 1 rates for teacher and direct student, "
             "Theorem 3's limit rate for T2S (shown only where alpha_S > alpha_T > 1 + beta)."
         )),
     FigureSpec(

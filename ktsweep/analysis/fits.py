@@ -1,4 +1,4 @@
-"""Exponent fits of the result cube against the power laws of model.md §5.
+"""Exponent fits of the result cube against the power laws of docs/science/rates.md.
 
 A *family* is one quantity against one sample-size axis (``N``, or ``n`` for the ceiling
 student) with every other grid axis held at one of its values, for one method. Each family
@@ -104,7 +104,7 @@ RULES = (
     f"max({RTOL} |predicted|, {ATOL}), plus 2 slope_err for `mc` (exact data has no "
     "statistical error: its regression error measures curvature, which the drift judges). "
     "Verdicts, first that applies: "
-    "`no prediction` where model.md section 5 predicts nothing there; `finite d` where the "
+    "`no prediction` where docs/science/rates.md predicts nothing there; `finite d` where the "
     "truncation of the spectrum at d (or the rank) cuts at least "
     f"{FINITE_D_SHARE} of the rate-setting tail at the largest axis value (the truncation "
     "column: (k*/d)^(alpha_T - 1 - beta), k*/d for the lowdim target); "

@@ -18,7 +18,8 @@ from ktsweep.analysis.figures import CAPTIONS, FIGURES
 def caption_rst(name: str) -> str:
     """The caption of one figure as a short reStructuredText document."""
     body = textwrap.fill(CAPTIONS[name], width=96)
-    return f"{body}\n\nRisks are excess risks with the 1/2 factor (model.md section 1).\n"
+    return (f"{body}\n\nRisks are excess risks with the 1/2 factor "
+            "(docs/science/model.md#risk-convention).\n")
 
 
 def write_captions(directory: str | os.PathLike) -> list[Path]:

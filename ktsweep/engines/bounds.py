@@ -1,4 +1,4 @@
-"""The ``bound`` estimator: the paper's analytic risk bounds (model.md §4.3), ψ = 3.
+"""The ``bound`` estimator: the paper's analytic risk bounds (docs/science/bounds.md), ψ = 3.
 
 Direct bounds (Lemma 1 and its lower counterpart) are closed forms of the spectrum and the
 target energies; the transfer bound (Theorem 1) is semi-analytic and uses the exact moments.
@@ -86,6 +86,11 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             "ceiling": (det.lam_s[i], p.rank_s, p.n, p.steps_s, det.gamma0["gamma0_ceiling"][i]),
         }
         for name, (lam, rank, samples, steps, g) in runs.items():
+            if math.isinf(samples):  # the limit N or n = ∞: no finite-sample bound
+                for k in ("bound_upper", "bound_lower", "kstar_upper", "kstar_lower",
+                          "sandwich", "scope"):
+                    row[f"{k}_{name}"] = math.nan
+                continue
             b = direct_bounds(lam, det.energy[i], p.sigma2, rank, samples, steps, g)
             row[f"bound_upper_{name}"] = b["upper"]
             row[f"bound_lower_{name}"] = b["lower"]
@@ -94,9 +99,12 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             risk = ex[f"risk_{name}"][i]
             row[f"sandwich_{name}"] = float(b["lower"] <= risk <= b["upper"])
             row[f"scope_{name}"] = float(scope[name])
-        value, delta, k = transfer_bound(det.lam_s[i], det.energy[i], det.a_teacher[i],
-                                         det.a_t2s[i], det.p_t2s[i], det.u_teacher_sq[i], p.n,
-                                         det.gamma0["gamma0_s"][i])
+        if math.isinf(p.n) or math.isinf(p.N):
+            value, delta, k = math.nan, math.nan, math.nan
+        else:
+            value, delta, k = transfer_bound(
+                det.lam_s[i], det.energy[i], det.a_teacher[i], det.a_t2s[i], det.p_t2s[i],
+                det.u_teacher_sq[i], p.n, det.gamma0["gamma0_s"][i])
         row["bound_t2s"], row["bound_t2s_delta"], row["kstar_t2s"] = value, delta, k
         row["bound_t2s_holds"] = float(ex["risk_t2s"][i] <= value)
         row["step_condition"] = float(step_condition(

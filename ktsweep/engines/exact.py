@@ -1,12 +1,13 @@
 """The ``exact`` estimator: expected risks of all four runs from the moment recursion.
 
-Deterministic float64, no sampling noise (model.md §4.2). Points are evaluated together:
+Deterministic float64, no sampling noise (docs/science/exact.md). Points are evaluated together:
 every run of every point (and every γ0 candidate when tuning) is one row of a single
 :func:`~ktsweep.engines.moments.evolve` call per phase (teacher-independent runs, then T2S).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from ktsweep.engines.moments import Runs, evolve
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble, with_ratios
 from ktsweep.model.spectra import (
-    phase_product,
+    phase_products,
     resolve_gamma0,
     schedule_phases,
     student_spectrum,
@@ -69,8 +70,12 @@ def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]
             a0.append(s.a0)
             noise.append(s.noise)
             batch.append(s.batch)
-            phases.append(schedule_phases(s.kind, g, s.steps, horizon))
-            steps.append(s.steps)
+            if math.isinf(s.steps):  # the limit: evolve needs only γ0 and the kind
+                phases.append([(0, g)])
+                steps.append(-1)
+            else:
+                phases.append(schedule_phases(s.kind, g, s.steps, horizon))
+                steps.append(s.steps)
     runs = Runs(
         lam=np.array(lam),
         a0=np.array(a0),
@@ -78,6 +83,7 @@ def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]
         batch=np.array(batch),
         phases=phases,
         steps=np.array(steps, dtype=np.int64),
+        kinds=[s.kind for s in specs for _ in s.gammas],
     )
     return runs, labels
 
@@ -95,10 +101,24 @@ def _best(score: np.ndarray, diverged: np.ndarray, labels, n_specs: int):
     return best_row, best_g
 
 
+def _edge(p: Point, role: str, chosen: float) -> float:
+    """1.0 when a tuned γ0 was chosen at either end of its list (the optimum may lie outside
+    the grid), 0.0 inside it, NaN when the run's γ0 was not tuned."""
+    spec = p.gamma0_t if role == "teacher" else p.gamma0_s
+    if not (isinstance(spec, dict) and "tune" in spec) or len(spec["tune"]) < 2:
+        return np.nan
+    grid = spec["tune"]
+    return float(chosen in (min(grid), max(grid)))
+
+
 def evaluate_detail(
-    points: Sequence[Point], checkpoints: np.ndarray | None = None
+    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
 ) -> tuple[dict[str, np.ndarray], Detail]:
-    """Exact quantities and the moments behind them for points sharing ``d``."""
+    """Exact quantities and the moments behind them for points sharing ``d``.
+
+    ``solver`` is :func:`~ktsweep.engines.moments.evolve` (closed form per stretch) or the
+    reference :func:`~ktsweep.engines.moments.evolve_steps` (every step; tests only).
+    """
     if len({p.d for p in points}) > 1:
         raise ValueError("exact.evaluate_detail needs points sharing d; use evaluate()")
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
@@ -120,7 +140,7 @@ def evaluate_detail(
                   p.schedule_s, p.plan_s, gs),
         ]
     runs, labels = _expand(specs)
-    m1 = evolve(runs, ck)
+    m1 = solver(runs, ck)
     best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
     pick = {(s.point, s.role): (best[k], g_best[k]) for k, s in enumerate(specs)}
 
@@ -139,7 +159,7 @@ def evaluate_detail(
         for i, p in enumerate(points)
     ]
     runs2, labels2 = _expand(specs2)
-    m2 = evolve(runs2, ck)
+    m2 = solver(runs2, ck)
     owner = np.array([specs2[s].point for s, _, _ in labels2])
     mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross[owner] + a_t[owner])
     best2, g2 = _best(mode_t2s_all.sum(axis=1), m2.diverged, labels2, P)
@@ -147,11 +167,10 @@ def evaluate_detail(
     # T2S learning curve: needs P^S at every checkpoint, not only at the end.
     curve_t2s = np.full((P, len(ck)), np.nan)
     for i, row in enumerate(best2):
-        s = points[i]
-        for c, t in enumerate(ck):
-            if t <= s.steps_s and np.isfinite(m2.curve[row, c]):
-                pt = phase_product(runs2.phases[row], int(t), lam_s[i])
-                curve_t2s[i, c] = m2.curve[row, c] - pt @ cross[i] + 0.5 * a_t[i].sum()
+        ok = (ck <= points[i].steps_s) & np.isfinite(m2.curve[row])
+        if ok.any():
+            pt = phase_products(runs2.phases[row], ck[ok], lam_s[i])
+            curve_t2s[i, ok] = m2.curve[row, ok] - pt @ cross[i] + 0.5 * a_t[i].sum()
 
     out: dict[str, np.ndarray] = {
         "mode_teacher": 0.5 * a_t,
@@ -167,14 +186,29 @@ def evaluate_detail(
     }
     for name in ("teacher", "direct", "t2s", "ceiling"):
         out[f"risk_{name}"] = out[f"mode_{name}"].sum(axis=1)
-    diverged = (
-        div_t | take("direct", m1.diverged) | take("ceiling", m1.diverged) | m2.diverged[best2]
-    )
-    for k in ("mode_teacher", "mode_direct", "mode_ceiling", "mode_t2s", "curve_teacher",
-              "curve_t2s", "risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling"):
-        out[k][diverged] = np.nan  # as in mc: a diverged point reports no risks
+    # Only the runs that depend on a diverged run are blanked: the T2S student learns from
+    # the teacher, the direct and ceiling students do not.
+    blank = {
+        "teacher": div_t,
+        "direct": take("direct", m1.diverged),
+        "ceiling": take("ceiling", m1.diverged),
+        "t2s": div_t | m2.diverged[best2],
+    }
+    for name, bad in blank.items():
+        for k in (f"mode_{name}", f"risk_{name}", f"curve_{name}"):
+            if k in out:
+                out[k][bad] = np.nan
+    diverged = np.logical_or.reduce(list(blank.values()))
     out["status"] = np.where(diverged, "diverged", "ok")
+    tuned = {"teacher": "tune_edge_t", "direct": "tune_edge_direct",
+             "ceiling": "tune_edge_ceiling"}
+    for role, key in tuned.items():
+        out[key] = np.array([_edge(points[i], role, pick[(i, role)][1]) for i in range(P)])
+    out["tune_edge_s"] = np.array([_edge(points[i], "t2s", g2[i]) for i in range(P)])
     with_ratios(out)
+    no_w2s = np.array([math.isinf(p.n) for p in points])
+    out["pgr"][no_w2s] = np.nan  # n = ∞: no weak-to-strong question (issue 8)
+    out["w2s_ratio"][no_w2s] = np.nan
     detail = Detail(
         energy=energy, lam_t=lam_t, lam_s=lam_s, a_teacher=a_t, p_teacher=p_t,
         a_t2s=m2.a[best2], p_t2s=m2.contraction[best2], u_teacher_sq=u_t_sq,
@@ -185,10 +219,10 @@ def evaluate_detail(
 
 
 def evaluate(
-    points: Sequence[Point], checkpoints: np.ndarray | None = None
+    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
 ) -> dict[str, np.ndarray]:
     """Exact quantities for any points (grouped by ``d`` internally; per-mode arrays padded)."""
-    return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints)[0])
+    return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints, solver)[0])
 
 
 def group_by_d(points: Sequence[Point], fn) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The ``mc`` estimator: the SGD of model.md §2, literally, for R replicates in torch.
+"""The ``mc`` estimator: the SGD of docs/science/training.md, literally, for R replicates in torch.
 
 Points sharing (d, batch_t, batch_s) are stacked into one tensor program; replicates are a
 tensor dimension. Each model is iterated in its error coordinates η = u − θ* (u = Σ^{1/2} w
@@ -24,9 +24,14 @@ import numpy as np
 import torch
 
 from ktsweep.engines.exact import evaluate_detail, group_by_d
-from ktsweep.engines.moments import DIVERGED_FACTOR
+from ktsweep.engines.moments import divergence_limit
 from ktsweep.model.params import Point, derive_seed, point_hash
-from ktsweep.model.quantities import CURVES, MODE_RISKS, RISKS, STEP_SIZES, assemble, with_ratios
+from ktsweep.model.quantities import (
+    STEP_SIZES,
+    TUNE_EDGES,
+    assemble,
+    with_ratios,
+)
 from ktsweep.model.spectra import (
     resolve_gamma0,
     schedule_phases,
@@ -58,6 +63,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def initial_step_sizes(points: Sequence[Point]) -> dict[str, np.ndarray]:
     """γ0 of the four runs per point; ``{tune: [...]}`` is resolved by the exact risk."""
     out = {k: np.empty(len(points)) for k in STEP_SIZES}
+    out.update({k: np.full(len(points), np.nan) for k in TUNE_EDGES})
     tuned = [i for i, p in enumerate(points)
              if isinstance(p.gamma0_t, dict) and "tune" in p.gamma0_t
              or isinstance(p.gamma0_s, dict) and "tune" in p.gamma0_s]
@@ -68,7 +74,7 @@ def initial_step_sizes(points: Sequence[Point]) -> dict[str, np.ndarray]:
             out[k][i] = g
     if tuned:
         res = group_by_d([points[i] for i in tuned], lambda pts: evaluate_detail(pts)[0])
-        for k in STEP_SIZES:
+        for k in STEP_SIZES + TUNE_EDGES:
             out[k][tuned] = res[k]
     return out
 
@@ -129,7 +135,7 @@ def _run_loop(
         if not active:
             break
         for p, mi, gamma in events.get(t, ()):
-            if not diverged[p]:
+            if not diverged[p, mi]:
                 gain[mi][p] = (gamma / batch) * models[mi].lam[p]
         if t % _CHECK_EVERY == 0 and t:
             _check(models, limit, diverged, gain, active)
@@ -158,12 +164,14 @@ def _run_loop(
 
 
 def _check(models, limit, diverged, gain, active) -> None:
-    """Freeze points whose risk is non-finite or exploded; the others are untouched."""
-    worst = torch.stack([_risk(m, slice(0, active)).amax(-1) for m in models]).amax(0)
-    bad = (~(worst < limit[:active])).cpu().numpy()
-    for p in np.flatnonzero(bad & ~diverged[:active]):
-        diverged[p] = True
-        for m, g in zip(models, gain, strict=True):
+    """Freeze runs whose risk is non-finite or passed the limit in any replicate (the rule of
+    :data:`~ktsweep.engines.moments.DIVERGED_FACTOR`); other runs, of the same point
+    included, are untouched. ``diverged`` is (points, models)."""
+    for mi, (m, g) in enumerate(zip(models, gain, strict=True)):
+        worst = _risk(m, slice(0, active)).amax(-1)
+        bad = (~(worst < limit[:active])).cpu().numpy()
+        for p in np.flatnonzero(bad & ~diverged[:active, mi]):
+            diverged[p, mi] = True
             g[p] = 0.0
             m.state[p] = float("nan")
 
@@ -223,9 +231,11 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
     theta = theta.expand(P, R, d)
     sigma = torch.tensor([math.sqrt(p.sigma2) for p in points], **kw)
     energy = np.array([target_energy(p).sum() for p in points])
-    limit = torch.tensor(DIVERGED_FACTOR * (0.5 * energy + np.array([p.sigma2 for p in points])
-                                            + 1e-30), **kw)
-    diverged = np.zeros(P, dtype=bool)
+    sigma2 = np.array([p.sigma2 for p in points])
+    # risk-unit form of moments.divergence_limit (which bounds Σa + s² = 2·risk + s²)
+    limit = torch.tensor(0.5 * divergence_limit(energy, sigma2), **kw)
+    diverged = {name: np.zeros(P, dtype=bool) for name in ("teacher", "direct", "t2s",
+                                                             "ceiling")}
     ck = np.asarray(checkpoints)
 
     def phases(kind_attr, gamma_key, steps_attr, horizon_attr):
@@ -234,20 +244,22 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
                                 else getattr(p, horizon_attr))
                 for i, p in enumerate(points)]
 
-    def run(models: list[_Model], generators, steps: np.ndarray, batch: int) -> None:
+    def run(models: list[_Model], names: list[str], generators, steps: np.ndarray,
+            batch: int) -> None:
         order = np.argsort(-steps, kind="stable")
         idx = torch.as_tensor(order, device=device)
         sub = [_Model(m.state[idx].clone(), m.lam[idx], [m.phases[i] for i in order], m.noisy,
                       None if m.offset is None else m.offset[idx],
                       None if m.curve is None else m.curve[idx].clone()) for m in models]
-        div = diverged[order].copy()
+        div = np.stack([diverged[n][order] for n in names], axis=1)
         _run_loop(sub, [generators[i] for i in order], steps[order], batch, sigma[idx],
                   limit[idx], ck, div)
         for m, s in zip(models, sub, strict=True):
             m.state[idx] = s.state
             if m.curve is not None:
                 m.curve[idx] = s.curve
-        diverged[order] |= div
+        for j, n in enumerate(names):
+            diverged[n][order] |= div[:, j]
 
     nan_curve = torch.full((P, R, len(ck)), float("nan"), **kw)
     teacher = _Model(-theta.clone(), lam_t, phases("schedule_t", "gamma0_t", "steps_t", "plan_t"),
@@ -256,16 +268,19 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
                     phases("schedule_s", "gamma0_direct", "steps_direct", None), True)
     steps_t = np.array([p.steps_t for p in points])
     if bt == bs:
-        run([teacher, direct], gens("teacher"), steps_t, bt)
+        run([teacher, direct], ["teacher", "direct"], gens("teacher"), steps_t, bt)
     else:
-        run([teacher], gens("teacher"), steps_t, bt)
-        run([direct], gens("direct"), np.array([p.steps_direct for p in points]), bs)
+        run([teacher], ["teacher"], gens("teacher"), steps_t, bt)
+        run([direct], ["direct"], gens("direct"), np.array([p.steps_direct for p in points]),
+            bs)
+    diverged["t2s"] |= diverged["teacher"]  # it learns from the teacher
     t2s = _Model(-(teacher.state + theta), lam_s,
                  phases("schedule_s", "gamma0_s", "steps_s", "plan_s"), False,
                  offset=teacher.state, curve=nan_curve.clone())
     ceiling = _Model(-theta.clone(), lam_s,
                      phases("schedule_s", "gamma0_ceiling", "steps_s", "plan_s"), True)
-    run([t2s, ceiling], gens("student"), np.array([p.steps_s for p in points]), bs)
+    run([t2s, ceiling], ["t2s", "ceiling"], gens("student"),
+        np.array([p.steps_s for p in points]), bs)
 
     models = {"teacher": teacher, "direct": direct, "t2s": t2s, "ceiling": ceiling}
     out: dict[str, np.ndarray] = {}
@@ -283,11 +298,16 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
     out["der_se"] = _ratio_se(rd, rs)
     out["w2s_ratio_se"] = _ratio_se(rs, rt)
     out["pgr_se"] = np.where(np.isnan(out["pgr"]), np.nan, _ratio_se(rt - rs, rt - rc))
-    for k in RISKS + MODE_RISKS + CURVES + ("der", "pgr", "w2s_ratio"):
-        for key in (k, k + "_se"):
-            if key in out:
-                out[key][diverged] = np.nan
-    out["status"] = np.where(diverged, "diverged", "ok")
+    for name, bad in diverged.items():  # only the diverged runs (T2S: or its teacher)
+        for k in (f"risk_{name}", f"mode_{name}", f"curve_{name}"):
+            for key in (k, k + "_se"):
+                if key in out:
+                    out[key][bad] = np.nan
+    with_ratios(out)
+    for k in ("der", "pgr", "w2s_ratio"):
+        out[k + "_se"][~np.isfinite(out[k])] = np.nan
+    any_bad = np.logical_or.reduce(list(diverged.values()))
+    out["status"] = np.where(any_bad, "diverged", "ok")
     out.update({k: v.copy() for k, v in gam.items()})
     return out
 
@@ -324,15 +344,22 @@ def simulate(
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
     gam = initial_step_sizes(points)
     groups: dict[tuple[int, int, int], list[int]] = {}
+    limit = np.array([math.isinf(p.N) or math.isinf(p.n) for p in points], dtype=bool)
     for i, p in enumerate(points):
-        groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)
+        if not limit[i]:  # N or n = inf: a limit no simulation reaches (exact computes it)
+            groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)
     previous = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
     try:
-        return _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target)
+        out = _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target)
     finally:
         torch.set_num_threads(previous)
+    if limit.any():
+        status = out.get("status", np.full(len(points), "", dtype="<U8"))
+        out["status"] = np.where(limit, "missing", status)
+        out.update({k: v.copy() for k, v in gam.items()})
+    return out
 
 
 def _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target

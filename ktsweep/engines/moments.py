@@ -1,9 +1,17 @@
-"""The diagonal second-moment recursion of one-pass SGD (model.md §4.2), many runs at once.
+"""The diagonal second-moment recursion of one-pass SGD (docs/science/exact.md), many runs at once.
 
 A *run* is one SGD trajectory in expectation: a spectrum λ, an initial second moment
 a(0), a label-noise variance s², a batch size, a piecewise-constant schedule and a number
-of steps. Runs are stacked as rows of (rows, d) float64 arrays; the step loop is shared
-and touches only rows still running, so the cost is Σ_rows steps·d, not rows·max(steps)·d.
+of steps. Two solvers share the :class:`Runs` / :class:`Moments` records:
+
+- :func:`evolve` advances each constant-step stretch in closed form
+  (:mod:`ktsweep.engines.stretch`), at a cost independent of its length; a stretch whose
+  map is not strictly stable is stepped.
+- :func:`evolve_steps` walks every step (blocks of 64): the reference the closed form is
+  tested against, with cost Σ_rows steps·d.
+
+Divergence has one definition for every estimator (:data:`DIVERGED_FACTOR`,
+:func:`divergence_limit`).
 """
 
 from __future__ import annotations
@@ -14,8 +22,21 @@ import numpy as np
 
 from ktsweep.model.spectra import Phases, phase_product
 
-DIVERGED_FACTOR = 1e8
-"""A run whose Σa exceeds this multiple of its start (plus s²) is declared diverged."""
+DIVERGED_FACTOR = 1e4
+"""A run diverged when, at any step, Σ_i a_i + s² (twice its excess risk plus the noise floor)
+exceeds this multiple of its untrained value Σ_i a_i(0) + s². Stable SGD reaches at most the
+stationary level s²/(1 − Σ_i g_i/d_i) (see :mod:`ktsweep.engines.stretch`), far below this unless
+the step is within 10⁻⁴ of the stability edge; an unstable run crosses it geometrically fast.
+Monte Carlo applies the same rule to each replicate (``mc``)."""
+
+
+_STEP_BELOW = 1
+"""Stretch pieces shorter than this many steps per mode are stepped, not decomposed."""
+
+
+def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """The bound on Σ_i a_i + s² above which a run is diverged (one place for the rule)."""
+    return DIVERGED_FACTOR * np.maximum(np.asarray(untrained) + np.asarray(noise), 1e-300)
 
 
 @dataclass
@@ -27,7 +48,8 @@ class Runs:
     noise: np.ndarray  # (rows,) label-noise variance s²
     batch: np.ndarray  # (rows,) batch size
     phases: list[Phases]  # per row
-    steps: np.ndarray  # (rows,) steps run
+    steps: np.ndarray  # (rows,) steps run; −1: infinitely many (the limit, evolve only)
+    kinds: list[str] | None = None  # per row schedule kind (needed for infinite rows)
 
 
 @dataclass
@@ -71,13 +93,17 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int
     return decay, gain, powers, inverse
 
 
-def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -> Moments:
-    """Iterate a_i ← (1 − 2γλ_i + γ²λ_i²(1 + 1/B)) a_i + (γ²λ_i²/B)(Σ_j a_j + s²).
+def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
+                 ) -> Moments:
+    """Reference solver: iterate a_i ← (1 − 2γλ_i + γ²λ_i²(1 + 1/B)) a_i + (γ²λ_i²/B)(Σ_j a_j + s²).
 
     Steps advance in blocks of up to ``block`` (never across a schedule change or the end
     of a run); learning-curve checkpoints inside a block are read from its renewal solution.
     """
     rows, d = runs.a0.shape
+    if (np.asarray(runs.steps) < 0).any():
+        raise ValueError("evolve_steps cannot take infinitely many steps (steps = -1); "
+                         "use evolve, which computes the limit")
     ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
     curve = np.full((rows, len(ckpt)), np.nan)
     if rows == 0:
@@ -106,8 +132,7 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
     gain = np.zeros((rows, d))
     powers = np.ones((rows, k, d))
     inverse = np.broadcast_to(np.eye(k), (rows, k, k)).copy()
-    start_total = a.sum(axis=1) + noise
-    limit = DIVERGED_FACTOR * np.maximum(start_total, 1e-300)
+    limit = divergence_limit(a.sum(axis=1), noise)
     diverged = np.zeros(rows, dtype=bool)
 
     def freeze(idx: np.ndarray) -> None:
@@ -154,6 +179,9 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
         freeze(np.flatnonzero(bad))
     curve[~np.isfinite(curve)] = np.nan
 
+    bad = ~(a.sum(axis=1) >= 0)
+    if bad.any():
+        freeze(np.flatnonzero(bad))
     with np.errstate(all="ignore"):
         contraction = np.stack(
             [phase_product(phases[r], int(steps[r]), lam[r]) for r in range(rows)]
@@ -163,3 +191,182 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64) -
     inverse_order[order] = np.arange(rows)
     return Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
                    diverged[inverse_order])
+
+
+_OPS: dict[tuple, tuple | None] = {}
+"""Block operators of recent (λ, γ, B): the points of a sweep share their schedules' steps."""
+
+
+def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, inv_b: float,
+                  length: int, times: np.ndarray, limit: float, block: int = 64
+                  ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Step one run through a stretch its closed form cannot take (map not strictly stable).
+
+    Returns a, ½Σa at ``times`` (1 ≤ t ≤ length) and whether Σa + s² crossed ``limit``;
+    stops at the first block that crosses it (an unstable map grows geometrically, so this
+    ends quickly whatever the stretch length).
+    """
+    curve = np.full(len(times), np.nan)
+    key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block)
+    ops = _OPS.get(key, False)
+    if ops is False:  # (thread-safe: each thread keeps its own reference)
+        ops = _block_operators(lam, gamma, inv_b, block)
+        if len(_OPS) > 256:
+            _OPS.clear()
+        _OPS[key] = ops
+    if ops is None:
+        return a, curve, True
+    decay, gain, powers, inverse = ops
+    t = 0
+    with np.errstate(all="ignore"):
+        while t < length:
+            m = min(block, length - t)
+            pw = powers[:m]
+            s = inverse[:m, :m] @ (pw @ a + noise)
+            for j, tj in enumerate(times):
+                if t < tj <= t + m - 1:
+                    curve[j] = 0.5 * (s[tj - t] - noise)
+            a = pw[m - 1] * decay * a + gain * (s[::-1] @ pw)
+            t += m
+            total = a.sum() + noise
+            for j, tj in enumerate(times):
+                if tj == t:
+                    curve[j] = 0.5 * (total - noise)
+            if not (s.max() < limit and total < limit):
+                return a, curve, True
+    return a, curve, False
+
+
+def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
+    """Advance every run stretch by stretch in closed form (cost independent of N and n).
+
+    Same contract as :func:`evolve_steps`; rows with ``steps = -1`` get the limit of
+    infinitely many steps (:func:`limit_moments`). Within a stretch, pieces shorter than
+    ``_STEP_BELOW·d`` steps (a short stretch, or its start up to the checkpoints near it) are
+    stepped, which is cheaper than decomposing; the rest is advanced in closed form, split at
+    the checkpoints (each piece needs only the roots its length resolves) unless the map
+    already holds every root, in which case one pass reads the checkpoints as O(d) sums.
+    Divergence follows :data:`DIVERGED_FACTOR`: a strictly stable stretch cannot grow
+    without bound, and its Σa is bounded above by the ``peak`` of
+    :meth:`~ktsweep.engines.stretch.StretchMap.advance`; only when that bound reaches the
+    limit is Σa evaluated along the piece (64 log-spaced steps). A stretch that is not
+    strictly stable is stepped until it ends or crosses the limit.
+    """
+    from ktsweep.engines.stretch import stretch_map
+
+    rows, d = runs.a0.shape
+    ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
+    curve = np.full((rows, len(ckpt)), np.nan)
+    a_out = np.array(runs.a0, dtype=np.float64)
+    contraction = np.ones((rows, d))
+    diverged = np.zeros(rows, dtype=bool)
+    for r in range(rows):
+        lam = np.ascontiguousarray(runs.lam[r], dtype=np.float64)
+        a = a_out[r].copy()
+        noise = float(runs.noise[r])
+        inv_b = 1.0 / float(runs.batch[r])
+        steps = int(runs.steps[r])
+        limit = float(divergence_limit(a.sum(), noise))
+        curve[r, ckpt == 0] = 0.5 * a.sum()
+        phases = runs.phases[r]
+        if steps < 0:  # the limit of infinitely many steps
+            kind = "geometric" if runs.kinds is None else runs.kinds[r]
+            res = limit_moments(lam, a, noise, inv_b, kind, phases[0][1])
+            if res is None or not res[0].sum() + noise < limit:
+                diverged[r], a_out[r], contraction[r] = True, np.nan, np.nan
+            else:
+                a_out[r], contraction[r] = res
+            continue
+        stops = [s for s, _ in phases[1:]] + [steps]
+        with np.errstate(all="ignore"):
+            for (start, gamma), stop in zip(phases, stops, strict=True):
+                stop = min(stop, steps)
+                if stop <= start:
+                    continue
+                length = stop - start
+                inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
+                rel = ckpt[inside] - start
+                sm = stretch_map(lam, gamma, inv_b)
+                # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
+                # stretch itself when short, else its prefix up to the checkpoints near its
+                # start (their gaps are short, so they would need every root of the map).
+                head = length if sm is None or length <= _STEP_BELOW * d else int(
+                    max([t for t in rel if t <= _STEP_BELOW * d], default=0))
+                vals = np.full(rel.size, np.nan)
+                blew = False
+                if head:
+                    first = rel <= head
+                    a, vals[first], blew = _step_stretch(lam, a, noise, gamma, inv_b, head,
+                                                         rel[first], limit)
+                pos = head
+                rest = np.flatnonzero(rel > head)
+                if not blew and sm is not None and sm.lo == 0 and head < length:
+                    # every root is known already: one pass, checkpoints as O(d) sums
+                    res = sm.advance(a, noise, length - head, rel[rest] - head)
+                    if res is not None and res[2] + noise < limit:
+                        a, vals[rest] = res[0], res[1]
+                        rest, pos = rest[:0], length
+                for j in rest.tolist() + ([None] if pos < length else []):
+                    if blew:
+                        break
+                    end = length if j is None else int(rel[j])
+                    if end == pos:
+                        continue
+                    res = sm.advance(a, noise, end - pos, np.zeros(0))
+                    if res is None:  # a root was not found: step the rest
+                        later = rel > pos
+                        a, vals[later], blew = _step_stretch(lam, a, noise, gamma, inv_b,
+                                                             length - pos, rel[later] - pos,
+                                                             limit)
+                        break
+                    new, _, peak = res
+                    if not peak + noise < limit:
+                        probe = np.unique(np.geomspace(1, end - pos, 64).astype(np.int64))
+                        along = sm.advance(a, noise, end - pos, probe)
+                        blew = along is None or not (2.0 * along[1].max() + noise < limit)
+                    a, pos = new, end
+                    if j is not None:
+                        vals[j] = 0.5 * a.sum()
+                curve[r, inside] = vals
+                total = a.sum()
+                if blew or not (total >= 0.0 and total + noise < limit):
+                    diverged[r] = True
+                    break
+        if diverged[r]:
+            a_out[r] = np.nan
+            contraction[r] = np.nan
+            continue
+        a_out[r] = a
+        contraction[r] = phase_product(phases, steps, lam)
+        curve[r, ckpt > steps] = np.nan
+    return Moments(a_out, contraction, curve, diverged)
+
+
+def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, kind: str,
+                  gamma0: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """a and P after infinitely many steps of a schedule planned for its own horizon.
+
+    The limit exists iff the first step's map is strictly stable, 1 − Σ_i g_i/d_i > 0 (the
+    step only shrinks afterwards and stability is monotone in γ; see
+    :mod:`ktsweep.engines.stretch`); otherwise None (diverged). Modes with λ_i = 0 keep a_i
+    and P_i = 1; every live mode has |1 − γλ_i| < 1, so P_i → 0. Live second moments go to
+    the fixed point of the last step: for ``constant`` that is γ0's,
+    a_∞,i = (g_i/d_i) s_eff² / (1 − Σ_j g_j/d_j) with s_eff² = s² + Σ_{λ_j=0} a_j (the
+    unlearnable modes act as label noise); for the decaying schedules the step tends to 0,
+    so does the fixed point, and a_i → 0. Derivation: docs/science/limits.md.
+    """
+    live = lam > 0
+    x = gamma0 * lam[live]
+    d = x * (2.0 - x * (1.0 + inv_b))
+    ratio = x * inv_b / (2.0 - x * (1.0 + inv_b))
+    f0 = 1.0 - float(ratio.sum())
+    if not ((d > 0).all() and f0 > 0):
+        return None
+    a = np.array(a0, dtype=np.float64)
+    contraction = np.ones_like(a)
+    contraction[live] = 0.0
+    if kind == "constant":
+        a[live] = ratio * (noise + float(a[~live].sum())) / f0
+    else:
+        a[live] = 0.0
+    return a, contraction

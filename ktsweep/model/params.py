@@ -1,6 +1,6 @@
 """Point parameters: the validated record of one grid point and its canonical hash.
 
-The names and defaults are the contract of model.md §3; they are also config keys,
+The names and defaults are the contract of docs/science/quantities.md; they are also config keys,
 CLI keys and cube coordinates.
 """
 
@@ -32,12 +32,12 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class Point:
-    """One grid point of model.md §3, defaults resolved (ranks, horizons: None = default)."""
+    """One grid point (docs/science/quantities.md), defaults resolved (None: the default)."""
 
     alpha_t: float
     alpha_s: float
-    N: int
-    n: int
+    N: int | float  # math.inf: the limit N → ∞ (exact engine only)
+    n: int | float  # math.inf: the limit n → ∞ (exact engine only)
     sigma2: float
     d: int = DEFAULT_D
     r_t: int | None = None
@@ -65,19 +65,19 @@ class Point:
         return self.d if self.r_s is None else self.r_s
 
     @property
-    def steps_t(self) -> int:
-        """SGD steps of the teacher (N samples, batch_t)."""
-        return -(-self.N // self.batch_t)
+    def steps_t(self) -> int | float:
+        """SGD steps of the teacher (N samples, batch_t); math.inf when N is."""
+        return _steps(self.N, self.batch_t)
 
     @property
-    def steps_direct(self) -> int:
-        """SGD steps of the direct student (N samples, batch_s)."""
-        return -(-self.N // self.batch_s)
+    def steps_direct(self) -> int | float:
+        """SGD steps of the direct student (N samples, batch_s); math.inf when N is."""
+        return _steps(self.N, self.batch_s)
 
     @property
-    def steps_s(self) -> int:
-        """SGD steps of the T2S and ceiling students (n samples, batch_s)."""
-        return -(-self.n // self.batch_s)
+    def steps_s(self) -> int | float:
+        """SGD steps of the T2S and ceiling students (n samples, batch_s); math.inf when n is."""
+        return _steps(self.n, self.batch_s)
 
     @property
     def steps_max(self) -> int:
@@ -102,6 +102,10 @@ class Point:
     def key(self) -> str:
         """Canonical hash of the parameter values (see :func:`point_hash`)."""
         return point_hash(self)
+
+
+def _steps(samples: int | float, batch: int) -> int | float:
+    return math.inf if math.isinf(samples) else -(-int(samples) // batch)
 
 
 def steps_run(N: float, n: float, batch_t: int, batch_s: int) -> int:
@@ -139,6 +143,16 @@ def _as_float(name: str, value: Any) -> float:
     if not math.isfinite(out):
         raise _fail(name, value, "expected a finite number")
     return out
+
+
+def _as_count(name: str, value: Any) -> int | float:
+    """A sample count: a positive integer, or ``inf`` (YAML ``.inf`` or the string) for the
+    limit of infinitely many samples."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "+inf", "infinity"):
+        return math.inf
+    if isinstance(value, float) and value == math.inf:
+        return math.inf
+    return _as_int(name, value)
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -196,6 +210,8 @@ def make_point(values: Mapping[str, Any]) -> Point:
         raw = values.get(name)
         if raw is None:
             v[name] = None
+        elif name in ("N", "n"):
+            v[name] = _as_count(name, raw)
         elif name in INT_PARAMS:
             v[name] = _as_int(name, raw)
         elif name in FLOAT_PARAMS:
@@ -207,7 +223,8 @@ def make_point(values: Mapping[str, Any]) -> Point:
             raise _fail(name, v[name], "spectral decay must be > 0")
     for name in ("N", "n"):
         if not (1 <= v[name] <= MAX_SAMPLES or v[name] == math.inf):
-            raise _fail(name, values.get(name), f"sample count must be in 1..2^40 ({MAX_SAMPLES})")
+            raise _fail(name, values.get(name), f"sample count must be in 1..2^40 ({MAX_SAMPLES}) "
+                        "or inf (the limit, exact engine)")
     if v["sigma2"] < 0:
         raise _fail("sigma2", v["sigma2"], "noise variance must be >= 0")
     d = DEFAULT_D if v["d"] is None else v["d"]
@@ -237,8 +254,11 @@ def make_point(values: Mapping[str, Any]) -> Point:
         v[name] = "geometric" if v[name] is None else v[name]
         if v[name] not in SCHEDULES:
             raise _fail(name, v[name], f"one of {', '.join(SCHEDULES)}")
-    steps = {"horizon_t": -(-v["N"] // v["batch_t"]), "horizon_s": -(-v["n"] // v["batch_s"])}
+    steps = {"horizon_t": _steps(v["N"], v["batch_t"]), "horizon_s": _steps(v["n"], v["batch_s"])}
     for name, run in steps.items():
+        if v[name] is not None and math.isinf(run):
+            raise _fail(name, v[name], f"an infinite run ({'N' if name[-1] == 't' else 'n'} = "
+                        "inf) is planned for its own infinite horizon: drop the horizon")
         if v[name] is not None and v[name] < run:
             raise _fail(name, v[name], f"planned horizon must be >= the steps run ({run})")
     for name in ("gamma0_t", "gamma0_s"):

@@ -1,4 +1,4 @@
-"""Names, descriptions and derived ratios of the per-point quantities (model.md §3).
+"""Names, descriptions and derived ratios of the per-point quantities (docs/science/quantities.md).
 
 Every engine returns a mapping name → array with a leading point dimension; this module
 is the one place that says which names exist and what they mean.
@@ -16,6 +16,8 @@ SCALARS = RISKS + RATIOS
 MODE_RISKS = ("mode_teacher", "mode_direct", "mode_t2s", "mode_ceiling")
 CURVES = ("curve_teacher", "curve_t2s")
 STEP_SIZES = ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")
+TUNE_EDGES = ("tune_edge_t", "tune_edge_s", "tune_edge_direct", "tune_edge_ceiling")
+"""Per run: 1 when ``{tune: [...]}`` chose an end of its list, 0 inside, NaN when not tuned."""
 
 
 def step_size_variable(name: str, axes: Iterable[str]) -> str:
@@ -25,11 +27,12 @@ def step_size_variable(name: str, axes: Iterable[str]) -> str:
     return f"{name}_used" if name in set(axes) else name
 
 
+
 STATUS = ("missing", "ok", "diverged")
 """Status codes as stored in the cube: index = code."""
 
 PGR_RTOL = 1e-12
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the cube's variable set: bump it whenever an estimator adds, drops or changes
 the meaning of an output, so old cubes are set aside and recomputed, never mixed."""
 
@@ -54,7 +57,16 @@ LONG_NAMES: dict[str, str] = {
     "gamma0_ceiling": "initial step size used by the ceiling student",
     "gamma0_t_used": "initial step size used by the teacher (gamma0_t is a grid axis)",
     "gamma0_s_used": "initial step size used by the T2S student (gamma0_s is a grid axis)",
-    "status": "0 missing (not computed), 1 ok, 2 diverged",
+    "tune_edge_t": "1 if the teacher's tuned gamma0 is at an end of its list (optimum may be "
+                   "outside), 0 inside, NaN if not tuned",
+    "tune_edge_s": "1 if the T2S student's tuned gamma0 is at an end of its list, 0 inside, "
+                   "NaN if not tuned",
+    "tune_edge_direct": "1 if the direct student's tuned gamma0 is at an end of its list, "
+                        "0 inside, NaN if not tuned",
+    "tune_edge_ceiling": "1 if the ceiling student's tuned gamma0 is at an end of its list, "
+                         "0 inside, NaN if not tuned",
+    "status": "0 missing (not computed), 1 ok, 2 diverged (some run's risk passed "
+              "DIVERGED_FACTOR x its start; only the runs depending on it are NaN)",
 }
 
 

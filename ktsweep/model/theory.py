@@ -1,4 +1,4 @@
-"""Predicted power-law exponents of model.md §5, for the fits (up to logs and γ0).
+"""Predicted power-law exponents of docs/science/rates.md, for the fits (up to logs and γ0).
 
 Each function returns the exponent p of a law ``quantity ∝ N^p`` (or of the stated variable).
 :func:`predictions` collects those that apply to one point's parameters.

@@ -49,7 +49,8 @@ class ConfigError(ValueError):
 
 # -- value types -------------------------------------------------------------------------
 ParamName = Literal[PARAMETERS]  # type: ignore[valid-type]
-"""A parameter name of model.md §3 (grid axes, fixed values, ties, sub-grids, chunk lengths)."""
+"""A parameter name (docs/science/quantities.md): grid axes, fixed values, ties, sub-grids,
+chunk lengths."""
 
 
 def number_or_text(raw: Any) -> Any:
@@ -126,7 +127,7 @@ class _Section(BaseModel):
 
 
 class MCConfig(_Section):
-    """Monte Carlo settings (model.md §4.2)."""
+    """Monte Carlo settings (docs/science/montecarlo.md)."""
 
     replicates: Count = Field(64, ge=1, le=MAX_REPLICATES,
                               description="Monte Carlo replicates per point")
@@ -202,7 +203,7 @@ class DaskConfig(_Section):
 class SweepConfig(_Section):
     """A sweep: the Cartesian product of the ``grid`` lists, each point completed by ``fixed``.
 
-    Parameter names are those of model.md §3.
+    Parameter names are those of docs/science/quantities.md.
     """
 
     model_config = ConfigDict(extra="forbid", validate_default=True,
@@ -221,7 +222,7 @@ class SweepConfig(_Section):
                                           "every point")
     methods: Annotated[list[Literal[METHODS]], Field(min_length=1)] = Field(  # type: ignore
         default_factory=lambda: ["exact"], json_schema_extra={"uniqueItems": True},
-        description="estimators to run (model.md §4)")
+        description="estimators to run (docs/science/exact.md, montecarlo.md, bounds.md)")
     mc: MCConfig = Field(default_factory=MCConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)

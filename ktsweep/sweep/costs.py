@@ -1,13 +1,15 @@
 """What a sweep will do before it runs: points, jobs, compute per method and store size.
 
-Compute is estimated from a cost model (work ∝ d · steps for ``exact``, ∝ R · d · samples for
-``mc``) whose constants come from a short calibration run on this machine.
+Compute is estimated from a cost model (work ∝ d² · stretches of constant step for ``exact``,
+which advances each stretch in closed form; ∝ R · d · samples for ``mc``) whose constants
+come from a short calibration run on this machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
 from typing import Any
 
@@ -24,13 +26,21 @@ LIMITS = {"d": MAX_D, "N": MAX_SAMPLES, "n": MAX_SAMPLES, "mc.replicates": MAX_R
 """The limits a config is checked against (defined beside the keys; gathered for the plan)."""
 
 
+def _stretches(steps: float) -> float:
+    """About how many constant-step stretches a run has (log2 of its steps; 1 for a limit)."""
+    return 1.0 if math.isinf(steps) else 1.0 + math.log2(1.0 + steps)
+
+
 def _exact_work(p: Point) -> float:
     n_t = len(resolve_gamma0(p.gamma0_t, teacher_spectrum(p)))
     n_s = len(resolve_gamma0(p.gamma0_s, student_spectrum(p)))
-    return p.d * (n_t * p.steps_t + n_s * (p.steps_direct + 2 * p.steps_s))
+    return p.d**2 * (n_t * _stretches(p.steps_t) + n_s * (
+        _stretches(p.steps_direct) + 2 * _stretches(p.steps_s)))
 
 
 def _mc_work(p: Point, replicates: int) -> float:
+    if math.isinf(p.N) or math.isinf(p.n):
+        return 0.0  # not simulated (reported missing)
     direct = p.N if p.batch_t != p.batch_s else 0
     return replicates * (p.d + 1) * (p.N + p.n + direct)
 

@@ -22,7 +22,7 @@ import numpy as np
 from ktsweep.engines.bounds import BOUND_NAMES
 from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.params import Point
-from ktsweep.model.quantities import STATUS, STEP_SIZES, step_size_variable
+from ktsweep.model.quantities import STATUS, STEP_SIZES, TUNE_EDGES, step_size_variable
 from ktsweep.sweep.layout import Layout
 from ktsweep.sweep.store import check_compatible, read_block, variables, write_block
 
@@ -119,6 +119,9 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
         var = step_size_variable(k, layout.axes)
         if var in block and k in result:
             block[var][where] = result[k]
+    for k in TUNE_EDGES:
+        if k in block and k in result:
+            block[k][where] = result[k]
 
 
 def _put(target: np.ndarray, where: tuple, value: np.ndarray) -> None:

@@ -35,6 +35,7 @@ from ktsweep.model.quantities import (
     SCHEMA_VERSION,
     STATUS,
     STEP_SIZES,
+    TUNE_EDGES,
     step_size_variable,
 )
 from ktsweep.sweep.layout import Layout, coordinate
@@ -61,6 +62,8 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
         out["status"] = (("estimator",), "int8")
         for k in STEP_SIZES:
             out[step_size_variable(k, layout.axes)] = ((), "float64")
+        for k in TUNE_EDGES:
+            out[k] = ((), "float64")
         if layout.config.outputs.modes:
             for k in MODE_RISKS:
                 out[k] = (("estimator", "mode"), "float32")
@@ -83,6 +86,8 @@ def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
         if not est:
             for k in STEP_SIZES:
                 out[step_size_variable(k, layout.axes)] = ((), "float64")
+            for k in TUNE_EDGES:
+                out[k] = ((), "float64")
     return out
 
 
@@ -96,7 +101,7 @@ def _long_name(name: str) -> str:
             "bound_t2s_holds": "1 if exact risk_t2s <= bound_t2s",
             "bound_status": "0 missing, 1 computed",
             "kstar_t2s": "student cutoff k*_S(delta) of the transfer bound",
-        }.get(base, base.replace("_", " ") + " (model.md 4.3)")
+        }.get(base, base.replace("_", " ") + " (docs/science/bounds.md)")
     if base.startswith("scope_"):
         text = f"1 if the {base[6:]} run is in the proofs' scope (batch 1, geometric, planned " \
                "for the run)"
@@ -155,7 +160,7 @@ def template(layout: Layout) -> xr.Dataset:
     ds["step"].attrs["long_name"] = "SGD steps taken (learning-curve checkpoint)"
     ds["estimator"].attrs["long_name"] = "estimator: exact expected risk or Monte Carlo mean"
     for a in axes:
-        ds[a].attrs["long_name"] = f"grid axis {a} (model.md section 3)"
+        ds[a].attrs["long_name"] = f"grid axis {a} (docs/science/quantities.md)"
     ds.attrs.update({
         "title": f"ktsweep result cube '{layout.name}'",
         "ktsweep_schema": SCHEMA_VERSION,

@@ -1,0 +1,146 @@
+"""The closed-form stretch solver against the step recursion and against exact arithmetic.
+
+Tolerances of issue 8: ≤ 1e-9 relative on the four total risks, ≤ 1e-6 on every per-mode
+risk above 1e-12 of its total, on points covering every schedule, target, batch size, rank
+and horizon (including plans longer than the run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import mpmath
+import numpy as np
+import pytest
+
+from ktsweep.engines import exact
+from ktsweep.engines.moments import evolve_steps
+from ktsweep.engines.stretch import stretch_map
+from ktsweep.model.params import Point
+from ktsweep.model.quantities import CURVES, MODE_RISKS, RISKS
+from ktsweep.model.spectra import checkpoint_steps
+
+COVER = [
+    {"schedule_t": "geometric", "schedule_s": "geometric"},
+    {"schedule_t": "tail_geometric", "schedule_s": "tail_geometric", "N": 3000, "n": 5000},
+    {"schedule_t": "constant", "schedule_s": "constant", "gamma0_t": 0.05, "gamma0_s": 0.05},
+    {"batch_t": 3, "batch_s": 7, "sigma2": 0.5, "N": 4000, "n": 9000},
+    {"target": "lowdim", "k_dagger": 5, "amplitude": 0.1, "sigma2": 1.0, "r_t": 12, "r_s": 15,
+     "d": 40},
+    {"target": "power", "beta": 0.6, "alpha_t": 1.8, "alpha_s": 2.5, "N": 20000, "n": 20000},
+    {"horizon_t": 50_000, "horizon_s": 200_000, "schedule_s": "tail_geometric", "N": 6000,
+     "n": 40_000},
+    {"alpha_t": 1.0, "alpha_s": 1.5, "d": 120, "N": 2**16, "n": 2**15,
+     "gamma0_t": {"tune": [0.05, 0.2, 0.5]}, "gamma0_s": {"scale": 0.9}},
+    {"sigma2": 0.0, "N": 1, "n": 2},
+    {"r_s": 8, "schedule_s": "constant", "gamma0_s": 0.1, "N": 5000, "n": 7000},
+]
+
+
+def _compare(p: Point) -> None:
+    ck = checkpoint_steps(max(p.steps_t, p.steps_s, p.steps_direct))
+    fast = exact.evaluate([p], ck)
+    ref = exact.evaluate([p], ck, solver=evolve_steps)
+    assert fast["status"][0] == ref["status"][0] == "ok"
+    for k in RISKS:
+        assert fast[k][0] == pytest.approx(ref[k][0], rel=1e-9), k
+    for k in MODE_RISKS:
+        big = ref[k][0] > 1e-12 * np.nansum(ref[k][0])
+        np.testing.assert_allclose(fast[k][0][big], ref[k][0][big], rtol=1e-6, err_msg=k)
+    for k in CURVES:
+        np.testing.assert_allclose(fast[k][0], ref[k][0], rtol=1e-9, err_msg=k)
+    for k in ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling"):
+        assert fast[k][0] == ref[k][0], k
+
+
+@pytest.mark.parametrize("case", COVER)
+def test_closed_form_matches_step_recursion(case: dict, small_point: Callable[..., Point]
+                                            ) -> None:
+    """Planted bugs this catches: E_k(t) computed as (1 − μ^t)/δ with μ^t = (1 − δ)^t rounded
+    (tail modes off by ~1e-7 at these lengths), h_k dropped from Σa, the λ = 0 modes not folded
+    into the noise (rank cases), a checkpoint read one step late."""
+    _compare(small_point(**{"gamma0_t": 0.3, "gamma0_s": 0.2, **case}))
+
+
+def _exact_stretch(lam: list[float], a0: list[float], s2: float, gamma: float, batch: int,
+                   length: int) -> list[mpmath.mpf]:
+    """a after ``length`` steps by binary powering of the affine map in 60-digit arithmetic."""
+    mpmath.mp.dps = 60
+    d = len(lam)
+    lam_m = [mpmath.mpf(x) for x in lam]
+    g = mpmath.mpf(gamma)
+    mat = mpmath.zeros(d + 1, d + 1)
+    for i in range(d):
+        gl = g * lam_m[i]
+        gain = gl * gl / batch
+        for j in range(d):
+            mat[i, j] = gain
+        mat[i, i] += 1 - 2 * gl + gl * gl * (1 + mpmath.mpf(1) / batch)
+        mat[i, d] = gain * mpmath.mpf(s2)
+    mat[d, d] = 1
+    vec = mpmath.matrix([mpmath.mpf(x) for x in a0] + [1])
+    power = mat**length
+    out = power * vec
+    return [out[i] for i in range(d)]
+
+
+def test_tail_modes_near_one_at_huge_length() -> None:
+    """μ within 1e-12 of 1 and 2^36 steps: the closed form keeps 1e-9 relative accuracy.
+
+    A naive formula (μ_k = 1 − δ_k rounded, then μ_k**L) is off by about L·2^-53 ≈ 8e-6 here;
+    the test asserts that too, so it would catch a solver that rounds μ.
+    """
+    lam = np.array([1.0, 1e-3, 3e-9, 1e-10, 0.0])
+    a0 = np.array([0.5, 0.2, 0.3, 0.4, 0.1])
+    gamma, batch, length, s2 = 0.2, 2, 2**36, 0.05
+    sm = stretch_map(lam, gamma, 1.0 / batch)
+    assert sm is not None
+    res = sm.advance(a0, s2, length, np.zeros(0))
+    assert res is not None
+    fast = res[0]
+    ref = np.array([float(x) for x in _exact_stretch(list(lam), list(a0), s2, gamma, batch,
+                                                     length)])
+    np.testing.assert_allclose(fast, ref, rtol=1e-9)
+    sm.ensure(1.0)  # every root
+    mu_naive = 1.0 - sm.delta
+    naive_tail = np.exp(length * np.log(mu_naive))  # what rounding μ first would give
+    exact_tail = np.exp(length * np.log1p(-sm.delta))
+    kept = exact_tail > 1e-3  # the modes this stretch barely moves
+    assert kept.any()
+    assert np.max(np.abs(naive_tail[kept] / exact_tail[kept] - 1)) > 1e-7
+
+
+def test_checkpoint_inside_a_stretch_uses_the_closed_form(small_point: Callable[..., Point]
+                                                          ) -> None:
+    """A constant schedule is one stretch; curves at many steps inside it match stepping.
+    Planted bug: curve evaluated at t − 1 (off by one) fails at 1e-9."""
+    p = small_point(schedule_t="constant", schedule_s="constant", gamma0_t=0.1, gamma0_s=0.1,
+                    N=3000, n=3000)
+    ck = np.arange(0, 3001, 37)
+    fast = exact.evaluate([p], ck)
+    ref = exact.evaluate([p], ck, solver=evolve_steps)
+    for k in CURVES:
+        np.testing.assert_allclose(fast[k][0], ref[k][0], rtol=1e-9)
+
+
+def test_threads_share_the_map_cache_safely(small_point: Callable[..., Point]) -> None:
+    """Sweep tasks run on dask worker threads of one process and share the cache of stretch
+    maps (roots are added on demand). Two threads evaluating points with the same spectra
+    must give the single-threaded numbers (to rounding: which roots a map already holds
+    depends on what ran before, and changes the last bits). Planted bug: no lock around the
+    cache (once 'OrderedDict mutated during iteration' in a sweep) or around adding roots."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ktsweep.engines.stretch import clear_cache
+
+    pts = [small_point(d=150, N=2**k, n=2**(k + 3), gamma0_t=0.3, gamma0_s=0.2)
+           for k in range(8, 20)]
+    ck = checkpoint_steps(2**22)
+    clear_cache()
+    alone = [exact.evaluate([p], ck) for p in pts]
+    clear_cache()
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda p: exact.evaluate([p], ck), pts))
+    for x, y in zip(alone, both, strict=True):
+        for k in RISKS + CURVES:
+            np.testing.assert_allclose(x[k], y[k], rtol=1e-13, err_msg=k)
