@@ -846,7 +846,7 @@ VERDICT_MEANING = {
     "finite d": "the spectrum's truncation at d, not the power law, shapes the curve; "
                 "raise d",
     "edge": "the W2S optimum lies on the edge of the swept n range: widen the n axis",
-    "no prediction": "section 5 predicts no power law at these parameters",
+    "no prediction": "the theory predicts no power law at these parameters",
 }
 
 
