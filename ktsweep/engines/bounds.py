@@ -17,7 +17,6 @@ from ktsweep.model.params import Point
 
 PSI = 3.0
 DELTAS = np.round(np.arange(1, 50) / 100.0, 2)
-RUNS = ("teacher", "direct", "ceiling")
 
 
 def _period(steps: int) -> float:
@@ -110,15 +109,6 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
     out = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
     out.update({k: v.copy() for k, v in det.gamma0.items()})
     return out
-
-
-BOUND_NAMES: tuple[str, ...] = tuple(
-    [f"bound_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
-    + [f"kstar_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
-    + [f"sandwich_{r}" for r in RUNS]
-    + [f"scope_{r}" for r in RUNS]
-    + ["bound_t2s", "bound_t2s_delta", "kstar_t2s", "bound_t2s_holds", "step_condition"]
-)
 
 
 def evaluate(points: Sequence[Point]) -> dict[str, np.ndarray]:
