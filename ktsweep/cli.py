@@ -188,9 +188,16 @@ def _cubes_of(target: str) -> list:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ktsweep.sweep.store import repair, verify
 
     bad = 0
+    folder = Path(args.target)
+    if (folder / "cube.json").exists() and not (folder / "cube.zarr").exists():
+        bad += 1
+        print(f"{folder}/cube.zarr is missing although cube.json says the sweep finished; "
+              "rerun the same snakemake command to publish it again")
     for cube in _cubes_of(args.target):
         report = verify(cube, full=not args.quick)
         status = "damaged" if report["problems"] else "ok"

@@ -115,33 +115,41 @@ def test_plan_counts_and_cli(tmp_path) -> None:
 
 
 def _fill(layout: Layout, path) -> None:
+    """Compute every chunk of ``layout`` into the cube at ``path`` in this process."""
     for chunk in layout.chunk_ids():
         sweep.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
 
 
-def test_store_extend_keeps_points_and_replace_keeps_a_backup(tmp_path) -> None:
-    path = tmp_path / "cube.zarr"
+def test_cubes_are_content_addressed_and_never_mixed(tmp_path) -> None:
+    """Each identity gets its own cube; a new grid copies committed points of a sibling.
+
+    Mutations caught: cube_key ignoring fixed values (A and B share a cube, B's numbers
+    overwrite A's); copying from a cube of other physics; init_cube modifying or deleting
+    the narrower/older cube; copying points whose status is missing as if computed.
+    """
     small = Layout.from_config(config(methods=["exact"]))
+    path = store.cube_path(small, tmp_path)
     assert store.init_cube(small, path) == "created"
     _fill(small, path)
     before = store.open_cube(path).load()
     assert store.init_cube(small, path) == "unchanged"
     bigger = Layout.from_config(config(methods=["exact", "bound"],
                                        grid={**config()["grid"], "N": [64, 128, 256]}))
-    assert store.init_cube(bigger, path) == "extended"
-    after = store.open_cube(path)
+    big = store.cube_path(bigger, tmp_path)
+    assert big != path
+    assert store.init_cube(bigger, big) == "created; 12 committed points copied from " + path.name
+    after = store.open_cube(big)
     kept = after.sel(N=[64.0, 128.0]).load()
     np.testing.assert_array_equal(kept["risk_t2s"].values, before["risk_t2s"].values)
     assert (after["status"].sel(N=256.0).values == 0).all()
     assert (after["bound_status"].values == 0).all()  # a new method starts missing
-    reseeded = Layout.from_config(config(methods=["exact"], fixed={"n": 64, "sigma2": 0.1,
-                                                                   "d": 12}))
-    what = store.init_cube(reseeded, path)
-    assert what.startswith("replaced")
-    backups = list(tmp_path.glob("cube.*.zarr"))
-    assert len(backups) == 1
-    np.testing.assert_array_equal(store.open_cube(backups[0])["risk_t2s"].sel(N=[64.0, 128.0])
-                                  .values, before["risk_t2s"].values)
+    other = Layout.from_config(config(methods=["exact"], fixed={"n": 64, "sigma2": 0.1,
+                                                                "d": 12}))
+    assert store.cube_path(other, tmp_path) != path
+    assert store.init_cube(other, store.cube_path(other, tmp_path)) == "created"
+    assert (store.open_cube(store.cube_path(other, tmp_path))["status"].values == 0).all()
+    again = store.open_cube(path).load()  # the first cube is untouched by all of this
+    np.testing.assert_array_equal(again["risk_t2s"].values, before["risk_t2s"].values)
 
 
 def test_broken_store_gives_a_clear_error(tmp_path) -> None:
@@ -159,13 +167,84 @@ def test_broken_store_gives_a_clear_error(tmp_path) -> None:
         sweep.run_chunk(layout, "c00000", other, report=lambda s: None)
 
 
-def test_interrupted_swap_is_recovered(tmp_path) -> None:
-    path = tmp_path / "cube.zarr"
+def test_cube_under_construction_is_never_taken_for_a_cube(tmp_path) -> None:
+    """A killed init leaves only a hidden temporary directory, removed by the next init.
+
+    Mutation caught: writing the template straight to the final path (a half-built cube
+    would then read as "unchanged").
+    """
     layout = Layout.from_config(config(methods=["exact"]))
+    path = store.cube_path(layout, tmp_path)
+    path.parent.mkdir(parents=True)
+    half = path.with_name(f".{path.name}.tmp-dead")
+    half.mkdir()
+    (half / "zarr.json").write_text("{}")
+    assert store.init_cube(layout, path) == "created"
+    assert not half.exists() and store.check_metadata(path, layout) == []
+
+
+def test_damage_is_found_by_name_and_recomputed(tmp_path) -> None:
+    """Deleted, flipped, swapped chunks and a deleted variable are reported by name; a
+    reset chunk is recomputed to the same numbers; damage never reads as a number.
+
+    Mutations caught: no crc32c codec (flip reads as a number); no commit record hash
+    (a chunk copied over another passes); read_block trusting a block whose data file is
+    missing (reads NaN with status ok); repair not dropping the status (chunk never reruns).
+    """
+    layout = Layout.from_config(config(methods=["exact", "bound"]))
+    path = store.cube_path(layout, tmp_path)
     store.init_cube(layout, path)
-    path.rename(tmp_path / "cube.zarr.old")  # killed between the two renames of a swap
-    assert store.init_cube(layout, path) == "unchanged"
-    assert not (tmp_path / "cube.zarr.old").exists()
+    _fill(layout, path)
+    clean = store.open_cube(path).load()
+    assert store.verify(path)["problems"] == []
+    files0 = store.chunk_files(path, layout, "c00000")
+    files1 = store.chunk_files(path, layout, "c00001")
+    flip = bytearray(files0["risk_t2s"].read_bytes())
+    flip[len(flip) // 2] ^= 1
+    files0["risk_t2s"].write_bytes(bytes(flip))
+    files1["der"].write_bytes(store.chunk_files(path, layout, "c00002")["der"].read_bytes())
+    files1["bound_t2s"].unlink()
+    report = store.verify(path)
+    assert report["damaged_chunks"] == ["c00000", "c00001"]
+    text = "\n".join(report["problems"])
+    for words in ("c00000: variable risk_t2s", "c00001: variable der",
+                  "c00001: variable bound_t2s"):
+        assert words in text, text
+    quick = store.verify(path, full=False)
+    assert quick["damaged_chunks"] == ["c00000", "c00001"]
+    for chunk in ("c00000", "c00001"):  # what a rerun of the job sees, records aside
+        block, damage = store.read_block(path, layout, chunk)
+        assert damage and (block["status"] == 0).all() and np.isnan(block["der"]).all()
+    store.repair(path, report)
+    assert store.verify(path)["problems"] == []  # reset chunks are uncommitted, not damaged
+    for chunk in report["damaged_chunks"]:
+        sweep.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
+    fixed = store.open_cube(path).load()
+    for name in clean.data_vars:
+        np.testing.assert_array_equal(fixed[name].values, clean[name].values, err_msg=name)
+    import shutil
+
+    shutil.rmtree(path / "w2s_ratio")
+    assert any("w2s_ratio" in p for p in store.verify(path)["problems"])
+
+
+def test_killed_job_keeps_finished_tasks(tmp_path) -> None:
+    """Staged task files of a killed job are used by its rerun, which computes only the rest.
+
+    Mutation caught: run_chunk ignoring the staging area (the rerun recomputes every point).
+    """
+    layout = Layout.from_config(config(methods=["exact"]))
+    path = store.cube_path(layout, tmp_path)
+    store.init_cube(layout, path)
+    index, points = layout.chunk_points("c00000")
+    from ktsweep.engines.dispatch import run
+
+    store.stage(path, "c00000", [0, 1], run(points[:2], ["exact"], layout.steps))
+    summary = sweep.run_chunk(layout, "c00000", path, threads=1, processes=False,
+                              report=lambda s: None)
+    assert summary["staged_tasks_kept"] == 1
+    assert summary["computed"] == {"exact": len(points) - 2}
+    assert not list(store.staging_dir(path).rglob("*.npz"))
 
 
 def test_gpu_worker_layout_routes_monte_carlo_to_gpu_workers() -> None:

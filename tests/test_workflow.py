@@ -40,10 +40,13 @@ def test_cube_equals_direct_engine_calls(tiny_run):
 
 
 def test_rerun_does_nothing(tiny_run):
+    """Mutation caught: a workflow that always reruns the summary (e.g. cube.json removed
+    by the plan-time check although nothing changed)."""
     work, cfg = tiny_run
     out = snakemake(work, "--configfile", str(cfg), "-n")
     assert "Nothing to be done" in out.stdout + out.stderr
-    markers = sorted((work / "results" / "tiny" / ".ktsweep").rglob("c*.json"))
+    markers = sorted((work / "results" / "tiny" / "cubes").rglob("*.commits/c*.json"))
+    assert markers
     before = [m.stat().st_mtime_ns for m in markers]
     snakemake(work, "--configfile", str(cfg))
     assert [m.stat().st_mtime_ns for m in markers] == before
@@ -66,6 +69,13 @@ def test_extended_grid_computes_only_new_points(tiny_run, tmp_path):
 
 
 def test_killed_job_recovers(tmp_path):
+    """kill -9 of the workflow mid-chunk; the README procedure completes it, keeping the
+    finished tasks of the killed job.
+
+    Mutations caught: run_chunk not staging finished tasks, or ignoring staged tasks on the
+    rerun (points computed twice); the default profile not loading (no "Using workflow
+    specific profile", no rerun-incomplete: the rerun refuses the incomplete marker).
+    """
     cfg = write_config(tmp_path / "slow.yaml", name="slow", **{
         "fixed.d": 64, "fixed.n": 4096, "mc.replicates": 256, "mc.subgrid": {},
         "jobs.points_per_job": 6, "jobs.points_per_task": 1})
@@ -87,13 +97,25 @@ def test_killed_job_recovers(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    markers = list((tmp_path / "results" / "slow" / ".ktsweep").rglob("c*.json"))
+    cubes = tmp_path / "results" / "slow" / "cubes"
+    markers = list(cubes.rglob("*.commits/c*.json"))
     assert len(markers) < layout.n_chunks, "the kill came too late to interrupt a job"
-    # A killed Snakemake leaves its lock behind: unlock, then rerun (as README says).
+    staged = 0  # exact evaluations of finished tasks kept from the killed run
+    for f in cubes.rglob("*.staging/*/*.npz"):
+        with np.load(f) as z:
+            staged += len(z["positions"]) if any(k.startswith("exact/") for k in z) else 0
+    assert staged, "a finished exact task was reported but not staged"
+    # A killed Snakemake leaves its lock behind: unlock, then rerun (as README says); the
+    # profile's rerun-incomplete reruns the killed job without a flag.
     snakemake(tmp_path, "--configfile", str(cfg), "--unlock")
-    snakemake(tmp_path, "--configfile", str(cfg))
+    out = snakemake(tmp_path, "--configfile", str(cfg))
+    assert "Using workflow specific profile" in out.stdout + out.stderr
     summary = json.loads((tmp_path / "results" / "slow" / "cube.json").read_text())
     assert summary["missing"] == {}
+    records = [json.loads(p.read_text()) for p in cubes.rglob("*.commits/c*.json")]
+    assert sum(r["staged_tasks_kept"] for r in records) >= 1
+    # every point computed exactly once over the two runs: the kept tasks were not redone
+    assert summary["computed"]["exact"] + staged == layout.n_points
     assert_cube_equals_direct(tmp_path / "results" / "slow" / "cube.zarr", layout)
 
 

@@ -223,6 +223,7 @@ def run_chunk(
     summary["manifest"] = store.commit_block(cube, layout, chunk, block)
     summary["seconds"] = time.perf_counter() - start
     summary["tasks"] = len(staged_now)
+    store.failpoint("status")
     store.write_record(cube, chunk, summary)
     store.clear_staging(cube, chunk, kept + staged_now)
     return summary
@@ -279,7 +280,7 @@ def summarize(layout: Layout, cube: str | os.PathLike,
         raise store.StoreError("the cube is damaged:\n  " + "\n  ".join(check["problems"])
                                + "\n" + "\n".join(done) + "\nrerun the same snakemake "
                                "command to recompute what was damaged")
-    ds = store.open_cube(cube)
+    ds = store.open_cube(cube, check=False)  # verified in full just above
     out: dict[str, Any] = {"name": layout.name, "cube_key": store.cube_key(layout),
                            "cube": str(cube), "points": layout.n_points,
                            "chunks": layout.n_chunks, "missing": {}}
@@ -305,6 +306,7 @@ def summarize(layout: Layout, cube: str | os.PathLike,
     out["unrecorded_chunks"] = check["unrecorded_chunks"]
     if not out["missing"] and not check["uncommitted_chunks"]:
         store.consolidate(cube)
+        store.failpoint("publish")
         if link_at is not None:
             store.link(cube, link_at)
     return out

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
@@ -48,6 +49,18 @@ WRITE = {"write_empty_chunks": True}
 
 class StoreError(RuntimeError):
     """The cube on disk is missing, broken or belongs to another sweep; says how to fix it."""
+
+
+def failpoint(name: str) -> None:
+    """Fault injection (benchmarks/fault_injection.py): with ``KTSWEEP_FAILPOINT=NAME:FLAG``
+    the whole process group is killed at the point ``NAME``, once (the flag file records
+    it). Inert without the variable. Points: init, values, status, stage, publish."""
+    spec = os.environ.get("KTSWEEP_FAILPOINT", "")
+    want, _, flag = spec.partition(":")
+    if want != name or not flag or os.path.exists(flag):
+        return
+    Path(flag).write_text(name)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 # -- names and places ---------------------------------------------------------------------
@@ -177,12 +190,24 @@ def _consolidated(path: Path) -> bool:
         return False
 
 
-def open_cube(path: str | os.PathLike) -> xr.Dataset:
-    """Open a cube as an xarray Dataset (lazy), checking that it is a ktsweep cube."""
+def open_cube(path: str | os.PathLike, check: bool = True) -> xr.Dataset:
+    """Open a cube as an xarray Dataset (lazy), checking that it is an intact ktsweep cube.
+
+    ``check`` runs the cheap verification (metadata, and every chunk file against its
+    commit record by size and mtime), so a damaged chunk is an error naming it, never a
+    number; every chunk read is also crc32c-checked by zarr.
+    """
     attrs = read_attrs(path)
     if "ktsweep_config" not in attrs:
         raise StoreError(f"{path} is a zarr store but not a ktsweep cube (no ktsweep_config "
                          "attribute)")
+    if check:
+        problems = verify(path, full=False)["problems"]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise StoreError(f"cube {path} is damaged: " + "; ".join(problems[:3]) + more
+                             + "; run `ktsweep check RESULTS_FOLDER --repair`, then rerun "
+                             "the sweep")
     try:
         return xr.open_zarr(path, consolidated=_consolidated(Path(path)))
     except Exception as err:
@@ -229,6 +254,7 @@ def init_cube(layout: Layout, path: str | os.PathLike) -> str:
         n = _copy_committed(open_cube(source), new, tmp)
         copied = f"; {n} committed points copied from {source.name}"
     _fsync_tree(tmp)
+    failpoint("init")
     os.rename(tmp, p)
     _fsync_dir(p.parent)
     return "created" + copied + note
@@ -256,7 +282,7 @@ def _best_sibling(p: Path, layout: Layout, new: xr.Dataset) -> Path | None:
                 continue
             if verify(other)["problems"]:
                 continue  # a damaged cube is never a source of numbers
-            old = open_cube(other)
+            old = open_cube(other, check=False)
         except StoreError:
             continue
         sel = _overlap(old, new)
@@ -408,6 +434,7 @@ def commit_block(path: str | os.PathLike, layout: Layout, chunk: str,
         if name in STATUS_VARS and names[i - 1] not in STATUS_VARS:
             for other in names[:i]:
                 _fsync_file(files[other])  # every value durable before any status
+            failpoint("values")
         group[name].with_config(WRITE)[sl] = block[name]
     for name in STATUS_VARS:
         if name in files:
@@ -461,6 +488,7 @@ def stage(cube: str | os.PathLike, chunk: str, positions: list[int],
         os.fsync(fh.fileno())
     os.rename(tmp, final)
     _fsync_dir(folder)
+    failpoint("stage")
     return final
 
 
