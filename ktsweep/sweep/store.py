@@ -176,7 +176,7 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     if not p.exists():
         raise StoreError(f"no cube at {p}: run the sweep first (snakemake --cores N)")
     try:
-        return dict(zarr.open_group(str(p), mode="r").attrs)
+        return dict(zarr.open_group(str(p), mode="r", use_consolidated=False).attrs)
     except Exception as err:  # zarr raises several types for a broken store
         raise StoreError(f"{p} is not a readable zarr store ({type(err).__name__}: {err}); "
                          f"run `ktsweep check {p.parent} --repair` or move it aside and rerun "
@@ -320,7 +320,7 @@ def _copy_committed(old: xr.Dataset, new: xr.Dataset, path: Path) -> int:
     if sel is None:
         return 0
     sel_old, sel_new = sel
-    group = zarr.open_group(str(path), mode="r+")
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     order = [n for n in new.data_vars if n not in STATUS_VARS] + \
         [n for n in STATUS_VARS if n in new.data_vars]
     count = 0
@@ -377,7 +377,7 @@ def _chunk_coords(layout: Layout, chunk: str, spec: VarSpec) -> tuple[int, ...]:
 
 def chunk_files(cube: str | os.PathLike, layout: Layout, chunk: str) -> dict[str, Path]:
     """Variable → the file holding that variable's values for ``chunk``."""
-    group = zarr.open_group(str(cube), mode="r")
+    group = zarr.open_group(str(cube), mode="r", use_consolidated=False)
     out = {}
     for name, spec in variables(layout).items():
         key = group[name].metadata.encode_chunk_key(_chunk_coords(layout, chunk, spec))
@@ -403,7 +403,7 @@ def read_block(path: str | os.PathLike, layout: Layout, chunk: str
     whose status was committed must have every variable's chunk file, readable (crc32c
     checked by zarr); otherwise no value of it is trusted and all its points are recomputed.
     """
-    group = zarr.open_group(str(path), mode="r")
+    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
     sl = layout.chunk_slices(chunk)
     files = chunk_files(path, layout, chunk)
     committed = any(files[n].exists() for n in STATUS_VARS if n in files)
@@ -426,7 +426,7 @@ def read_block(path: str | os.PathLike, layout: Layout, chunk: str
 def commit_block(path: str | os.PathLike, layout: Layout, chunk: str,
                  block: Mapping[str, np.ndarray]) -> dict[str, list]:
     """Write a chunk's block: values, sync, then status last; returns the commit manifest."""
-    group = zarr.open_group(str(path), mode="r+")
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     sl = layout.chunk_slices(chunk)
     files = chunk_files(path, layout, chunk)
     names = [n for n in block if n not in STATUS_VARS] + [n for n in STATUS_VARS if n in block]
@@ -543,7 +543,7 @@ def check_metadata(path: str | os.PathLike, layout: Layout | None = None) -> lis
         return [f"root metadata: cube key {attrs.get('ktsweep_cube_key')} does not match "
                 f"its config ({cube_key(layout)})"]
     problems = []
-    group = zarr.open_group(str(p), mode="r")
+    group = zarr.open_group(str(p), mode="r", use_consolidated=False)
     for name in variables(layout):
         try:
             group[name]
@@ -579,7 +579,7 @@ def verify(path: str | os.PathLike, full: bool = True) -> dict[str, Any]:
     if problems:
         return report
     layout = layout_of(p)
-    group = zarr.open_group(str(p), mode="r")
+    group = zarr.open_group(str(p), mode="r", use_consolidated=False)
     for chunk in layout.chunk_ids():
         files = chunk_files(p, layout, chunk)
         record = _read_record(commits_dir(p) / f"{chunk}.json")
