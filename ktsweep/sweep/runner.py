@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.cubespec import BOUND_NAMES, BoundStatus, Status
@@ -45,9 +46,19 @@ def evaluate_task(task: Task) -> dict[str, dict[str, np.ndarray]]:
     """Run one task (on a dask worker); pure function of its arguments.
 
     Monte Carlo runs with one torch thread on the CPU (mc.simulate's default): the job's
-    parallelism is its dask workers.
+    parallelism is its dask workers. Monte Carlo results carry ``device``: the torch device
+    this worker actually used (recorded per chunk and in the cube's ``mc_device``).
     """
-    return run(task.points, task.methods, task.checkpoints, task.mc)
+    out = run(task.points, task.methods, task.checkpoints, task.mc)
+    if "mc" in out:
+        from ktsweep.engines.mc import resolve_device
+
+        out["mc"]["device"] = np.array([str(resolve_device(task.mc.device))])
+    return out
+
+
+def _devices(results: dict[str, dict[str, np.ndarray]]) -> set[str]:
+    return {str(d) for d in results.get("mc", {}).get("device", [])}
 
 
 def missing(layout: Layout, block: dict[str, np.ndarray], index: Sequence[tuple[int, ...]]
@@ -201,11 +212,12 @@ def run_chunk(
     block, damage = store.read_block(cube, layout, chunk)
     for d in damage:
         report(f"[{chunk}] damaged block, all its points are recomputed: {d}")
-    kept = []
+    kept, devices = [], set()
     for f, positions, results in store.staged(cube, chunk):
         for method, result in results.items():
             merge(layout, block, positions, method, result)
         kept.append(f)
+        devices |= _devices(results)
     if kept:
         report(f"[{chunk}] {len(kept)} finished tasks of an earlier run kept")
     todo = missing(layout, block, index)
@@ -219,10 +231,11 @@ def run_chunk(
         staged_now: list[Path] = []
     else:
         staged_now = _compute(layout, chunk, cube, points, todo, block, threads, scheduler,
-                         processes, report)
+                              processes, report, devices)
     summary["manifest"] = store.commit_block(cube, layout, chunk, block)
     summary["seconds"] = time.perf_counter() - start
     summary["tasks"] = len(staged_now)
+    summary["mc_devices"] = sorted(devices)
     store.failpoint("status")
     store.write_record(cube, chunk, summary)
     store.clear_staging(cube, chunk, kept + staged_now)
@@ -231,9 +244,11 @@ def run_chunk(
 
 def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequence[Point],
              todo: dict[str, list[int]], block: dict[str, np.ndarray], threads: int,
-             scheduler: str | None, processes: bool | None, report: Callable[[str], Any]
-             ) -> list[Path]:
-    """Run the chunk's tasks on dask; stage and merge each as it finishes (staged files)."""
+             scheduler: str | None, processes: bool | None, report: Callable[[str], Any],
+             devices: set[str]) -> list[Path]:
+    """Run the chunk's tasks on dask; stage and merge each as it finishes (staged files).
+
+    Devices Monte Carlo ran on are added to ``devices``."""
     total = sum(len(v) for v in todo.values())
     if processes is None:
         processes = layout.config["dask"]["processes"]
@@ -254,6 +269,7 @@ def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequen
             task = owner[fut.key]
             results = fut.result()
             files.append(store.stage(cube, chunk, task.positions, results))
+            devices |= _devices(results)
             for method, result in results.items():
                 merge(layout, block, task.positions, method, result)
                 done[method] += len(task.points)
@@ -304,6 +320,11 @@ def summarize(layout: Layout, cube: str | os.PathLike,
     out["computed"] = {m: sum(j["computed"].get(m, 0) for j in jobs) for m in layout.methods}
     out["job_seconds"] = float(sum(j.get("seconds", 0.0) for j in jobs))
     out["unrecorded_chunks"] = check["unrecorded_chunks"]
+    if "mc" in layout.methods:
+        used = sorted({d for j in jobs for d in j.get("mc_devices", [])})
+        out["mc_device"] = ",".join(used) or "none"
+        zarr.open_group(str(cube), mode="r+", use_consolidated=False).attrs["mc_device"] = \
+            out["mc_device"]
     if not out["missing"] and not check["uncommitted_chunks"]:
         store.consolidate(cube)
         store.failpoint("publish")
