@@ -1,7 +1,7 @@
 """Fault injection: kills, full disks, config switches and store damage, each followed by the
 README's recovery procedure only, then compared with a clean reference cube.
 
-Trials (small config, 12 points in 4 chunks, sweep target ``results/fi/cube.json``):
+Trials (small config, 12 points in 2 chunks, sweep target ``results/fi/cube.json``):
 
 - ``kill``: ``kill -9`` of the workflow's process group at a random moment, and at named
   points (``KTSWEEP_FAILPOINT``: while creating the cube, after a task is staged, between a
@@ -51,6 +51,7 @@ def config(**changes) -> dict:
     cfg = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     cfg["name"] = "fi"
     cfg["dask"] = {"processes": False}
+    cfg["jobs"]["points_per_job"] = 6  # 2 chunk jobs: fewer process starts per trial
     for key, value in changes.items():
         node = cfg
         *parents, leaf = key.split(".")
@@ -212,6 +213,10 @@ def copy_work(src: Path, root: Path, name: str) -> Path:
     return dst
 
 
+def progress(label: str, counts: Counter) -> None:
+    print(json.dumps({"trial": label, **counts}), file=sys.stderr, flush=True)
+
+
 def mount_tmpfs(path: Path, size_mb: int) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
@@ -250,8 +255,9 @@ def main() -> None:
         for i, point in enumerate(plan):
             work = root / f"kill{i}"
             work.mkdir()
-            kill_trial(work, write_config(work, config()), ref, clean_s, kills, notes, point,
-                       rng)
+            label = kill_trial(work, write_config(work, config()), ref, clean_s, kills, notes,
+                               point, rng)
+            progress(f"kill {i}: {label}", kills)
             if not args.keep:
                 shutil.rmtree(work)
         result["kill"] = {"trials": len(plan), **kills}
@@ -277,6 +283,7 @@ def main() -> None:
                     filler.unlink()
                     disk["disk_full_failed_run" if first.returncode else "finished_anyway"] += 1
                     outcome(mnt, cfg, ref, disk, notes, f"disk full, {leave} bytes left")
+                    progress(f"disk {i}", disk)
                 finally:
                     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
             else:
@@ -308,6 +315,7 @@ def main() -> None:
                        or p.stat().st_mtime_ns != t]
             sw["a_records_touched"] = len(touched)
             result["switch"] = dict(sw)
+            progress("switch", sw)
 
         dmg: dict[str, dict] = {}
         for kind in args.damage:
@@ -323,6 +331,7 @@ def main() -> None:
             entry["check_reports_it"] = int(check.returncode != 0)
             outcome(work, cfg, ref, entry, notes, f"damage {kind}")
             dmg[kind] = dict(entry)
+            progress(f"damage {kind}", entry)
             if not args.keep:
                 shutil.rmtree(work)
         result["damage"] = dmg

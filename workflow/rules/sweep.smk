@@ -1,14 +1,4 @@
-# The sweep: write the layout, create the cube, compute it chunk by chunk, verify and publish.
-
-
-rule layout:
-    output:
-        LAYOUT_FILE,
-    params:
-        text=LAYOUT.to_json(),  # a changed config rewrites the file (params trigger)
-    localrule: True
-    run:
-        write_layout(output[0], params.text)
+# The sweep: create the cube, compute it chunk by chunk, verify and publish.
 
 
 rule init_cube:
