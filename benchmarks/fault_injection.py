@@ -232,8 +232,11 @@ def main() -> None:
     parser.add_argument("--no-switch", action="store_true")
     parser.add_argument("--seed", type=int, default=2606)
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
+    parser.add_argument("--budget", type=float, default=float("inf"),
+                        help="seconds after which no new kill trial starts (kills run last)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    deadline = time.perf_counter() + args.budget
     root = Path(tempfile.mkdtemp(prefix="ktsweep-fi-"))
     result: dict = {"benchmark": "fault_injection"}
     notes: list[str] = []
@@ -249,45 +252,24 @@ def main() -> None:
         ref = load(clean / "results" / "fi" / "cube.zarr")
         result["clean_seconds"] = round(clean_s, 1)
 
-        kills: Counter = Counter()
-        points = [FAILPOINTS[i % len(FAILPOINTS)] for i in range(min(args.kills, 10))]
-        plan = points + [None] * (args.kills - len(points))
-        for i, point in enumerate(plan):
-            work = root / f"kill{i}"
-            work.mkdir()
-            label = kill_trial(work, write_config(work, config()), ref, clean_s, kills, notes,
-                               point, rng)
-            progress(f"kill {i}: {label}", kills)
+        dmg: dict[str, dict] = {}
+        for kind in args.damage:
+            work = copy_work(clean, root, f"damage-{kind}")
+            cfg = work / "config.yaml"
+            damage(kind, work, rng)
+            entry: Counter = Counter()
+            entry["read_as_number"] = read_as_number(work, ref, checked=True)
+            entry["raw_xarray_read_as_number"] = read_as_number(work, ref, checked=False)
+            check = subprocess.run([sys.executable, "-m", "ktsweep.cli", "check",
+                                    str(work / "results" / "fi")], capture_output=True,
+                                   text=True, env=env(), timeout=300)
+            entry["check_reports_it"] = int(check.returncode != 0)
+            outcome(work, cfg, ref, entry, notes, f"damage {kind}")
+            dmg[kind] = dict(entry)
+            progress(f"damage {kind}", entry)
             if not args.keep:
                 shutil.rmtree(work)
-        result["kill"] = {"trials": len(plan), **kills}
-
-        disk: Counter = Counter()
-        if args.disk:
-            footprint = sum(f.stat().st_size for f in clean.rglob("*") if f.is_file())
-            size_mb = max(8, int(footprint * 4 / 1e6) + 8)
-            for i in range(args.disk):
-                mnt = root / f"disk{i}"
-                if not mount_tmpfs(mnt, size_mb):
-                    result["disk"] = {"skipped": "mounting a tmpfs is not allowed here"}
-                    break
-                try:
-                    cfg = write_config(mnt, config())
-                    free = shutil.disk_usage(mnt).free
-                    leave = int(rng.uniform(0.05, 1.0) * footprint)
-                    filler = mnt / "filler"
-                    with open(filler, "wb") as fh:
-                        fh.truncate(0)
-                        fh.write(b"\0" * max(0, free - leave))
-                    first = run(mnt, cfg)
-                    filler.unlink()
-                    disk["disk_full_failed_run" if first.returncode else "finished_anyway"] += 1
-                    outcome(mnt, cfg, ref, disk, notes, f"disk full, {leave} bytes left")
-                    progress(f"disk {i}", disk)
-                finally:
-                    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-            else:
-                result["disk"] = {"trials": args.disk, **disk}
+        result["damage"] = dmg
 
         if not args.no_switch:
             sw: Counter = Counter()
@@ -317,24 +299,52 @@ def main() -> None:
             result["switch"] = dict(sw)
             progress("switch", sw)
 
-        dmg: dict[str, dict] = {}
-        for kind in args.damage:
-            work = copy_work(clean, root, f"damage-{kind}")
-            cfg = work / "config.yaml"
-            damage(kind, work, rng)
-            entry: Counter = Counter()
-            entry["read_as_number"] = read_as_number(work, ref, checked=True)
-            entry["raw_xarray_read_as_number"] = read_as_number(work, ref, checked=False)
-            check = subprocess.run([sys.executable, "-m", "ktsweep.cli", "check",
-                                    str(work / "results" / "fi")], capture_output=True,
-                                   text=True, env=env(), timeout=300)
-            entry["check_reports_it"] = int(check.returncode != 0)
-            outcome(work, cfg, ref, entry, notes, f"damage {kind}")
-            dmg[kind] = dict(entry)
-            progress(f"damage {kind}", entry)
+        disk: Counter = Counter()
+        if args.disk:
+            footprint = sum(f.stat().st_size for f in clean.rglob("*") if f.is_file())
+            size_mb = max(8, int(footprint * 4 / 1e6) + 8)
+            for i in range(args.disk):
+                mnt = root / f"disk{i}"
+                if not mount_tmpfs(mnt, size_mb):
+                    result["disk"] = {"skipped": "mounting a tmpfs is not allowed here"}
+                    break
+                try:
+                    cfg = write_config(mnt, config())
+                    free = shutil.disk_usage(mnt).free
+                    leave = int(rng.uniform(0.05, 1.0) * footprint)
+                    filler = mnt / "filler"
+                    with open(filler, "wb") as fh:
+                        fh.truncate(0)
+                        fh.write(b"\0" * max(0, free - leave))
+                    first = run(mnt, cfg)
+                    filler.unlink()
+                    disk["disk_full_failed_run" if first.returncode else "finished_anyway"] += 1
+                    outcome(mnt, cfg, ref, disk, notes, f"disk full, {leave} bytes left")
+                    progress(f"disk {i}", disk)
+                finally:
+                    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+            else:
+                result["disk"] = {"trials": args.disk, **disk}
+
+        kills: Counter = Counter()
+        named = [FAILPOINTS[i % len(FAILPOINTS)] for i in range(min(args.kills // 2, 10))]
+        plan: list[str | None] = []  # named points alternate with random moments
+        for i in range(args.kills):
+            plan.append(named[i // 2] if i % 2 == 0 and i // 2 < len(named) else None)
+        done = 0
+        for i, point in enumerate(plan):
+            if time.perf_counter() > deadline:
+                notes.append(f"time budget reached after {done} of {len(plan)} kill trials")
+                break
+            done += 1
+            work = root / f"kill{i}"
+            work.mkdir()
+            label = kill_trial(work, write_config(work, config()), ref, clean_s, kills, notes,
+                               point, rng)
+            progress(f"kill {i}: {label}", kills)
             if not args.keep:
                 shutil.rmtree(work)
-        result["damage"] = dmg
+        result["kill"] = {"trials": done, **kills}
 
         every = [result.get("kill", {}), result.get("disk", {}), result.get("switch", {}),
                  *dmg.values()]
