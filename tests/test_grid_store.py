@@ -125,7 +125,8 @@ def test_cubes_are_content_addressed_and_never_mixed(tmp_path) -> None:
 
     Mutations caught: cube_key ignoring fixed values (A and B share a cube, B's numbers
     overwrite A's); copying from a cube of other physics; init_cube modifying or deleting
-    the narrower/older cube; copying points whose status is missing as if computed.
+    the narrower/older cube; copied chunks lacking a new method's files (then read as
+    damaged and recomputed: found by this test, fixed by _fill_committed_chunks).
     """
     small = Layout.from_config(config(methods=["exact"]))
     path = store.cube_path(small, tmp_path)
@@ -143,6 +144,10 @@ def test_cubes_are_content_addressed_and_never_mixed(tmp_path) -> None:
     np.testing.assert_array_equal(kept["risk_t2s"].values, before["risk_t2s"].values)
     assert (after["status"].sel(N=256.0).values == 0).all()
     assert (after["bound_status"].values == 0).all()  # a new method starts missing
+    done = [sweep.run_chunk(bigger, c, big, threads=1, processes=False, report=lambda s: None)
+            for c in bigger.chunk_ids()]
+    assert sum(d["computed"]["exact"] for d in done) == 6  # only N = 256; copies are kept
+    assert sum(d["computed"]["bound"] for d in done) == 18 and not any(d["damage"] for d in done)
     other = Layout.from_config(config(methods=["exact"], fixed={"n": 64, "sigma2": 0.1,
                                                                 "d": 12}))
     assert store.cube_path(other, tmp_path) != path

@@ -251,7 +251,8 @@ def init_cube(layout: Layout, path: str | os.PathLike) -> str:
     copied = ""
     source = _best_sibling(p, layout, new)
     if source is not None:
-        n = _copy_committed(open_cube(source), new, tmp)
+        n = _copy_committed(open_cube(source, check=False), new, tmp)  # verified: sibling
+        _fill_committed_chunks(tmp, layout)
         copied = f"; {n} committed points copied from {source.name}"
     _fsync_tree(tmp)
     failpoint("init")
@@ -347,6 +348,21 @@ def _copy_committed(old: xr.Dataset, new: xr.Dataset, path: Path) -> int:
             if name in STATUS_VARS:
                 count += int((values != 0).sum())
     return count
+
+
+def _fill_committed_chunks(path: Path, layout: Layout) -> None:
+    """Give every chunk that received copied statuses a file for each variable (fill values
+    where the source had none, e.g. a new method), keeping "committed => all files exist"."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    for chunk in layout.chunk_ids():
+        files = chunk_files(path, layout, chunk)
+        if not any(files[n].exists() for n in STATUS_VARS if n in files):
+            continue
+        empty = empty_block(layout, chunk)
+        sl = layout.chunk_slices(chunk)
+        for name, f in files.items():
+            if not f.exists():
+                group[name].with_config(WRITE)[sl] = empty[name]
 
 
 def _fsync_tree(root: Path) -> None:
