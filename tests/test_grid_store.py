@@ -276,3 +276,34 @@ def test_gpu_worker_layout_routes_monte_carlo_to_gpu_workers() -> None:
     finally:
         client.close()
         cluster.close()
+
+
+def test_diverged_point_never_reads_as_a_number(tmp_path) -> None:
+    """A diverged exact run: status diverged, its risk NaN, the bound verdicts on it
+    "undetermined" (not "no"), every flag int8 with flag_values/flag_meanings.
+
+    Mutations caught: sandwich computed as float(lower <= NaN <= upper) = 0 ("no"); flags
+    cast with astype(int8) (NaN becomes an arbitrary code); status strings mapped to the
+    wrong code.
+    """
+    from ktsweep.model.cubespec import Flag, Status
+
+    cfg = config(methods=["exact", "bound"], mc={},
+                 grid={"alpha_t": [1.5], "alpha_s": [2.0], "N": [64, 128]},
+                 fixed={"n": 128, "sigma2": 0.1, "d": 12, "gamma0_t": 50.0})
+    layout = Layout.from_config(cfg)
+    path = store.cube_path(layout, tmp_path)
+    store.init_cube(layout, path)
+    _fill(layout, path)
+    ds = store.open_cube(path).load()
+    ex = ds.sel(estimator="exact")
+    assert (ex["status"].values == Status.DIVERGED).all()
+    assert np.isnan(ex["risk_teacher"].values).all()
+    assert (ds["sandwich_teacher"].values == Flag.UNDETERMINED).all()
+    assert ds["sandwich_teacher"].dtype == np.int8
+    assert ds["sandwich_teacher"].attrs["flag_meanings"] == "no yes undetermined"
+    assert ds["step_condition"].attrs["flag_values"] == [0, 1]
+    assert ds["status"].attrs["flag_meanings"] == "missing ok diverged"
+    assert ds["bound_status"].attrs["flag_meanings"] == "missing computed"
+    with pytest.raises(ValueError, match="0, 1 or NaN"):
+        Flag.codes(np.array([0.5]))

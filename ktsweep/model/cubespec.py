@@ -49,10 +49,27 @@ BOUND_VALUES: tuple[str, ...] = tuple(
     + [f"kstar_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
     + ["bound_t2s", "bound_t2s_delta", "kstar_t2s"]
 )
-BOUND_FLAGS: tuple[str, ...] = (*(f"sandwich_{r}" for r in RUNS),
-                                *(f"scope_{r}" for r in RUNS), "bound_t2s_holds",
-                                "step_condition")
-"""Yes/no findings of the bound estimator, stored as int8 0/1 with flag attributes."""
+VERDICTS: tuple[str, ...] = (*(f"sandwich_{r}" for r in RUNS), "bound_t2s_holds")
+"""Flags comparing a bound with the exact risk: undetermined where that risk diverged."""
+BOUND_FLAGS: tuple[str, ...] = (*VERDICTS, *(f"scope_{r}" for r in RUNS), "step_condition")
+"""Yes/no findings of the bound estimator, stored as int8 with flag attributes."""
+
+
+class Flag(IntEnum):
+    """Codes of the bound estimator's yes/no findings (``BOUND_FLAGS``) in the cube."""
+
+    NO = 0
+    YES = 1
+    UNDETERMINED = 2
+
+    @classmethod
+    def codes(cls, values: np.ndarray) -> np.ndarray:
+        """Engine flags (1.0 / 0.0, NaN: no verdict) → int8 codes; anything else is an error."""
+        v = np.asarray(values, dtype=np.float64)
+        ok = np.isnan(v) | (v == 0) | (v == 1)
+        if not ok.all():
+            raise ValueError(f"flag values must be 0, 1 or NaN, got {v[~ok][:3]}")
+        return np.where(np.isnan(v), cls.UNDETERMINED, v).astype(np.int8)
 BOUND_NAMES: tuple[str, ...] = BOUND_VALUES + BOUND_FLAGS
 STATUS_VARS = ("status", "bound_status")
 """Variables that commit a point: written last, after every other value is durable."""
@@ -115,7 +132,6 @@ def _flags(enum: type[IntEnum]) -> dict[str, Any]:
             "flag_meanings": " ".join(e.name.lower() for e in enum)}
 
 
-_YES_NO = {"flag_values": [0, 1], "flag_meanings": "no yes"}
 
 
 def attrs_of(name: str) -> dict[str, Any]:
@@ -131,8 +147,10 @@ def attrs_of(name: str) -> dict[str, Any]:
         attrs.update(_flags(Status))
     elif name == "bound_status":
         attrs.update(_flags(BoundStatus))
+    elif name in VERDICTS:
+        attrs.update(_flags(Flag))
     elif name in BOUND_FLAGS:
-        attrs.update(_YES_NO)
+        attrs.update({"flag_values": [int(Flag.NO), int(Flag.YES)], "flag_meanings": "no yes"})
     return attrs
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 
 from ktsweep.engines.dispatch import MCSettings, run
-from ktsweep.model.cubespec import BOUND_NAMES, BoundStatus, Status
+from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import STEP_SIZES
 from ktsweep.sweep import store
@@ -115,7 +115,7 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
     names = variables(layout)
     if method == "bound":
         for k in BOUND_NAMES:
-            block[k][where] = np.asarray(result[k]).astype(names[k].dtype)
+            block[k][where] = Flag.codes(result[k]) if k in BOUND_FLAGS else result[k]
         block["bound_status"][where] = BoundStatus.COMPUTED
     else:
         m = layout.estimators.index(method)
