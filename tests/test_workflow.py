@@ -147,8 +147,10 @@ def test_store_damage_reruns_what_it_hit(tiny_run, tmp_path):
     command again) recomputes only the hit chunks and restores the clean numbers.
 
     Mutations caught: the plan-time check not comparing the commit records (the rerun says
-    "Nothing to be done" and the damage stays); open_cube not verifying (a chunk copied over
-    another reads as numbers); the cube rule not relinking a removed cube.zarr.
+    "Nothing to be done" and the damage stays); open_cube not verifying, or looking for the
+    records beside the symlink instead of the cube (a chunk copied over another then read
+    as numbers: found by the fault-injection benchmark); the cube rule not relinking a
+    removed cube.zarr.
     """
     import shutil
 
@@ -165,6 +167,8 @@ def test_store_damage_reruns_what_it_hit(tiny_run, tmp_path):
     data[len(data) // 2] ^= 8
     chunks[0].write_bytes(bytes(data))  # one bit flipped
     shutil.copyfile(chunks[2], chunks[1])  # a chunk copied over another
+    with pytest.raises(StoreError, match="changed since its commit"):
+        open_cube(link)  # through the symlink users open, records found beside the cube
     next(p for p in (cube / "status" / "c").rglob("*") if p.is_file()
          and p.parts[-4:] == chunks[3].parts[-4:]).unlink()  # a status chunk deleted
     with pytest.raises(StoreError, match="is damaged: chunk c0000"):

@@ -83,13 +83,19 @@ def link_path(layout: Layout, root: str | os.PathLike = "results") -> Path:
     return Path(root) / layout.name / "cube.zarr"
 
 
-def commits_dir(cube: str | os.PathLike) -> Path:
+def _real(cube: str | os.PathLike) -> Path:
+    """The cube's own path (results/NAME/cube.zarr is a symlink to it)."""
     p = Path(cube)
+    return p.resolve() if p.is_symlink() else p
+
+
+def commits_dir(cube: str | os.PathLike) -> Path:
+    p = _real(cube)
     return p.with_name(p.name.removesuffix(".zarr") + ".commits")
 
 
 def staging_dir(cube: str | os.PathLike) -> Path:
-    p = Path(cube)
+    p = _real(cube)
     return p.with_name(p.name.removesuffix(".zarr") + ".staging")
 
 
@@ -262,6 +268,7 @@ def init_cube(layout: Layout, path: str | os.PathLike) -> str:
 
 
 def _set_aside(p: Path, why: str) -> Path:
+    p = _real(p)
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
     aside = p.with_name(f"{p.name.removesuffix('.zarr')}.{why}-{stamp}.zarr")
     os.rename(p, aside)
