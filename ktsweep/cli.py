@@ -225,7 +225,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     live = (root / "cube.zarr").resolve() if (root / "cube.zarr").is_symlink() else None
     stem = live.name.removesuffix(".zarr") if live else ""
     keep = {live, *(live.with_name(stem + s) for s in (".commits", ".staging"))} if live else set()
-    candidates = [p for p in sorted(cubes.iterdir()) if p not in keep] if cubes.exists() else []
+    candidates = ([p for p in sorted(cubes.iterdir()) if p.resolve() not in keep]
+                  if cubes.exists() else [])
     candidates += sorted(root.glob("cube.legacy-*.zarr"))
     if not candidates:
         print(f"nothing to collect under {root}")

@@ -307,3 +307,37 @@ def test_diverged_point_never_reads_as_a_number(tmp_path) -> None:
     assert ds["bound_status"].attrs["flag_meanings"] == "missing computed"
     with pytest.raises(ValueError, match="0, 1 or NaN"):
         Flag.codes(np.array([0.5]))
+
+
+def test_check_and_gc_commands(tmp_path, capsys, monkeypatch) -> None:
+    """`ktsweep check` names damage and exits 1 (0 when intact); `ktsweep gc` lists cubes not
+    in use and removes nothing without --yes, keeping the linked cube.
+
+    Mutations caught: check exiting 0 on damage; gc deleting without confirmation or
+    deleting the cube in use (it did, comparing a resolved link with relative paths).
+    """
+    from ktsweep import cli
+
+    monkeypatch.chdir(tmp_path)
+    layout = Layout.from_config(config(methods=["exact"], grid={"alpha_t": [1.5], "N": [64]},
+                                       fixed={"n": 64, "sigma2": 0.1, "d": 8, "alpha_s": 2.0},
+                                       mc={}))
+    other = Layout.from_config(config(methods=["exact"], grid={"alpha_t": [1.5], "N": [64]},
+                                      fixed={"n": 64, "sigma2": 0.2, "d": 8, "alpha_s": 2.0},
+                                      mc={}))
+    for lay in (layout, other):
+        store.init_cube(lay, store.cube_path(lay))
+        _fill(lay, store.cube_path(lay))
+    store.link(store.cube_path(layout), store.link_path(layout))
+    assert cli.main(["check", "results/t"]) == 0
+    victim = store.chunk_files(store.cube_path(layout), layout, "c00000")["risk_t2s"]
+    victim.write_bytes(victim.read_bytes()[::-1])
+    capsys.readouterr()
+    assert cli.main(["check", "results/t"]) == 1
+    assert "chunk c00000: variable risk_t2s" in capsys.readouterr().out
+    assert cli.main(["gc", "results/t"]) == 0
+    out = capsys.readouterr().out
+    assert store.cube_path(other).name in out and "nothing removed" in out
+    assert store.cube_path(other).exists()
+    assert cli.main(["gc", "results/t", "--yes"]) == 0
+    assert not store.cube_path(other).exists() and store.cube_path(layout).exists()
