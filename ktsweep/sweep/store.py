@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -398,14 +399,19 @@ def _chunk_coords(layout: Layout, chunk: str, spec: VarSpec) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(idx, layout.chunk_grid)) + (0,) * len(spec.dims)
 
 
+@functools.lru_cache(maxsize=8)
+def _key_encoders(cube: str, key: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """Each variable's chunk-key encoder, read once per cube (not once per chunk)."""
+    group = zarr.open_group(cube, mode="r", use_consolidated=False)
+    return {name: group[name].metadata.encode_chunk_key for name in names}
+
+
 def chunk_files(cube: str | os.PathLike, layout: Layout, chunk: str) -> dict[str, Path]:
     """Variable → the file holding that variable's values for ``chunk``."""
-    group = zarr.open_group(str(cube), mode="r", use_consolidated=False)
-    out = {}
-    for name, spec in variables(layout).items():
-        key = group[name].metadata.encode_chunk_key(_chunk_coords(layout, chunk, spec))
-        out[name] = Path(cube) / name / key
-    return out
+    specs = variables(layout)
+    encode = _key_encoders(str(_real(cube)), cube_key(layout), tuple(specs))
+    return {name: Path(cube) / name / encode[name](_chunk_coords(layout, chunk, spec))
+            for name, spec in specs.items()}
 
 
 def empty_block(layout: Layout, chunk: str) -> dict[str, np.ndarray]:
