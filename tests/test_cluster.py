@@ -2,10 +2,10 @@
 
 Both systems are started by the tests themselves (no mocks). SLURM runs as a private cluster
 (.ci/slurm/up.sh): its own slurm.conf, munge socket, ports and state under
-/tmp/ktsweep-slurm, reached through SLURM_CONF; teardown stops only the pids it started, so a
-system SLURM keeps running. It needs root and Debian's `slurm-wlm` + `munge`; these are
-installed only when KTSWEEP_SLURM_INSTALL=1 (set by .ci/run). Where it cannot run the test
-says why and skips, except under CI, where it must run.
+/tmp/ktsweep-slurm-private, reached through SLURM_CONF; teardown stops only the pids it
+started, so a system SLURM keeps running. It needs root and Debian's `slurm-wlm` +
+`munge`; these are installed only when KTSWEEP_SLURM_INSTALL=1 (set by .ci/run). Where it
+cannot run, the test says why and skips, except under CI, where it must run.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def test_store_damage_reruns_what_it_hit(tiny_run, tmp_path):
     with pytest.raises(StoreError, match="is damaged: chunk c0000"):
         open_cube(link)
     link.unlink()  # rm cube.zarr
-    out = snakemake(copy, "--configfile", str(cfg), "results/tiny/cube.json")
+    out = snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))
     text = out.stdout + out.stderr
     assert "Nothing to be done" not in text
     assert text.count("rule simulate") <= 3  # only the three damaged chunks
@@ -182,7 +182,7 @@ def test_store_damage_reruns_what_it_hit(tiny_run, tmp_path):
     for name in clean.data_vars:
         np.testing.assert_array_equal(fixed[name].values, clean[name].values, err_msg=name)
     assert "Nothing to be done" in (lambda o: o.stdout + o.stderr)(
-        snakemake(copy, "--configfile", str(cfg), "results/tiny/cube.json", "-n"))
+        snakemake(copy, "results/tiny/cube.json", "-n", "--configfile", str(cfg)))
 
 
 @pytest.mark.slow
@@ -201,10 +201,10 @@ def test_config_switch_back_reuses_the_cube(tiny_run, tmp_path):
     link = copy / "results" / "tiny" / "cube.zarr"
     a = open_cube(link).load()
     b_cfg = write_config(tmp_path / "b.yaml", **{"fixed.sigma2": 0.2, "methods": ["exact"]})
-    snakemake(copy, "--configfile", str(b_cfg), "results/tiny/cube.json")
+    snakemake(copy, "results/tiny/cube.json", "--configfile", str(b_cfg))
     b = open_cube(link).load()
     assert not np.allclose(b["risk_teacher"].values[..., 0], a["risk_teacher"].values[..., 0])
-    out = snakemake(copy, "--configfile", str(cfg), "results/tiny/cube.json")
+    out = snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))
     assert "rule simulate" not in out.stdout + out.stderr
     back = open_cube(link).load()
     for name in a.data_vars:

@@ -6,11 +6,11 @@
 # munged). Never looks processes up by name: a system SLURM or munge keeps running.
 #
 # Environment knobs:
-#   KTSWEEP_SLURM_ROOT   state directory used by up.sh (default /tmp/ktsweep-slurm)
+#   KTSWEEP_SLURM_ROOT   state directory used by up.sh (default /tmp/ktsweep-slurm-private)
 #   KTSWEEP_SLURM_PURGE  1 to also delete that directory (job state, logs, key)
 set -euo pipefail
 
-ROOT="${KTSWEEP_SLURM_ROOT:-/tmp/ktsweep-slurm}"
+ROOT="${KTSWEEP_SLURM_ROOT:-/tmp/ktsweep-slurm-private}"
 export SLURM_CONF="$ROOT/slurm.conf"
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -19,7 +19,10 @@ log() { printf '[slurm-down] %s\n' "$*" >&2; }
 stop_pidfile() {
     local name="$1" pidfile="$ROOT/run/$1.pid" pid
     pid="$(cat "$pidfile" 2>/dev/null || true)"
-    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    # ours only: alive and started with our config or munge socket
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null || \
+            ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
+            | grep -qF -e "$ROOT/slurm.conf" -e "$ROOT/munge/munge.socket"; then
         log "our $name not running"
         rm -f "$pidfile"
         return 0

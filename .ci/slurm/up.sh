@@ -2,7 +2,7 @@
 # Start a private single-node SLURM cluster for the end-to-end tests, leaving the machine's
 # own SLURM and munge (if any) untouched.
 #
-# Everything lives under $KTSWEEP_SLURM_ROOT (default /tmp/ktsweep-slurm): its own
+# Everything lives under $KTSWEEP_SLURM_ROOT (default /tmp/ktsweep-slurm-private): its own
 # slurm.conf (never /etc/slurm), its own munge key, socket and munged, its own ports
 # (16817/16818 unless KTSWEEP_SLURM_PORTS="CTLD SLURMD"), state, spool, logs and pid files.
 # Clients reach it through SLURM_CONF=<root>/slurm.conf (printed on stdout). Daemons are
@@ -13,7 +13,7 @@
 # message, and the test skips (or fails under CI).
 #
 # Environment knobs:
-#   KTSWEEP_SLURM_ROOT     state directory                   (default /tmp/ktsweep-slurm)
+#   KTSWEEP_SLURM_ROOT     state directory                   (default /tmp/ktsweep-slurm-private)
 #   KTSWEEP_SLURM_PORTS    "CTLD_PORT SLURMD_PORT"           (default "16817 16818")
 #   KTSWEEP_SLURM_WAIT     seconds to wait for an idle node  (default 60)
 #   KTSWEEP_SLURM_INSTALL  1 to allow apt-get install        (default unset: never)
@@ -21,7 +21,7 @@
 # Needs root (slurmd runs jobs as their users).
 set -euo pipefail
 
-ROOT="${KTSWEEP_SLURM_ROOT:-/tmp/ktsweep-slurm}"
+ROOT="${KTSWEEP_SLURM_ROOT:-/tmp/ktsweep-slurm-private}"
 read -r CTLD_PORT SLURMD_PORT <<<"${KTSWEEP_SLURM_PORTS:-16817 16818}"
 WAIT_S="${KTSWEEP_SLURM_WAIT:-60}"
 CONF="$ROOT/slurm.conf"
@@ -40,11 +40,14 @@ dump_logs() {
     done
 }
 die() { log "ERROR: $*"; dump_logs; exit 1; }
+# True when the pid in file $1 is alive AND is ours: its command line names our config or
+# our munge socket (a stale pid file never makes us adopt or stop someone else's daemon).
 pid_alive() {
     local pid
     [ -s "$1" ] || return 1
     pid="$(cat "$1" 2>/dev/null)" || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -e "$CONF" -e "$SOCKET"
 }
 
 [ "$(id -u)" -eq 0 ] || { echo "up.sh must run as root" >&2; exit 1; }
