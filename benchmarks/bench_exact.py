@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     d, R = size["d"], size["replicates"]
 
     p = bench_point(d, size["samples"])
-    ck = checkpoint_steps(max(p.steps_t, p.steps_s))
+    ck = checkpoint_steps(p.steps_max)
     exact.evaluate([bench_point(20, 100)], ck)  # warm-up
     exact_times = timed(lambda: exact.evaluate([p], ck), args.repeat)
     exact_s = min(exact_times)

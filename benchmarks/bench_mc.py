@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     repeat = args.repeat or (1 if args.quick else 2)
     p = bench_point(size["d"], size["samples"])
     R = size["replicates"]
-    ck = checkpoint_steps(max(p.steps_t, p.steps_s))
+    ck = checkpoint_steps(p.steps_max)
     units = R * p.d * (p.steps_t + p.steps_s)
 
     mc.simulate([bench_point(20, 50)], 4, 0, "cpu")  # warm-up (imports, allocator)

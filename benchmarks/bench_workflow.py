@@ -54,9 +54,9 @@ def direct_seconds(config: Path) -> float:
     items = list(layout.iter_points())
     t0 = time.perf_counter()
     shared = [m for m in layout.methods if m != "mc"]  # exact and bound share one recursion
-    run([p for _, p in items], shared, layout.steps, layout.mc_settings)
+    run([p for _, p in items], shared, layout.checkpoints, layout.mc_settings)
     if "mc" in layout.methods:
-        run([p for idx, p in items if layout.mc_selected(idx)], ["mc"], layout.steps,
+        run([p for idx, p in items if layout.mc_selected(idx)], ["mc"], layout.checkpoints,
             layout.mc_settings)
     return time.perf_counter() - t0
 

@@ -1,4 +1,4 @@
-"""The ``ktsweep`` command line: evaluate one point, plan or run a sweep, analyse a cube."""
+"""The ktsweep command line: evaluate one point, plan or run a sweep, analyse a cube."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ktsweep.engines.dispatch import METHODS, MCSettings, run
+from ktsweep.engines.dispatch import METHODS, run
 from ktsweep.model.params import ParameterError, make_point
 from ktsweep.model.spectra import checkpoint_steps
+from ktsweep.sweep.config import MCConfig, OutputsConfig
 
 
 class UsageError(Exception):
@@ -78,8 +79,10 @@ def cmd_point(args: argparse.Namespace) -> int:
     except ParameterError as err:
         raise UsageError(str(err)) from None
     methods = list(METHODS) if args.method == "all" else [args.method]
-    steps = checkpoint_steps(max(point.steps_t, point.steps_s), args.checkpoints_per_decade)
-    settings = MCSettings(args.replicates, args.seed, args.device, args.dtype)
+    settings = _mc_config(args).settings()
+    steps = checkpoint_steps(point.steps_max, _per_decade(args))
+    if "mc" in methods:
+        _check_mc_memory(point, settings, len(steps))
     record = point_record(run([point], methods, steps, settings), steps)
     if args.json:
         print(json.dumps(record))
@@ -92,25 +95,75 @@ def cmd_point(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_mc_memory(point, settings, checkpoints: int) -> None:
+    """Refuse a Monte Carlo point that would not fit this machine's memory (before allocating)."""
+    import os
+
+    from ktsweep.engines.dispatch import mc_bytes
+
+    need = mc_bytes(point.d, max(point.batch_t, point.batch_s), settings.replicates,
+                    4 if settings.dtype == "float32" else 8, checkpoints)
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        raise UsageError(f"--replicates {settings.replicates} at d = {point.d} needs about "
+                         f"{need / 2**30:.1f} GiB for Monte Carlo, more than this machine's "
+                         f"{have / 2**30:.1f} GiB; lower --replicates or d")
+
+
+def _option_error(err, options: dict[str, str]) -> UsageError:
+    """A pydantic error on a config model built from options, named by its option."""
+    e = err.errors(include_url=False)[0]
+    field = str(e["loc"][0]) if e["loc"] else ""
+    return UsageError(f"{options.get(field, field)} {e['input']!r}: {e['msg']}")
+
+
+def _mc_config(args: argparse.Namespace) -> MCConfig:
+    """The Monte Carlo flags checked by the config's own rules (one set of limits, defaults)."""
+    from pydantic import ValidationError
+
+    flags = {"replicates": "--replicates", "seed": "--seed", "device": "--device",
+             "dtype": "--dtype"}
+    given = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
+    try:
+        return MCConfig(**given)
+    except ValidationError as err:
+        raise _option_error(err, flags) from None
+
+
+def _per_decade(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    if args.checkpoints_per_decade is None:
+        return OutputsConfig().checkpoints_per_decade
+    try:
+        return OutputsConfig(checkpoints_per_decade=args.checkpoints_per_decade
+                             ).checkpoints_per_decade
+    except ValidationError as err:
+        raise _option_error(err, {"checkpoints_per_decade": "--checkpoints-per-decade"}
+                            ) from None
+
+
 def _layout_file(path: str):
     """The layout JSON file the workflow writes (``results/NAME/.ktsweep/layout.json``)."""
     from pathlib import Path
 
+    from ktsweep.sweep.config import ConfigError
     from ktsweep.sweep.layout import Layout
 
     try:
         return Layout.from_json(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UsageError(f"layout file {path}: {err} (written by the workflow's layout "
-                         "rule; rerun snakemake)") from None
+    except (ConfigError, OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"layout file {path}: {err} (written by the workflow when it "
+                         "plans; rerun snakemake)") from None
 
 
 def _config_file(path: str):
-    from ktsweep.sweep.layout import ConfigError, Layout, load_config
+    from ktsweep.sweep.config import ConfigError
+    from ktsweep.sweep.layout import Layout
 
     try:
-        return Layout(load_config(path))
-    except ConfigError as err:
+        return Layout.from_file(path)
+    except (ConfigError, OSError) as err:
         raise UsageError(str(err)) from None
 
 
@@ -298,11 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(values read as YAML).")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     p.add_argument("--method", choices=[*METHODS, "all"], default="exact")
-    p.add_argument("--replicates", type=_positive_int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--checkpoints-per-decade", type=_positive_int, default=10)
+    mc = MCConfig.model_fields
+    p.add_argument("--replicates", type=int, help=f"default {mc['replicates'].default}")
+    p.add_argument("--seed", type=int, help=f"default {mc['seed'].default}")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"],
+                   help=f"default {mc['device'].default}")
+    p.add_argument("--dtype", choices=["float32", "float64"],
+                   help=f"default {mc['dtype'].default}")
+    p.add_argument("--checkpoints-per-decade", type=int, help="default "
+                   f"{OutputsConfig.model_fields['checkpoints_per_decade'].default}")
     p.add_argument("--json", action="store_true", help="print one flat JSON object")
     p.set_defaults(func=cmd_point)
 

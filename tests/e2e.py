@@ -49,11 +49,11 @@ def direct(layout: Layout) -> dict[str, dict[str, np.ndarray]]:
     torch.set_num_threads(1)
     idx_points = list(layout.iter_points())
     points = [p for _, p in idx_points]
-    out = run(points, [m for m in layout.methods if m != "mc"], layout.steps,
+    out = run(points, [m for m in layout.methods if m != "mc"], layout.checkpoints,
               layout.mc_settings)
     mc_idx = [i for i, (idx, _) in enumerate(idx_points) if layout.mc_selected(idx)]
     if "mc" in layout.methods:
-        out["mc"] = run([points[i] for i in mc_idx], ["mc"], layout.steps,
+        out["mc"] = run([points[i] for i in mc_idx], ["mc"], layout.checkpoints,
                         layout.mc_settings)["mc"]
         out["mc_index"] = {"i": np.array(mc_idx)}
     return out

@@ -108,3 +108,14 @@ def test_method_all_prefixes_and_bounds() -> None:
         assert k in rec
     assert rec["status"] == rec["exact_status"] == rec["mc_status"] == "ok"
     assert rec["bound_lower_teacher"] <= rec["bound_upper_teacher"]
+
+
+def test_help_is_plain_text() -> None:
+    """Mutation: ``description=__doc__`` with the module's reStructuredText (``ktsweep``)
+    shows raw markup in ``ktsweep --help``."""
+    from ktsweep import cli
+
+    for argv in ([], ["point"], ["plan"], ["fits"]):
+        text = cli.build_parser().format_help() if not argv else \
+            cli.build_parser()._subparsers._group_actions[0].choices[argv[0]].format_help()
+        assert "``" not in text and ":func:" not in text and ":data:" not in text, argv

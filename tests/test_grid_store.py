@@ -82,9 +82,9 @@ def test_keys_separate_layout_from_results() -> None:
         ({"mc": {"stride": {"d": 2}}}, ["mc.stride.d", "not a grid axis"]),
         ({"grid": {"alpha_t": [1.5, 1.5], "alpha_s": [2], "N": [64]}}, ["grid.alpha_t", "unique"]),
         ({"fixed": {"n": 128, "d": 12}}, ["'sigma2'", "required"]),
-        ({"jobs": {"points_per_job": 0}}, ["jobs.points_per_job", "minimum"]),
-        ({"outputs": {"modes": "yes"}}, ["outputs.modes", "boolean"]),
-        ({"name": "a b"}, ["name", "does not match"]),
+        ({"jobs": {"points_per_job": 0}}, ["jobs.points_per_job", "greater than or equal to 1"]),
+        ({"outputs": {"modes": "yes"}}, ["outputs.modes", "valid boolean"]),
+        ({"name": "a b"}, ["name", "should match pattern"]),
     ],
 )
 def test_config_errors_name_the_key(change: dict, words: list[str]) -> None:
@@ -244,7 +244,7 @@ def test_killed_job_keeps_finished_tasks(tmp_path) -> None:
     index, points = layout.chunk_points("c00000")
     from ktsweep.engines.dispatch import run
 
-    store.stage(path, "c00000", [0, 1], run(points[:2], ["exact"], layout.steps))
+    store.stage(path, "c00000", [0, 1], run(points[:2], ["exact"], layout.checkpoints))
     summary = sweep.run_chunk(layout, "c00000", path, threads=1, processes=False,
                               report=lambda s: None)
     assert summary["staged_tasks_kept"] == 1

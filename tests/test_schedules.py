@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from ktsweep.model.spectra import geometric_period, phase_product, schedule_phases, step_sizes
+from ktsweep.model.spectra import (
+    cutoff_threshold,
+    geometric_period,
+    kstar,
+    kstar_power,
+    phase_product,
+    schedule_phases,
+    step_sizes,
+)
 
 
 def expand(kind: str, gamma0: float, steps: int, horizon: int) -> np.ndarray:
@@ -115,3 +123,19 @@ def test_phase_product_is_product_of_step_factors(kind: str, steps: int, horizon
     np.testing.assert_allclose(
         phase_product(phases, t, lam), np.prod(1.0 - gammas[:t, None] * lam, axis=0), rtol=1e-12
     )
+
+
+def test_lemma1_cutoffs() -> None:
+    """The one k* rule (bounds, figures, fits): thresholds written out by hand.
+
+    Mutations: swapping ln and log2 in the upper threshold, dropping the factor 2, or
+    counting λ_k >= threshold instead of > (the last is caught by the tie at k = 4)."""
+    lam = np.arange(1, 101, dtype=float) ** -2.0
+    upper = 2 * np.log(1024) * 10 / (0.5 * 1024)
+    assert cutoff_threshold(1024, 0.5, "upper") == pytest.approx(upper, rel=1e-15)
+    assert kstar(lam, upper) == int(np.sum(lam > upper)) == 1
+    assert cutoff_threshold(1024, 0.5, "lower") == pytest.approx(10 / 512, rel=1e-15)
+    assert kstar(lam, 1 / 16) == 3  # λ_4 = 1/16 exactly: not above the threshold
+    assert kstar(lam, cutoff_threshold(1, 0.5)) == 0
+    assert kstar(lam, cutoff_threshold(1024, 0.0)) == 0
+    assert kstar_power(2.0, 1 / 16) == pytest.approx(4.0)

@@ -23,6 +23,24 @@ def test_direct_exponents_by_hand() -> None:
     assert theory.direct_risk_exponent(3.0, 1.5) == pytest.approx(-1 / 6)
     assert theory.direct_risk_exponent(3.0, 1.5, noisy=False) == pytest.approx(-1 / 6)
     assert theory.direct_risk_exponent(1.5, 0.0) == pytest.approx(-1 / 3)
+
+
+def test_variance_dominated_noisy_differs_from_noiseless() -> None:
+    """A student that decays slower than its teacher sees β_S = β + α_S − α_T < 0: bias
+    (1 + β_S − α)/α = (1 − 1.5 − 1.5)/1.5 = −4/3, variance (1 − 1.5)/1.5 = −1/3. With noise the
+    variance dominates (−1/3); without noise only the bias is left (−4/3).
+
+    Mutations: ``direct_risk_exponent`` ignoring ``noisy`` (−1/3 both times), or dropping the
+    variance term (−4/3 both times), or predictions() passing the teacher's β to the student.
+    """
+    assert theory.direct_risk_exponent(1.5, -1.5) == pytest.approx(-1 / 3)
+    assert theory.direct_risk_exponent(1.5, -1.5, noisy=False) == pytest.approx(-4 / 3)
+    noisy = theory.predictions(point(alpha_t=3.0, alpha_s=1.5, sigma2=0.1))
+    clean = theory.predictions(point(alpha_t=3.0, alpha_s=1.5, sigma2=0.0))
+    assert noisy["risk_direct"] == pytest.approx(-1 / 3)
+    assert clean["risk_direct"] == pytest.approx(-4 / 3)
+    # the teacher (β = 0): bias and variance exponents coincide, (1 − 3)/3 = −2/3
+    assert noisy["risk_teacher"] == clean["risk_teacher"] == pytest.approx(-2 / 3)
     assert theory.kstar_exponent(2.0) == pytest.approx(0.5)
     assert theory.kstar_exponent(1.25) == pytest.approx(0.8)
 
@@ -54,24 +72,28 @@ def point(**kw: Any):
 @pytest.mark.parametrize(
     ("kw", "kd"),
     [
-        ({"alpha_t": 2.0, "alpha_s": 3.0, "target": "power", "beta": 0.5}, True),
-        ({"alpha_t": 1.5, "alpha_s": 3.0, "target": "power", "beta": 0.5}, False),  # α_T = 1+β
-        ({"alpha_t": 1.2, "alpha_s": 1.5}, True),
-        ({"alpha_t": 1.0, "alpha_s": 1.5}, False),  # α_T = 1 = 1+β
-        ({"alpha_t": 2.0, "alpha_s": 2.0}, False),  # α_S = α_T
-        ({"alpha_t": 3.0, "alpha_s": 2.0}, False),  # W2S ordering
+        # κ = (2 − 1.5)(1/2 − 1/3) = 1/12, limit −(2 − 1.5)/2 = −1/4
+        ({"alpha_t": 2.0, "alpha_s": 3.0, "target": "power", "beta": 0.5}, (1 / 12, -0.25)),
+        ({"alpha_t": 1.5, "alpha_s": 3.0, "target": "power", "beta": 0.5}, None),  # α_T = 1+β
+        # κ = 0.2 (1/1.2 − 1/1.5) = 1/30, limit −0.2/1.2 = −1/6
+        ({"alpha_t": 1.2, "alpha_s": 1.5}, (1 / 30, -1 / 6)),
+        ({"alpha_t": 1.0, "alpha_s": 1.5}, None),  # α_T = 1 = 1+β
+        ({"alpha_t": 2.0, "alpha_s": 2.0}, None),  # α_S = α_T
+        ({"alpha_t": 3.0, "alpha_s": 2.0}, None),  # W2S ordering
     ],
 )
-def test_kd_gating(kw: dict[str, Any], kd: bool) -> None:
+def test_kd_gating(kw: dict[str, Any], kd: tuple[float, float] | None) -> None:
+    """Values written out by hand, not recomputed with the functions predictions() calls.
+
+    Mutation: predictions() passing β = 0 to the KD exponents (power target) changes the
+    first case's κ to 1/6."""
     pred = theory.predictions(point(**kw))
-    assert (set(pred) >= KD_KEYS) is kd and (KD_KEYS & set(pred) == set()) is (not kd)
+    assert (set(pred) >= KD_KEYS) is (kd is not None)
+    assert (KD_KEYS & set(pred) == set()) is (kd is None)
     assert not W2S_KEYS & set(pred)  # not lowdim
-    if kd:
-        beta = kw.get("beta", 0.0)
-        assert pred["der"] == pytest.approx(
-            theory.kd_der_exponent(kw["alpha_t"], kw["alpha_s"], beta))
-        assert pred["risk_t2s_limit"] == pytest.approx(
-            theory.kd_t2s_limit_exponent(kw["alpha_t"], beta))
+    if kd is not None:
+        assert pred["der"] == pytest.approx(kd[0])
+        assert pred["risk_t2s_limit"] == pytest.approx(kd[1])
 
 
 def test_w2s_gating_lowdim_only() -> None:

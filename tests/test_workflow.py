@@ -126,7 +126,7 @@ def test_killed_job_recovers(tmp_path):
         ({"grid.alpha_t": [-1.0, 2.0]}, ["alpha_t", "> 0"]),
         ({"fixed.sigma": 0.1}, ["sigma", "sigma2"]),
         ({"methods": ["exact", "montecarlo"]}, ["methods", "montecarlo"]),
-        ({"mc.replicates": 0}, ["mc.replicates", "minimum"]),
+        ({"mc.replicates": 0}, ["mc.replicates", "greater than or equal to 1"]),
         ({"mc.subgrid": {"N": [999]}}, ["mc.subgrid.N", "999"]),
     ],
 )

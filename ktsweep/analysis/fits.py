@@ -25,8 +25,8 @@ half of the usable axis values (at least :data:`MIN_POINTS`). ``exact`` has no s
 noise, so its error is the range sensitivity (largest slope change over: dropping the first
 point, dropping the last point, using the upper two-thirds) plus the regression standard
 error. ``mc`` error is a parametric bootstrap: each point is redrawn from N(mean, se)
-(:data:`BOOTSTRAP_DRAWS` draws, seed :data:`BOOTSTRAP_SEED`), refitted, and the standard
-deviation of the slopes is reported. Verdict: ``consistent`` iff
+(:data:`BOOTSTRAP_DRAWS` draws, seeded per family by :func:`family_seed`), refitted, and the
+standard deviation of the slopes is reported. Verdict: ``consistent`` iff
 ``|slope − predicted| ≤ max(2 · slope_err, ATOL)`` with ``ATOL = 0.05`` covering the logs and
 γ0 factors that §5 leaves out; otherwise ``inconsistent``; ``no prediction`` where §5 makes none.
 """
@@ -47,7 +47,9 @@ import xarray as xr
 
 from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model import theory
-from ktsweep.model.params import ParameterError
+from ktsweep.model.params import ParameterError, derive_seed
+from ktsweep.model.quantities import step_size_variable
+from ktsweep.model.spectra import cutoff_threshold, kstar_power
 
 ATOL = 0.05
 """Absolute tolerance on an exponent for the log and γ0 factors §5 omits."""
@@ -82,7 +84,8 @@ RULES = (
     "the slope when dropping the first point, dropping the last point, or fitting the upper "
     "two-thirds) plus the regression standard error; for `mc` it is the standard deviation of "
     f"the slope over {BOOTSTRAP_DRAWS} parametric-bootstrap draws (each point redrawn from "
-    f"N(mean, se), seed {BOOTSTRAP_SEED}). Verdict: `consistent` iff |slope - predicted| <= "
+    "N(mean, se), seeded per family from a hash of its key). Verdict: `consistent` iff "
+    "|slope - predicted| <= "
     f"max(2 slope_err, {ATOL}), the absolute {ATOL} covering the log and gamma0 factors "
     "model.md section 5 leaves out; `inconsistent` otherwise; `no prediction` where section 5 "
     "predicts nothing at that point (e.g. KD outside alpha_S > alpha_T > 1 + beta); `edge` where "
@@ -210,6 +213,13 @@ def fit_bootstrap(x: Sequence[float], y: Sequence[float], draws: np.ndarray,
     return Fit(slope, err, intercept, xv[main], notes)
 
 
+def family_seed(*key: Any) -> int:
+    """The bootstrap seed of one family row: a hash of its key (family, estimator, held
+    values, stream) under :data:`BOOTSTRAP_SEED`, so a row's error bar does not depend on which
+    rows were fitted before it."""
+    return derive_seed(BOOTSTRAP_SEED, *key)
+
+
 def normal_draws(mean: np.ndarray, se: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
                  seed: int = BOOTSTRAP_SEED) -> np.ndarray:
     """Parametric bootstrap sample, shape (draws, *mean.shape): N(mean, se) per point."""
@@ -267,13 +277,14 @@ def refine_optimum(x: np.ndarray, y: np.ndarray, j: int) -> tuple[float, float]:
 def student_cutoff(n: float, alpha_s: float, gamma0: float, batch: int = 1) -> float:
     """k*_S implied by n samples: the continuous solution of λ_k = log2 T / (γ0 T).
 
-    ``T = ceil(n / batch)`` steps; this is Lemma 1's lower-bound cutoff
-    ``max{k: λ_k > log2 T / (γ0 T)}`` without the rounding down to an integer, so that
-    k* = (γ0 T / log2 T)^{1/α_S} ≍ (γ0 n / log n)^{1/α_S}. Steps rather than samples,
-    because one step with batch B moves the mean as one single-sample step does.
+    ``T = n / batch`` steps (at least 2), kept continuous because ``n`` is a refined optimum
+    between grid points (rounding it up made a k* 1e-12 above 256 count 257 steps); this is
+    Lemma 1's lower-bound cutoff ``max{k: λ_k > log2 T / (γ0 T)}`` without the rounding down to
+    an integer, so that k* = (γ0 T / log2 T)^{1/α_S} ≍ (γ0 n / log n)^{1/α_S}. Steps rather
+    than samples, because one step with batch B moves the mean as one single-sample step does.
     """
-    T = max(math.ceil(n / batch), 2)
-    return (gamma0 * T / math.log2(T)) ** (1.0 / alpha_s)
+    T = max(n / batch, 2.0)
+    return kstar_power(alpha_s, cutoff_threshold(T, gamma0, "lower"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,42 +302,7 @@ class Series:
 
 
 class _Cube(CubeView):
-    """Numpy views of a cube's variables, with the grid axes in a chosen order."""
-
-    def __init__(self, ds: xr.Dataset):
-        super().__init__(ds)
-        self._cache: dict[tuple, np.ndarray] = {}
-
-    def array(self, name: str, order: Sequence[str], method: str | None = None,
-              extra: Sequence[str] = ()) -> np.ndarray:
-        """Values of ``name`` with dims ``order + extra`` (method selected), status-masked."""
-        key = (name, tuple(order), method, tuple(extra))
-        if key not in self._cache:
-            da = self.ds[name]
-            if method is not None and "estimator" in da.dims:
-                da = da.sel(estimator=method)
-            arr = np.asarray(da.transpose(*order, *extra).values, dtype=np.float64)
-            if method is not None and self.has("status"):
-                st = np.asarray(self.ds["status"].sel(estimator=method)
-                                .transpose(*order).values)
-                bad = st != 1
-                arr = np.where(bad.reshape(bad.shape + (1,) * len(extra)), np.nan, arr)
-            self._cache[key] = arr
-        return self._cache[key]
-
-    def se(self, name: str, order: Sequence[str], method: str,
-           extra: Sequence[str] = ()) -> np.ndarray | None:
-        """Standard errors for an ``mc`` mean (None for exact or when absent)."""
-        if method != "mc" or not self.has(f"{name}_se"):
-            return None
-        key = (f"{name}_se", tuple(order), None, tuple(extra))
-        if key not in self._cache:
-            da = self.ds[f"{name}_se"]
-            self._cache[key] = np.asarray(da.transpose(*order, *extra).values, np.float64)
-        return self._cache[key]
-
-    def values(self, axes: Sequence[str], index: Sequence[int]) -> dict[str, Any]:
-        return {a: self.layout.axes[a][i] for a, i in zip(axes, index, strict=True)}
+    """A cube for the fits: theory predictions and parameters at labelled grid values."""
 
     def predictions(self, values: dict[str, Any]) -> dict[str, float]:
         """theory.predictions there (exponents do not depend on the fitted axis' value)."""
@@ -409,26 +385,21 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
         held = [a for a in others if a not in IRRELEVANT.get(family, ())]
         free = [a for a in others if a in IRRELEVANT.get(family, ())]
         x = np.asarray(cube.layout.axes[axis], float)
+        last_n = cube.layout.axes["n"][-1] if "n" in cube.axes else None
         for method in cube.methods:
-            arr = cube.array(name, held + free + [axis], method)
-            se = cube.se(name, held + free + [axis], method)
-            for idx in itertools.product(*(range(len(cube.layout.axes[a])) for a in held)):
-                vals = cube.values(held, idx)
-                if family.startswith("kd") and "n" in held and \
-                        idx[held.index("n")] != len(cube.layout.axes["n"]) - 1:
+            data = _with_se(cube, name, method)
+            for vals, sub in cube.slices(data, held):
+                if family.startswith("kd") and "n" in held and vals["n"] != last_n:
                     continue  # KD limits: at the largest n only
-                # axes the run ignores: the first of their values with enough data
-                for jdx in itertools.product(*(range(len(cube.layout.axes[a])) for a in free)):
-                    y = arr[idx + jdx]
-                    if usable(x, y).sum() >= MIN_POINTS:
-                        break
-                else:
+                found = _first_usable(cube, sub, free, axis, x)
+                if found is None:
                     skipped.append(1)
                     continue
-                draws = None if se is None else normal_draws(y, se[idx + jdx],
-                                                             seed=BOOTSTRAP_SEED + len(rows))
+                free_vals, y, se = found
+                seed = family_seed(family, method, _fixed_text(vals))
+                draws = None if se is None else normal_draws(y, se, seed=seed)
                 series = Series(x, y, draws)
-                pred = cube.predictions({**vals, **cube.values(free, jdx)}).get(key)
+                pred = cube.predictions({**vals, **free_vals}).get(key)
                 if family.startswith("kd"):
                     series.notes += _kd_notes(cube, vals, x)
                 if family in ("direct", "ceiling"):
@@ -436,6 +407,27 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                 row = _row(family, name, axis, method, _fixed_text(vals), series, pred, logcorr)
                 if row is not None:
                     rows.append(row)
+
+
+def _first_usable(cube: _Cube, sub: xr.Dataset, free: Sequence[str], axis: str, x: np.ndarray
+                  ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None] | None:
+    """Along the axes a run ignores, the first of their values (config order) whose series
+    along ``axis`` has enough usable points: (those values, y, se or None)."""
+    for free_vals, line in cube.slices(sub, free):
+        y = line["y"].transpose(axis).values.astype(float)
+        if usable(x, y).sum() >= MIN_POINTS:
+            se = line["se"].transpose(axis).values if "se" in line else None
+            return free_vals, y, se
+    return None
+
+
+def _with_se(cube: _Cube, name: str, method: str) -> xr.Dataset:
+    """``y``: the status-masked values of ``name`` for ``method``; ``se``: their Monte Carlo
+    standard errors where the cube has them (mc only)."""
+    data = {"y": cube.masked(name, method)}
+    if method == "mc" and cube.has(f"{name}_se"):
+        data["se"] = cube.ds[f"{name}_se"]
+    return xr.Dataset(data)
 
 
 def _target_note(cube: _Cube, vals: dict[str, Any]) -> list[str]:
@@ -478,34 +470,37 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
     for method in cube.methods:
         if use_axis:
             inner = ["N", "n"]
-            risk = cube.array("risk_t2s", others + inner, method)
-            risk_se = cube.se("risk_t2s", others + inner, method)
-            pgr = cube.array("pgr", others + inner, method) if cube.has("pgr") else None
-            pgr_se = cube.se("pgr", others + inner, method)
+            data = _with_se(cube, "risk_t2s", method)
+            if cube.has("pgr"):
+                pgr = _with_se(cube, "pgr", method)
+                data["pgr"] = pgr["y"]
+                if "se" in pgr:
+                    data["pgr_se"] = pgr["se"]
             grid_n = np.asarray(cube.layout.axes["n"], float)
             where = ("optimum over the n axis (n_opt and the minimum interpolated: parabola in "
                      "log-log through the grid minimum and its neighbours)")
         else:
-            risk = cube.array("curve_t2s", others + ["N"], method, extra=["step"])
-            risk_se = cube.se("curve_t2s", others + ["N"], method, extra=["step"])
-            pgr = pgr_se = None
-            steps = np.asarray(cube.ds["step"].values, float)
-            risk = np.where(steps > 0, risk, np.nan)  # step 0 is the untrained student
+            inner = ["N", "step"]
+            data = _with_se(cube, "curve_t2s", method)
+            data["y"] = data["y"].where(data["step"] > 0)  # step 0 is the untrained student
+            grid_n = None
             where = ("optimum over learning-curve checkpoints (curve_t2s, n = step * batch_s, "
                      "interpolated as on the n axis): early stopping of the run planned for "
                      "horizon_s, not a run of n_opt samples")
-        for idx in itertools.product(*(range(len(cube.layout.axes[a])) for a in others)):
-            vals = cube.values(others, idx)
+        for vals, sub in cube.slices(data, others):
             try:
                 target = cube.param(vals, "target")
             except ParameterError:
                 continue
             if target != "lowdim":
                 continue
-            _w2s_one(cube, rows, skipped, method, vals, xN, risk[idx],
-                     None if risk_se is None else risk_se[idx],
-                     None if pgr is None else pgr[idx], None if pgr_se is None else pgr_se[idx],
-                     grid_n if use_axis else None, where)
+            tables = [_table(sub, k, inner) for k in ("y", "se", "pgr", "pgr_se")]
+            _w2s_one(cube, rows, skipped, method, vals, xN, *tables, grid_n, where)
+
+
+def _table(sub: xr.Dataset, name: str, dims: Sequence[str]) -> np.ndarray | None:
+    """``sub[name]`` as a float array with dims in this order (None when absent)."""
+    return sub[name].transpose(*dims).values.astype(float) if name in sub else None
 
 
 def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, pgr_se,
@@ -536,7 +531,8 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
     # bootstrap: redraw the whole (N, n) table and redo the optimum
     draws = {}
     if risk_se is not None:
-        rd = normal_draws(risk, risk_se, seed=BOOTSTRAP_SEED + len(rows))
+        rd = normal_draws(risk, risk_se, seed=family_seed("w2s", method, _fixed_text(vals),
+                                                          "risk_t2s"))
         rd = np.where(np.isfinite(risk), rd, np.nan)
         jd = np.argmin(np.where(np.isfinite(rd), rd, np.inf), axis=2)
         draws["n"], draws["min"] = np.full(jd.shape, np.nan), np.full(jd.shape, np.nan)
@@ -546,7 +542,7 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
             draws["n"])
         if pgr is not None:
             pd_ = normal_draws(pgr, pgr_se if pgr_se is not None else np.zeros_like(pgr),
-                               seed=BOOTSTRAP_SEED + len(rows) + 1)
+                               seed=family_seed("w2s", method, _fixed_text(vals), "pgr"))
             draws["gap"] = 1.0 - np.take_along_axis(pd_, jd[..., None], axis=2)[..., 0]
     pred = cube.predictions(vals)
     fixed = _fixed_text(vals)
@@ -594,11 +590,10 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
 
 def _gamma0_s(cube: _Cube, vals: dict[str, Any]) -> float:
     """The T2S student's initial step actually used (cube variable), else from the spectrum."""
-    if cube.has("gamma0_s"):
-        others = list(vals)
-        arr = cube.array("gamma0_s", others + [a for a in cube.axes if a not in vals])
-        idx = tuple(cube.layout.axes[a].index(v) for a, v in vals.items())
-        g = arr[idx]
+    used = step_size_variable("gamma0_s", cube.axes)
+    if cube.has(used):
+        at = {a: cube.layout.axes[a].index(v) for a, v in vals.items()}
+        g = np.asarray(cube.ds[used].isel(at).values, float).reshape(-1)
         g = g[np.isfinite(g)]
         if len(g):
             return float(np.median(g))
@@ -630,7 +625,7 @@ def fit_cube(ds: xr.Dataset) -> pd.DataFrame:
     df.attrs["skipped"] = len(skipped)
     df.attrs["name"] = cube.layout.name
     df.attrs["fixed"] = _fixed_text(cube.layout.fixed)
-    tie = cube.layout.config.get("tie", {})
+    tie = cube.layout.tie
     if tie:
         df.attrs["fixed"] += "; tied: " + ", ".join(f"{k} = {a}" for k, a in tie.items())
     return df

@@ -14,6 +14,7 @@ import numpy as np
 
 from ktsweep.engines.exact import Detail, evaluate_detail, group_by_d
 from ktsweep.model.params import Point
+from ktsweep.model.spectra import cutoff_threshold, kstar
 
 PSI = 3.0
 DELTAS = np.round(np.arange(1, 50) / 100.0, 2)
@@ -24,11 +25,6 @@ def _period(steps: int) -> float:
     return steps / math.log2(steps) if steps > 1 else 1.0
 
 
-def _kstar(lam: np.ndarray, threshold: float) -> int:
-    """max{k : λ_k > threshold} for a non-increasing spectrum (0 when none)."""
-    return int(np.count_nonzero(lam > threshold))
-
-
 def direct_bounds(
     lam: np.ndarray, energy: np.ndarray, sigma2: float, rank: int, samples: int, steps: int,
     gamma0: float,
@@ -37,9 +33,8 @@ def direct_bounds(
     N, K = samples, _period(steps)
     total = energy.sum()
     sigma_eff = sigma2 + energy[rank:].sum()
-    log2n = math.log2(N) if N > 1 else 0.0
-    k_up = _kstar(lam, 2.0 * math.log(N) * log2n / (gamma0 * N)) if N > 1 else 0
-    k_lo = _kstar(lam, log2n / (gamma0 * N)) if N > 1 else 0
+    k_up = kstar(lam, cutoff_threshold(N, gamma0, "upper"))
+    k_lo = kstar(lam, cutoff_threshold(N, gamma0, "lower"))
     upper = (0.5 * energy[:k_up].sum() / N**2 + 0.5 * energy[k_up:].sum()
              + 16.0 * (PSI * total + sigma_eff)
              * (k_up / K + K * gamma0**2 * np.square(lam[k_up:]).sum()))
@@ -57,7 +52,7 @@ def transfer_bound(
     tail_student = a_s - p_s**2 * u_t_sq
     best = (math.inf, math.nan, 0)
     for delta in DELTAS:
-        k = _kstar(lam_s, delta * log2n / (4.0 * gamma0_s * n))
+        k = kstar(lam_s, delta * log2n / (4.0 * gamma0_s * n))
         value = (0.5 * a_t[:k].sum() + 2 * delta**2 * a_t[k:].sum() + 0.5 * a_s[:k].sum()
                  + tail_student[k:].sum() + (1 + 2 * delta**2) * energy[k:].sum())
         if value < best[0]:

@@ -55,7 +55,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def step_sizes(points: Sequence[Point]) -> dict[str, np.ndarray]:
+def initial_step_sizes(points: Sequence[Point]) -> dict[str, np.ndarray]:
     """γ0 of the four runs per point; ``{tune: [...]}`` is resolved by the exact risk."""
     out = {k: np.empty(len(points)) for k in STEP_SIZES}
     tuned = [i for i, p in enumerate(points)
@@ -322,7 +322,7 @@ def simulate(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dt = DTYPES[dtype]
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
-    gam = step_sizes(points)
+    gam = initial_step_sizes(points)
     groups: dict[tuple[int, int, int], list[int]] = {}
     for i, p in enumerate(points):
         groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)

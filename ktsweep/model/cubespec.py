@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ktsweep.model.quantities import CURVES, MODE_RISKS, RATIOS, RISKS, STEP_SIZES
+from ktsweep.model.quantities import (
+    CURVES,
+    MODE_RISKS,
+    RATIOS,
+    RISKS,
+    STEP_SIZES,
+    step_size_variable,
+)
 
 
 class Status(IntEnum):
@@ -95,6 +102,8 @@ LONG_NAMES: dict[str, str] = {
     "gamma0_s": "initial step size used by the T2S student",
     "gamma0_direct": "initial step size used by the direct student",
     "gamma0_ceiling": "initial step size used by the ceiling student",
+    "gamma0_t_used": "initial step size used by the teacher (gamma0_t is a grid axis)",
+    "gamma0_s_used": "initial step size used by the T2S student (gamma0_s is a grid axis)",
     "status": "state of the point for this estimator (see flag_meanings)",
     "bound_status": "state of the point's bound quantities (see flag_meanings)",
     "bound_t2s": "Theorem 1 transfer upper bound on risk_t2s (min over delta)",
@@ -154,9 +163,11 @@ def attrs_of(name: str) -> dict[str, Any]:
     return attrs
 
 
-def variables(methods: Iterable[str], modes: bool, curves: bool) -> dict[str, VarSpec]:
-    """Every variable of a cube computed with ``methods`` (and per-mode / curve outputs)."""
-    methods = tuple(methods)
+def variables(methods: Iterable[str], modes: bool, curves: bool, axes: Iterable[str] = ()
+              ) -> dict[str, VarSpec]:
+    """Every variable of a cube computed with ``methods`` (and per-mode / curve outputs) over
+    grid ``axes`` (a step size that is an axis is stored as ``<name>_used``)."""
+    methods, axes = tuple(methods), tuple(axes)
     est = any(m in methods for m in ("exact", "mc"))
     specs: list[tuple[str, tuple[str, ...], str]] = []
     if est:
@@ -167,7 +178,7 @@ def variables(methods: Iterable[str], modes: bool, curves: bool) -> dict[str, Va
         if curves:
             specs += [(k, ("estimator", "step"), "float32") for k in CURVES]
     if est or "bound" in methods:
-        specs += [(k, (), "float64") for k in STEP_SIZES]
+        specs += [(step_size_variable(k, axes), (), "float64") for k in STEP_SIZES]
     if "mc" in methods:
         specs += [(f"{k}_se", (), "float64") for k in RISKS + RATIOS]
         if modes:

@@ -16,6 +16,12 @@ from typing import Any
 TARGETS = ("gaussian", "lowdim", "power")
 SCHEDULES = ("geometric", "tail_geometric", "constant")
 DEFAULT_GAMMA0: dict[str, float] = {"scale": 0.5}
+DEFAULT_D = 1000
+"""The semantic dimension when a point does not give one (the one place this default lives)."""
+MAX_D = 10_000
+"""Largest d: per-mode state is O(d) per point and the exact moments O(d) per step."""
+MAX_SAMPLES = 2**40
+"""Largest N and n: beyond it step counts stop being exact in float64 schedules."""
 
 Gamma0 = float | dict[str, Any]
 
@@ -33,7 +39,7 @@ class Point:
     N: int
     n: int
     sigma2: float
-    d: int = 1000
+    d: int = DEFAULT_D
     r_t: int | None = None
     r_s: int | None = None
     target: str = "gaussian"
@@ -74,6 +80,11 @@ class Point:
         return -(-self.n // self.batch_s)
 
     @property
+    def steps_max(self) -> int:
+        """Most SGD steps of any of the point's four runs (sets its learning-curve checkpoints)."""
+        return steps_run(self.N, self.n, self.batch_t, self.batch_s)
+
+    @property
     def plan_t(self) -> int:
         return self.steps_t if self.horizon_t is None else self.horizon_t
 
@@ -91,6 +102,15 @@ class Point:
     def key(self) -> str:
         """Canonical hash of the parameter values (see :func:`point_hash`)."""
         return point_hash(self)
+
+
+def steps_run(N: float, n: float, batch_t: int, batch_s: int) -> int:
+    """Most SGD steps of the finite runs of a point: teacher (N/batch_t), direct student
+    (N/batch_s), T2S and ceiling students (n/batch_s); an infinite sample count (the limit)
+    has no checkpoints. The one checkpoint rule: ``ktsweep point`` and a sweep take
+    learning-curve checkpoints up to this count."""
+    runs = ((N, batch_t), (N, batch_s), (n, batch_s))
+    return max((-(-int(m) // b) for m, b in runs if math.isfinite(m)), default=0)
 
 
 PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(Point))
@@ -128,24 +148,30 @@ def _as_int(name: str, value: Any) -> int:
     return int(f)
 
 
+def gamma0_map(value: Mapping[str, Any], name: str = "gamma0") -> dict[str, Any]:
+    """Check a γ0 map, ``{scale: c}`` (γ0 = c / tr Σ) or ``{tune: [g1, g2, …]}``."""
+    if set(value) == {"scale"}:
+        c = _as_float(name, value["scale"])
+        if c <= 0:
+            raise _fail(name, value, "{scale: c} needs c > 0 (gamma0 = c / tr(Sigma))")
+        return {"scale": c}
+    if set(value) == {"tune"}:
+        cands = value["tune"]
+        if not isinstance(cands, list | tuple) or not cands:
+            raise _fail(name, value, "{tune: [...]} needs a non-empty list of step sizes")
+        vals = [_as_float(name, c) for c in cands]
+        if any(v <= 0 for v in vals):
+            raise _fail(name, value, "every tuned step size must be > 0")
+        return {"tune": sorted(set(vals))}
+    raise _fail(name, dict(value), "a gamma0 map is {scale: c} or {tune: [g1, g2, ...]} (keys "
+                f"given: {', '.join(map(str, value)) or 'none'})")
+
+
 def _check_gamma0(name: str, value: Any) -> Gamma0:
     if value is None:
         return dict(DEFAULT_GAMMA0)
     if isinstance(value, Mapping):
-        if set(value) == {"scale"}:
-            c = _as_float(name, value["scale"])
-            if c <= 0:
-                raise _fail(name, value, "{scale: c} needs c > 0 (gamma0 = c / tr(Sigma))")
-            return {"scale": c}
-        if set(value) == {"tune"}:
-            cands = value["tune"]
-            if not isinstance(cands, list | tuple) or not cands:
-                raise _fail(name, value, "{tune: [...]} needs a non-empty list of step sizes")
-            vals = [_as_float(name, c) for c in cands]
-            if any(v <= 0 for v in vals):
-                raise _fail(name, value, "every tuned step size must be > 0")
-            return {"tune": sorted(set(vals))}
-        raise _fail(name, value, "a mapping must be {scale: c} or {tune: [g1, g2, ...]}")
+        return gamma0_map(value, name)
     g = _as_float(name, value)
     if g <= 0:
         raise _fail(name, value, "a step size must be > 0")
@@ -180,13 +206,13 @@ def make_point(values: Mapping[str, Any]) -> Point:
         if v[name] <= 0:
             raise _fail(name, v[name], "spectral decay must be > 0")
     for name in ("N", "n"):
-        if v[name] < 1:
-            raise _fail(name, v[name], "sample count must be >= 1")
+        if not (1 <= v[name] <= MAX_SAMPLES or v[name] == math.inf):
+            raise _fail(name, values.get(name), f"sample count must be in 1..2^40 ({MAX_SAMPLES})")
     if v["sigma2"] < 0:
         raise _fail("sigma2", v["sigma2"], "noise variance must be >= 0")
-    d = 1000 if v["d"] is None else v["d"]
-    if d < 1:
-        raise _fail("d", d, "dimension must be >= 1")
+    d = DEFAULT_D if v["d"] is None else v["d"]
+    if not 1 <= d <= MAX_D:
+        raise _fail("d", values.get("d"), f"dimension must be in 1..{MAX_D}")
     v["d"] = d
     for name in ("r_t", "r_s"):
         if v[name] is not None and not 1 <= v[name] <= d:

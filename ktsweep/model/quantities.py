@@ -16,11 +16,20 @@ SCALARS = RISKS + RATIOS
 MODE_RISKS = ("mode_teacher", "mode_direct", "mode_t2s", "mode_ceiling")
 CURVES = ("curve_teacher", "curve_t2s")
 STEP_SIZES = ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")
+
+
+def step_size_variable(name: str, axes: Iterable[str]) -> str:
+    """The cube variable holding the step size a run used: ``name``, or ``name_used`` when
+    ``name`` (``gamma0_t``, ``gamma0_s``) is also a grid axis, whose coordinate holds the
+    requested value (a number or a γ0 map)."""
+    return f"{name}_used" if name in set(axes) else name
+
+
 PGR_RTOL = 1e-12
 SCHEMA_VERSION = 4
 """Version of the cube's variable set: bump it whenever an estimator adds, drops or changes
 the meaning of an output, so old cubes are set aside and recomputed, never mixed.
-(4: bound flags stored as int8 yes/no instead of float64.)"""
+(4: bound flags stored as int8 codes instead of float64; gamma0_*_used variables.)"""
 
 def with_ratios(out: dict[str, np.ndarray], suffix: str = "") -> dict[str, np.ndarray]:
     """Add der, pgr and w2s_ratio computed from the four risks (in place, returned)."""

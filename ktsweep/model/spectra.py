@@ -59,6 +59,33 @@ def resolve_gamma0(spec: float | dict, lam: np.ndarray) -> list[float]:
     return [float(spec)]
 
 
+def cutoff_threshold(samples: float, gamma0: float, kind: str = "upper") -> float:
+    """Lemma 1's eigenvalue threshold for a run of M samples (or steps) at initial step γ0.
+
+    ``upper``: 2 ln M log2 M / (γ0 M) (the upper bound's k*); ``lower``: log2 M / (γ0 M) (the
+    lower bound's). Infinite (no mode above it) for M ≤ 1 or a non-positive γ0.
+    """
+    if not samples > 1 or not gamma0 > 0 or not math.isfinite(gamma0):
+        return math.inf
+    log2m = math.log2(samples)
+    if kind == "upper":
+        return 2.0 * math.log(samples) * log2m / (gamma0 * samples)
+    if kind == "lower":
+        return log2m / (gamma0 * samples)
+    raise ValueError(f"kind {kind!r} is invalid: upper or lower")
+
+
+def kstar(lam: np.ndarray, threshold: float) -> int:
+    """k* = max{k : λ_k > threshold} for a non-increasing spectrum (0 when none): the one
+    cutoff rule of the bounds, the figures and the fits."""
+    return int(np.count_nonzero(np.asarray(lam) > threshold))
+
+
+def kstar_power(alpha: float, threshold: float) -> float:
+    """The continuous k* of a power-law spectrum λ_k = k^-α: the k where λ_k = threshold."""
+    return threshold ** (-1.0 / alpha)
+
+
 def geometric_period(horizon: int) -> int:
     """K = max(1, floor(H / log2 H)): steps between halvings of the geometric schedule."""
     if horizon < 2:  # log2(1) = 0: a one-step plan never halves

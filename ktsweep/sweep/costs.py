@@ -6,6 +6,7 @@ Compute is estimated from a cost model (work ∝ d · steps for ``exact``, ∝ R
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from typing import Any
@@ -13,10 +14,14 @@ from typing import Any
 import numpy as np
 
 from ktsweep.engines.dispatch import MCSettings, run
-from ktsweep.model.params import Point, make_point
+from ktsweep.model.params import MAX_D, MAX_SAMPLES, Point, make_point
 from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
-from ktsweep.sweep.layout import Layout
+from ktsweep.sweep.config import MAX_REPLICATES
+from ktsweep.sweep.layout import Layout, mc_task_bytes
 from ktsweep.sweep.store import template
+
+LIMITS = {"d": MAX_D, "N": MAX_SAMPLES, "n": MAX_SAMPLES, "mc.replicates": MAX_REPLICATES}
+"""The limits a config is checked against (defined beside the keys; gathered for the plan)."""
 
 
 def _exact_work(p: Point) -> float:
@@ -37,7 +42,7 @@ def calibrate(settings: MCSettings, d: int = 200) -> dict[str, float]:
                        "d": d}) for a in (1.25, 1.5, 2.0, 2.5)]
     ck = np.array([0, 10, 100, 1000])
     out: dict[str, float] = {}
-    small = MCSettings(16, settings.seed, settings.device, settings.dtype)
+    small = dataclasses.replace(settings, replicates=16)
     warm = pts[0].replace(N=64, n=64)
     run([warm], ["exact", "mc"], ck, small)  # first calls pay one-off costs: not timed
     t0 = time.perf_counter()
@@ -55,7 +60,7 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
     """A dict describing the sweep; compute estimates need ``calibrate_here``."""
     counts = {m: 0 for m in layout.methods}
     work = {m: 0.0 for m in layout.methods}
-    R = layout.config["mc"]["replicates"]
+    R = layout.config.mc.replicates
     for idx in itertools.product(*(range(s) for s in layout.shape)):
         p = layout.point_at(idx)
         for m in layout.methods:
@@ -78,7 +83,10 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
         "evaluations": counts,
         "store_bytes": size,
         "variables": len(ds.data_vars),
-        "threads_per_job": layout.config["jobs"]["threads"],
+        "threads_per_job": layout.config.jobs.threads,
+        "limits": LIMITS,
+        "mc_task_bytes": mc_task_bytes(layout),
+        "job_mem_mb": layout.config.jobs.mem_mb,
     }
     if calibrate_here:
         rate = calibrate(layout.mc_settings, layout.d_max)
@@ -105,6 +113,9 @@ def format_plan(info: dict[str, Any]) -> str:
         "evaluations: " + ", ".join(f"{m} {n}" for m, n in info["evaluations"].items()),
         f"store: {_human_bytes(info['store_bytes'])} uncompressed in {info['variables']} "
         "variables",
+        "limits checked: " + ", ".join(f"{k} <= {v}" for k, v in info["limits"].items())
+        + f"; Monte Carlo memory per task about {_human_bytes(info['mc_task_bytes'])} "
+        f"(x {info['threads_per_job']} threads <= jobs.mem_mb = {info['job_mem_mb']} MB)",
     ]
     if "cpu_seconds" in info:
         per = ", ".join(f"{m} {s:.0f} s" for m, s in info["cpu_seconds"].items())

@@ -1,114 +1,126 @@
-"""Config → grid: validation, the point set, its chunking into jobs, and the sweep layout.
+"""Config → grid: the semantic checks, the point set, its chunking into jobs, and the layout.
 
-The layout is everything the later stages need, derived deterministically from the config:
-axes and their coordinate values, fixed parameters, methods and their settings, the chunk
-table (each chunk an N-D block of the grid = one Snakemake job = one zarr chunk), the
-learning-curve steps and the mode count. It serialises to JSON so jobs receive it whole.
+The layout is everything the later stages need, derived deterministically from a validated
+:class:`~ktsweep.sweep.config.SweepConfig`: axes and their coordinate values, fixed parameters,
+methods and their settings, the chunk table (each chunk an N-D block of the grid = one Snakemake
+job = one zarr chunk), the learning-curve checkpoints, the Monte Carlo mask and the mode count.
+It serialises to JSON so jobs receive it whole.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
-import yaml
 
-from ktsweep.engines.dispatch import MCSettings
-from ktsweep.model.params import PARAMETERS, REQUIRED, ParameterError, Point, make_point
+from ktsweep.engines.dispatch import MCSettings, mc_bytes
+from ktsweep.model.params import (
+    DEFAULT_D,
+    REQUIRED,
+    ParameterError,
+    Point,
+    make_point,
+    steps_run,
+)
 from ktsweep.model.quantities import SCHEMA_VERSION
 from ktsweep.model.spectra import checkpoint_steps
+from ktsweep.sweep.config import ConfigError, SweepConfig, locate, parse, read_yaml
 
 CHUNK_WIDTH = 5
 """Chunk ids are c00000, c00001, … (zero-padded so they sort)."""
 
 
-class ConfigError(ValueError):
-    """The sweep config is invalid; the message names the key and what is allowed."""
-
-
-def schema() -> dict[str, Any]:
-    text = resources.files("ktsweep").joinpath("sweep/schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
-
-
-def _fill_defaults(cfg: dict[str, Any], sch: dict[str, Any]) -> None:
-    """Insert schema defaults for missing keys (recursively through objects with defaults)."""
-    for key, sub in sch.get("properties", {}).items():
-        if key not in cfg and "default" in sub:
-            cfg[key] = copy.deepcopy(sub["default"])
-        if isinstance(cfg.get(key), dict) and "properties" in sub:
-            _fill_defaults(cfg[key], sub)
-
-
-def _path(err: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in err.absolute_path) or "(top level)"
-
-
-def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Schema-check, fill defaults and check the semantics; returns a normalised copy."""
-    cfg = copy.deepcopy(dict(config))
-    sch = schema()
-    errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(cfg),
-                    key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    if errors:
-        err = errors[0]
-        where = _path(err)
-        if err.validator == "additionalProperties" or err.validator == "propertyNames":
-            allowed = (PARAMETERS if where.split(".")[0] in ("grid", "fixed", "mc", "jobs")
-                       and err.validator == "propertyNames"
-                       else list(_subschema(sch, err.absolute_path).get("properties", {})))
-            raise ConfigError(f"config key {where!r}: {err.message}; allowed keys: "
-                              f"{', '.join(allowed)}")
-        raise ConfigError(f"config key {where!r}: {err.message}")
-    _fill_defaults(cfg, sch)
-    grid, fixed = cfg["grid"], cfg["fixed"]
-    tie = cfg["tie"]
-    both = sorted(set(grid) & set(fixed) | set(tie) & (set(grid) | set(fixed)))
-    if both:
-        raise ConfigError(f"parameter {both[0]!r} is given twice (grid, fixed, tie); keep it "
-                          "in one place")
+def validate_config(config: Mapping[str, Any] | SweepConfig) -> SweepConfig:
+    """Type-check, fill defaults and check the semantics (:class:`ConfigError` on failure)."""
+    cfg = config if isinstance(config, SweepConfig) else parse(config)
+    grid, fixed, tie = cfg.grid, cfg.fixed, cfg.tie
+    for name in grid:
+        if name in fixed:
+            raise ConfigError(f"parameter {name!r} is given twice (grid, fixed, tie); keep it "
+                              "in one place", ("fixed", name))
+    for name in tie:
+        if name in grid or name in fixed:
+            raise ConfigError(f"parameter {name!r} is given twice (grid, fixed, tie); keep it "
+                              "in one place", ("tie", name))
     for name, axis in tie.items():
         if axis not in grid:
             raise ConfigError(f"config key 'tie.{name}': {axis!r} is not a grid axis "
-                              f"(axes: {', '.join(grid)})")
+                              f"(axes: {', '.join(grid)})", ("tie", name))
     missing = [k for k in REQUIRED if k not in grid and k not in fixed and k not in tie]
     if missing:
-        raise ConfigError(f"parameter {missing[0]!r} is required: give it in grid or fixed")
+        raise ConfigError(f"parameter {missing[0]!r} is required: give it in grid or fixed",
+                          ("fixed",))
     for axis, values in grid.items():
-        keys = [_label(v) for v in values]
-        if len(set(keys)) != len(keys):
-            raise ConfigError(f"config key 'grid.{axis}': values must be unique, got {values}")
+        _check_unique(f"grid.{axis}", values, ("grid", axis))
     for section in ("subgrid", "stride"):
-        for axis, val in cfg["mc"][section].items():
+        for axis, val in getattr(cfg.mc, section).items():
+            where = ("mc", section, axis)
             if axis not in grid:
                 raise ConfigError(f"config key 'mc.{section}.{axis}': {axis!r} is not a grid "
-                                  f"axis (axes: {', '.join(grid)})")
+                                  f"axis (axes: {', '.join(grid)})", where)
             if section == "subgrid":
-                bad = [v for v in val if _label(v) not in {_label(x) for x in grid[axis]}]
+                _check_unique(f"mc.subgrid.{axis}", val, where)
+                known = {_label(x) for x in grid[axis]}
+                bad = [v for v in val if _label(v) not in known]
                 if bad:
                     raise ConfigError(f"config key 'mc.subgrid.{axis}': {bad} not in "
-                                      f"grid.{axis} = {grid[axis]}")
-    for axis in cfg["jobs"]["chunks"]:
+                                      f"grid.{axis} = {grid[axis]}", where)
+    for axis in cfg.jobs.chunks:
         if axis not in grid:
-            raise ConfigError(f"config key 'jobs.chunks.{axis}': {axis!r} is not a grid axis")
+            raise ConfigError(f"config key 'jobs.chunks.{axis}': {axis!r} is not a grid axis "
+                              f"(axes: {', '.join(grid)})", ("jobs", "chunks", axis))
     _check_points(grid, fixed, tie)
+    _check_memory(Layout(cfg))
     return cfg
 
 
-def _subschema(sch: dict[str, Any], path) -> dict[str, Any]:
-    node = sch
-    for p in path:
-        node = node.get("properties", {}).get(p, node.get("additionalProperties", {}))
-    return node
+def mc_task_bytes(layout: Layout) -> int:
+    """Estimated peak memory of the largest Monte Carlo task of a sweep (0 without mc)."""
+    if "mc" not in layout.methods:
+        return 0
+    mc = layout.config.mc
+    batch = max(max(1 if v is None else int(float(v)) for v in layout._param_values(k))
+                for k in ("batch_t", "batch_s"))
+    curves = len(layout.checkpoints) if layout.config.outputs.curves else 0
+    return mc_bytes(layout.d_max, batch, mc.replicates, 4 if mc.dtype == "float32" else 8,
+                    curves, min(layout.config.jobs.points_per_task, int(layout.mc_mask.sum())))
+
+
+def _check_memory(layout: Layout) -> None:
+    """A job runs ``jobs.threads`` tasks at once: their Monte Carlo memory must fit
+    ``jobs.mem_mb`` (checked before anything is allocated)."""
+    need = mc_task_bytes(layout) * layout.config.jobs.threads
+    have = layout.config.jobs.mem_mb * 2**20
+    if need > have:
+        mc = layout.config.mc
+        raise ConfigError(
+            f"config key 'mc.replicates': a job's Monte Carlo tasks need about "
+            f"{need / 2**20:.0f} MB ({layout.config.jobs.threads} threads x up to "
+            f"{layout.config.jobs.points_per_task} points x {mc.replicates} replicates x "
+            f"d = {layout.d_max}, {mc.dtype}) but jobs.mem_mb = {layout.config.jobs.mem_mb}; "
+            "lower mc.replicates, jobs.points_per_task or jobs.threads, or raise jobs.mem_mb",
+            ("mc", "replicates") if "replicates" in layout.config.mc.model_fields_set
+            else ("jobs",))
+
+
+def _check_unique(key: str, values: Sequence[Any], path: tuple) -> None:
+    """Values equal after conversion (``64``, ``"64"``, ``6.4e1``) are one value."""
+    seen: dict[str, int] = {}
+    for i, v in enumerate(values):
+        label = _label(v)
+        if label in seen:
+            raise ConfigError(f"config key {key!r}: values must be unique, but items "
+                              f"{seen[label]} and {i} are both {v!r} (after reading numbers)",
+                              (*path, i))
+        seen[label] = i
 
 
 def _label(value: Any) -> str:
@@ -133,28 +145,54 @@ def point_values(fixed: Mapping[str, Any], axis_values: Mapping[str, Any],
 
 def _check_points(grid: Mapping[str, list], fixed: Mapping[str, Any],
                   tie: Mapping[str, str]) -> None:
-    """Every point of the product must be a valid point (errors name the point)."""
+    """Every point of the product must be a valid point (errors name the point and key)."""
     names = list(grid)
     try:
-        for combo in itertools.product(*grid.values()):
-            make_point(point_values(fixed, dict(zip(names, combo, strict=True)), tie))
+        make_point(point_values(fixed, {a: v[0] for a, v in grid.items()}, tie))
     except ParameterError as err:
-        where = ", ".join(f"{k}={v!r}" for k, v in zip(names, combo, strict=True))
-        raise ConfigError(f"grid point ({where}): {err}") from None
+        raise ConfigError(f"{err}", _param_path(str(err), grid, fixed, tie)) from None
+    for combo in itertools.product(*grid.values()):
+        try:
+            make_point(point_values(fixed, dict(zip(names, combo, strict=True)), tie))
+        except ParameterError as err:
+            where = ", ".join(f"{k}={v!r}" for k, v in zip(names, combo, strict=True))
+            raise ConfigError(f"grid point ({where}): {err}",
+                              _param_path(str(err), grid, fixed, tie)) from None
 
 
-def load_config(path: str) -> dict[str, Any]:
-    """Read a YAML config file and validate it (:class:`ConfigError` on any problem)."""
+def _param_path(message: str, grid: Mapping, fixed: Mapping, tie: Mapping) -> tuple:
+    """The config key a point error is about (the first parameter its message names)."""
+    for name in (*grid, *fixed, *tie):
+        if f"'{name}'" in message:
+            section = "grid" if name in grid else "fixed" if name in fixed else "tie"
+            return (section, name)
+    return ()
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read a YAML config file and validate it; errors name the file and line."""
+    data, lines = read_yaml(path)
     try:
-        with open(path) as fh:
-            cfg = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path!r} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"config file {path!r} must hold a mapping of keys")
-    return validate_config(cfg)
+        return validate_config(data)
+    except ConfigError as err:
+        raise locate(err, str(path), lines) from None
+
+
+def config_for_workflow(config: Mapping[str, Any], configfiles: Sequence[str]) -> SweepConfig:
+    """The workflow's config, its files re-read for duplicate keys and line numbers.
+
+    Snakemake has already parsed the files (letting a duplicated key win) and applied
+    ``--config`` overrides; the files are read again to refuse duplicates and to locate errors
+    of the merged config (in the last file that has the key), which is what is validated.
+    """
+    files = [(str(f), read_yaml(f)[1]) for f in configfiles]
+    try:
+        return validate_config(config)
+    except ConfigError as err:
+        for source, lines in reversed(files):
+            if any(err.path[:k] in lines for k in range(len(err.path), 0, -1)):
+                raise locate(err, source, lines) from None
+        raise (locate(err, *files[-1]) if files else err) from None
 
 
 def coordinate(values: list[Any]) -> np.ndarray:
@@ -185,64 +223,69 @@ def _auto_chunks(shape: tuple[int, ...], target: int, fixed: Mapping[str, int],
 class Layout:
     """A validated sweep: grid axes, fixed values, settings and the chunk table."""
 
-    config: dict[str, Any]
+    config: SweepConfig
     axes: dict[str, list[Any]] = field(init=False)
     shape: tuple[int, ...] = field(init=False)
     chunks: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.axes = dict(self.config["grid"])
+        self.axes = {a: list(v) for a, v in self.config.grid.items()}
         self.shape = tuple(len(v) for v in self.axes.values())
-        self.chunks = _auto_chunks(self.shape, self.config["jobs"]["points_per_job"],
-                                   self.config["jobs"]["chunks"], list(self.axes))
+        self.chunks = _auto_chunks(self.shape, self.config.jobs.points_per_job,
+                                   self.config.jobs.chunks, list(self.axes))
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Layout:
+    def from_config(cls, config: Mapping[str, Any] | SweepConfig) -> Layout:
         return cls(validate_config(config))
 
     @classmethod
+    def from_file(cls, path: str | Path) -> Layout:
+        """The layout of a YAML config file (errors name the file and line)."""
+        return cls(load_config(path))
+
+    @classmethod
     def from_json(cls, text: str) -> Layout:
-        """Rebuild a layout written by :meth:`to_json` (already validated, not re-checked)."""
-        return cls(json.loads(text))
+        """Rebuild a layout written by :meth:`to_json` (types re-checked, points not)."""
+        return cls(parse(json.loads(text)))
 
     def to_json(self) -> str:
         """The resolved config as JSON; key order kept (grid order = cube dimension order)."""
-        return json.dumps(self.config, indent=1)
+        return json.dumps(self.config.to_dict(), indent=1)
 
     # -- identity ------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self.config["name"]
+        return self.config.name
 
     @property
     def fixed(self) -> dict[str, Any]:
-        return self.config["fixed"]
+        return self.config.fixed
+
+    @property
+    def tie(self) -> dict[str, str]:
+        return self.config.tie
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return tuple(self.config["methods"])
+        return tuple(self.config.methods)
 
     @property
     def estimators(self) -> tuple[str, ...]:
-        """Methods with per-point risks (the cube's ``method`` dimension)."""
+        """Methods with per-point risks (the cube's ``estimator`` dimension)."""
         return tuple(m for m in ("exact", "mc") if m in self.methods)
 
     @property
     def mc_settings(self) -> MCSettings:
-        m = self.config["mc"]
-        return MCSettings(m["replicates"], m["seed"], m["device"], m["dtype"], m["fixed_target"],
-                          m["require_device"])
+        return self.config.mc.settings()
 
     def result_key(self) -> str:
         """Hash of everything that changes a point's numbers (not the axes or the chunking).
 
         Two layouts with equal keys can share results point by point.
         """
-        c = self.config
-        mc = {k: v for k, v in c["mc"].items() if k not in ("subgrid", "stride", "device",
-                                                             "require_device")}
-        ident = {"fixed": c["fixed"], "tie": c["tie"], "mc": mc, "outputs": c["outputs"],
-                 "axes": list(self.axes), "schema": SCHEMA_VERSION}
+        c = self.config.to_dict()
+        ident = {"fixed": c["fixed"], "tie": c["tie"], "mc": self.config.mc.result_fields(),
+                 "outputs": c["outputs"], "axes": list(self.axes), "schema": SCHEMA_VERSION}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
     def layout_key(self) -> str:
@@ -279,7 +322,7 @@ class Layout:
         return {a: v[i] for (a, v), i in zip(self.axes.items(), index, strict=True)}
 
     def point_at(self, index: tuple[int, ...]) -> Point:
-        return make_point(point_values(self.fixed, self.values_at(index), self.config["tie"]))
+        return make_point(point_values(self.fixed, self.values_at(index), self.tie))
 
     def chunk_points(self, chunk: str | int) -> tuple[list[tuple[int, ...]], list[Point]]:
         """Global grid indices and points of a chunk, in C order of the block."""
@@ -291,37 +334,54 @@ class Layout:
         for idx in itertools.product(*(range(s) for s in self.shape)):
             yield idx, self.point_at(idx)
 
+    @cached_property
+    def mc_mask(self) -> np.ndarray:
+        """Boolean grid mask: where Monte Carlo runs (``mc.subgrid`` and ``mc.stride``).
+
+        The one definition of the Monte Carlo sub-grid: the runner, the plan, the store's
+        summary and the analysis all read it.
+        """
+        mask = np.full(self.shape, "mc" in self.methods, dtype=bool)
+        sub, stride = self.config.mc.subgrid, self.config.mc.stride
+        for k, (axis, values) in enumerate(self.axes.items()):
+            keep = np.ones(len(values), dtype=bool)
+            if axis in sub:
+                wanted = {_label(v) for v in sub[axis]}
+                keep &= np.array([_label(v) in wanted for v in values])
+            if axis in stride:
+                keep &= np.arange(len(values)) % stride[axis] == 0
+            shape = [1] * len(self.shape)
+            shape[k] = len(values)
+            mask &= keep.reshape(shape)
+        mask.flags.writeable = False
+        return mask
+
     def mc_selected(self, index: tuple[int, ...]) -> bool:
-        """Whether Monte Carlo runs at this grid index (``mc.subgrid`` / ``mc.stride``)."""
-        if "mc" not in self.methods:
-            return False
-        sub, stride = self.config["mc"]["subgrid"], self.config["mc"]["stride"]
-        for (axis, values), i in zip(self.axes.items(), index, strict=True):
-            if axis in sub and _label(values[i]) not in {_label(v) for v in sub[axis]}:
-                return False
-            if axis in stride and i % stride[axis]:
-                return False
-        return True
+        """Whether Monte Carlo runs at this grid index (see :attr:`mc_mask`)."""
+        return bool(self.mc_mask[tuple(index)])
 
     # -- derived dimensions ----------------------------------------------------------
     def _param_values(self, name: str) -> list[Any]:
-        name = self.config["tie"].get(name, name)
+        name = self.tie.get(name, name)
         return list(self.axes[name]) if name in self.axes else [self.fixed.get(name)]
 
     @property
     def d_max(self) -> int:
-        return int(max(1000 if v is None else v for v in self._param_values("d")))
+        return int(max(DEFAULT_D if v is None else int(float(v))
+                       for v in self._param_values("d")))
 
     @property
     def max_steps(self) -> int:
-        """Largest step count of any teacher or student run in the grid."""
+        """Largest step count of any run in the grid (the rule of :func:`steps_run`)."""
         best = 0
         names = ("N", "n", "batch_t", "batch_s")
         for combo in itertools.product(*(self._param_values(k) for k in names)):
-            N, n, bt, bs = (1 if v is None else int(float(v)) for v in combo)
-            best = max(best, -(-N // bt), -(-n // bs), -(-N // bs))
+            N, n = (1 if v is None else float(v) for v in combo[:2])
+            bt, bs = (1 if v is None else int(float(v)) for v in combo[2:])
+            best = max(best, steps_run(N, n, bt, bs))
         return best
 
     @property
-    def steps(self) -> np.ndarray:
-        return checkpoint_steps(self.max_steps, self.config["outputs"]["checkpoints_per_decade"])
+    def checkpoints(self) -> np.ndarray:
+        """Learning-curve checkpoints of the whole sweep (the cube's ``step`` coordinate)."""
+        return checkpoint_steps(self.max_steps, self.config.outputs.checkpoints_per_decade)

@@ -25,7 +25,7 @@ import zarr
 from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
 from ktsweep.model.params import Point
-from ktsweep.model.quantities import STEP_SIZES
+from ktsweep.model.quantities import STEP_SIZES, step_size_variable
 from ktsweep.sweep import store
 from ktsweep.sweep.layout import Layout
 from ktsweep.sweep.store import variables
@@ -84,7 +84,7 @@ def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int
     A group is split into at most ``points_per_task`` points per task, and into at least
     ``workers`` tasks when it has that many points, so every worker gets a share.
     """
-    cap = layout.config["jobs"]["points_per_task"]
+    cap = layout.config.jobs.points_per_task
     needs: dict[int, list[str]] = {}
     for method, positions in todo.items():
         for pos in positions:
@@ -101,7 +101,7 @@ def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int
         size = max(1, min(cap, -(-len(members) // max(1, workers))))
         for lo in range(0, len(members), size):
             part = members[lo:lo + size]
-            tasks.append(Task(methods, part, [points[i] for i in part], layout.steps,
+            tasks.append(Task(methods, part, [points[i] for i in part], layout.checkpoints,
                               layout.mc_settings))
     tasks.sort(key=lambda t: -sum(p.steps_t + p.steps_s for p in t.points) * t.points[0].d)
     return tasks
@@ -130,8 +130,9 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
                 if k.endswith("_se") and k in result:
                     _put(block[k], where, result[k])
     for k in STEP_SIZES:
-        if k in block and k in result:
-            block[k][where] = result[k]
+        var = step_size_variable(k, layout.axes)
+        if var in block and k in result:
+            block[var][where] = result[k]
 
 
 def _put(target: np.ndarray, where: tuple, value: np.ndarray) -> None:
@@ -168,7 +169,7 @@ def worker_specs(threads: int, gpus: int, processes: bool) -> dict[str, dict[str
 
 def visible_gpus(layout: Layout) -> int:
     """GPUs Monte Carlo will use in this job (0 when mc is off or runs on the CPU)."""
-    if "mc" not in layout.methods or layout.config["mc"]["device"] == "cpu":
+    if "mc" not in layout.methods or layout.config.mc.device == "cpu":
         return 0
     import torch
 
@@ -251,8 +252,8 @@ def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequen
     Devices Monte Carlo ran on are added to ``devices``."""
     total = sum(len(v) for v in todo.values())
     if processes is None:
-        processes = layout.config["dask"]["processes"]
-    scheduler = scheduler or layout.config["dask"]["scheduler"]
+        processes = layout.config.dask.processes
+    scheduler = scheduler or layout.config.dask.scheduler
     gpus = 0 if scheduler else visible_gpus(layout)
     tasks = make_tasks(layout, points, todo, workers=1 if scheduler else max(1, threads))
     client, cluster = _client(threads, scheduler, processes, gpus)
@@ -306,10 +307,7 @@ def summarize(layout: Layout, cube: str | os.PathLike,
         else:
             status = ds["status"].isel(estimator=layout.estimators.index(m)).values
             if m == "mc":
-                mask = np.zeros(layout.shape, dtype=bool)
-                for idx in np.ndindex(*layout.shape):
-                    mask[idx] = layout.mc_selected(idx)
-                miss = int(((status == Status.MISSING) & mask).sum())
+                miss = int(((status == Status.MISSING) & layout.mc_mask).sum())
             else:
                 miss = int((status == Status.MISSING).sum())
             out[f"diverged_{m}"] = int((status == Status.DIVERGED).sum())

@@ -102,8 +102,8 @@ def staging_dir(cube: str | os.PathLike) -> Path:
 
 def variables(layout: Layout) -> dict[str, VarSpec]:
     """The cube's variables for this layout (see :mod:`ktsweep.model.cubespec`)."""
-    out = layout.config["outputs"]
-    return spec_variables(layout.methods, out["modes"], out["curves"])
+    out = layout.config.outputs
+    return spec_variables(layout.methods, out.modes, out.curves, tuple(layout.axes))
 
 
 def _provenance() -> dict[str, Any]:
@@ -135,7 +135,7 @@ def template(layout: Layout) -> xr.Dataset:
     axes = list(layout.axes)
     coords: dict[str, Any] = {a: coordinate(v) for a, v in layout.axes.items()}
     extra = {"estimator": np.array(layout.estimators, dtype=object),
-             "mode": np.arange(1, layout.d_max + 1), "step": layout.steps}
+             "mode": np.arange(1, layout.d_max + 1), "step": layout.checkpoints}
     coords.update(extra)
     data = {}
     for name, spec in variables(layout).items():
@@ -156,7 +156,7 @@ def template(layout: Layout) -> xr.Dataset:
         "ktsweep_result_key": layout.result_key(),
         "ktsweep_cube_key": cube_key(layout),
         "risk_convention": RISK_NOTE,
-        "mc_device_requested": layout.config["mc"]["device"],
+        "mc_device_requested": layout.config.mc.device,
         **_provenance(),
     })
     return ds
@@ -419,7 +419,7 @@ def empty_block(layout: Layout, chunk: str) -> dict[str, np.ndarray]:
     sl = layout.chunk_slices(chunk)
     base = tuple(s.stop - s.start for s in sl)
     extra = {"estimator": len(layout.estimators), "mode": layout.d_max,
-             "step": len(layout.steps)}
+             "step": len(layout.checkpoints)}
     return {n: np.full(base + tuple(extra[d] for d in s.dims), s.fill, dtype=s.dtype)
             for n, s in variables(layout).items()}
 

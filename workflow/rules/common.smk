@@ -3,13 +3,15 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from ktsweep.sweep.layout import ConfigError, Layout
+from ktsweep.sweep.config import ConfigError
+from ktsweep.sweep.layout import Layout, config_for_workflow
 from ktsweep.sweep.store import commits_dir, cube_path, plan_check
 
 try:
-    # Checks the config against workflow/schemas/config.schema.yaml, fills its defaults,
-    # and validates every grid point, before any job is scheduled.
-    LAYOUT = Layout.from_config(config)
+    # Types the config (ktsweep/sweep/config.py, whose schema is workflow/schemas/), fills its
+    # defaults and validates every grid point before any job is scheduled; the config file is
+    # re-read for duplicated keys and to name the line of an error.
+    LAYOUT = Layout(config_for_workflow(config, workflow.configfiles))
 except ConfigError as err:
     raise WorkflowError(f"invalid ktsweep config: {err}") from None
 
@@ -71,17 +73,14 @@ def final_outputs():
 
 
 def simulate_threads():
-    return LAYOUT.config["jobs"]["threads"]
+    return LAYOUT.config.jobs.threads
 
 
 def simulate_gpus():
     """GPUs a chunk job requests: jobs.gpus, else 1 when Monte Carlo is set to run on cuda."""
-    gpus = LAYOUT.config["jobs"]["gpus"]
-    if gpus is None:
-        gpus = int("mc" in LAYOUT.methods and LAYOUT.config["mc"]["device"] == "cuda")
-    return gpus
+    return LAYOUT.config.jobs.gpus_per_job(LAYOUT.config.mc.device, "mc" in LAYOUT.methods)
 
 
 def scheduler_flag():
-    address = LAYOUT.config["dask"]["scheduler"]
+    address = LAYOUT.config.dask.scheduler
     return f"--scheduler {address}" if address else ""

@@ -1,0 +1,266 @@
+"""The typed config: the generated schema, and every bad input refused before compute with the
+key, what is allowed and (where ktsweep reads the file) the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import yaml
+from e2e import REPO, snakemake, write_config
+
+from ktsweep.model.params import MAX_D, MAX_SAMPLES
+from ktsweep.sweep import config as cfgmod
+from ktsweep.sweep import runner, store
+from ktsweep.sweep.config import ConfigError
+from ktsweep.sweep.layout import Layout, load_config
+
+BASE = """\
+name: t
+grid:
+  alpha_t: [1.5, 2.0]
+  N: [64, 128]
+fixed:
+  alpha_s: 2.0
+  n: 64
+  sigma2: 0.1
+  d: 8
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_committed_schema_is_the_generated_one() -> None:
+    """Mutation: adding a key to a model (or editing the YAML by hand) without
+    ``--write-schema`` leaves the committed file stale, and this fails."""
+    committed = (REPO / "ktsweep" / cfgmod.SCHEMA_FILE).read_text()
+    assert committed == cfgmod.schema_text(), \
+        "run: python -m ktsweep.sweep.config --write-schema"
+    linked = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    assert linked.resolve() == (REPO / "ktsweep" / cfgmod.SCHEMA_FILE).resolve()
+
+
+@pytest.mark.parametrize("path", sorted([*(REPO / "config").rglob("*.yaml"),
+                                         REPO / "tests" / "configs" / "tiny.yaml"]),
+                         ids=lambda p: p.name)
+def test_shipped_configs_pass_schema_and_models(path: Path) -> None:
+    """The generated schema accepts what the models accept (a schema generated with a
+    wrong type for, say, ``grid`` values would refuse the shipped configs)."""
+    data = yaml.safe_load(path.read_text())
+    jsonschema.Draft202012Validator(cfgmod.json_schema()).validate(data)
+    assert Layout.from_file(path).n_points >= 1
+
+
+def test_defaults_live_in_the_models() -> None:
+    """Mutation: a default changed in one copy only (schema vs code) shows up here."""
+    c = cfgmod.parse({"name": "x", "grid": {"N": [1]}})
+    assert (c.mc.replicates, c.mc.seed, c.jobs.points_per_job, c.methods) == (64, 0, 256,
+                                                                              ["exact"])
+    props = cfgmod.json_schema()["$defs"]["MCConfig"]["properties"]
+    assert props["replicates"]["default"] == 64 and props["replicates"]["maximum"] > 64
+
+
+def test_gamma0_axis_runs(tmp_path) -> None:
+    """γ0 as a grid axis (documented) makes a cube: the axis holds the requested value, the
+    used step size is ``gamma0_t_used``.
+
+    Mutation: the store naming the used step ``gamma0_t`` again crashes init_cube with
+    "found in both data_vars and coords"."""
+    layout = Layout.from_config({
+        "name": "g", "grid": {"gamma0_t": [0.1, {"scale": 0.3}, {"tune": [0.05, 0.2]}]},
+        "fixed": {"alpha_t": 1.5, "alpha_s": 2.0, "N": 32, "n": 32, "sigma2": 0.1, "d": 6},
+        "jobs": {"threads": 1}})
+    path = tmp_path / "cube.zarr"
+    store.init_cube(layout, path)
+    runner.run_chunk(layout, "c00000", path, threads=1, processes=False, report=lambda s: None)
+    ds = store.open_cube(path)
+    assert list(ds["gamma0_t"].values) == ["0.1", '{"scale":0.3}', '{"tune":[0.05,0.2]}']
+    used = ds["gamma0_t_used"].values
+    lam_sum = float(np.sum(np.arange(1, 7) ** -1.5))
+    assert used[0] == pytest.approx(0.1) and used[1] == pytest.approx(0.3 / lam_sum)
+    assert used[2] in (0.05, 0.2)
+    assert (ds["status"].values == 1).all()
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "../x", "a/b", ""])
+def test_names_stay_inside_results(name: str) -> None:
+    """Mutation: the old pattern ``^[A-Za-z0-9_.-]+$`` admits ``..`` and writes the cube into
+    the repository root."""
+    with pytest.raises(ConfigError, match="'name'"):
+        cfgmod.parse({"name": name, "grid": {"N": [1]}})
+
+
+def test_numeric_strings_become_numbers(tmp_path) -> None:
+    """YAML 1.1 reads ``6.4e1`` as text; the config converts it, so the coordinate is numeric
+    and ``ds.sel(N=256)`` works. Mutation: dropping the conversion makes N a text axis."""
+    text = BASE.replace("N: [64, 128]", "N: [6.4e1, 2.56e2]").replace("d: 8", "d: 8e0")
+    layout = Layout.from_file(write(tmp_path, text))
+    assert layout.axes["N"] == [64, 256] and layout.fixed["d"] == 8
+    ds = store.template(layout)
+    assert ds["N"].dtype == np.float64
+    assert ds.sel(N=256).sizes["alpha_t"] == 2
+
+
+@pytest.mark.parametrize("values", ['[64, "64"]', "[100, 1e2]", "[64, 64.0]"])
+def test_duplicates_are_found_after_conversion(tmp_path, values: str) -> None:
+    """Mutation: comparing the raw YAML values misses ``[64, "64"]`` and ``[100, 1e2]``."""
+    path = write(tmp_path, BASE.replace("N: [64, 128]", f"N: {values}"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}:4:" in str(err.value) and "grid.N" in str(err.value)
+    assert "unique" in str(err.value)
+
+
+def test_duplicated_yaml_key_names_both_lines(tmp_path) -> None:
+    """Mutation: reading with yaml.safe_load lets the second ``n`` win silently."""
+    path = write(tmp_path, BASE + "  n: 128\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}:10:" in str(err.value) and "fixed.n" in str(err.value)
+    assert "line 7" in str(err.value)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path) -> None:
+    path = write(tmp_path, BASE.replace("N: [64, 128]", "N: [64, 128"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}:") and "not valid YAML" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "words"),
+    [
+        ("d: 8", "d: 1e9", 9, ["'d'", f"1..{MAX_D}"]),
+        ("N: [64, 128]", "N: [64, 1e20]", 4, ["'N'", "2^40"]),
+        ("N: [64, 128]", "N: [64, 128]\n  gamma0_t: [{scale: -1}]", 5, ["gamma0_t", "c > 0"]),
+        ("N: [64, 128]", "N: [64, 128]\n  gamma0_t: [{scal: 1}]", 5,
+         ["gamma0_t", "{scale: c} or {tune: [g1, g2, ...]}", "scal"]),
+        ("N: [64, 128]", "N: [64, 128]\n  gamma0_t: [{tune: []}]", 5, ["gamma0_t", "non-empty"]),
+        ("d: 8", "d: 8\nmc: {replicates: 1e7}", 10, ["mc.replicates", "less than or equal"]),
+        ("d: 8", "d: 8\nmc: {seed: -5}", 10, ["mc.seed", "greater than or equal to 0"]),
+        ("d: 8", "d: 8\njobs:\n  threads: 0", 11, ["jobs.threads", "greater than or equal"]),
+        ("d: 8", "d: 8\nmethods: [exact, mc]\nmc: {stride: {N: 0}}", 11, ["mc.stride.N"]),
+    ],
+)
+def test_bad_values_name_key_file_and_line(tmp_path, old, new, line, words) -> None:
+    """Each bad input is refused at load time (before any compute) with its line.
+
+    Mutations: dropping the d or N limit in make_point (d: 1e9 then allocates 8 GB per
+    vector in ``ktsweep plan``); losing the line lookup for nested keys."""
+    path = write(tmp_path, BASE.replace(old, new))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}:{line}:"), text
+    for w in words:
+        assert w in text, text
+
+
+def test_monte_carlo_memory_is_checked_before_compute(tmp_path) -> None:
+    """A job's Monte Carlo tasks must fit jobs.mem_mb: d = 10^4 with 2^20 replicates needs
+    terabytes and is refused at load time, naming the keys to change.
+
+    Mutation: dropping _check_memory lets ``ktsweep plan`` accept it and the run allocate."""
+    text = BASE.replace("d: 8", "d: 10000\nmethods: [exact, mc]\nmc:\n  replicates: 1048576")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert f":{12}:" in str(err.value) and "jobs.mem_mb = 4000" in str(err.value)
+    ok = BASE.replace("d: 8", "d: 1000\nmethods: [exact, mc]\nmc:\n  replicates: 64")
+    assert load_config(write(tmp_path, ok)).mc.replicates == 64
+
+
+def test_limits_admit_large_horizons() -> None:
+    """N, n up to 2^40 pass the config (the exact engine's large horizons)."""
+    c = Layout.from_config({"name": "big", "grid": {"N": [MAX_SAMPLES]},
+                            "fixed": {"alpha_t": 2, "alpha_s": 2, "n": MAX_SAMPLES,
+                                      "sigma2": 0.1, "d": MAX_D}})
+    assert c.max_steps == MAX_SAMPLES
+
+
+def test_plan_refuses_bad_file_without_traceback(tmp_path, capsys) -> None:
+    from ktsweep import cli as ktsweep_cli
+
+    path = write(tmp_path, BASE + "  n: 128\n")
+    assert ktsweep_cli.main(["plan", str(path)]) == 2
+    assert f"{path}:10:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["N=1e20"], ["'N'", "2^40"]),
+        (["d=1e9"], ["'d'", "1..10000"]),
+        (["--seed", "-5"], ["--seed", "-5", "greater than or equal to 0"]),
+        (["--replicates", "0"], ["--replicates", "greater than or equal to 1"]),
+        (["--replicates", "1048576", "d=10000"], ["--replicates", "GiB", "lower"]),
+        (["gamma0_t={scale: 0}"], ["gamma0_t", "c > 0"]),
+    ],
+)
+def test_point_refuses_bad_input_cleanly(args, words, capsys) -> None:
+    """Each refused with exit status 2 and a message naming the key (an uncaught
+    OverflowError or MemoryError would propagate here instead).
+
+    Mutation: building MCSettings straight from the flags lets ``--seed -5`` through."""
+    from ktsweep import cli as ktsweep_cli
+
+    base = {"alpha_t": "1.5", "alpha_s": "2", "N": "16", "n": "16", "sigma2": "0.1", "d": "4"}
+    for a in args:
+        if "=" in a:
+            base.pop(a.split("=")[0], None)
+    flags = [a for a in args if "=" not in a]
+    given = [a for a in args if "=" in a] + [f"{k}={v}" for k, v in base.items()]
+    assert ktsweep_cli.main(["point", *given, "--method", "mc", *flags]) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, err
+
+
+def test_point_and_sweep_share_checkpoints(tmp_path, capsys) -> None:
+    """One checkpoint rule: the direct student runs N / batch_s steps, more than the teacher
+    (N / batch_t) and the T2S student (n / batch_s) here.
+
+    Mutation: ``ktsweep point`` back on max(steps_t, steps_s) gives it fewer checkpoints than
+    the sweep's cube for the same single point."""
+    import json
+
+    values = {"alpha_t": 1.5, "alpha_s": 2.0, "N": 256, "n": 32, "sigma2": 0.1, "d": 4,
+              "batch_t": 4}
+    layout = Layout.from_config({"name": "one", "grid": {"N": [256]},
+                                 "fixed": {k: v for k, v in values.items() if k != "N"}})
+    from ktsweep import cli as ktsweep_cli
+
+    assert ktsweep_cli.main(["point", *(f"{k}={v}" for k, v in values.items()), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == layout.checkpoints.tolist()
+    assert layout.checkpoints[-1] >= 256
+
+
+def test_workflow_rereads_the_file_for_duplicates_and_lines(tmp_path) -> None:
+    """Snakemake's own parse lets a duplicated key win; the workflow re-reads the file.
+
+    Mutation: validating only Snakemake's ``config`` dict passes this config silently."""
+    cfg = write_config(tmp_path / "dup.yaml")
+    cfg.write_text(cfg.read_text() + "name: other\n")
+    out = snakemake(tmp_path, "--configfile", str(cfg), "-n", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "given twice" in text and f"{cfg}:" in text, text
+    assert "Traceback" not in text
+
+
+@pytest.mark.slow  # documents Snakemake's own messages (two Snakemake starts)
+def test_missing_config_file_messages(tmp_path) -> None:
+    """What config/README.md documents: without ``--configfile`` and without
+    config/config.yaml in the working directory the workflow stops cleanly; a ``--configfile``
+    that does not exist is reported by Snakemake's own parse (before any ktsweep code runs)
+    with a FileNotFoundError naming the path."""
+    out = snakemake(tmp_path, "-n", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "config/config.yaml" in text and "Traceback" not in text
+    out = snakemake(tmp_path, "--configfile", str(tmp_path / "absent.yaml"), "-n", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "FileNotFoundError" in text and "absent.yaml" in text
