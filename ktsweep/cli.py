@@ -158,32 +158,41 @@ def _per_decade(args: argparse.Namespace) -> int:
                             ) from None
 
 
-def _layout_arg(text: str):
-    """A layout from a JSON file written by init-cube, a JSON string, or a YAML config path."""
+def _layout_file(path: str):
+    """The layout JSON file the workflow writes (``results/NAME/.ktsweep/layout.json``)."""
     from pathlib import Path
 
     from ktsweep.sweep.config import ConfigError
     from ktsweep.sweep.layout import Layout
 
     try:
-        if text.lstrip().startswith("{"):
-            return Layout.from_config(json.loads(text))
-        path = Path(text)
-        if path.suffix == ".json":
-            return Layout.from_json(path.read_text())
-        return Layout.from_file(text)
-    except (ConfigError, OSError, json.JSONDecodeError) as err:
+        return Layout.from_json(Path(path).read_text())
+    except (ConfigError, OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"layout file {path}: {err} (written by the workflow when it "
+                         "plans; rerun snakemake)") from None
+
+
+def _config_file(path: str):
+    from ktsweep.sweep.config import ConfigError
+    from ktsweep.sweep.layout import Layout
+
+    try:
+        return Layout.from_file(path)
+    except (ConfigError, OSError) as err:
         raise UsageError(str(err)) from None
 
 
 def cmd_init_cube(args: argparse.Namespace) -> int:
-    from ktsweep.sweep.store import init_cube
+    from ktsweep.sweep.store import StoreError, commits_dir, init_cube
 
-    layout = _layout_arg(args.layout)
-    what = init_cube(layout, args.cube)
+    layout = _layout_file(args.layout)
+    try:
+        what = init_cube(layout, args.cube)
+    except StoreError as err:
+        raise UsageError(str(err)) from None
     print(f"cube {args.cube}: {what}; {layout.n_points} points in {layout.n_chunks} chunks")
-    if args.marker:
-        _write_atomic(args.marker, layout.to_json())
+    _write_atomic(str(commits_dir(args.cube) / "init.json"),
+                  json.dumps({"cube": args.cube, "result": what}))
     return 0
 
 
@@ -193,7 +202,7 @@ def _write_atomic(path: str, text: str) -> None:
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, p)
 
@@ -205,34 +214,112 @@ def cmd_run_chunk(args: argparse.Namespace) -> int:
     from ktsweep.sweep.store import StoreError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    layout = _layout_arg(args.layout)
+    layout = _layout_file(args.layout)
     if args.chunk not in layout.chunk_ids():
         raise UsageError(f"chunk {args.chunk!r} does not exist: this sweep has chunks "
                          f"c{0:05d}..c{layout.n_chunks - 1:05d}")
     try:
-        summary = run_chunk(layout, args.chunk, args.cube, threads=args.threads,
-                            scheduler=args.scheduler, report=lambda s: print(s, flush=True))
+        run_chunk(layout, args.chunk, args.cube, threads=args.threads,
+                  scheduler=args.scheduler, report=lambda s: print(s, flush=True))
     except StoreError as err:
         raise UsageError(str(err)) from None
-    if args.marker:
-        _write_atomic(args.marker, json.dumps(summary, indent=1))
     return 0
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     from ktsweep.sweep.runner import summarize
+    from ktsweep.sweep.store import StoreError
 
-    layout = _layout_arg(args.layout)
-    summary = summarize(layout, args.cube, args.markers)
+    layout = _layout_file(args.layout)
+    try:
+        summary = summarize(layout, args.cube, args.link)
+    except StoreError as err:
+        raise UsageError(str(err)) from None
     _write_atomic(args.out, json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "chunks"}))
     return 0 if not summary["missing"] else 1
 
 
+def _cubes_of(target: str) -> list:
+    """Cubes named by a results folder (its linked cube, else every cube in cubes/) or path."""
+    from pathlib import Path
+
+    p = Path(target)
+    if (p / "zarr.json").exists() or p.suffix == ".zarr":
+        return [p]
+    if (p / "cube.zarr").is_symlink() and (p / "cube.zarr").exists():
+        return [(p / "cube.zarr").resolve()]
+    found = sorted(c for c in (p / "cubes").glob("*.zarr") if not c.name.startswith("."))
+    if not found:
+        raise UsageError(f"no cube under {p}: give results/NAME or a cube path")
+    return found
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ktsweep.sweep.store import repair, verify
+
+    bad = 0
+    folder = Path(args.target)
+    if (folder / "cube.json").exists() and not (folder / "cube.zarr").exists():
+        bad += 1
+        print(f"{folder}/cube.zarr is missing although cube.json says the sweep finished; "
+              "rerun the same snakemake command to publish it again")
+    for cube in _cubes_of(args.target):
+        report = verify(cube, full=not args.quick)
+        status = "damaged" if report["problems"] else "ok"
+        print(f"{cube}: {status}; {len(report['uncommitted_chunks'])} chunks not computed yet")
+        for problem in report["problems"]:
+            print(f"  {problem}")
+        if report["problems"]:
+            bad += 1
+            if args.repair:
+                for line in repair(cube, report):
+                    print(f"  repaired: {line}")
+            else:
+                print("  run `ktsweep check ... --repair`, then the same snakemake command, "
+                      "to recompute what is damaged")
+    return 1 if bad else 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """List cubes and leftovers not in use; remove them only on confirmation."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(args.target)
+    cubes = root / "cubes"
+    live = (root / "cube.zarr").resolve() if (root / "cube.zarr").is_symlink() else None
+    stem = live.name.removesuffix(".zarr") if live else ""
+    keep = {live, *(live.with_name(stem + s) for s in (".commits", ".staging"))} if live else set()
+    candidates = ([p for p in sorted(cubes.iterdir()) if p.resolve() not in keep]
+                  if cubes.exists() else [])
+    candidates += sorted(root.glob("cube.legacy-*.zarr"))
+    if not candidates:
+        print(f"nothing to collect under {root}")
+        return 0
+    for p in candidates:
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
+        print(f"{size / 1e6:10.2f} MB  {p}")
+    print(f"(in use, kept: {live})" if live else "(no cube in use: results/NAME/cube.zarr "
+          "is not linked yet)")
+    if not args.yes:
+        answer = input(f"remove these {len(candidates)} entries? [y/N] ") if sys.stdin.isatty() \
+            else ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed (pass --yes to remove without asking)")
+            return 0
+    for p in candidates:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    print(f"removed {len(candidates)} entries")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from ktsweep.sweep.costs import plan
 
-    layout = _layout_arg(args.config)
+    layout = _config_file(args.config)
     info = plan(layout, calibrate_here=not args.no_calibration)
     if args.json:
         print(json.dumps(info, indent=1))
@@ -292,35 +379,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_point)
 
     p = sub.add_parser("plan", help="say what a sweep will do before running it")
-    p.add_argument("config", help="config YAML (or a layout JSON)")
+    p.add_argument("config", help="config YAML")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-calibration", action="store_true",
                    help="skip the short timing run that estimates compute")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("init-cube", help="create or extend the result cube for a layout")
-    p.add_argument("layout", help="config YAML, layout JSON file, or inline JSON")
-    p.add_argument("--cube", required=True)
-    p.add_argument("--marker", help="write the layout JSON here when done")
+    p = sub.add_parser("init-cube", help="create the result cube for a layout (workflow step)")
+    p.add_argument("layout", help="layout JSON file written by the workflow")
+    p.add_argument("--cube", required=True, help="the content-addressed cube path")
     p.set_defaults(func=cmd_init_cube)
 
     p = sub.add_parser("run-chunk", help="compute one chunk (one Snakemake job)")
-    p.add_argument("layout", help="layout JSON written by init-cube (or a config)")
+    p.add_argument("layout", help="layout JSON file written by the workflow")
     p.add_argument("chunk", help="chunk id, e.g. c00003")
     p.add_argument("--cube", required=True)
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="dask workers of the local cluster")
     p.add_argument("--scheduler", default=None,
                    help="address of an existing dask scheduler (overrides the config)")
-    p.add_argument("--marker", help="write the job summary JSON here when done")
     p.set_defaults(func=cmd_run_chunk)
 
-    p = sub.add_parser("summarize", help="check the cube is complete and summarise the jobs")
-    p.add_argument("layout")
+    p = sub.add_parser("summarize", help="verify the cube, check it is complete, publish it")
+    p.add_argument("layout", help="layout JSON file written by the workflow")
     p.add_argument("--cube", required=True)
-    p.add_argument("--markers", nargs="*", default=[])
+    p.add_argument("--link", help="symlink to point at the cube once complete")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("check", help="verify a cube: every chunk of every variable, by name")
+    p.add_argument("target", help="results/NAME (its cubes) or a cube path")
+    p.add_argument("--quick", action="store_true",
+                   help="compare sizes and times with the commit records only (no data read)")
+    p.add_argument("--repair", action="store_true",
+                   help="reset damaged chunks so the next run recomputes them")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("gc", help="list cubes not in use and remove them on confirmation")
+    p.add_argument("target", help="results/NAME")
+    p.add_argument("--yes", action="store_true", help="remove without asking")
+    p.set_defaults(func=cmd_gc)
 
     p = sub.add_parser("fits", help="fit the power-law exponents of a cube against "
                        "docs/science/rates.md")

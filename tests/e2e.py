@@ -24,7 +24,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, cores: str = "2",
               timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with ``workdir`` as working directory."""
     cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-           "--cores", cores, "--rerun-incomplete", *args]
+           "--cores", cores, *args]  # rerun-incomplete etc. come from the default profile
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if check and out.returncode != 0:

@@ -115,33 +115,46 @@ def test_plan_counts_and_cli(tmp_path) -> None:
 
 
 def _fill(layout: Layout, path) -> None:
+    """Compute every chunk of ``layout`` into the cube at ``path`` in this process."""
     for chunk in layout.chunk_ids():
         sweep.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
 
 
-def test_store_extend_keeps_points_and_replace_keeps_a_backup(tmp_path) -> None:
-    path = tmp_path / "cube.zarr"
+def test_cubes_are_content_addressed_and_never_mixed(tmp_path) -> None:
+    """Each identity gets its own cube; a new grid copies committed points of a sibling.
+
+    Mutations caught: cube_key ignoring fixed values (A and B share a cube, B's numbers
+    overwrite A's); copying from a cube of other physics; init_cube modifying or deleting
+    the narrower/older cube; copied chunks lacking a new method's files (then read as
+    damaged and recomputed: found by this test, fixed by _fill_committed_chunks).
+    """
     small = Layout.from_config(config(methods=["exact"]))
+    path = store.cube_path(small, tmp_path)
     assert store.init_cube(small, path) == "created"
     _fill(small, path)
     before = store.open_cube(path).load()
     assert store.init_cube(small, path) == "unchanged"
     bigger = Layout.from_config(config(methods=["exact", "bound"],
                                        grid={**config()["grid"], "N": [64, 128, 256]}))
-    assert store.init_cube(bigger, path) == "extended"
-    after = store.open_cube(path)
+    big = store.cube_path(bigger, tmp_path)
+    assert big != path
+    assert store.init_cube(bigger, big) == "created; 12 committed points copied from " + path.name
+    after = store.open_cube(big)
     kept = after.sel(N=[64.0, 128.0]).load()
     np.testing.assert_array_equal(kept["risk_t2s"].values, before["risk_t2s"].values)
     assert (after["status"].sel(N=256.0).values == 0).all()
     assert (after["bound_status"].values == 0).all()  # a new method starts missing
-    reseeded = Layout.from_config(config(methods=["exact"], fixed={"n": 64, "sigma2": 0.1,
-                                                                   "d": 12}))
-    what = store.init_cube(reseeded, path)
-    assert what.startswith("replaced")
-    backups = list(tmp_path.glob("cube.*.zarr"))
-    assert len(backups) == 1
-    np.testing.assert_array_equal(store.open_cube(backups[0])["risk_t2s"].sel(N=[64.0, 128.0])
-                                  .values, before["risk_t2s"].values)
+    done = [sweep.run_chunk(bigger, c, big, threads=1, processes=False, report=lambda s: None)
+            for c in bigger.chunk_ids()]
+    assert sum(d["computed"]["exact"] for d in done) == 6  # only N = 256; copies are kept
+    assert sum(d["computed"]["bound"] for d in done) == 18 and not any(d["damage"] for d in done)
+    other = Layout.from_config(config(methods=["exact"], fixed={"n": 64, "sigma2": 0.1,
+                                                                "d": 12}))
+    assert store.cube_path(other, tmp_path) != path
+    assert store.init_cube(other, store.cube_path(other, tmp_path)) == "created"
+    assert (store.open_cube(store.cube_path(other, tmp_path))["status"].values == 0).all()
+    again = store.open_cube(path).load()  # the first cube is untouched by all of this
+    np.testing.assert_array_equal(again["risk_t2s"].values, before["risk_t2s"].values)
 
 
 def test_broken_store_gives_a_clear_error(tmp_path) -> None:
@@ -159,13 +172,84 @@ def test_broken_store_gives_a_clear_error(tmp_path) -> None:
         sweep.run_chunk(layout, "c00000", other, report=lambda s: None)
 
 
-def test_interrupted_swap_is_recovered(tmp_path) -> None:
-    path = tmp_path / "cube.zarr"
+def test_cube_under_construction_is_never_taken_for_a_cube(tmp_path) -> None:
+    """A killed init leaves only a hidden temporary directory, removed by the next init.
+
+    Mutation caught: writing the template straight to the final path (a half-built cube
+    would then read as "unchanged").
+    """
     layout = Layout.from_config(config(methods=["exact"]))
+    path = store.cube_path(layout, tmp_path)
+    path.parent.mkdir(parents=True)
+    half = path.with_name(f".{path.name}.tmp-dead")
+    half.mkdir()
+    (half / "zarr.json").write_text("{}")
+    assert store.init_cube(layout, path) == "created"
+    assert not half.exists() and store.check_metadata(path, layout) == []
+
+
+def test_damage_is_found_by_name_and_recomputed(tmp_path) -> None:
+    """Deleted, flipped, swapped chunks and a deleted variable are reported by name; a
+    reset chunk is recomputed to the same numbers; damage never reads as a number.
+
+    Mutations caught: no crc32c codec (flip reads as a number); no commit record hash
+    (a chunk copied over another passes); read_block trusting a block whose data file is
+    missing (reads NaN with status ok); repair not dropping the status (chunk never reruns).
+    """
+    layout = Layout.from_config(config(methods=["exact", "bound"]))
+    path = store.cube_path(layout, tmp_path)
     store.init_cube(layout, path)
-    path.rename(tmp_path / "cube.zarr.old")  # killed between the two renames of a swap
-    assert store.init_cube(layout, path) == "unchanged"
-    assert not (tmp_path / "cube.zarr.old").exists()
+    _fill(layout, path)
+    clean = store.open_cube(path).load()
+    assert store.verify(path)["problems"] == []
+    files0 = store.chunk_files(path, layout, "c00000")
+    files1 = store.chunk_files(path, layout, "c00001")
+    flip = bytearray(files0["risk_t2s"].read_bytes())
+    flip[len(flip) // 2] ^= 1
+    files0["risk_t2s"].write_bytes(bytes(flip))
+    files1["der"].write_bytes(store.chunk_files(path, layout, "c00002")["der"].read_bytes())
+    files1["bound_t2s"].unlink()
+    report = store.verify(path)
+    assert report["damaged_chunks"] == ["c00000", "c00001"]
+    text = "\n".join(report["problems"])
+    for words in ("c00000: variable risk_t2s", "c00001: variable der",
+                  "c00001: variable bound_t2s"):
+        assert words in text, text
+    quick = store.verify(path, full=False)
+    assert quick["damaged_chunks"] == ["c00000", "c00001"]
+    for chunk in ("c00000", "c00001"):  # what a rerun of the job sees, records aside
+        block, damage = store.read_block(path, layout, chunk)
+        assert damage and (block["status"] == 0).all() and np.isnan(block["der"]).all()
+    store.repair(path, report)
+    assert store.verify(path)["problems"] == []  # reset chunks are uncommitted, not damaged
+    for chunk in report["damaged_chunks"]:
+        sweep.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
+    fixed = store.open_cube(path).load()
+    for name in clean.data_vars:
+        np.testing.assert_array_equal(fixed[name].values, clean[name].values, err_msg=name)
+    import shutil
+
+    shutil.rmtree(path / "w2s_ratio")
+    assert any("w2s_ratio" in p for p in store.verify(path)["problems"])
+
+
+def test_killed_job_keeps_finished_tasks(tmp_path) -> None:
+    """Staged task files of a killed job are used by its rerun, which computes only the rest.
+
+    Mutation caught: run_chunk ignoring the staging area (the rerun recomputes every point).
+    """
+    layout = Layout.from_config(config(methods=["exact"]))
+    path = store.cube_path(layout, tmp_path)
+    store.init_cube(layout, path)
+    index, points = layout.chunk_points("c00000")
+    from ktsweep.engines.dispatch import run
+
+    store.stage(path, "c00000", [0, 1], run(points[:2], ["exact"], layout.checkpoints))
+    summary = sweep.run_chunk(layout, "c00000", path, threads=1, processes=False,
+                              report=lambda s: None)
+    assert summary["staged_tasks_kept"] == 1
+    assert summary["computed"] == {"exact": len(points) - 2}
+    assert not list(store.staging_dir(path).rglob("*.npz"))
 
 
 def test_gpu_worker_layout_routes_monte_carlo_to_gpu_workers() -> None:
@@ -192,3 +276,68 @@ def test_gpu_worker_layout_routes_monte_carlo_to_gpu_workers() -> None:
     finally:
         client.close()
         cluster.close()
+
+
+def test_diverged_point_never_reads_as_a_number(tmp_path) -> None:
+    """A diverged exact run: status diverged, its risk NaN, the bound verdicts on it
+    "undetermined" (not "no"), every flag int8 with flag_values/flag_meanings.
+
+    Mutations caught: sandwich computed as float(lower <= NaN <= upper) = 0 ("no"); flags
+    cast with astype(int8) (NaN becomes an arbitrary code); status strings mapped to the
+    wrong code.
+    """
+    from ktsweep.model.cubespec import Flag, Status
+
+    cfg = config(methods=["exact", "bound"], mc={},
+                 grid={"alpha_t": [1.5], "alpha_s": [2.0], "N": [64, 128]},
+                 fixed={"n": 128, "sigma2": 0.1, "d": 12, "gamma0_t": 50.0})
+    layout = Layout.from_config(cfg)
+    path = store.cube_path(layout, tmp_path)
+    store.init_cube(layout, path)
+    _fill(layout, path)
+    ds = store.open_cube(path).load()
+    ex = ds.sel(estimator="exact")
+    assert (ex["status"].values == Status.DIVERGED).all()
+    assert np.isnan(ex["risk_teacher"].values).all()
+    assert (ds["sandwich_teacher"].values == Flag.UNDETERMINED).all()
+    assert ds["sandwich_teacher"].dtype == np.int8
+    assert ds["sandwich_teacher"].attrs["flag_meanings"] == "no yes undetermined"
+    assert ds["step_condition"].attrs["flag_values"] == [0, 1]
+    assert ds["status"].attrs["flag_meanings"] == "missing ok diverged"
+    assert ds["bound_status"].attrs["flag_meanings"] == "missing computed"
+    with pytest.raises(ValueError, match="0, 1 or NaN"):
+        Flag.codes(np.array([0.5]))
+
+
+def test_check_and_gc_commands(tmp_path, capsys, monkeypatch) -> None:
+    """`ktsweep check` names damage and exits 1 (0 when intact); `ktsweep gc` lists cubes not
+    in use and removes nothing without --yes, keeping the linked cube.
+
+    Mutations caught: check exiting 0 on damage; gc deleting without confirmation or
+    deleting the cube in use (it did, comparing a resolved link with relative paths).
+    """
+    from ktsweep import cli
+
+    monkeypatch.chdir(tmp_path)
+    layout = Layout.from_config(config(methods=["exact"], grid={"alpha_t": [1.5], "N": [64]},
+                                       fixed={"n": 64, "sigma2": 0.1, "d": 8, "alpha_s": 2.0},
+                                       mc={}))
+    other = Layout.from_config(config(methods=["exact"], grid={"alpha_t": [1.5], "N": [64]},
+                                      fixed={"n": 64, "sigma2": 0.2, "d": 8, "alpha_s": 2.0},
+                                      mc={}))
+    for lay in (layout, other):
+        store.init_cube(lay, store.cube_path(lay))
+        _fill(lay, store.cube_path(lay))
+    store.link(store.cube_path(layout), store.link_path(layout))
+    assert cli.main(["check", "results/t"]) == 0
+    victim = store.chunk_files(store.cube_path(layout), layout, "c00000")["risk_t2s"]
+    victim.write_bytes(victim.read_bytes()[::-1])
+    capsys.readouterr()
+    assert cli.main(["check", "results/t"]) == 1
+    assert "chunk c00000: variable risk_t2s" in capsys.readouterr().out
+    assert cli.main(["gc", "results/t"]) == 0
+    out = capsys.readouterr().out
+    assert store.cube_path(other).name in out and "nothing removed" in out
+    assert store.cube_path(other).exists()
+    assert cli.main(["gc", "results/t", "--yes"]) == 0
+    assert not store.cube_path(other).exists() and store.cube_path(layout).exists()

@@ -1,86 +1,61 @@
 #!/usr/bin/env bash
-# Stop the single-node SLURM test cluster started by .ci/slurm/up.sh.
+# Stop the private SLURM test cluster started by .ci/slurm/up.sh, and nothing else.
 #
-# Order: cancel every job still queued/running (so no slurmstepd or job
-# process is left behind), then stop slurmd, slurmctld and munged.
-# Safe to run when nothing is running; exits 0 unless a daemon refuses to die.
+# Cancels the jobs of that cluster (through its own SLURM_CONF), then stops exactly the
+# processes whose pids up.sh recorded under $KTSWEEP_SLURM_ROOT/run (slurmd, slurmctld,
+# munged). Never looks processes up by name: a system SLURM or munge keeps running.
 #
 # Environment knobs:
-#   KTSWEEP_SLURM_ROOT   state/log directory used by up.sh (default /tmp/ktsweep-slurm)
-#   KTSWEEP_SLURM_PURGE  set to 1 to also delete that directory (job state, logs)
+#   KTSWEEP_SLURM_ROOT   state directory used by up.sh (default /tmp/ktsweep-slurm-private)
+#   KTSWEEP_SLURM_PURGE  1 to also delete that directory (job state, logs, key)
 set -euo pipefail
 
-STATE_ROOT="${KTSWEEP_SLURM_ROOT:-/tmp/ktsweep-slurm}"
+ROOT="${KTSWEEP_SLURM_ROOT:-/tmp/ktsweep-slurm-private}"
+export SLURM_CONF="$ROOT/slurm.conf"
 export PATH="$PATH:/usr/sbin:/sbin"
 
 log() { printf '[slurm-down] %s\n' "$*" >&2; }
 
-# Pids of a daemon: from its pid file (if alive) plus any process whose
-# name is exactly the daemon's name (covers a lost/stale pid file).
-daemon_pids() {
-    local name="$1" pidfile="$2" pid
-    {
-        if [ -s "$pidfile" ]; then
-            pid="$(cat "$pidfile" 2>/dev/null || true)"
-            if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
-        fi
-        pgrep -x "$name" 2>/dev/null || true
-    } | sort -u
-}
-
-# Send TERM, wait up to 10 s, then KILL.
-stop_daemon() {
-    local name="$1" pidfile="$2" pids
-    pids="$(daemon_pids "$name" "$pidfile")"
-    if [ -z "$pids" ]; then
-        log "$name not running"
+stop_pidfile() {
+    local name="$1" pidfile="$ROOT/run/$1.pid" pid
+    pid="$(cat "$pidfile" 2>/dev/null || true)"
+    # ours only: alive and started with our config or munge socket
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null || \
+            ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
+            | grep -qF -e "$ROOT/slurm.conf" -e "$ROOT/munge/munge.socket"; then
+        log "our $name not running"
+        rm -f "$pidfile"
         return 0
     fi
-    log "stopping $name (pid $(tr "\n" " " <<<"$pids"))"
-    # shellcheck disable=SC2086
-    kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        [ -z "$(daemon_pids "$name" "$pidfile")" ] && break
-        sleep 0.2
-    done
-    pids="$(daemon_pids "$name" "$pidfile")"
-    if [ -n "$pids" ]; then
-        log "$name still alive after 10 s: sending KILL"
-        # shellcheck disable=SC2086
-        kill -KILL $pids 2>/dev/null || true
-        sleep 0.5
+    log "stopping our $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "$name (pid $pid) still alive after 10 s: sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pidfile"
 }
 
-# 1. Cancel leftover jobs while the controller is still reachable.
-if command -v scontrol >/dev/null 2>&1 && scontrol ping >/dev/null 2>&1; then
+if [ -f "$SLURM_CONF" ] && scontrol ping >/dev/null 2>&1; then
     jobs="$(squeue -h -t PENDING,RUNNING,SUSPENDED,CONFIGURING -o '%i' 2>/dev/null || true)"
     if [ -n "$jobs" ]; then
-        log "cancelling jobs: $(tr "\n" " " <<<"$jobs")"
+        log "cancelling jobs of the test cluster: $(tr "\n" " " <<<"$jobs")"
         # shellcheck disable=SC2086
         scancel $jobs 2>/dev/null || true
         for _ in $(seq 1 30); do
-            [ -z "$(squeue -h -t PENDING,RUNNING,SUSPENDED,CONFIGURING,COMPLETING -o '%i' 2>/dev/null)" ] && break
+            [ -z "$(squeue -h -t PENDING,RUNNING,SUSPENDED,CONFIGURING,COMPLETING -o '%i' \
+                    2>/dev/null)" ] && break
             sleep 0.5
         done
     fi
 fi
-
-# 2. Stop the daemons: compute node first, then controller, then munge.
-stop_daemon slurmd "$STATE_ROOT/run/slurmd.pid"
-stop_daemon slurmctld "$STATE_ROOT/run/slurmctld.pid"
-stop_daemon munged /run/munge/munged.pid
-
-# 3. Report anything that survived (slurmstepd of a stuck job, for example).
-left="$(pgrep -x -d ' ' 'slurmd|slurmctld|munged|slurmstepd' 2>/dev/null || true)"
-if [ -n "$left" ]; then
-    log "ERROR: processes still running: $left"
-    exit 1
-fi
+stop_pidfile slurmd
+stop_pidfile slurmctld
+stop_pidfile munged
 
 if [ "${KTSWEEP_SLURM_PURGE:-0}" = "1" ]; then
-    log "removing $STATE_ROOT"
-    rm -rf "$STATE_ROOT"
+    log "removing $ROOT"
+    rm -rf "$ROOT"
 fi
-log "slurm cluster stopped"
+log "private slurm cluster stopped"

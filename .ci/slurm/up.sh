@@ -1,120 +1,105 @@
 #!/usr/bin/env bash
-# Start a real single-node SLURM cluster on this machine (for end-to-end tests
-# that run `snakemake --executor slurm`).
+# Start a private single-node SLURM cluster for the end-to-end tests, leaving the machine's
+# own SLURM and munge (if any) untouched.
 #
-# Idempotent: installs packages only when missing, creates the munge key only
-# when missing, rewrites /etc/slurm/slurm.conf for this host, (re)starts only
-# the daemons that are not running (or all of slurm when the config changed),
-# then waits until `sinfo` reports the node idle.
+# Everything lives under $KTSWEEP_SLURM_ROOT (default /tmp/ktsweep-slurm-private): its own
+# slurm.conf (never /etc/slurm), its own munge key, socket and munged, its own ports
+# (16817/16818 unless KTSWEEP_SLURM_PORTS="CTLD SLURMD"), state, spool, logs and pid files.
+# Clients reach it through SLURM_CONF=<root>/slurm.conf (printed on stdout). Daemons are
+# started only when the pid file of ours is not alive; down.sh stops exactly those pids.
 #
-# Layout:
-#   /etc/slurm/slurm.conf             default location, so plain sbatch works
-#   $KTSWEEP_SLURM_ROOT (/tmp/ktsweep-slurm by default)
-#     ctld/  slurmctld state          d/  slurmd spool
-#     log/   daemon logs              run/ pid files
-#
-# No accounting database: AccountingStorageType=accounting_storage/none, so
-# `sacct` is useless; use the plugin's `--slurm-status-command squeue`
-# (MinJobAge=600 keeps finished jobs visible to squeue for 10 minutes).
+# System packages (slurm-wlm, munge) are installed with apt-get only when missing AND
+# KTSWEEP_SLURM_INSTALL=1 (set by .ci/run); otherwise a missing package exits 3 with a
+# message, and the test skips (or fails under CI).
 #
 # Environment knobs:
-#   KTSWEEP_SLURM_ROOT   state/log directory      (default /tmp/ktsweep-slurm)
-#   KTSWEEP_SLURM_WAIT   seconds to wait for idle (default 60)
+#   KTSWEEP_SLURM_ROOT     state directory                   (default /tmp/ktsweep-slurm-private)
+#   KTSWEEP_SLURM_PORTS    "CTLD_PORT SLURMD_PORT"           (default "16817 16818")
+#   KTSWEEP_SLURM_WAIT     seconds to wait for an idle node  (default 60)
+#   KTSWEEP_SLURM_INSTALL  1 to allow apt-get install        (default unset: never)
 #
-# Must run as root (installs packages, writes /etc, starts daemons).
+# Needs root (slurmd runs jobs as their users).
 set -euo pipefail
 
-STATE_ROOT="${KTSWEEP_SLURM_ROOT:-/tmp/ktsweep-slurm}"
+ROOT="${KTSWEEP_SLURM_ROOT:-/tmp/ktsweep-slurm-private}"
+read -r CTLD_PORT SLURMD_PORT <<<"${KTSWEEP_SLURM_PORTS:-16817 16818}"
 WAIT_S="${KTSWEEP_SLURM_WAIT:-60}"
-CONF_DIR=/etc/slurm
-CONF="$CONF_DIR/slurm.conf"
-MUNGE_KEY=/etc/munge/munge.key
+CONF="$ROOT/slurm.conf"
+MUNGE="$ROOT/munge"
+SOCKET="$MUNGE/munge.socket"
+export SLURM_CONF="$CONF"
+export PATH="$PATH:/usr/sbin:/sbin"
 
 log() { printf '[slurm-up] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; dump_logs; exit 1; }
-
-# Print the tail of every daemon log (used on failure).
 dump_logs() {
     local f
-    for f in "$STATE_ROOT"/log/*.log /var/log/munge/munged.log; do
+    for f in "$ROOT"/log/*.log; do
         [ -f "$f" ] || continue
         printf '\n===== %s (last 40 lines) =====\n' "$f" >&2
         tail -n 40 "$f" >&2 || true
     done
 }
-
-# True when a process whose pid is in file $1 is alive.
+die() { log "ERROR: $*"; dump_logs; exit 1; }
+# True when the pid in file $1 is alive AND is ours: its command line names our config or
+# our munge socket (a stale pid file never makes us adopt or stop someone else's daemon).
 pid_alive() {
     local pid
     [ -s "$1" ] || return 1
     pid="$(cat "$1" 2>/dev/null)" || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -e "$CONF" -e "$SOCKET"
 }
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "up.sh must run as root" >&2
-    exit 1
-fi
-
+[ "$(id -u)" -eq 0 ] || { echo "up.sh must run as root" >&2; exit 1; }
 t_start=$SECONDS
 
-# ---------------------------------------------------------------------------
-# 1. Packages (only when a daemon binary is missing).
-# ---------------------------------------------------------------------------
-need_install=0
-for bin in slurmctld slurmd munged sinfo sbatch srun squeue scontrol; do
-    if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
-        need_install=1
-    fi
+# 1. Packages: only with explicit consent.
+missing=""
+for bin in slurmctld slurmd munged munge unmunge sinfo sbatch squeue scontrol; do
+    command -v "$bin" >/dev/null 2>&1 || missing="$missing $bin"
 done
-if [ "$need_install" -eq 1 ]; then
-    log "installing slurm-wlm and munge via apt-get"
-    # Keep package postinst scripts from trying to start services (there is
-    # no init system here, and no config yet); remove our guard afterwards.
+if [ -n "$missing" ]; then
+    if [ "${KTSWEEP_SLURM_INSTALL:-0}" != "1" ]; then
+        log "missing:$missing; set KTSWEEP_SLURM_INSTALL=1 to let this script apt-get install"
+        log "slurm-wlm and munge (changes the system; .ci/run sets it)"
+        exit 3
+    fi
+    log "installing slurm-wlm and munge via apt-get (KTSWEEP_SLURM_INSTALL=1)"
     added_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
+    if [ ! -e /usr/sbin/policy-rc.d ]; then  # keep postinst scripts from starting services
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
         chmod 755 /usr/sbin/policy-rc.d
         added_policy=1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    # apt output goes to stderr: stdout of this script is just the conf path.
     apt-get update -q >&2
     apt-get install -y -q --no-install-recommends slurm-wlm munge >&2
     if [ "$added_policy" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-    log "packages installed after $((SECONDS - t_start)) s"
+fi
+
+# 2. Our own munge: key, socket, pid, log and seed under $MUNGE (munged wants them owned by
+#    the user it runs as and not writable by others).
+mkdir -p "$ROOT"/ctld "$ROOT"/d "$ROOT"/log "$ROOT"/run "$MUNGE"
+chmod 0755 "$ROOT"
+chmod 0700 "$MUNGE"
+if [ ! -s "$MUNGE/munge.key" ]; then
+    dd if=/dev/urandom of="$MUNGE/munge.key" bs=1 count=1024 status=none
+fi
+chmod 0400 "$MUNGE/munge.key"
+if pid_alive "$ROOT/run/munged.pid"; then
+    log "our munged already running"
 else
-    log "slurm-wlm and munge already installed"
+    log "starting our munged on $SOCKET"
+    rm -f "$SOCKET" "$SOCKET.lock"
+    munged --force --socket="$SOCKET" --key-file="$MUNGE/munge.key" \
+        --pid-file="$ROOT/run/munged.pid" --log-file="$ROOT/log/munged.log" \
+        --seed-file="$MUNGE/munged.seed" || die "munged failed to start"
 fi
-export PATH="$PATH:/usr/sbin:/sbin"
+munge --socket="$SOCKET" -n | unmunge --socket="$SOCKET" >/dev/null 2>&1 \
+    || die "munge credential round trip on $SOCKET failed"
 
-# ---------------------------------------------------------------------------
-# 2. Munge key and runtime directories.
-# ---------------------------------------------------------------------------
-mkdir -p /etc/munge /var/lib/munge /var/log/munge /run/munge
-if [ ! -s "$MUNGE_KEY" ]; then
-    log "creating munge key $MUNGE_KEY"
-    if command -v mungekey >/dev/null 2>&1; then
-        mungekey --create --keyfile="$MUNGE_KEY" --force
-    else
-        dd if=/dev/urandom of="$MUNGE_KEY" bs=1 count=1024 status=none
-    fi
-fi
-# munged insists on strict ownership/permissions of its key and dirs.
-chown -R munge:munge /etc/munge /var/lib/munge /var/log/munge /run/munge
-chmod 0700 /etc/munge /var/lib/munge /var/log/munge
-chmod 0755 /run/munge
-chmod 0400 "$MUNGE_KEY"
-
-mkdir -p "$STATE_ROOT"/ctld "$STATE_ROOT"/d "$STATE_ROOT"/log "$STATE_ROOT"/run "$CONF_DIR"
-chmod 0755 "$STATE_ROOT"
-
-# ---------------------------------------------------------------------------
-# 3. slurm.conf for THIS machine.
-# ---------------------------------------------------------------------------
+# 3. slurm.conf for this machine, in $ROOT only.
 HOST="$(hostname -s)"
-# `slurmd -C` prints the detected hardware, e.g.
-#   NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=24105
 hw="$(slurmd -C 2>/dev/null | head -n 1 || true)"
 field() { printf '%s\n' "$hw" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
 CPUS="$(field CPUs)";                 CPUS="${CPUS:-$(nproc)}"
@@ -122,148 +107,100 @@ SOCKETS="$(field SocketsPerBoard)";   SOCKETS="${SOCKETS:-1}"
 CORES="$(field CoresPerSocket)";      CORES="${CORES:-$CPUS}"
 THREADS="$(field ThreadsPerCore)";    THREADS="${THREADS:-1}"
 MEM="$(field RealMemory)"
-if [ -z "$MEM" ]; then
-    MEM="$(awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo)"
-fi
-# Leave a little head-room for the OS so the node is never drained for
-# "Low RealMemory" when free memory fluctuates.
-MEM=$((MEM * 95 / 100))
+[ -n "$MEM" ] || MEM="$(awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo)"
+MEM=$((MEM * 95 / 100))  # head-room so the node is never drained for low memory
 
 new_conf="$(mktemp)"
 trap 'rm -f "$new_conf"' EXIT
 cat > "$new_conf" <<EOF
-# Generated by .ci/slurm/up.sh for host $HOST -- single-node test cluster.
-ClusterName=ktsweep
-# Pin controller and node to loopback: no traffic leaves this machine.
+# Generated by .ci/slurm/up.sh: a private single-node test cluster (loopback only).
+ClusterName=ktsweeptest
 SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=socket=$SOCKET
 CryptoType=crypto/munge
 MpiDefault=none
 SwitchType=switch/none
-# No cgroups inside this sandbox: plain /proc process tracking, no task binding.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 ReturnToService=2
 MailProg=/bin/true
-
-StateSaveLocation=$STATE_ROOT/ctld
-SlurmdSpoolDir=$STATE_ROOT/d
-SlurmctldPidFile=$STATE_ROOT/run/slurmctld.pid
-SlurmdPidFile=$STATE_ROOT/run/slurmd.pid
-SlurmctldLogFile=$STATE_ROOT/log/slurmctld.log
-SlurmdLogFile=$STATE_ROOT/log/slurmd.log
+PlugStackConfig=$ROOT/plugstack.conf
+StateSaveLocation=$ROOT/ctld
+SlurmdSpoolDir=$ROOT/d
+SlurmctldPidFile=$ROOT/run/slurmctld.pid
+SlurmdPidFile=$ROOT/run/slurmd.pid
+SlurmctldLogFile=$ROOT/log/slurmctld.log
+SlurmdLogFile=$ROOT/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-
-# Scheduling: cores and memory are consumable resources.
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-
-# Timers: keep finished jobs visible to squeue for 10 min (no sacct here);
-# short kill wait so cancelled test jobs go away quickly.
 MinJobAge=600
 KillWait=5
 InactiveLimit=0
 SlurmctldTimeout=120
 SlurmdTimeout=300
 Waittime=0
-
-# No accounting database.
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS Sockets=$SOCKETS CoresPerSocket=$CORES ThreadsPerCore=$THREADS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-
+: > "$ROOT/plugstack.conf"  # no SPANK plugins (the system's plugstack is not ours to read)
 conf_changed=0
 if [ ! -f "$CONF" ] || ! cmp -s "$new_conf" "$CONF"; then
     install -m 0644 "$new_conf" "$CONF"
     conf_changed=1
-    log "wrote $CONF (CPUs=$CPUS RealMemory=$MEM host=$HOST)"
+    log "wrote $CONF (CPUs=$CPUS RealMemory=$MEM host=$HOST ports $CTLD_PORT/$SLURMD_PORT)"
 fi
 
-# ---------------------------------------------------------------------------
-# 4. Daemons.
-# ---------------------------------------------------------------------------
-# munged: runs as the unprivileged munge user (it refuses a root-owned key).
-if pgrep -x munged >/dev/null 2>&1; then
-    log "munged already running"
+# 4. Our slurm daemons (restarted when our config changed).
+stop_ours() {
+    local pid
+    pid_alive "$ROOT/run/$1.pid" || return 0
+    pid="$(cat "$ROOT/run/$1.pid")"
+    log "config changed: stopping our $1 (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$ROOT/run/$1.pid"
+}
+if [ "$conf_changed" -eq 1 ]; then stop_ours slurmd; stop_ours slurmctld; fi
+if pid_alive "$ROOT/run/slurmctld.pid"; then
+    log "our slurmctld already running"
 else
-    log "starting munged"
-    runuser -u munge -- /usr/sbin/munged \
-        || die "munged failed to start"
+    log "starting our slurmctld"
+    slurmctld -i -f "$CONF" || die "slurmctld failed to start"
 fi
-# Sanity check: munge round trip.
-munge -n | unmunge >/dev/null 2>&1 || die "munge credential round trip failed"
-
-# If the config changed while slurm is running, restart slurm daemons.
-if [ "$conf_changed" -eq 1 ]; then
-    for d in slurmd slurmctld; do
-        if pid_alive "$STATE_ROOT/run/$d.pid"; then
-            log "config changed: stopping $d"
-            # Wait on the pid itself: the daemon drops its pid file early.
-            old_pid="$(cat "$STATE_ROOT/run/$d.pid")"
-            kill "$old_pid" 2>/dev/null || true
-            for _ in $(seq 1 50); do
-                kill -0 "$old_pid" 2>/dev/null || break
-                sleep 0.2
-            done
-            kill -KILL "$old_pid" 2>/dev/null || true
-            rm -f "$STATE_ROOT/run/$d.pid"
-        fi
-    done
-fi
-
-if pid_alive "$STATE_ROOT/run/slurmctld.pid"; then
-    log "slurmctld already running"
+for _ in $(seq 1 50); do scontrol ping >/dev/null 2>&1 && break; sleep 0.2; done
+if pid_alive "$ROOT/run/slurmd.pid"; then
+    log "our slurmd already running"
 else
-    log "starting slurmctld"
-    # Daemonizes by itself; -i ignores unreadable/incompatible saved state.
-    /usr/sbin/slurmctld -i || die "slurmctld failed to start"
+    log "starting our slurmd"
+    slurmd -f "$CONF" || die "slurmd failed to start"
 fi
 
-# Give slurmctld a moment to open its port before slurmd registers.
-for _ in $(seq 1 50); do
-    scontrol ping >/dev/null 2>&1 && break
-    sleep 0.2
-done
-
-if pid_alive "$STATE_ROOT/run/slurmd.pid"; then
-    log "slurmd already running"
-else
-    log "starting slurmd"
-    /usr/sbin/slurmd || die "slurmd failed to start"
-fi
-
-# ---------------------------------------------------------------------------
-# 5. Wait for the node to become idle.
-# ---------------------------------------------------------------------------
+# 5. Wait for the node to be idle.
 deadline=$((SECONDS + WAIT_S))
-state=""
 while :; do
-    # Compact state (%t): a trailing flag such as '*' (not responding) means
-    # slurmd has not (re)registered yet, so only accept the bare states.
     state="$(sinfo -h -N -n "$HOST" -o '%t' 2>/dev/null | head -n 1 || true)"
     case "$state" in
         idle|mix|alloc|comp) break ;;
         down*|drain*|drng*|fail*)
-            # Stale state from an earlier run: bring the node back.
             scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true ;;
     esac
     if [ "$SECONDS" -ge "$deadline" ]; then
         sinfo -N -l >&2 || true
-        scontrol show node "$HOST" >&2 || true
         die "node $HOST not idle after ${WAIT_S}s (state: '${state:-none}')"
     fi
     sleep 1
 done
-
-log "node $HOST is $state; cluster up in $((SECONDS - t_start)) s"
-sinfo >&2
-# stdout: the config used (default location, so no SLURM_CONF export needed).
+log "node $HOST is $state; private cluster up in $((SECONDS - t_start)) s"
 echo "$CONF"

@@ -12,11 +12,11 @@ from typing import Any
 
 import xarray as xr
 
+from ktsweep.model.cubespec import Status
 from ktsweep.model.params import Point, make_point
-from ktsweep.model.quantities import STATUS
 from ktsweep.sweep.layout import Layout, point_values
 
-OK = STATUS.index("ok")
+OK = Status.OK
 """The status code of a computed, non-diverged point."""
 
 EXTRA_DIMS = ("estimator", "mode", "step")

@@ -18,7 +18,6 @@ from ktsweep.model.spectra import cutoff_threshold, kstar
 
 PSI = 3.0
 DELTAS = np.round(np.arange(1, 50) / 100.0, 2)
-RUNS = ("teacher", "direct", "ceiling")
 
 
 def _period(steps: int) -> float:
@@ -97,7 +96,9 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             row[f"kstar_upper_{name}"] = b["kstar_upper"]
             row[f"kstar_lower_{name}"] = b["kstar_lower"]
             risk = ex[f"risk_{name}"][i]
-            row[f"sandwich_{name}"] = float(b["lower"] <= risk <= b["upper"])
+            # no verdict where the exact run diverged (its risk is NaN): NaN, not "no"
+            row[f"sandwich_{name}"] = (float(b["lower"] <= risk <= b["upper"])
+                                       if math.isfinite(risk) else math.nan)
             row[f"scope_{name}"] = float(scope[name])
         if math.isinf(p.n) or math.isinf(p.N):
             value, delta, k = math.nan, math.nan, math.nan
@@ -106,7 +107,8 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
                 det.lam_s[i], det.energy[i], det.a_teacher[i], det.a_t2s[i], det.p_t2s[i],
                 det.u_teacher_sq[i], p.n, det.gamma0["gamma0_s"][i])
         row["bound_t2s"], row["bound_t2s_delta"], row["kstar_t2s"] = value, delta, k
-        row["bound_t2s_holds"] = float(ex["risk_t2s"][i] <= value)
+        t2s = ex["risk_t2s"][i]
+        row["bound_t2s_holds"] = float(t2s <= value) if math.isfinite(t2s) else math.nan
         row["step_condition"] = float(step_condition(
             p, det.lam_t[i], det.lam_s[i], [det.gamma0[k][i] for k in det.gamma0]))
         rows.append(row)
@@ -115,19 +117,11 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
     return out
 
 
-BOUND_NAMES: tuple[str, ...] = tuple(
-    [f"bound_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
-    + [f"kstar_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
-    + [f"sandwich_{r}" for r in RUNS]
-    + [f"scope_{r}" for r in RUNS]
-    + ["bound_t2s", "bound_t2s_delta", "kstar_t2s", "bound_t2s_holds", "step_condition"]
-)
-
-
 def evaluate(points: Sequence[Point]) -> dict[str, np.ndarray]:
     """Bounds, k* values, sandwich checks and the step condition for each point.
 
     Flags (``sandwich_*``, ``scope_*``, ``bound_t2s_holds``, ``step_condition``) are 1.0 / 0.0
+    (NaN for a verdict on an exact risk that diverged; the cube stores them as int8 codes)
     floats so that they stack into the cube beside the other numbers. ``scope_*`` says whether
     the run is one the proofs cover (batch 1, geometric schedule planned for the run): outside
     it the lower bound is known to fail even when the step condition holds.

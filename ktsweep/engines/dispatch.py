@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ktsweep.model.params import Point
+from ktsweep.model.quantities import assemble
 
 METHODS = ("exact", "mc", "bound")
 
@@ -72,9 +73,7 @@ def run(
         raise ValueError("method mc needs mc_settings (replicates, seed, device, ...)")
     s = mc_settings
     if points and "exact" in wanted and "bound" in wanted:  # bounds reuse the exact moments
-        both = exact.group_by_d(points, lambda pts: _exact_and_bound(pts, checkpoints))
-        out["exact"] = {k[6:]: v for k, v in both.items() if k.startswith("exact:")}
-        out["bound"] = {k[6:]: v for k, v in both.items() if k.startswith("bound:")}
+        out["exact"], out["bound"] = _exact_and_bound(points, checkpoints)
     for m in wanted:
         if m in out:
             continue
@@ -94,10 +93,19 @@ def run(
 
 
 def _exact_and_bound(points: Sequence[Point], checkpoints: np.ndarray | None
-                     ) -> dict[str, np.ndarray]:
-    """Exact and bound results from one moment computation (points share d)."""
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Exact and bound results from one moment computation per group of points sharing d."""
     from . import bounds, exact
 
-    ex, det = exact.evaluate_detail(points, checkpoints)
-    bd = bounds.from_detail(points, ex, det)
-    return {**{f"exact:{k}": v for k, v in ex.items()}, **{f"bound:{k}": v for k, v in bd.items()}}
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault(p.d, []).append(i)
+    ex_parts, bd_parts = [], []
+    for idx in groups.values():
+        pts = [points[i] for i in idx]
+        ex, det = exact.evaluate_detail(pts, checkpoints)
+        ex_parts.append((idx, ex))
+        bd_parts.append((idx, bounds.from_detail(pts, ex, det)))
+    if len(groups) == 1:
+        return ex_parts[0][1], bd_parts[0][1]
+    return assemble(len(points), ex_parts), assemble(len(points), bd_parts)

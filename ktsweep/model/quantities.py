@@ -1,7 +1,7 @@
 """Names, descriptions and derived ratios of the per-point quantities (docs/science/quantities.md).
 
 Every engine returns a mapping name → array with a leading point dimension; this module
-is the one place that says which names exist and what they mean.
+names the per-point quantities; :mod:`ktsweep.model.cubespec` says how each is stored.
 """
 
 from __future__ import annotations
@@ -27,48 +27,12 @@ def step_size_variable(name: str, axes: Iterable[str]) -> str:
     return f"{name}_used" if name in set(axes) else name
 
 
-
-STATUS = ("missing", "ok", "diverged")
-"""Status codes as stored in the cube: index = code."""
-
 PGR_RTOL = 1e-12
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the cube's variable set: bump it whenever an estimator adds, drops or changes
-the meaning of an output, so old cubes are set aside and recomputed, never mixed."""
-
-_HALF = "excess risk with the 1/2 factor, (1/2)||u - theta*||^2, noise floor excluded"
-LONG_NAMES: dict[str, str] = {
-    "risk_teacher": f"teacher {_HALF}",
-    "risk_direct": f"direct student (N true noisy labels) {_HALF}",
-    "risk_t2s": f"teacher-to-student student (n teacher labels) {_HALF}",
-    "risk_ceiling": f"ceiling student (n true noisy labels) {_HALF}",
-    "der": "data-efficiency ratio risk_direct / risk_t2s (KD gain > 1)",
-    "pgr": "performance gap recovered (risk_teacher - risk_t2s) / (risk_teacher - risk_ceiling)",
-    "w2s_ratio": "risk_t2s / risk_teacher (weak-to-strong iff < 1)",
-    "mode_teacher": f"teacher per-mode {_HALF}",
-    "mode_direct": f"direct student per-mode {_HALF}",
-    "mode_t2s": f"T2S student per-mode {_HALF}",
-    "mode_ceiling": f"ceiling student per-mode {_HALF}",
-    "curve_teacher": f"teacher {_HALF} after `step` SGD steps",
-    "curve_t2s": f"T2S student {_HALF} after `step` SGD steps",
-    "gamma0_t": "initial step size used by the teacher",
-    "gamma0_s": "initial step size used by the T2S student",
-    "gamma0_direct": "initial step size used by the direct student",
-    "gamma0_ceiling": "initial step size used by the ceiling student",
-    "gamma0_t_used": "initial step size used by the teacher (gamma0_t is a grid axis)",
-    "gamma0_s_used": "initial step size used by the T2S student (gamma0_s is a grid axis)",
-    "tune_edge_t": "1 if the teacher's tuned gamma0 is at an end of its list (optimum may be "
-                   "outside), 0 inside, NaN if not tuned",
-    "tune_edge_s": "1 if the T2S student's tuned gamma0 is at an end of its list, 0 inside, "
-                   "NaN if not tuned",
-    "tune_edge_direct": "1 if the direct student's tuned gamma0 is at an end of its list, "
-                        "0 inside, NaN if not tuned",
-    "tune_edge_ceiling": "1 if the ceiling student's tuned gamma0 is at an end of its list, "
-                         "0 inside, NaN if not tuned",
-    "status": "0 missing (not computed), 1 ok, 2 diverged (some run's risk passed "
-              "DIVERGED_FACTOR x its start; only the runs depending on it are NaN)",
-}
-
+the meaning of an output, so old cubes are set aside and recomputed, never mixed.
+(4: bound flags stored as int8 codes instead of float64; gamma0_*_used variables;
+5: tune_edge_* flags and divergence defined once, per run.)"""
 
 def with_ratios(out: dict[str, np.ndarray], suffix: str = "") -> dict[str, np.ndarray]:
     """Add der, pgr and w2s_ratio computed from the four risks (in place, returned)."""

@@ -1,14 +1,16 @@
-"""One sweep job: evaluate the missing points of a chunk as dask tasks and write its block.
+"""One sweep job: evaluate the missing points of a chunk as dask tasks and commit its block.
 
 A chunk's points are split into tasks per method, each a stack of points sharing
 (d, batch_t, batch_s) sorted by step count, so one task is one vectorised engine call.
-Points already in the cube are skipped, which makes a rerun after a kill, or after new
-values were added to an axis, compute only what is missing. The block is gathered in this
-process and written once.
+Each finished task is persisted at once (an immutable file in the cube's staging area), so a
+killed job keeps every finished task and its rerun computes only the rest; points already
+committed in the cube are skipped. The block is committed once, status last
+(:func:`ktsweep.sweep.store.commit_block`), then the chunk's record is written.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -18,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
-from ktsweep.engines.bounds import BOUND_NAMES
 from ktsweep.engines.dispatch import MCSettings, run
+from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
 from ktsweep.model.params import Point
-from ktsweep.model.quantities import STATUS, STEP_SIZES, TUNE_EDGES, step_size_variable
+from ktsweep.model.quantities import STEP_SIZES, TUNE_EDGES, step_size_variable
+from ktsweep.sweep import store
 from ktsweep.sweep.layout import Layout
-from ktsweep.sweep.store import check_compatible, read_block, variables, write_block
+from ktsweep.sweep.store import variables
 
 
 @dataclass
@@ -42,9 +46,19 @@ def evaluate_task(task: Task) -> dict[str, dict[str, np.ndarray]]:
     """Run one task (on a dask worker); pure function of its arguments.
 
     Monte Carlo runs with one torch thread on the CPU (mc.simulate's default): the job's
-    parallelism is its dask workers.
+    parallelism is its dask workers. Monte Carlo results carry ``device``: the torch device
+    this worker actually used (recorded per chunk and in the cube's ``mc_device``).
     """
-    return run(task.points, task.methods, task.checkpoints, task.mc)
+    out = run(task.points, task.methods, task.checkpoints, task.mc)
+    if "mc" in out:
+        from ktsweep.engines.mc import resolve_device
+
+        out["mc"]["device"] = np.array([str(resolve_device(task.mc.device))])
+    return out
+
+
+def _devices(results: dict[str, dict[str, np.ndarray]]) -> set[str]:
+    return {str(d) for d in results.get("mc", {}).get("device", [])}
 
 
 def missing(layout: Layout, block: dict[str, np.ndarray], index: Sequence[tuple[int, ...]]
@@ -53,10 +67,10 @@ def missing(layout: Layout, block: dict[str, np.ndarray], index: Sequence[tuple[
     out: dict[str, list[int]] = {}
     for m in layout.methods:
         if m == "bound":
-            todo = np.flatnonzero(block["bound_status"].reshape(-1) == 0)
+            todo = np.flatnonzero(block["bound_status"].reshape(-1) == BoundStatus.MISSING)
         else:
             k = layout.estimators.index(m)
-            todo = np.flatnonzero(block["status"][..., k].reshape(-1) == 0)
+            todo = np.flatnonzero(block["status"][..., k].reshape(-1) == Status.MISSING)
         if m == "mc":
             todo = [p for p in todo if layout.mc_selected(index[p])]
         out[m] = [int(p) for p in todo]
@@ -101,15 +115,15 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
     names = variables(layout)
     if method == "bound":
         for k in BOUND_NAMES:
-            block[k][where] = result[k]
-        block["bound_status"][where] = 1
+            block[k][where] = Flag.codes(result[k]) if k in BOUND_FLAGS else result[k]
+        block["bound_status"][where] = BoundStatus.COMPUTED
     else:
         m = layout.estimators.index(method)
-        for k, (dims, _) in names.items():
-            if dims and dims[0] == "estimator" and k in result:
+        for k, spec in names.items():
+            if spec.dims and spec.dims[0] == "estimator" and k in result:
                 value = result[k]
                 if k == "status":
-                    value = np.array([STATUS.index(str(s)) for s in value], dtype=np.int8)
+                    value = Status.codes(value)
                 _put(block[k], where + (m,), value)
         if method == "mc":
             for k in names:
@@ -191,20 +205,55 @@ def run_chunk(
     processes: bool | None = None,
     report: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-    """Compute the missing points of ``chunk`` and write its block; returns a summary."""
+    """Compute the missing points of ``chunk``, commit its block and write its record.
+
+    Returns the record (summary and the commit manifest), also written to the cube's
+    ``.commits/<chunk>.json``.
+    """
     start = time.perf_counter()
-    check_compatible(cube, layout)
+    store.check_compatible(cube, layout)
     index, points = layout.chunk_points(chunk)
-    block = read_block(cube, layout, chunk)
+    block, damage = store.read_block(cube, layout, chunk)
+    for d in damage:
+        report(f"[{chunk}] damaged block, all its points are recomputed: {d}")
+    kept, devices = [], set()
+    for f, positions, results in store.staged(cube, chunk):
+        for method, result in results.items():
+            merge(layout, block, positions, method, result)
+        kept.append(f)
+        devices |= _devices(results)
+    if kept:
+        report(f"[{chunk}] {len(kept)} finished tasks of an earlier run kept")
     todo = missing(layout, block, index)
     total = sum(len(v) for v in todo.values())
-    summary: dict[str, Any] = {"chunk": chunk, "layout_key": layout.layout_key(),
+    summary: dict[str, Any] = {"chunk": chunk, "cube_key": store.cube_key(layout),
                                "points": len(points),
-                               "computed": {m: len(v) for m, v in todo.items()}}
+                               "computed": {m: len(v) for m, v in todo.items()},
+                               "damage": damage, "staged_tasks_kept": len(kept)}
     if total == 0:
-        report(f"[{chunk}] all {len(points)} points already in the cube; nothing to do")
-        summary["seconds"] = time.perf_counter() - start
-        return summary
+        report(f"[{chunk}] all {len(points)} points already computed; committing")
+        staged_now: list[Path] = []
+    else:
+        staged_now = _compute(layout, chunk, cube, points, todo, block, threads, scheduler,
+                              processes, report, devices)
+    summary["manifest"] = store.commit_block(cube, layout, chunk, block)
+    summary["seconds"] = time.perf_counter() - start
+    summary["tasks"] = len(staged_now)
+    summary["mc_devices"] = sorted(devices)
+    store.failpoint("status")
+    store.write_record(cube, chunk, summary)
+    store.clear_staging(cube, chunk, kept + staged_now)
+    return summary
+
+
+def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequence[Point],
+             todo: dict[str, list[int]], block: dict[str, np.ndarray], threads: int,
+             scheduler: str | None, processes: bool | None, report: Callable[[str], Any],
+             devices: set[str]) -> list[Path]:
+    """Run the chunk's tasks on dask; stage and merge each as it finishes (staged files).
+
+    Devices Monte Carlo ran on are added to ``devices``."""
+    total = sum(len(v) for v in todo.values())
     if processes is None:
         processes = layout.config.dask.processes
     scheduler = scheduler or layout.config.dask.scheduler
@@ -212,6 +261,7 @@ def run_chunk(
     tasks = make_tasks(layout, points, todo, workers=1 if scheduler else max(1, threads))
     client, cluster = _client(threads, scheduler, processes, gpus)
     done = {m: 0 for m in todo}
+    files: list[Path] = []
     try:
         from distributed import as_completed
 
@@ -221,7 +271,10 @@ def run_chunk(
         owner = {f.key: t for f, t in zip(futures, tasks, strict=True)}
         for fut in as_completed(futures):
             task = owner[fut.key]
-            for method, result in fut.result().items():
+            results = fut.result()
+            files.append(store.stage(cube, chunk, task.positions, results))
+            devices |= _devices(results)
+            for method, result in results.items():
                 merge(layout, block, task.positions, method, result)
                 done[method] += len(task.points)
             counts = ", ".join(f"{m} {done[m]}/{len(todo[m])}" for m in todo)
@@ -230,35 +283,52 @@ def run_chunk(
         client.close()
         if cluster is not None:
             cluster.close()
-    write_block(cube, layout, chunk, block)
-    summary["seconds"] = time.perf_counter() - start
-    summary["tasks"] = len(tasks)
-    return summary
+    return files
 
 
-def summarize(layout: Layout, cube: str | os.PathLike, markers: Sequence[str] = ()
-              ) -> dict[str, Any]:
-    """Completeness of the cube (points still missing per method) and job totals."""
-    import json
+def summarize(layout: Layout, cube: str | os.PathLike,
+              link_at: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Verify the cube in full, count what is missing per method, and publish it if complete.
 
-    from ktsweep.sweep.store import open_cube
-
-    ds = open_cube(cube)
-    out: dict[str, Any] = {"name": layout.name, "points": layout.n_points,
+    Damage (any chunk missing, unreadable or unlike its commit record) is repaired so the
+    next run recomputes it, and raised as :class:`StoreError`. A complete cube gets
+    consolidated metadata and ``link_at`` (results/NAME/cube.zarr) is pointed at it.
+    """
+    check = store.verify(cube, full=True)
+    if check["problems"]:
+        done = store.repair(cube, check)
+        raise store.StoreError("the cube is damaged:\n  " + "\n  ".join(check["problems"])
+                               + "\n" + "\n".join(done) + "\nrerun the same snakemake "
+                               "command to recompute what was damaged")
+    ds = store.open_cube(cube, check=False)  # verified in full just above
+    out: dict[str, Any] = {"name": layout.name, "cube_key": store.cube_key(layout),
+                           "cube": str(cube), "points": layout.n_points,
                            "chunks": layout.n_chunks, "missing": {}}
     for m in layout.methods:
         if m == "bound":
-            miss = int((ds["bound_status"] == 0).sum())
+            miss = int((ds["bound_status"] == BoundStatus.MISSING).sum())
         else:
             status = ds["status"].isel(estimator=layout.estimators.index(m)).values
             if m == "mc":
-                miss = int(((status == 0) & layout.mc_mask).sum())
+                miss = int(((status == Status.MISSING) & layout.mc_mask).sum())
             else:
-                miss = int((status == 0).sum())
-            out[f"diverged_{m}"] = int((status == 2).sum())
+                miss = int((status == Status.MISSING).sum())
+            out[f"diverged_{m}"] = int((status == Status.DIVERGED).sum())
         if miss:
             out["missing"][m] = miss
-    jobs = [json.loads(Path(p).read_text()) for p in markers]
+    ds.close()
+    jobs = [json.loads(p.read_text()) for p in sorted(store.commits_dir(cube).glob("c*.json"))]
     out["computed"] = {m: sum(j["computed"].get(m, 0) for j in jobs) for m in layout.methods}
     out["job_seconds"] = float(sum(j.get("seconds", 0.0) for j in jobs))
+    out["unrecorded_chunks"] = check["unrecorded_chunks"]
+    if "mc" in layout.methods:
+        used = sorted({d for j in jobs for d in j.get("mc_devices", [])})
+        out["mc_device"] = ",".join(used) or "none"
+        zarr.open_group(str(cube), mode="r+", use_consolidated=False).attrs["mc_device"] = \
+            out["mc_device"]
+    if not out["missing"] and not check["uncommitted_chunks"]:
+        store.consolidate(cube)
+        store.failpoint("publish")
+        if link_at is not None:
+            store.link(cube, link_at)
     return out

@@ -1,21 +1,34 @@
-"""The result cube: one chunked zarr store that opens as an xarray Dataset.
+"""The result cubes: content-addressed zarr stores, committed chunk by chunk, verifiable.
 
-Dimensions are the grid axes (coordinates = axis values), ``method`` (exact, mc), ``mode``
-and ``step``. Zarr chunks along the grid axes are the sweep's job blocks, so concurrent
-jobs write disjoint chunk files; every chunk file is written atomically by zarr. Points not
-computed read as NaN with ``status`` 0 (missing). The store knows nothing of the engines:
-it maps result names to variables and blocks to regions.
+Layout of ``results/NAME/``::
+
+    cubes/<key>.zarr          one cube per identity (:func:`cube_key`), never overwritten
+    cubes/<key>.staging/      per-task results of chunks not yet committed (immutable .npz)
+    cubes/<key>.commits/      init.json and one commit record per chunk (Snakemake's markers)
+    cube.zarr -> cubes/<key>.zarr   symlink to the cube of the last finished sweep
+
+A cube directory appears under its final name only once complete (built under a temporary
+name, then renamed). A chunk's values become visible only with its status: the commit writes
+every other variable, syncs them, then ``status``/``bound_status``; its record lists each
+chunk file with size, mtime and SHA-256 so damage is found by name (:func:`verify`). Every
+chunk also carries a crc32c checksum that zarr checks on every read. Points not computed
+read as NaN with status 0 (missing). The store knows nothing of the engines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
+import hashlib
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,90 +37,73 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from ktsweep.engines.bounds import BOUND_NAMES
-from ktsweep.model.quantities import (
-    CURVES,
-    LONG_NAMES,
-    MODE_RISKS,
-    RATIOS,
-    RISKS,
-    SCHEMA_VERSION,
-    STATUS,
-    STEP_SIZES,
-    TUNE_EDGES,
-    step_size_variable,
-)
+from ktsweep.model.cubespec import RISK_NOTE, STATUS_VARS, VarSpec
+from ktsweep.model.cubespec import variables as spec_variables
+from ktsweep.model.quantities import SCHEMA_VERSION
 from ktsweep.sweep.layout import Layout, coordinate
 
-_RISK_NOTE = "risks carry the 1/2 factor: (1/2)||u - theta*||^2 (noise floor excluded)"
+WRITE = {"write_empty_chunks": True}
+"""Every chunk of a committed block exists as a file, so a missing file means damage."""
 
 
 class StoreError(RuntimeError):
     """The cube on disk is missing, broken or belongs to another sweep; says how to fix it."""
 
 
+def failpoint(name: str) -> None:
+    """Fault injection (benchmarks/fault_injection.py): with ``KTSWEEP_FAILPOINT=NAME:FLAG``
+    the whole process group is killed at the point ``NAME``, once (the flag file records
+    it). Inert without the variable. Points: init, values, status, stage, publish."""
+    spec = os.environ.get("KTSWEEP_FAILPOINT", "")
+    want, _, flag = spec.partition(":")
+    if want != name or not flag or os.path.exists(flag):
+        return
+    Path(flag).write_text(name)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+# -- names and places ---------------------------------------------------------------------
+def cube_key(layout: Layout) -> str:
+    """Identity of a cube: what changes its numbers (the result key) and its shape."""
+    ident = {"result": layout.result_key(), "schema": SCHEMA_VERSION,
+             "axes": {a: [str(coordinate([v])[0]) for v in vals]
+                      for a, vals in layout.axes.items()},
+             "methods": list(layout.methods), "chunks": list(layout.chunks)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def cube_path(layout: Layout, root: str | os.PathLike = "results") -> Path:
+    """Where the cube of ``layout`` lives (content-addressed)."""
+    return Path(root) / layout.name / "cubes" / f"{cube_key(layout)}.zarr"
+
+
+def link_path(layout: Layout, root: str | os.PathLike = "results") -> Path:
+    """The path users open: a symlink to the cube of the last finished sweep."""
     return Path(root) / layout.name / "cube.zarr"
 
 
-def variables(layout: Layout) -> dict[str, tuple[tuple[str, ...], str]]:
-    """Variable name → (extra dims after the grid axes, dtype) for this layout."""
-    est = bool(layout.estimators)
-    mc = "mc" in layout.methods
-    out: dict[str, tuple[tuple[str, ...], str]] = {}
-    if est:
-        for k in RISKS + RATIOS:
-            out[k] = (("estimator",), "float64")
-        out["status"] = (("estimator",), "int8")
-        for k in STEP_SIZES:
-            out[step_size_variable(k, layout.axes)] = ((), "float64")
-        for k in TUNE_EDGES:
-            out[k] = ((), "float64")
-        if layout.config.outputs.modes:
-            for k in MODE_RISKS:
-                out[k] = (("estimator", "mode"), "float32")
-        if layout.config.outputs.curves:
-            for k in CURVES:
-                out[k] = (("estimator", "step"), "float32")
-    if mc:
-        for k in RISKS + RATIOS:
-            out[f"{k}_se"] = ((), "float64")
-        if layout.config.outputs.modes:
-            for k in MODE_RISKS:
-                out[f"{k}_se"] = (("mode",), "float32")
-        if layout.config.outputs.curves:
-            for k in CURVES:
-                out[f"{k}_se"] = (("step",), "float32")
-    if "bound" in layout.methods:
-        for k in BOUND_NAMES:
-            out[k] = ((), "float64")
-        out["bound_status"] = ((), "int8")
-        if not est:
-            for k in STEP_SIZES:
-                out[step_size_variable(k, layout.axes)] = ((), "float64")
-            for k in TUNE_EDGES:
-                out[k] = ((), "float64")
-    return out
+def _real(cube: str | os.PathLike) -> Path:
+    """The cube's own path (results/NAME/cube.zarr is a symlink to it)."""
+    p = Path(cube)
+    return p.resolve() if p.is_symlink() else p
 
 
-def _long_name(name: str) -> str:
-    base = name[:-3] if name.endswith("_se") else name
-    text = LONG_NAMES.get(base, base.replace("_", " "))
-    if base.startswith(("bound_", "kstar_", "sandwich_")):
-        text = {
-            "bound_t2s": "Theorem 1 transfer upper bound on risk_t2s (min over delta)",
-            "bound_t2s_delta": "delta minimising the transfer bound",
-            "bound_t2s_holds": "1 if exact risk_t2s <= bound_t2s",
-            "bound_status": "0 missing, 1 computed",
-            "kstar_t2s": "student cutoff k*_S(delta) of the transfer bound",
-        }.get(base, base.replace("_", " ") + " (docs/science/bounds.md)")
-    if base.startswith("scope_"):
-        text = f"1 if the {base[6:]} run is in the proofs' scope (batch 1, geometric, planned " \
-               "for the run)"
-    if name == "step_condition":
-        text = "1 if every gamma0 satisfies the proofs' step-size condition"
-    return f"Monte Carlo standard error of {text}" if name.endswith("_se") else text
+def commits_dir(cube: str | os.PathLike) -> Path:
+    p = _real(cube)
+    return p.with_name(p.name.removesuffix(".zarr") + ".commits")
+
+
+def staging_dir(cube: str | os.PathLike) -> Path:
+    p = _real(cube)
+    return p.with_name(p.name.removesuffix(".zarr") + ".staging")
+
+
+def variables(layout: Layout) -> dict[str, VarSpec]:
+    """The cube's variables for this layout (see :mod:`ktsweep.model.cubespec`)."""
+    out = layout.config.outputs
+    return spec_variables(layout.methods, out.modes, out.curves, tuple(layout.axes))
 
 
 def _provenance() -> dict[str, Any]:
@@ -142,19 +138,11 @@ def template(layout: Layout) -> xr.Dataset:
              "mode": np.arange(1, layout.d_max + 1), "step": layout.checkpoints}
     coords.update(extra)
     data = {}
-    for name, (dims, dtype) in variables(layout).items():
-        shape = layout.shape + tuple(len(extra[d]) for d in dims)
-        chunks = layout.chunks + tuple(len(extra[d]) for d in dims)
-        fill = 0 if dtype == "int8" else np.nan
-        arr = da.full(shape, fill, dtype=dtype, chunks=chunks)
-        attrs = {"long_name": _long_name(name)}
-        if name.startswith(("risk_", "mode_", "curve_")):
-            attrs["units"] = "excess risk (1/2 convention)"
-            attrs["note"] = _RISK_NOTE
-        if name in ("status", "bound_status"):
-            attrs["flag_values"] = list(range(len(STATUS)))
-            attrs["flag_meanings"] = " ".join(STATUS)
-        data[name] = (tuple(axes) + dims, arr, attrs)
+    for name, spec in variables(layout).items():
+        shape = layout.shape + tuple(len(extra[d]) for d in spec.dims)
+        chunks = layout.chunks + tuple(len(extra[d]) for d in spec.dims)
+        arr = da.full(shape, spec.fill, dtype=spec.dtype, chunks=chunks)
+        data[name] = (tuple(axes) + spec.dims, arr, dict(spec.attrs))
     ds = xr.Dataset(data, coords=coords)
     ds["mode"].attrs["long_name"] = "eigen-mode index i (lambda_i = i^-alpha)"
     ds["step"].attrs["long_name"] = "SGD steps taken (learning-curve checkpoint)"
@@ -166,152 +154,587 @@ def template(layout: Layout) -> xr.Dataset:
         "ktsweep_schema": SCHEMA_VERSION,
         "ktsweep_config": layout.to_json(),
         "ktsweep_result_key": layout.result_key(),
-        "ktsweep_layout_key": layout.layout_key(),
-        "fixed": json.dumps(layout.fixed, sort_keys=True),
-        "risk_convention": _RISK_NOTE,
-        "mc_device": layout.config.mc.device,
+        "ktsweep_cube_key": cube_key(layout),
+        "risk_convention": RISK_NOTE,
+        "mc_device_requested": layout.config.mc.device,
         **_provenance(),
     })
     return ds
 
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Chunking plus zstd and a crc32c checksum on every array (coordinates too)."""
     enc: dict[str, dict[str, Any]] = {}
-    for name, var in ds.data_vars.items():
-        enc[name] = {"chunks": tuple(c[0] for c in var.chunks) if var.chunks else None}
-        if var.dtype == np.int8:
-            enc[name]["_FillValue"] = None
+    for name, var in ds.variables.items():
+        if var.dtype == object:
+            continue  # text coordinates: xarray picks their codec
+        enc[name] = {"compressors": [ZstdCodec(level=3), Crc32cCodec()]}
+        if name in ds.data_vars:
+            enc[name]["chunks"] = tuple(c[0] for c in var.chunks) if var.chunks else None
+            if var.dtype == np.int8:
+                enc[name]["_FillValue"] = None
     return enc
 
 
-def _write_template(ds: xr.Dataset, path: Path) -> None:
-    ds.to_zarr(path, mode="w", compute=False, encoding=_encoding(ds), consolidated=False)
-
-
+# -- reading ---------------------------------------------------------------------------------
 def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     """Attributes of an existing cube; :class:`StoreError` with the fix if it is unreadable."""
     p = Path(path)
     if not p.exists():
         raise StoreError(f"no cube at {p}: run the sweep first (snakemake --cores N)")
     try:
-        return dict(zarr.open_group(str(p), mode="r").attrs)
+        return dict(zarr.open_group(str(p), mode="r", use_consolidated=False).attrs)
     except Exception as err:  # zarr raises several types for a broken store
-        raise StoreError(f"{p} is not a readable zarr store ({err}); move it aside and rerun "
+        raise StoreError(f"{p} is not a readable zarr store ({type(err).__name__}: {err}); "
+                         f"run `ktsweep check {p.parent} --repair` or move it aside and rerun "
                          "the sweep to rebuild it") from None
 
 
-def open_cube(path: str | os.PathLike) -> xr.Dataset:
-    """Open a cube as an xarray Dataset (lazy), checking that it is a ktsweep cube."""
+def _consolidated(path: Path) -> bool:
+    try:
+        return "consolidated_metadata" in json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def open_cube(path: str | os.PathLike, check: bool = True) -> xr.Dataset:
+    """Open a cube as an xarray Dataset (lazy), checking that it is an intact ktsweep cube.
+
+    ``check`` runs the cheap verification (metadata, and every chunk file against its
+    commit record by size and mtime), so a damaged chunk is an error naming it, never a
+    number; every chunk read is also crc32c-checked by zarr.
+    """
     attrs = read_attrs(path)
     if "ktsweep_config" not in attrs:
         raise StoreError(f"{path} is a zarr store but not a ktsweep cube (no ktsweep_config "
                          "attribute)")
+    if check:
+        problems = verify(path, full=False)["problems"]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise StoreError(f"cube {path} is damaged: " + "; ".join(problems[:3]) + more
+                             + "; run `ktsweep check RESULTS_FOLDER --repair`, then rerun "
+                             "the sweep")
     try:
-        return xr.open_zarr(path, consolidated=False)
+        return xr.open_zarr(path, consolidated=_consolidated(Path(path)))
     except Exception as err:
-        raise StoreError(f"cube {path} cannot be opened ({err}); move it aside and rerun") from None
+        raise StoreError(f"cube {path} cannot be opened ({type(err).__name__}: {err}); run "
+                         "`ktsweep check` on its results folder") from None
 
 
+def layout_of(path: str | os.PathLike) -> Layout:
+    """The layout a cube was created for (from its ``ktsweep_config`` attribute)."""
+    attrs = read_attrs(path)
+    if "ktsweep_config" not in attrs:
+        raise StoreError(f"{path} is a zarr store but not a ktsweep cube")
+    return Layout.from_json(attrs["ktsweep_config"])
+
+
+# -- creation ----------------------------------------------------------------------------------
 def init_cube(layout: Layout, path: str | os.PathLike) -> str:
-    """Create the cube for ``layout``, or adapt an existing one keeping its results.
+    """Create the cube for ``layout`` at ``path`` unless a complete one is already there.
 
-    Returns what happened: ``created``, ``unchanged``, ``extended`` (same physics, new axis
-    values or methods: existing points copied over) or ``replaced`` (incompatible settings:
-    the old cube is kept beside it under a backup name, never deleted).
+    The new cube is built under a temporary name and renamed into place, so a cube under
+    its final name is always complete. Points already committed in a sibling cube with the
+    same result key (another grid of the same physics) are copied in; siblings are never
+    modified. A cube whose metadata is damaged is set aside, never deleted.
     """
     p = Path(path)
-    _recover_swap(p)
-    if not p.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-        _write_template(template(layout), p)
-        return "created"
-    attrs = read_attrs(p)
-    if attrs.get("ktsweep_layout_key") == layout.layout_key():
-        return "unchanged"
+    if p.exists():
+        problems = check_metadata(p, layout)
+        if not problems:
+            return "unchanged"
+        aside = _set_aside(p, "damaged")
+        note = f"; damaged cube set aside at {aside} ({problems[0]})"
+    else:
+        note = ""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    for stale in p.parent.glob(f".{p.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a killed init's half-built cube
+    shutil.rmtree(commits_dir(p), ignore_errors=True)  # records of a cube no longer there
+    tmp = p.with_name(f".{p.name}.tmp-{uuid.uuid4().hex[:8]}")
     new = template(layout)
-    if attrs.get("ktsweep_result_key") != layout.result_key():
-        backup = p.with_name(f"cube.{attrs.get('ktsweep_result_key', 'unknown')}.zarr")
-        if backup.exists():
-            shutil.rmtree(backup)
-        p.rename(backup)
-        _write_template(new, p)
-        return f"replaced (previous cube kept at {backup})"
-    old = open_cube(p)
-    tmp = p.with_name(p.name + ".new")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    _write_template(new, tmp)
-    _copy_overlap(old, new, tmp)
-    old.close()
-    aside = p.with_name(p.name + ".old")
-    p.rename(aside)
-    tmp.rename(p)
-    shutil.rmtree(aside)
-    return "extended"
+    new.to_zarr(tmp, mode="w-", compute=False, encoding=_encoding(new), consolidated=False)
+    copied = ""
+    source = _best_sibling(p, layout, new)
+    if source is not None:
+        n = _copy_committed(open_cube(source, check=False), new, tmp)  # verified: sibling
+        _fill_committed_chunks(tmp, layout)
+        copied = f"; {n} committed points copied from {source.name}"
+    _fsync_tree(tmp)
+    failpoint("init")
+    os.rename(tmp, p)
+    _fsync_dir(p.parent)
+    return "created" + copied + note
 
 
-def _recover_swap(p: Path) -> None:
-    """Finish or undo an interrupted :func:`init_cube` swap (kill between two renames)."""
-    aside, tmp = p.with_name(p.name + ".old"), p.with_name(p.name + ".new")
-    if not p.exists() and aside.exists():
-        aside.rename(p)
-    elif p.exists() and aside.exists():
-        shutil.rmtree(aside)
-    if tmp.exists():
-        shutil.rmtree(tmp)
+def _set_aside(p: Path, why: str) -> Path:
+    p = _real(p)
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
+    aside = p.with_name(f"{p.name.removesuffix('.zarr')}.{why}-{stamp}.zarr")
+    os.rename(p, aside)
+    commits = commits_dir(p)
+    if commits.exists():
+        os.rename(commits, commits_dir(aside))
+    return aside
 
 
-def _copy_overlap(old: xr.Dataset, new: xr.Dataset, path: Path) -> None:
-    """Copy every value of ``old`` whose coordinates also exist in ``new`` into ``path``.
+def _best_sibling(p: Path, layout: Layout, new: xr.Dataset) -> Path | None:
+    """The verified cube beside ``p`` with the same physics sharing most committed points."""
+    best, score = None, 0
+    for other in sorted(p.parent.glob("*.zarr")):
+        if other == p or other.name.startswith("."):
+            continue
+        try:
+            attrs = read_attrs(other)
+            if attrs.get("ktsweep_result_key") != layout.result_key():
+                continue
+            if verify(other)["problems"]:
+                continue  # a damaged cube is never a source of numbers
+            old = open_cube(other, check=False)
+        except StoreError:
+            continue
+        sel = _overlap(old, new)
+        if sel is None or "status" not in old.data_vars and "bound_status" not in old:
+            continue
+        name = "status" if "status" in old.data_vars else "bound_status"
+        n = int((old[name].isel(dict(zip(old[name].dims, sel[0], strict=False))) != 0).sum())
+        if n > score:
+            best, score = other, n
+    return best
 
-    Works in slabs along the first dimension (one new chunk length at a time), so memory
-    stays near one slab of the variable, not the whole variable.
+
+def _overlap(old: xr.Dataset, new: xr.Dataset) -> tuple[list, list] | None:
+    """Index arrays (old, new) of the grid coordinates both cubes hold, or None."""
+    sel_old, sel_new = [], []
+    for dim in [d for d in new.dims if d not in ("estimator", "mode", "step")]:
+        if dim not in old.dims:
+            return None
+        a, b = np.asarray(old[dim].values), np.asarray(new[dim].values)
+        _, ia, ib = np.intersect1d(a, b, return_indices=True)
+        if not len(ia):
+            return None
+        sel_old.append(ia)
+        sel_new.append(ib)
+    return sel_old, sel_new
+
+
+def _copy_committed(old: xr.Dataset, new: xr.Dataset, path: Path) -> int:
+    """Copy the values of points both cubes hold into ``path``; status variables last.
+
+    Works in slabs along the first grid axis, so memory stays near one slab of a variable.
+    Returns the number of points copied with a nonzero status.
     """
-    group = zarr.open_group(str(path), mode="r+")
-    for name in new.data_vars:
+    sel = _overlap(old, new)
+    if sel is None:
+        return 0
+    sel_old, sel_new = sel
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    order = [n for n in new.data_vars if n not in STATUS_VARS] + \
+        [n for n in STATUS_VARS if n in new.data_vars]
+    count = 0
+    for name in order:
         if name not in old.data_vars:
             continue
         var_old, var_new = old[name], new[name]
-        sel_old, sel_new = [], []
-        for dim in var_new.dims:
-            if dim not in var_old.dims:
-                break
+        o, n = list(sel_old), list(sel_new)
+        for dim in var_new.dims[len(sel_old):]:
             a, b = np.asarray(var_old[dim].values), np.asarray(var_new[dim].values)
-            common, ia, ib = np.intersect1d(a, b, return_indices=True)
-            sel_old.append(ia)
-            sel_new.append(ib)
-        else:
-            if any(len(s) == 0 for s in sel_old):
-                continue
-            slab = var_new.chunks[0][0] if var_new.chunks else len(sel_old[0])
-            for lo in range(0, len(sel_old[0]), slab):
-                part_old = [sel_old[0][lo:lo + slab], *sel_old[1:]]
-                part_new = (sel_new[0][lo:lo + slab], *sel_new[1:])
-                values = var_old.isel(dict(zip(var_new.dims, part_old, strict=True))).values
-                group[name].set_orthogonal_selection(part_new, values)
+            if dim == "mode" or not np.array_equal(a, b):
+                common, ia, ib = np.intersect1d(a, b, return_indices=True)
+            else:
+                ia = ib = np.arange(len(b))
+            o.append(ia)
+            n.append(ib)
+        arr = group[name].with_config(WRITE)
+        slab = var_new.chunks[0][0] if var_new.chunks else len(o[0])
+        for lo in range(0, len(o[0]), slab):
+            part_old = [o[0][lo:lo + slab], *o[1:]]
+            part_new = (n[0][lo:lo + slab], *n[1:])
+            values = var_old.isel(dict(zip(var_new.dims, part_old, strict=True))).values
+            arr.set_orthogonal_selection(part_new, values)
+            if name in STATUS_VARS:
+                count += int((values != 0).sum())
+    return count
 
 
-def read_block(path: str | os.PathLike, layout: Layout, chunk: str,
-               names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Current values of a chunk's block for the given variables (all by default)."""
-    group = zarr.open_group(str(path), mode="r")
+def _fill_committed_chunks(path: Path, layout: Layout) -> None:
+    """Give every chunk that received copied statuses a file for each variable (fill values
+    where the source had none, e.g. a new method), keeping "committed => all files exist"."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    for chunk in layout.chunk_ids():
+        files = chunk_files(path, layout, chunk)
+        if not any(files[n].exists() for n in STATUS_VARS if n in files):
+            continue
+        empty = empty_block(layout, chunk)
+        sl = layout.chunk_slices(chunk)
+        for name, f in files.items():
+            if not f.exists():
+                group[name].with_config(WRITE)[sl] = empty[name]
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            _fsync_file(Path(dirpath) / f)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # some file systems cannot sync a directory
+        _fsync_file(path)
+
+
+# -- chunk blocks --------------------------------------------------------------------------
+def _chunk_coords(layout: Layout, chunk: str, spec: VarSpec) -> tuple[int, ...]:
+    idx = int(chunk[1:])
+    return tuple(int(i) for i in np.unravel_index(idx, layout.chunk_grid)) + (0,) * len(spec.dims)
+
+
+@functools.lru_cache(maxsize=8)
+def _key_encoders(cube: str, key: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """Each variable's chunk-key encoder, read once per cube (not once per chunk)."""
+    group = zarr.open_group(cube, mode="r", use_consolidated=False)
+    return {name: group[name].metadata.encode_chunk_key for name in names}
+
+
+def chunk_files(cube: str | os.PathLike, layout: Layout, chunk: str) -> dict[str, Path]:
+    """Variable → the file holding that variable's values for ``chunk``."""
+    specs = variables(layout)
+    encode = _key_encoders(str(_real(cube)), cube_key(layout), tuple(specs))
+    return {name: Path(cube) / name / encode[name](_chunk_coords(layout, chunk, spec))
+            for name, spec in specs.items()}
+
+
+def empty_block(layout: Layout, chunk: str) -> dict[str, np.ndarray]:
+    """A chunk's block with nothing computed (fill values, every status missing)."""
     sl = layout.chunk_slices(chunk)
-    return {n: np.asarray(group[n][sl]) for n in (names or list(variables(layout)))}
+    base = tuple(s.stop - s.start for s in sl)
+    extra = {"estimator": len(layout.estimators), "mode": layout.d_max,
+             "step": len(layout.checkpoints)}
+    return {n: np.full(base + tuple(extra[d] for d in s.dims), s.fill, dtype=s.dtype)
+            for n, s in variables(layout).items()}
 
 
-def write_block(path: str | os.PathLike, layout: Layout, chunk: str,
-                block: Mapping[str, np.ndarray]) -> None:
-    """Write whole chunk blocks (one zarr chunk per variable, atomically per file)."""
-    group = zarr.open_group(str(path), mode="r+")
+def read_block(path: str | os.PathLike, layout: Layout, chunk: str
+               ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A chunk's committed values, and the damage found (then the block reads as empty).
+
+    Values of a block without status files were never committed and are not read. A block
+    whose status was committed must have every variable's chunk file, readable (crc32c
+    checked by zarr); otherwise no value of it is trusted and all its points are recomputed.
+    """
+    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
     sl = layout.chunk_slices(chunk)
-    for name, values in block.items():
-        group[name][sl] = values
+    files = chunk_files(path, layout, chunk)
+    committed = any(files[n].exists() for n in STATUS_VARS if n in files)
+    if not committed:  # values without a status were never committed: trust none of them
+        return empty_block(layout, chunk), []
+    block, damage = {}, []
+    for name in variables(layout):
+        if committed and not files[name].exists():
+            damage.append(f"{name}: chunk file missing")
+            continue
+        try:
+            block[name] = np.asarray(group[name][sl])
+        except Exception as err:
+            damage.append(f"{name}: unreadable ({type(err).__name__}: {err})")
+    if damage:
+        return empty_block(layout, chunk), damage
+    return block, []
+
+
+def commit_block(path: str | os.PathLike, layout: Layout, chunk: str,
+                 block: Mapping[str, np.ndarray]) -> dict[str, list]:
+    """Write a chunk's block: values, sync, then status last; returns the commit manifest."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    sl = layout.chunk_slices(chunk)
+    files = chunk_files(path, layout, chunk)
+    names = [n for n in block if n not in STATUS_VARS] + [n for n in STATUS_VARS if n in block]
+    for i, name in enumerate(names):
+        if name in STATUS_VARS and names[i - 1] not in STATUS_VARS:
+            for other in names[:i]:
+                _fsync_file(files[other])  # every value durable before any status
+            failpoint("values")
+        group[name].with_config(WRITE)[sl] = block[name]
+    for name in STATUS_VARS:
+        if name in files:
+            _fsync_file(files[name])
+    return manifest(path, files)
+
+
+def manifest(cube: str | os.PathLike, files: Mapping[str, Path]) -> dict[str, list]:
+    """Relative path → [size, mtime_ns, sha256] of each file (the chunk's commit record)."""
+    out = {}
+    for path in files.values():
+        st = path.stat()
+        out[str(path.relative_to(cube))] = [st.st_size, st.st_mtime_ns,
+                                            hashlib.sha256(path.read_bytes()).hexdigest()]
+    return out
+
+
+def write_record(cube: str | os.PathLike, chunk: str, record: Mapping[str, Any]) -> Path:
+    """Write a chunk's commit record (also the workflow's marker) atomically."""
+    path = commits_dir(cube) / f"{chunk}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def reset_chunk(cube: str | os.PathLike, layout: Layout, chunk: str) -> None:
+    """Mark a chunk uncomputed: drop its status files and commit record (values stay hidden)."""
+    for name, f in chunk_files(cube, layout, chunk).items():
+        if name in STATUS_VARS:
+            f.unlink(missing_ok=True)
+    (commits_dir(cube) / f"{chunk}.json").unlink(missing_ok=True)
+
+
+# -- staging: work kept per dask task --------------------------------------------------------
+def stage(cube: str | os.PathLike, chunk: str, positions: list[int],
+          results: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
+    """Persist one finished task (method → name → array) as an immutable file."""
+    folder = staging_dir(cube) / chunk
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"positions": np.asarray(positions, dtype=np.int64)}
+    for method, res in results.items():
+        for k, v in res.items():
+            arrays[f"{method}/{k}"] = np.asarray(v)
+    final = folder / f"{uuid.uuid4().hex}.npz"
+    tmp = folder / f".{final.name}.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, final)
+    _fsync_dir(folder)
+    failpoint("stage")
+    return final
+
+
+def staged(cube: str | os.PathLike, chunk: str
+           ) -> Iterator[tuple[Path, list[int], dict[str, dict[str, np.ndarray]]]]:
+    """Finished tasks of a chunk not yet committed: (file, positions, results)."""
+    folder = staging_dir(cube) / chunk
+    for f in sorted(folder.glob("*.npz")) if folder.exists() else []:
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                positions = [int(i) for i in z["positions"]]
+                results: dict[str, dict[str, np.ndarray]] = {}
+                for key in z.files:
+                    if "/" in key:
+                        method, name = key.split("/", 1)
+                        results.setdefault(method, {})[name] = z[key]
+        except Exception:  # written by rename, so only outside damage gets here
+            f.unlink(missing_ok=True)
+            continue
+        yield f, positions, results
+
+
+def clear_staging(cube: str | os.PathLike, chunk: str, files: list[Path]) -> None:
+    for f in files:
+        f.unlink(missing_ok=True)
+    folder = staging_dir(cube) / chunk
+    for junk in folder.glob(".*.tmp"):
+        junk.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # left when another writer is still staging
+        folder.rmdir()
 
 
 def check_compatible(path: str | os.PathLike, layout: Layout) -> None:
-    """Refuse to write a layout's chunks into a cube made for another layout."""
+    """Refuse to write a layout's chunks into a cube made for another identity."""
     attrs = read_attrs(path)
-    if attrs.get("ktsweep_layout_key") != layout.layout_key():
-        raise StoreError(f"cube {path} was laid out for another config (layout "
-                         f"{attrs.get('ktsweep_layout_key')} != {layout.layout_key()}); "
-                         "run the workflow (it re-initialises the cube) instead of a single job")
+    if attrs.get("ktsweep_cube_key") != cube_key(layout):
+        raise StoreError(f"cube {path} was made for another config (cube key "
+                         f"{attrs.get('ktsweep_cube_key')} != {cube_key(layout)}); run the "
+                         "workflow (it creates the right cube) instead of a single job")
+
+
+# -- verification --------------------------------------------------------------------------
+def check_metadata(path: str | os.PathLike, layout: Layout | None = None) -> list[str]:
+    """Cheap structural check: root and every variable's metadata readable, axes as laid out."""
+    p = Path(path)
+    try:
+        attrs = read_attrs(p)
+        layout = layout or Layout.from_json(attrs["ktsweep_config"])
+    except (StoreError, KeyError, ValueError) as err:
+        return [f"root metadata: {err}"]
+    if attrs.get("ktsweep_cube_key") != cube_key(layout):
+        return [f"root metadata: cube key {attrs.get('ktsweep_cube_key')} does not match "
+                f"its config ({cube_key(layout)})"]
+    problems = []
+    group = zarr.open_group(str(p), mode="r", use_consolidated=False)
+    for name in variables(layout):
+        try:
+            group[name]
+        except Exception as err:
+            problems.append(f"variable {name}: metadata missing or unreadable "
+                            f"({type(err).__name__})")
+    for axis, values in layout.axes.items():
+        try:
+            got = np.asarray(group[axis][:])
+            want = coordinate(values)
+            same = (np.array_equal(got.astype(np.float64), want) if want.dtype.kind == "f"
+                    else [str(x) for x in got] == [str(x) for x in want])
+        except Exception as err:
+            problems.append(f"coordinate {axis}: unreadable ({type(err).__name__})")
+            continue
+        if not same:
+            problems.append(f"coordinate {axis}: values differ from the config")
+    return problems
+
+
+def verify(path: str | os.PathLike, full: bool = True) -> dict[str, Any]:
+    """Check a cube: metadata, then every chunk of every variable against its commit record.
+
+    ``full`` decodes every chunk (crc32c) and compares SHA-256 with the record; otherwise
+    only file presence, size and mtime are compared (cheap: no data read). Returns
+    ``problems`` (by variable and chunk), ``damaged_chunks``, ``uncommitted_chunks`` (not
+    computed yet) and ``unrecorded_chunks`` (values and status written, record not yet).
+    """
+    p = Path(path)
+    problems = check_metadata(p)
+    report: dict[str, Any] = {"cube": str(p), "problems": problems, "damaged_chunks": [],
+                              "uncommitted_chunks": [], "unrecorded_chunks": []}
+    if problems:
+        return report
+    layout = layout_of(p)
+    group = zarr.open_group(str(p), mode="r", use_consolidated=False)
+    for chunk in layout.chunk_ids():
+        files = chunk_files(p, layout, chunk)
+        record = _read_record(commits_dir(p) / f"{chunk}.json")
+        committed = any(files[n].exists() for n in STATUS_VARS if n in files)
+        if record is None and not committed:
+            report["uncommitted_chunks"].append(chunk)
+            continue
+        bad = []
+        for name, f in files.items():
+            rel = str(f.relative_to(p))
+            if not f.exists():
+                bad.append(f"variable {name}: chunk file {rel} missing")
+                continue
+            want = (record or {}).get(rel)
+            st = f.stat()
+            if want is not None and [st.st_size, st.st_mtime_ns] != want[:2] and not full:
+                bad.append(f"variable {name}: chunk file {rel} changed since its commit")
+            if full:
+                if want is not None and hashlib.sha256(f.read_bytes()).hexdigest() != want[2]:
+                    bad.append(f"variable {name}: chunk file {rel} content does not match "
+                               "its commit record")
+                    continue
+                try:
+                    group[name][layout.chunk_slices(chunk)]
+                except Exception as err:
+                    bad.append(f"variable {name}: chunk file {rel} unreadable "
+                               f"({type(err).__name__}: {err})")
+        if record is None:  # killed between the status write and the record: rerun commits
+            report["unrecorded_chunks"].append(chunk)
+        if bad:
+            report["damaged_chunks"].append(chunk)
+            problems.extend(f"chunk {chunk}: {b}" for b in bad)
+    return report
+
+
+def _read_record(path: Path) -> dict[str, list] | None:
+    try:
+        return json.loads(path.read_text())["manifest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def repair(path: str | os.PathLike, report: Mapping[str, Any]) -> list[str]:
+    """Make the damage in ``report`` recomputable: reset damaged chunks, set aside a cube
+    whose metadata is broken. Nothing is deleted but status files and commit records."""
+    p = Path(path)
+    done = []
+    if report["problems"] and not report["damaged_chunks"]:
+        aside = _set_aside(p, "damaged")
+        return [f"cube metadata damaged: set aside at {aside}; the next run rebuilds it"]
+    layout = layout_of(p)
+    for chunk in report["damaged_chunks"]:
+        reset_chunk(p, layout, chunk)
+        done.append(f"chunk {chunk} reset: the next run recomputes it")
+    return done
+
+
+def link(cube: str | os.PathLike, at: str | os.PathLike) -> None:
+    """Point ``at`` (results/NAME/cube.zarr) at ``cube`` atomically; an old real directory
+    there (a cube from before content addressing) is set aside, never deleted."""
+    at, cube = Path(at), Path(cube)
+    if at.exists() and not at.is_symlink():
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
+        os.rename(at, at.with_name(f"cube.legacy-{stamp}.zarr"))
+    tmp = at.with_name(f".{at.name}.link-{uuid.uuid4().hex[:8]}")
+    os.symlink(os.path.relpath(cube, at.parent), tmp)
+    os.replace(tmp, at)
+
+
+def consolidate(cube: str | os.PathLike) -> None:
+    """Write consolidated metadata (once the sweep is complete) so readers open it in one go."""
+    zarr.consolidate_metadata(str(cube))
+
+
+def plan_check(layout: Layout, root: str | os.PathLike = "results") -> list[str]:
+    """Cheap checks before the workflow plans its jobs; returns what was reset.
+
+    A commit record whose chunk files vanished or changed (size or mtime) is removed with
+    the chunk's status files, so that chunk reruns; a cube whose metadata is broken is set
+    aside with its records, so it is rebuilt; a summary (cube.json) of another cube or of a
+    link that no longer resolves to this cube is removed, so the cube is verified and
+    published again. No data file is read, none is deleted.
+    """
+    cube = cube_path(layout, root)
+    commits = commits_dir(cube)
+    lines: list[str] = []
+    if (commits / "init.json").exists():
+        if not cube.exists():
+            shutil.rmtree(commits)
+            lines.append(f"{cube} is gone: its records removed, it will be rebuilt")
+        else:
+            problems = check_metadata(cube, layout)
+            if problems:
+                aside = _set_aside(cube, "damaged")
+                lines.append(f"{cube}: {problems[0]}; set aside at {aside}, rebuilt now")
+    for record in sorted(commits.glob("c*.json")) if commits.exists() else []:
+        try:
+            files = json.loads(record.read_text())["manifest"]
+        except (OSError, ValueError, KeyError, TypeError):
+            record.unlink(missing_ok=True)
+            lines.append(f"{record.name}: unreadable commit record removed; chunk reruns")
+            continue
+        changed = []
+        for rel, (size, mtime, _) in files.items():
+            try:
+                st = (cube / rel).stat()
+            except OSError:
+                changed.append(f"{rel} missing")
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime):
+                changed.append(f"{rel} changed")
+        if changed:
+            for rel in files:
+                if rel.split("/")[0] in STATUS_VARS:
+                    (cube / rel).unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
+            lines.append(f"chunk {record.stem}: {', '.join(changed)}; reset, it reruns")
+    summary = Path(root) / layout.name / "cube.json"
+    if summary.exists():
+        try:
+            key = json.loads(summary.read_text()).get("cube_key")
+        except (OSError, ValueError):
+            key = None
+        at = link_path(layout, root)
+        linked = at.is_symlink() and at.resolve() == cube.resolve() and cube.exists()
+        if key != cube_key(layout) or not linked or lines:
+            summary.unlink()
+            lines.append(f"{summary} does not describe the current cube: it is rebuilt")
+    return lines

@@ -1,24 +1,26 @@
-# The sweep: lay out the cube, compute it chunk by chunk, check it is complete.
+# The sweep: create the cube, compute it chunk by chunk, verify and publish.
 
 
 rule init_cube:
+    input:
+        layout=ancient(LAYOUT_FILE),
     output:
-        f"{STATE}/layout-{KEY}.json",
+        f"{COMMITS}/init.json",
     log:
         f"{LOGS}/init_cube.log",
     params:
-        layout=LAYOUT.to_json(),
-        cube=CUBE,
+        cube=CUBE_DIR,
     localrule: True
     shell:
-        "{KTSWEEP} init-cube {params.layout:q} --cube {params.cube} --marker {output} > {log} 2>&1"
+        "{KTSWEEP} init-cube {input.layout} --cube {params.cube} > {log} 2>&1"
 
 
 rule simulate:
     input:
-        rules.init_cube.output,
+        layout=ancient(LAYOUT_FILE),
+        init=rules.init_cube.output,
     output:
-        f"{STATE}/{KEY}/{{chunk}}.json",
+        f"{COMMITS}/{{chunk}}.json",
     log:
         f"{LOGS}/simulate/{{chunk}}.log",
     wildcard_constraints:
@@ -29,24 +31,25 @@ rule simulate:
         runtime=lambda wc, attempt: LAYOUT.config.jobs.runtime * attempt,
         gpu=simulate_gpus(),
     params:
-        cube=CUBE,
+        cube=CUBE_DIR,
         scheduler=scheduler_flag(),
     shell:
-        "{KTSWEEP} run-chunk {input} {wildcards.chunk} --cube {params.cube} "
-        "--threads {threads} {params.scheduler} --marker {output} > {log} 2>&1"
+        "{KTSWEEP} run-chunk {input.layout} {wildcards.chunk} --cube {params.cube} "
+        "--threads {threads} {params.scheduler} > {log} 2>&1"
 
 
 rule cube:
     input:
-        layout=rules.init_cube.output,
+        layout=ancient(LAYOUT_FILE),
         chunks=chunk_markers,
     output:
         f"{OUT}/cube.json",
     log:
         f"{LOGS}/cube.log",
     params:
-        cube=CUBE,
+        cube=CUBE_DIR,
+        link=CUBE,
     localrule: True
     shell:
-        "{KTSWEEP} summarize {input.layout} --cube {params.cube} "
-        "--markers {input.chunks} --out {output} > {log} 2>&1"
+        "{KTSWEEP} summarize {input.layout} --cube {params.cube} --link {params.link} "
+        "--out {output} > {log} 2>&1"

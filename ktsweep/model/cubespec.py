@@ -1,0 +1,199 @@
+"""The cube specification: every variable's name, dims, dtype, long name, units and flags.
+
+Engines return arrays keyed by these names; the store creates the cube from
+:func:`variables`, the runner fills it, the CLI and analysis read it. Status codes are
+:class:`Status` everywhere between the engine's result and the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from ktsweep.model.quantities import (
+    CURVES,
+    MODE_RISKS,
+    RATIOS,
+    RISKS,
+    STEP_SIZES,
+    TUNE_EDGES,
+    step_size_variable,
+)
+
+
+class Status(IntEnum):
+    """State of one (point, estimator) cell of the cube, as stored in ``status``."""
+
+    MISSING = 0
+    OK = 1
+    DIVERGED = 2
+
+    @classmethod
+    def codes(cls, values: Iterable[Any]) -> np.ndarray:
+        """Engine statuses (``Status``, codes or names such as ``"ok"``) → int8 codes."""
+        out = []
+        for v in values:
+            if isinstance(v, str | np.str_):
+                out.append(cls[str(v).upper()])
+            else:
+                out.append(cls(int(v)))
+        return np.array(out, dtype=np.int8)
+
+
+class BoundStatus(IntEnum):
+    """State of a point's bound quantities, as stored in ``bound_status``."""
+
+    MISSING = 0
+    COMPUTED = 1
+
+
+RUNS = ("teacher", "direct", "ceiling")
+BOUND_VALUES: tuple[str, ...] = tuple(
+    [f"bound_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
+    + [f"kstar_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
+    + ["bound_t2s", "bound_t2s_delta", "kstar_t2s"]
+)
+VERDICTS: tuple[str, ...] = (*(f"sandwich_{r}" for r in RUNS), "bound_t2s_holds")
+"""Flags comparing a bound with the exact risk: undetermined where that risk diverged."""
+BOUND_FLAGS: tuple[str, ...] = (*VERDICTS, *(f"scope_{r}" for r in RUNS), "step_condition")
+"""Yes/no findings of the bound estimator, stored as int8 with flag attributes."""
+
+
+class Flag(IntEnum):
+    """Codes of the bound estimator's yes/no findings (``BOUND_FLAGS``) in the cube."""
+
+    NO = 0
+    YES = 1
+    UNDETERMINED = 2
+
+    @classmethod
+    def codes(cls, values: np.ndarray) -> np.ndarray:
+        """Engine flags (1.0 / 0.0, NaN: no verdict) → int8 codes; anything else is an error."""
+        v = np.asarray(values, dtype=np.float64)
+        ok = np.isnan(v) | (v == 0) | (v == 1)
+        if not ok.all():
+            raise ValueError(f"flag values must be 0, 1 or NaN, got {v[~ok][:3]}")
+        return np.where(np.isnan(v), cls.UNDETERMINED, v).astype(np.int8)
+BOUND_NAMES: tuple[str, ...] = BOUND_VALUES + BOUND_FLAGS
+STATUS_VARS = ("status", "bound_status")
+"""Variables that commit a point: written last, after every other value is durable."""
+
+RISK_UNITS = "excess risk (1/2 convention)"
+RISK_NOTE = "risks carry the 1/2 factor: (1/2)||u - theta*||^2 (noise floor excluded)"
+_HALF = "excess risk with the 1/2 factor, (1/2)||u - theta*||^2, noise floor excluded"
+LONG_NAMES: dict[str, str] = {
+    "risk_teacher": f"teacher {_HALF}",
+    "risk_direct": f"direct student (N true noisy labels) {_HALF}",
+    "risk_t2s": f"teacher-to-student student (n teacher labels) {_HALF}",
+    "risk_ceiling": f"ceiling student (n true noisy labels) {_HALF}",
+    "der": "data-efficiency ratio risk_direct / risk_t2s (KD gain > 1)",
+    "pgr": "performance gap recovered (risk_teacher - risk_t2s) / (risk_teacher - risk_ceiling)",
+    "w2s_ratio": "risk_t2s / risk_teacher (weak-to-strong iff < 1)",
+    "mode_teacher": f"teacher per-mode {_HALF}",
+    "mode_direct": f"direct student per-mode {_HALF}",
+    "mode_t2s": f"T2S student per-mode {_HALF}",
+    "mode_ceiling": f"ceiling student per-mode {_HALF}",
+    "curve_teacher": f"teacher {_HALF} after `step` SGD steps",
+    "curve_t2s": f"T2S student {_HALF} after `step` SGD steps",
+    "gamma0_t": "initial step size used by the teacher",
+    "gamma0_s": "initial step size used by the T2S student",
+    "gamma0_direct": "initial step size used by the direct student",
+    "gamma0_ceiling": "initial step size used by the ceiling student",
+    "gamma0_t_used": "initial step size used by the teacher (gamma0_t is a grid axis)",
+    "gamma0_s_used": "initial step size used by the T2S student (gamma0_s is a grid axis)",
+    **{f"tune_edge_{r}": f"1 if the {w} tuned gamma0 is at an end of its list (the optimum "
+       "may lie outside it), 0 inside, NaN if not tuned"
+       for r, w in (("t", "teacher's"), ("s", "T2S student's"), ("direct", "direct student's"),
+                    ("ceiling", "ceiling student's"))},
+    "status": "state of the point for this estimator (see flag_meanings); diverged: some run's "
+              "risk passed DIVERGED_FACTOR x its start, only the runs depending on it are NaN",
+    "bound_status": "state of the point's bound quantities (see flag_meanings)",
+    "bound_t2s": "Theorem 1 transfer upper bound on risk_t2s (min over delta)",
+    "bound_t2s_delta": "delta minimising the transfer bound",
+    "kstar_t2s": "student cutoff k*_S(delta) of the transfer bound",
+    "bound_t2s_holds": "whether exact risk_t2s <= bound_t2s",
+    "step_condition": "whether every gamma0 satisfies the proofs' step-size condition",
+    **{f"scope_{r}": f"whether the {r} run is in the proofs' scope (batch 1, geometric, "
+       "planned for the run)" for r in RUNS},
+    **{f"sandwich_{r}": f"whether bound_lower_{r} <= exact risk_{r} <= bound_upper_{r}"
+       for r in RUNS},
+    **{f"bound_{s}_{r}": f"{s} bound on the {r} excess risk (docs/science/bounds.md)"
+       for r in RUNS for s in ("upper", "lower")},
+    **{f"kstar_{s}_{r}": f"cutoff k* of the {s} bound on the {r} run (docs/science/bounds.md)"
+       for r in RUNS for s in ("upper", "lower")},
+}
+
+
+@dataclass(frozen=True)
+class VarSpec:
+    """One cube variable: dims after the grid axes, dtype, fill value and attributes."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fill(self) -> Any:
+        return 0 if self.dtype == "int8" else np.nan
+
+
+def _flags(enum: type[IntEnum]) -> dict[str, Any]:
+    return {"flag_values": [int(e) for e in enum],
+            "flag_meanings": " ".join(e.name.lower() for e in enum)}
+
+
+
+
+def attrs_of(name: str) -> dict[str, Any]:
+    """Attributes of a variable (``_se`` names describe the standard error of their base)."""
+    base = name[:-3] if name.endswith("_se") else name
+    text = LONG_NAMES[base]
+    attrs: dict[str, Any] = {"long_name": f"Monte Carlo standard error of {text}"
+                             if name.endswith("_se") else text}
+    if base.startswith(("risk_", "mode_", "curve_")):
+        attrs["units"] = RISK_UNITS
+        attrs["note"] = RISK_NOTE
+    if name == "status":
+        attrs.update(_flags(Status))
+    elif name == "bound_status":
+        attrs.update(_flags(BoundStatus))
+    elif name in VERDICTS:
+        attrs.update(_flags(Flag))
+    elif name in BOUND_FLAGS:
+        attrs.update({"flag_values": [int(Flag.NO), int(Flag.YES)], "flag_meanings": "no yes"})
+    return attrs
+
+
+def variables(methods: Iterable[str], modes: bool, curves: bool, axes: Iterable[str] = ()
+              ) -> dict[str, VarSpec]:
+    """Every variable of a cube computed with ``methods`` (and per-mode / curve outputs) over
+    grid ``axes`` (a step size that is an axis is stored as ``<name>_used``)."""
+    methods, axes = tuple(methods), tuple(axes)
+    est = any(m in methods for m in ("exact", "mc"))
+    specs: list[tuple[str, tuple[str, ...], str]] = []
+    if est:
+        specs += [(k, ("estimator",), "float64") for k in RISKS + RATIOS]
+        specs.append(("status", ("estimator",), "int8"))
+        if modes:
+            specs += [(k, ("estimator", "mode"), "float32") for k in MODE_RISKS]
+        if curves:
+            specs += [(k, ("estimator", "step"), "float32") for k in CURVES]
+    if est or "bound" in methods:
+        specs += [(step_size_variable(k, axes), (), "float64") for k in STEP_SIZES]
+        specs += [(k, (), "float64") for k in TUNE_EDGES]
+    if "mc" in methods:
+        specs += [(f"{k}_se", (), "float64") for k in RISKS + RATIOS]
+        if modes:
+            specs += [(f"{k}_se", ("mode",), "float32") for k in MODE_RISKS]
+        if curves:
+            specs += [(f"{k}_se", ("step",), "float32") for k in CURVES]
+    if "bound" in methods:
+        specs += [(k, (), "float64") for k in BOUND_VALUES]
+        specs += [(k, (), "int8") for k in BOUND_FLAGS]
+        specs.append(("bound_status", (), "int8"))
+    return {n: VarSpec(n, dims, dtype, attrs_of(n)) for n, dims, dtype in specs}
