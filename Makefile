@@ -1,6 +1,7 @@
 # ktsweep: one command each to set up and run the default sweep, or to run the tests.
 #   make run    # fresh machine -> .venv -> snakemake --cores 2 on config/config.yaml
-#   make test   # fresh machine -> .venv -> ruff + GPU rehearsal + pytest + strict docs (CI, via .ci/run)
+#   make test   # fresh machine -> .venv -> ruff + workflow lint + GPU rehearsal + pytest + strict docs
+#                 (what CI runs, via .ci/run)
 #   make docs   # the documentation site (docs/ -> site/), warnings as errors
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,6 +29,7 @@ run: setup
 # or gpu, then the docs build.
 test: setup
 	$(BIN)/ruff check ktsweep tests benchmarks .ci
+	BIN=$(BIN) bash .ci/lint-workflow
 	$(MAKE) gpu-rehearsal
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
 	$(MAKE) --no-print-directory docs

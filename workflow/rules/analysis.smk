@@ -9,11 +9,12 @@ rule fits:
         md=f"{OUT}/fits.md",
     log:
         f"{LOGS}/fits.log",
-    params:
-        cube=CUBE,
     localrule: True
+    params:
+        ktsweep=KTSWEEP,
+        cube=CUBE,
     shell:
-        "{KTSWEEP} fits {params.cube} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "{params.ktsweep} fits {params.cube} --csv {output.csv} --md {output.md} > {log} 2>&1"
 
 
 rule figures:
@@ -23,9 +24,10 @@ rule figures:
         figure_outputs(),
     log:
         f"{LOGS}/figures.log",
-    params:
-        cube=CUBE,
-        outdir=f"{OUT}/figures",
     localrule: True
+    params:
+        ktsweep=KTSWEEP,
+        cube=CUBE,
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "{KTSWEEP} figures {params.cube} --outdir {params.outdir} > {log} 2>&1"
+        "{params.ktsweep} figures {params.cube} --outdir {params.outdir} > {log} 2>&1"

@@ -1,4 +1,5 @@
 # Config validation and input functions; rule files hold rules only.
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -64,8 +65,11 @@ def figure_outputs():
 
     # (a line may not start with `report(`: Snakemake would read it as the report keyword)
     figures, captions = planned_figures(LAYOUT), f"{workflow.basedir}/report"
-    return [report(f"{OUT}/figures/{f}.png", caption=f"{captions}/{f}.rst", category="Figures")
-            for f in figures]
+    outputs = []
+    for f in figures:
+        png, caption = f"{OUT}/figures/{f}.png", f"{captions}/{f}.rst"
+        outputs.append(report(png, caption=caption, category="Figures"))
+    return outputs
 
 
 def final_outputs():
@@ -78,7 +82,9 @@ def simulate_threads():
 
 def simulate_gpus():
     """GPUs a chunk job requests: jobs.gpus, else 1 when Monte Carlo is set to run on cuda."""
-    return LAYOUT.config.jobs.gpus_per_job(LAYOUT.config.mc.device, "mc" in LAYOUT.methods)
+    return LAYOUT.config.jobs.gpus_per_job(
+        LAYOUT.config.mc.device, "mc" in LAYOUT.methods
+    )
 
 
 def scheduler_flag():

@@ -8,11 +8,12 @@ rule init_cube:
         f"{COMMITS}/init.json",
     log:
         f"{LOGS}/init_cube.log",
-    params:
-        cube=CUBE_DIR,
     localrule: True
+    params:
+        ktsweep=KTSWEEP,
+        cube=CUBE_DIR,
     shell:
-        "{KTSWEEP} init-cube {input.layout} --cube {params.cube} > {log} 2>&1"
+        "{params.ktsweep} init-cube {input.layout} --cube {params.cube} > {log} 2>&1"
 
 
 rule simulate:
@@ -31,10 +32,11 @@ rule simulate:
         runtime=lambda wc, attempt: LAYOUT.config.jobs.runtime * attempt,
         gpu=simulate_gpus(),
     params:
+        ktsweep=KTSWEEP,
         cube=CUBE_DIR,
         scheduler=scheduler_flag(),
     shell:
-        "{KTSWEEP} run-chunk {input.layout} {wildcards.chunk} --cube {params.cube} "
+        "{params.ktsweep} run-chunk {input.layout} {wildcards.chunk} --cube {params.cube} "
         "--threads {threads} {params.scheduler} > {log} 2>&1"
 
 
@@ -46,10 +48,11 @@ rule cube:
         f"{OUT}/cube.json",
     log:
         f"{LOGS}/cube.log",
+    localrule: True
     params:
+        ktsweep=KTSWEEP,
         cube=CUBE_DIR,
         link=CUBE,
-    localrule: True
     shell:
-        "{KTSWEEP} summarize {input.layout} --cube {params.cube} --link {params.link} "
+        "{params.ktsweep} summarize {input.layout} --cube {params.cube} --link {params.link} "
         "--out {output} > {log} 2>&1"
