@@ -51,19 +51,21 @@ def grids(draw) -> dict:
 
 
 def _build(cfg: dict, path):
-    """The runner's own steps (missing points, tasks, merge, zarr block write), evaluated in
+    """The runner's own steps (missing points, tasks, merge, block commit), evaluated in
     this process: the shape, not the scheduler, is under test (dask runs elsewhere), and a
     cluster start per example would cost seconds."""
     layout = Layout.from_config(cfg)
     store.init_cube(layout, path)
     for chunk in layout.chunk_ids():
         index, points = layout.chunk_points(chunk)
-        block = store.read_block(path, layout, chunk)
+        block, damage = store.read_block(path, layout, chunk)
+        assert not damage
         todo = sweep.missing(layout, block, index)
         for task in sweep.make_tasks(layout, points, todo, workers=1):
             for method, result in sweep.evaluate_task(task).items():
                 sweep.merge(layout, block, task.positions, method, result)
-        store.write_block(path, layout, chunk, block)
+        record = {"chunk": chunk, "manifest": store.commit_block(path, layout, chunk, block)}
+        store.write_record(path, chunk, record)
     return store.open_cube(path)
 
 
