@@ -73,7 +73,7 @@ def test_scan_sees_the_repository() -> None:
 def test_no_reference_outside_the_repository() -> None:
     """No tracked file points at the workspace outside the clone.
 
-    Mutation caught: README saying the science is in ``../shared/docs/…`` again.
+    Mutation caught: README saying the science is in the steering repo's shared docs folder again.
     """
     assert not hits(OUTSIDE), "\n".join(["references a clone does not have:", *hits(OUTSIDE)])
 

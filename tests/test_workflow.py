@@ -120,6 +120,18 @@ def test_killed_job_recovers(tmp_path):
     assert_cube_equals_direct(tmp_path / "results" / "slow" / "cube.zarr", layout)
 
 
+def _published_copy(tiny_run, tmp_path):
+    """A private copy of the tiny run with the tiny cube published again (no compute): other
+    tests switch the shared folder to other grids. Returns (folder, config, cube.zarr link)."""
+    import shutil
+
+    work, cfg = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)
+    snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))
+    return copy, cfg, copy / "results" / "tiny" / "cube.zarr"
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -156,12 +168,7 @@ def test_store_damage_reruns_what_it_hit(tiny_run, tmp_path):
 
     from ktsweep.sweep.store import StoreError
 
-    work, cfg = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(work, copy, symlinks=True)
-    # other tests switch this folder to other grids: publish the tiny cube again (no compute)
-    snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))
-    link = copy / "results" / "tiny" / "cube.zarr"
+    copy, cfg, link = _published_copy(tiny_run, tmp_path)
     clean = open_cube(link).load()
     assert_cube_equals_direct(link, Layout(load_config(str(cfg))))
     cube = link.resolve()
@@ -196,13 +203,7 @@ def test_config_switch_back_reuses_the_cube(tiny_run, tmp_path):
     Mutations caught: a cube key that ignores fixed values (B overwrites A); the summary not
     re-linking cube.zarr when switching back (cube.zarr shows B).
     """
-    import shutil
-
-    work, cfg = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(work, copy, symlinks=True)
-    snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))
-    link = copy / "results" / "tiny" / "cube.zarr"
+    copy, cfg, link = _published_copy(tiny_run, tmp_path)
     a = open_cube(link).load()
     b_cfg = write_config(tmp_path / "b.yaml", **{"fixed.sigma2": 0.2, "methods": ["exact"]})
     snakemake(copy, "results/tiny/cube.json", "--configfile", str(b_cfg))
