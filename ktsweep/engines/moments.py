@@ -300,7 +300,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     that bound reaches the limit is Σa evaluated along the stretch (64 log-spaced steps). A
     stretch that is not strictly stable is stepped until it ends or crosses the limit.
     """
-    from ktsweep.engines.stretch import stretch_map
+    from ktsweep.engines.stretch import spectrum_key, stretch_map
 
     rows, d = runs.a0.shape
     ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
@@ -309,6 +309,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     contraction = np.ones((rows, d))
     diverged = np.zeros(rows, dtype=bool)
     lam = np.ascontiguousarray(runs.lam, dtype=np.float64)
+    lam_key = [spectrum_key(lam[r]) for r in range(rows)]
     noise = np.asarray(runs.noise, dtype=np.float64)
     inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)
     steps = np.asarray(runs.steps, dtype=np.int64)
@@ -348,7 +349,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                 length = stop - start
                 inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
                 rel = ckpt[inside] - start
-                sm = stretch_map(lam[r], gamma, float(inv_b[r]))
+                sm = stretch_map(lam[r], gamma, float(inv_b[r]), lam_key[r])
                 # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
                 # stretch itself when short, else its prefix up to the checkpoints near its
                 # start (their gaps are short, so they would need every root of the map).

@@ -248,9 +248,11 @@ class StretchMap:
         new[:, self.live] = fixed + self.g * out
         base = fixed.sum(axis=1) + still
         ha = self.h * alpha
-        curves = [0.5 * (base[r] + np.exp(np.asarray(t, dtype=np.float64)[:, None]
-                                           * log_mu[None, :]) @ ha[r])
-                  for r, t in enumerate(times)]
+        owner = np.repeat(np.arange(len(times)), [len(t) for t in times])
+        at = np.concatenate([np.asarray(t, dtype=np.float64) for t in times])
+        flat = 0.5 * (base[owner] + np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]),
+                                              ha[owner]))
+        curves = np.split(flat, np.cumsum([len(t) for t in times])[:-1])
         peak = base + np.abs(ha).sum(axis=1) + _TINY * scale
         return new, curves, peak
 
@@ -278,9 +280,16 @@ _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def stretch_map(lam: np.ndarray, gamma: float, inv_b: float) -> StretchMap | None:
-    """The (cached) map of one constant step; None: not strictly stable, step it instead."""
-    key = (hash(lam.tobytes()), lam.size, float(gamma), float(inv_b))
+def spectrum_key(lam: np.ndarray) -> tuple[int, int]:
+    """The part of a map's cache key that names its spectrum (hash once per spectrum)."""
+    return hash(lam.tobytes()), lam.size
+
+
+def stretch_map(lam: np.ndarray, gamma: float, inv_b: float,
+                key: tuple[int, int] | None = None) -> StretchMap | None:
+    """The (cached) map of one constant step; None: not strictly stable, step it instead.
+    ``key``: :func:`spectrum_key` of ``lam``, when the caller already has it."""
+    key = (*(spectrum_key(lam) if key is None else key), float(gamma), float(inv_b))
     with _LOCK:
         if key in _cache:
             _cache.move_to_end(key)
