@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -160,12 +161,20 @@ def sweep(size: dict[str, Any]) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
                "--directory", str(work), "--configfile", str(path), "--cores", "2",
                "results/exact_rate/cube.json", "-q"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rate = n_part / wall
     return {"sweep_points": n_part, "sweep_seconds": wall, "sweep_points_per_second": rate,
+            "sweep_cpu_seconds": cpu, "sweep_points_per_cpu_second": n_part / cpu,
+            "sweep_points_per_second_two_free_cores": 2 * n_part / cpu,
+            "sweep_cpu_what": "CPU of snakemake and every job it ran (all processes); the "
+                              "two-free-cores rate assumes both cores were ours and busy, an "
+                              "upper bound the wall rate reaches on an idle machine",
             "sweep_full_points": n_full, "sweep_full_hours_extrapolated": n_full / rate / 3600,
             "sweep_what": f"exact only, d = {size['sweep_d']}, N, n in 2^3..2^30, through "
                           "snakemake --cores 2 up to the cube (startup included); the full "
