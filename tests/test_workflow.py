@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -20,8 +21,31 @@ from ktsweep.sweep.store import open_cube
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
     cfg = write_config(work / "tiny.yaml")
-    snakemake(work, "--configfile", str(cfg))
+    out = snakemake(work, "--configfile", str(cfg))
+    (work / "snakemake.out").write_text(out.stdout + out.stderr)
     return work, cfg
+
+
+def test_progress_is_on_the_console_and_job_logs_are_clean(tiny_run):
+    """Snakemake's own output carries one progress line per chunk job, ``ktsweep status``
+    reads the finished sweep, and a job log holds ktsweep's lines, not dask's.
+
+    Mutations caught: the rule's ``tail`` dropped (progress only in log files); INFO logging
+    of the job (dask's start-up banner and shutdown chatter back in the log); the shutdown
+    traceback un-silenced."""
+    work, _ = tiny_run
+    out = (work / "snakemake.out").read_text()
+    layout = Layout(load_config(str(work / "tiny.yaml")))
+    assert sum("] committed " in line and "chunks committed" in line
+               for line in out.splitlines()) == layout.n_chunks
+    status = subprocess.run([sys.executable, "-m", "ktsweep.cli", "status",
+                             str(work / "results" / "tiny")], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert status.stdout.startswith("tiny: 100% (exact 12/12, mc 6/6, bound 12/12)")
+    for log in (work / "logs" / "tiny" / "simulate").glob("c*.log"):
+        text = log.read_text()
+        assert "Traceback" not in text and "Scheduler at" not in text, log
+        assert all(line.startswith("[c") for line in text.splitlines()), text
 
 
 def test_cube_equals_direct_engine_calls(tiny_run):
