@@ -569,6 +569,8 @@ def fig_spectral_horizon(v: _View) -> Figure:
     for n, (k, who) in enumerate(sorted(by_value.items())):
         ax.axvline(k, color="k", ls=_KSTAR_STYLES[n % 3], lw=1,
                    label=f"Lemma 1 k* = {k}: {', '.join(who)}")
+    zero = [_RUN_STYLE[r][1] for r, k in kstars.items() if not k and r in horizons]
+    extra = f"; Lemma 1 k* = 0 (not drawn): {', '.join(zero)}" if zero else ""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("mode index i (λ_i = i^−α)")
@@ -577,7 +579,7 @@ def fig_spectral_horizon(v: _View) -> Figure:
     return _finish(fig, "Spectral horizon: per-mode risk, learned modes and Lemma 1's k*",
                    v.caption(at, m, f"marker: last mode with risk < {LEARNED:g} × untrained; "
                              "k*: Lemma 1's upper-bound cutoff, log factors included "
-                             "(docs/science/bounds.md), so it sits below the visible knee"))
+                             "(docs/science/bounds.md), so it sits below the visible knee" + extra))
 
 
 def fig_spectral_denoising(v: _View) -> Figure:
@@ -812,19 +814,25 @@ REGISTRY: tuple[FigureSpec, ...] = (
         fig_spectral_horizon,
         caption=(
             "Per-mode excess risk of teacher, direct student and T2S student against the mode "
-            "index (log-log) at one representative point, with the untrained error of each mode "
-            "and each model's cutoff k* marked (Lemma 1 definition; the bound estimator's values "
-            "where available). Modes below k* are learned. Tests the 'spectral horizon "
-            "expansion': the student learns modes beyond the teacher's horizon (Theorem 3)."
+            "index (log-log) at one representative point, with the untrained error of each mode. "
+            "A large marker on each curve is its measured horizon: the last mode whose risk is "
+            "below half its untrained risk. Vertical lines are Lemma 1's cutoff k* (the "
+            "upper bound's threshold 2 ln M log2 M / (gamma0 M), one line per distinct value, "
+            "naming the runs that share it): its log factors put it well below the visible "
+            "knee, so it is the bound's conservative scale, not where learning stops. The "
+            "'spectral horizon expansion' of Theorem 3 is the student's marker to the right "
+            "of the teacher's."
         )),
     FigureSpec(
         "spectral_denoising", lambda lay: _estimated(lay) and lay.config.outputs.modes,
         fig_spectral_denoising,
         caption=(
-            "T2S per-mode error against the teacher's per-mode error, one point per mode coloured "
-            "by the mode index, with the diagonal. Points below the diagonal are modes where the "
-            "student is more accurate than the teacher that labelled its data: 'spectral "
-            "denoising' (the mechanism behind W2S, Theorem 5)."
+            "The T2S student's per-mode error divided by its teacher's, against the mode index, "
+            "with the direct student's ratio for comparison. Shaded modes lie below 1: there "
+            "the student is more accurate than the teacher that labelled its data ('spectral "
+            "denoising', the mechanism behind W2S, Theorem 5); the footer says how many. A "
+            "ratio at or above 1 everywhere (the usual case outside the W2S regime) means the "
+            "student inherits its teacher's errors mode by mode."
         )),
     FigureSpec(
         "mc_parity", lambda lay: "mc" in lay.methods and "exact" in lay.methods,
@@ -845,9 +853,13 @@ REGISTRY: tuple[FigureSpec, ...] = (
         caption=(
             "Analytic bounds against N: the lower bound (paper App. A), the exact expected risk "
             "and the upper bound (Lemma 1) for teacher and direct student, and the Theorem 1 "
-            "transfer upper bound beside the exact T2S risk. Shaded N values satisfy the proofs' "
-            "step-size condition; elsewhere the bounds are not guaranteed. 'lower <= exact <= "
-            "upper' is a measured outcome (Theorem 1 / Lemma 1), not an assumption."
+            "transfer upper bound beside the exact T2S risk; the dotted line is the untrained "
+            "risk. Lemma 1's upper bound lies above the untrained risk at these sizes (vacuous: "
+            "its log factors leave k* near 0, docs/science/corrections.md). Red crosses mark N "
+            "where the exact T2S risk exceeds the transfer bound (bound_t2s_holds = 0), which "
+            "the theorem does not promise outside its step condition and batch-1 scope. "
+            "Shaded N values satisfy the proofs' step-size condition; the footer says when "
+            "none does. 'lower <= exact <= upper' is a measured outcome, not an assumption."
         )),
 )
 """Every figure ktsweep knows, in the order they are planned (the one registry)."""
