@@ -333,3 +333,15 @@ def test_spectral_horizon_marks_the_learned_modes(cube):
     for label, i in marks.items():
         assert label and f"learned up to i = {int(i)}" in " ".join(
             ln.get_label() for ln in fig.axes[0].get_lines())
+
+
+def test_captions_warn_when_tuning_hit_the_end_of_its_list(cube):
+    """Mutation caught: the tune_edge_* flags ignored (a γ0 pinned at the top of its tune list
+    at every point, kd_fig2a's case, drawn without a word)."""
+    ds = store.open_cube(cube).load()
+    assert "γ0 tuned" not in plots.draw_figure(ds, "risk_vs_N").texts[-1].get_text()
+    edge = ds["tune_edge_t"].copy()
+    edge[...] = 1.0
+    ds["tune_edge_t"] = edge
+    caption = plots.draw_figure(ds, "risk_vs_N").texts[-1].get_text()
+    assert f"γ0 tuned to an end of its list at {edge.size} points (t)" in caption

@@ -29,7 +29,7 @@ from matplotlib.patches import Patch
 from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model import theory
 from ktsweep.model.params import ParameterError
-from ktsweep.model.quantities import step_size_variable
+from ktsweep.model.quantities import TUNE_EDGES, step_size_variable
 from ktsweep.model.spectra import (
     cutoff_threshold,
     kstar,
@@ -150,7 +150,22 @@ class _View(CubeView):
             parts.append(f"method: {method}")
         if extra:
             parts.append(extra)
+        edge = self.tune_edges()
+        if edge:
+            parts.append(f"γ0 tuned to an end of its list at {edge} (tune_edge_*): the best "
+                         "step may lie outside it, widen the list")
         return "; ".join(parts)
+
+    def tune_edges(self) -> str:
+        """Which runs' tuned γ0 sits at an end of its tune list, and at how many points of
+        the sweep ('' when none)."""
+        out = []
+        for name in TUNE_EDGES:
+            if self.has(name):
+                n = int((self.ds[name] == 1).sum())
+                if n:
+                    out.append(f"{n} points ({name.removeprefix('tune_edge_')})")
+        return ", ".join(out)
 
 
 def _fmt(v: Any) -> str:
