@@ -136,7 +136,7 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
             block[var][where] = result[k]
     for k in TUNE_EDGES:
         if k in block and k in result:
-            block[k][where] = result[k]
+            block[k][where] = Flag.codes(result[k])
 
 
 def _put(target: np.ndarray, where: tuple, value: np.ndarray) -> None:
