@@ -96,7 +96,7 @@ def cmd_point(args: argparse.Namespace) -> int:
     steps = checkpoint_steps(point.steps_max, _per_decade(args))
     if "mc" in methods:
         _check_mc_memory(point, settings, len(steps))
-    record = point_record(run([point], methods, steps, settings), steps)
+    record = point_record(_run_with_progress(point, methods, steps, settings), steps)
     for warning in tune_edge_warnings(record):
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
@@ -108,6 +108,29 @@ def cmd_point(args: argparse.Namespace) -> int:
         if not isinstance(v, list):
             print(f"  {k:28s} {v}")
     return 0
+
+
+def _run_with_progress(point, methods: list[str], steps: np.ndarray, settings
+                       ) -> dict[str, dict[str, np.ndarray]]:
+    """Run the methods of one point with a progress bar on stderr (shown after 2 s, on a
+    terminal): exact and bound as one step (they share one computation), Monte Carlo by its
+    SGD steps. The results are those of one ``run`` call: every method is deterministic."""
+    from tqdm import tqdm
+
+    from ktsweep.engines import mc
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    analytic = [m for m in methods if m != "mc"]
+    if analytic:
+        with tqdm(total=1, desc=" + ".join(analytic), file=sys.stderr, delay=2,
+                  bar_format="{desc}: {elapsed}", leave=False):
+            out.update(run([point], analytic, steps, settings))
+    if "mc" in methods:
+        with tqdm(total=mc.work_steps([point]), desc=f"mc ({settings.replicates} replicates)",
+                  unit="step", unit_scale=True, file=sys.stderr, delay=2, leave=False) as bar, \
+                mc.reporting(bar.update):
+            out.update(run([point], ["mc"], steps, settings))
+    return {m: out[m] for m in methods}
 
 
 def _check_mc_memory(point, settings, checkpoints: int) -> None:
@@ -213,7 +236,12 @@ def cmd_run_chunk(args: argparse.Namespace) -> int:
     from ktsweep.sweep.runner import run_chunk
     from ktsweep.sweep.store import StoreError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # The job log is for the user: progress lines from the runner, warnings and errors from
+    # the libraries, not dask's start-up and shutdown chatter (its INFO records).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    import distributed  # noqa: F401  (its import configures the "distributed" logger at INFO)
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     layout = _layout_file(args.layout)
     if args.chunk not in layout.chunk_ids():
         raise UsageError(f"chunk {args.chunk!r} does not exist: this sweep has chunks "
@@ -281,6 +309,50 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print("  run `ktsweep check ... --repair`, then the same snakemake command, "
                       "to recompute what is damaged")
     return 1 if bad else 0
+
+
+def _progress_of(target: str):
+    from ktsweep.sweep.config import ConfigError
+    from ktsweep.sweep.progress import locate, measure
+
+    try:
+        layout, cube = locate(target)
+    except (ConfigError, OSError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    return measure(layout, cube)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """One line per sweep: evaluations done / total per method, chunks, ETA."""
+    prog = _progress_of(args.target)
+    print(prog.line())
+    if args.json:
+        print(json.dumps({"name": prog.name, "cube": str(prog.cube), "total": prog.total,
+                          "done": prog.done, "chunks": prog.chunks,
+                          "committed": prog.committed, "running": prog.running,
+                          "seconds_per_evaluation": prog.seconds_per_eval,
+                          "eta_seconds": prog.eta_s, "complete": prog.complete}))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Reprint the status line every few seconds until the sweep is complete (or Ctrl-C)."""
+    import time
+
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            prog = _progress_of(args.target)
+            line = f"{time.strftime('%H:%M:%S')} {prog.line()}"
+            print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
+            if prog.complete:
+                break
+            time.sleep(args.every)
+    except KeyboardInterrupt:
+        pass
+    if tty:
+        print()
+    return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -414,6 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true",
                    help="reset damaged chunks so the next run recomputes them")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="points done / total per method and an ETA of a sweep",
+                       description="Progress of a sweep, read from its cube's commit records "
+                       "and staged tasks: works during a run, from any shell.")
+    p.add_argument("target", help="results/NAME, or the sweep's config file (resolved "
+                   "against ./results like snakemake does)")
+    p.add_argument("--json", action="store_true", help="also print the counts as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("watch", help="follow a running sweep: its status line, refreshed")
+    p.add_argument("target", help="results/NAME or the sweep's config file")
+    p.add_argument("--every", type=float, default=5.0, help="seconds between refreshes")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("gc", help="list cubes not in use and remove them on confirmation")
     p.add_argument("target", help="results/NAME")

@@ -44,7 +44,8 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path, Path]:
 
     work = tmp_path_factory.mktemp("tiny")
     cfg = write_config(work / "tiny.yaml")
-    snakemake(work, "--configfile", str(cfg))
+    out = snakemake(work, "--configfile", str(cfg))
+    (work / "snakemake.out").write_text(out.stdout + out.stderr)  # for the console checks
     return work, cfg, (work / "results" / "tiny" / "cube.zarr").resolve()
 
 

@@ -303,6 +303,10 @@ def test_diverged_point_never_reads_as_a_number(tmp_path) -> None:
     assert ds["sandwich_teacher"].dtype == np.int8
     assert ds["sandwich_teacher"].attrs["flag_meanings"] == "no yes undetermined"
     assert ds["step_condition"].attrs["flag_values"] == [0, 1]
+    # tune-edge flags are flags too (int8, not float64 with NaN): not tuned here
+    assert ds["tune_edge_t"].dtype == np.int8
+    assert (ds["tune_edge_t"].values == Flag.UNDETERMINED).all()
+    assert ds["tune_edge_t"].attrs["flag_meanings"] == "no yes undetermined"
     assert ds["status"].attrs["flag_meanings"] == "missing ok diverged"
     assert ds["bound_status"].attrs["flag_meanings"] == "missing computed"
     with pytest.raises(ValueError, match="0, 1 or NaN"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -226,3 +227,121 @@ def test_cli_figures(cube, tmp_path, capsys):
     assert len(list((tmp_path / "f").glob("*.png"))) == len(plots.FIGURES)
     assert cli.main(["figures", str(tmp_path / "none.zarr"), "--outdir", str(tmp_path)]) == 2
     assert "ktsweep figures: error: no cube" in capsys.readouterr().err
+
+
+# -- the first-run fixes (issue 11) -------------------------------------------------------------
+def test_mc_parity_draws_every_point_and_its_z_score(cube):
+    """The parity figure plots, per quantity, the Monte Carlo mean against the exact value at
+    every point where both are ok, and z = (MC - exact) / se.
+
+    Mutations caught: exact on both axes (every point on the diagonal), the z-score divided
+    by the wrong se (e.g. the exact quantity's, or se**2), points without status ok drawn."""
+    ds = store.open_cube(cube).load()
+    fig = plots.draw_figure(ds, "mc_parity")
+    assert not _is_no_data(fig)
+    values, zs = fig.axes[0], fig.axes[1]
+    lines = {c.get_label(): c for c in values.containers}
+    mask = (ds["status"] == 1).all("estimator")
+    for name in plots.PARITY:
+        ex = ds[name].sel(estimator="exact").where(mask).values.reshape(-1)
+        mc = ds[name].sel(estimator="mc").where(mask).values.reshape(-1)
+        se = ds[f"{name}_se"].where(mask).values.reshape(-1)
+        ok = np.isfinite(ex) & np.isfinite(mc) & (se > 0)
+        assert ok.sum() >= 2, name
+        drawn = lines[name].lines[0]
+        np.testing.assert_allclose(drawn.get_xdata(), ex[ok], rtol=1e-12)
+        np.testing.assert_allclose(drawn.get_ydata(), mc[ok], rtol=1e-12)
+        z_line = [ln for ln in zs.get_lines() if ln.get_marker() == drawn.get_marker()
+                  and ln.get_color() == drawn.get_color()][0]
+        np.testing.assert_allclose(z_line.get_xdata(), (mc[ok] - ex[ok]) / se[ok],
+                                   rtol=1e-12)
+    exact_only = _layout({"N": [64, 128]})
+    assert "mc_parity" not in plots.planned_figures(exact_only)
+
+
+def test_risk_vs_n_legend_slopes_and_monte_carlo(cube):
+    """One legend entry per line, each predicted slope drawn dashed, and the slice with the
+    most Monte Carlo points along N.
+
+    Mutations caught: slope labels without the run ('predicted slope -0.500' twice), slope
+    lines anchored on the curve itself (drawn exactly under it), the representative slice
+    kept although Monte Carlo exists only elsewhere."""
+    ds = store.open_cube(cube).load()
+    fig = plots.draw_figure(ds, "risk_vs_N")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(labels) == len(set(labels))
+    at = _shown_at(fig)
+    for run, label in (("teacher", "teacher"), ("direct", "direct student")):
+        slope = [ln for ln in ax.get_lines() if ln.get_label().startswith(f"{label}: predicted")]
+        assert len(slope) == 1 and slope[0].get_linestyle() == "--"
+        curve = _cube_values(ds, f"risk_{run}", at, "exact")
+        assert plots.SLOPE_SHIFT < 1  # parallel to its curve, not on top of it
+        np.testing.assert_allclose(slope[0].get_ydata()[-1], plots.SLOPE_SHIFT * curve[-1])
+    # Monte Carlo ran only at alpha_t = 2, alpha_s = 2.5, n = 512: the figure must go there
+    assert at["alpha_t"] == 2.0 and at["alpha_s"] == 2.5 and at["n"] == 512
+    mc = [c for c in ax.containers if c.get_label() == "teacher (MC mean ± se)"][0]
+    assert np.isfinite(mc.lines[0].get_ydata()).sum() == ds.sizes["N"]
+    assert "Monte Carlo at N = 64, 128, 256, 512" in fig.texts[-1].get_text()
+
+
+def test_titles_name_a_paper_figure_only_for_its_reproduction(cube):
+    """Mutation caught: a hard-coded '(paper Fig. 3a)' on every sweep's learning curves."""
+    ds = store.open_cube(cube).load()
+    assert "paper" not in plots.draw_figure(ds, "t2s_curves")._suptitle.get_text()
+    cfg = json.loads(ds.attrs["ktsweep_config"])
+    cfg["name"] = "w2s_fig3a"
+    renamed = ds.assign_attrs(ktsweep_config=json.dumps(cfg))
+    title = plots.draw_figure(renamed, "t2s_curves")._suptitle.get_text()
+    assert title.endswith("(paper Fig. 3a)")
+
+
+def test_bound_sandwich_says_what_it_shows(cube):
+    """Red crosses exactly where bound_t2s_holds = 0; the step-condition swatch only where the
+    condition holds somewhere; the untrained risk drawn.
+
+    Mutations caught: the legend's swatch drawn unconditionally, crosses at every N, the
+    vacuous upper bound left without the untrained-risk reference."""
+    ds = store.open_cube(cube).load()
+    fig = plots.draw_figure(ds, "bound_sandwich")
+    at = _shown_at(fig)
+    holds = ds["bound_t2s_holds"].sel(at).values
+    risk = _cube_values(ds, "risk_t2s", at, "exact")
+    crosses = [ln for ln in fig.axes[2].get_lines() if ln.get_label() == "exact above the bound"]
+    if (holds == 0).any():
+        np.testing.assert_allclose(crosses[0].get_ydata(), risk[holds == 0])
+    else:
+        assert not crosses
+    cond = ds["step_condition"].sel(at).values
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert ("step condition holds" in labels) == bool((cond == 1).any())
+    assert "untrained risk ½ Σ e_i" in labels
+
+
+def test_spectral_horizon_marks_the_learned_modes(cube):
+    """The marker sits on the last mode whose risk is below half its untrained risk.
+
+    Mutation caught: the horizon taken as the first unlearned mode minus one (an early dip
+    above the threshold would hide every learned mode after it), or off by one."""
+    assert plots.learned_horizon(np.array([0.1, 0.6, 0.2, 0.9]), np.ones(4)) == 3
+    assert plots.learned_horizon(np.array([0.9, 0.9]), np.ones(2)) == 0
+    ds = store.open_cube(cube).load()
+    fig = plots.draw_figure(ds, "spectral_horizon")
+    marks = {ln.get_label().split(":")[0]: ln.get_xdata()[0] for ln in fig.axes[0].get_lines()
+             if "learned up to" in ln.get_label()}
+    assert set(marks) == {"teacher", "direct student", "T2S student"}
+    for label, i in marks.items():
+        assert label and f"learned up to i = {int(i)}" in " ".join(
+            ln.get_label() for ln in fig.axes[0].get_lines())
+
+
+def test_captions_warn_when_tuning_hit_the_end_of_its_list(cube):
+    """Mutation caught: the tune_edge_* flags ignored (a γ0 pinned at the top of its tune list
+    at every point, kd_fig2a's case, drawn without a word)."""
+    ds = store.open_cube(cube).load()
+    assert "γ0 tuned" not in plots.draw_figure(ds, "risk_vs_N").texts[-1].get_text()
+    edge = ds["tune_edge_t"].copy()
+    edge[...] = 1.0
+    ds["tune_edge_t"] = edge
+    caption = plots.draw_figure(ds, "risk_vs_N").texts[-1].get_text()
+    assert f"γ0 tuned to an end of its list at {edge.size} points (t)" in caption

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,6 +15,28 @@ from e2e import REPO, SNAKEMAKE, assert_cube_equals_direct, snakemake, write_con
 
 from ktsweep.sweep.layout import Layout, load_config
 from ktsweep.sweep.store import open_cube
+
+
+def test_progress_is_on_the_console_and_job_logs_are_clean(tiny_run):
+    """Snakemake's own output carries one progress line per chunk job, ``ktsweep status``
+    reads the finished sweep, and a job log holds ktsweep's lines, not dask's.
+
+    Mutations caught: the rule's ``tail`` dropped (progress only in log files); INFO logging
+    of the job (dask's start-up banner and shutdown chatter back in the log); the shutdown
+    traceback un-silenced."""
+    work, _, _ = tiny_run
+    out = (work / "snakemake.out").read_text()
+    layout = Layout(load_config(str(work / "tiny.yaml")))
+    assert sum("] committed " in line and "chunks committed" in line
+               for line in out.splitlines()) == layout.n_chunks
+    status = subprocess.run([sys.executable, "-m", "ktsweep.cli", "status",
+                             str(work / "results" / "tiny")], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert status.stdout.startswith("tiny: 100% (exact 12/12, mc 6/6, bound 12/12)")
+    for log in (work / "logs" / "tiny" / "simulate").glob("c*.log"):
+        text = log.read_text()
+        assert "Traceback" not in text and "Scheduler at" not in text, log
+        assert all(line.startswith("[c") for line in text.splitlines()), text
 
 
 def test_cube_equals_direct_engine_calls(tiny_run):
@@ -206,3 +229,93 @@ def test_config_switch_back_reuses_the_cube(tiny_run, tmp_path):
     back = open_cube(link).load()
     for name in a.data_vars:
         np.testing.assert_array_equal(back[name].values, a[name].values, err_msg=name)
+
+
+def test_example_notebook_runs_on_the_tiny_cube(tiny_run):
+    """examples/first_look.ipynb executes top to bottom (nbclient, a real kernel) on the
+    workflow's cube and draws its two figures.
+
+    Mutations caught: a notebook cell using an API that no longer exists (a renamed
+    ``CubeView.masked``, ``open_cube``), a cube without Monte Carlo/exact overlap (its
+    assert), a plotting cell that errors."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    work, _, _ = tiny_run
+    nb = nbformat.read(REPO / "examples" / "first_look.ipynb", as_version=4)
+    env = {"KTSWEEP_CUBE": str(work / "results" / "tiny" / "cube.zarr")}
+    old = {k: os.environ.get(k) for k in (*env, "PYTHONPATH")}
+    os.environ.update(env, PYTHONPATH=str(REPO))
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(work)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 2
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "within ±2" in text and "fitted slope" in text
+
+
+REPORT_JS = r"""(async () => {
+  const html = document.documentElement.outerHTML;
+  const re = new RegExp("data:(image/png|image/svg\\+xml|text/csv);charset=utf8;" +
+                       "filename=([^;\"']+);base64,([A-Za-z0-9+/=]+)", "g");
+  const files = {}; let m;
+  while ((m = re.exec(html)) !== null) files[m[2]] = [m[1], m[3]];
+  const out = {images: {}, csv: {}};
+  for (const [name, [type, data]] of Object.entries(files)) {
+    if (type === "text/csv") { out.csv[name] = atob(data); continue; }
+    const img = new Image();
+    img.src = `data:${type};base64,${data}`;
+    try { await img.decode(); out.images[name] = [img.naturalWidth, img.naturalHeight]; }
+    catch (e) { out.images[name] = String(e); }
+  }
+  const fits = [...document.querySelectorAll("*")].find(
+    e => e.children.length === 0 && e.textContent.trim() === "Fits");
+  if (fits) { fits.click(); await new Promise(r => setTimeout(r, 500)); }
+  out.fitsListed = document.body.innerText.includes("results/tiny/fits.csv");
+  return out;
+})()"""
+
+
+def test_report_renders_in_headless_chromium(tiny_run):
+    """``snakemake --report`` output opened in a real headless Chromium (DevTools protocol on
+    a pipe): no uncaught exception or console error, a non-blank screenshot, every planned
+    figure embedded as an image the browser decodes, and the fits table embedded and listed.
+
+    Mutations caught: a figure missing from the report or embedded as bytes that are not an
+    image (a broken ``report()`` output), the fits table not in the report, a report whose
+    script throws on load."""
+    import io
+
+    import matplotlib.image as mpimg
+    from browser import INSTALL_ENV, Browser, find_or_install
+
+    from ktsweep.analysis.figures import planned_figures
+
+    binary, why = find_or_install()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the report check must run in CI ({INSTALL_ENV}=1): {why}")
+        pytest.skip(why)
+    work, cfg, _ = tiny_run
+    snakemake(work, "--configfile", str(cfg), "--report", "report.html", cores="1")
+    browser = Browser(binary)
+    try:
+        browser.open((work / "report.html").as_uri())
+        found = browser.evaluate(REPORT_JS)
+        shot = mpimg.imread(io.BytesIO(browser.screenshot()))
+        errors = browser.errors()
+    finally:
+        browser.close()
+    assert errors == []
+    assert shot.std() > 0.05  # not a blank page
+    layout = Layout(load_config(str(cfg)))
+    for name in planned_figures(layout):
+        size = found["images"].get(f"{name}.png")
+        assert isinstance(size, list) and min(size) > 100, (name, size)
+    header = found["csv"]["fits.csv"].splitlines()[0]
+    assert header == (work / "results" / "tiny" / "fits.csv").read_text().splitlines()[0]
+    assert found["fitsListed"]

@@ -15,9 +15,11 @@ numbers: each estimate is still unbiased, and their differences are less noisy).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +47,27 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 GROUP_BYTES = 1 << 29
 """Largest random-draw buffer plus states of one stacked group (points are split beyond)."""
 _CHECK_EVERY = 256
+_PROGRESS: ContextVar[Callable[[int], object] | None] = ContextVar("mc_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting(callback: Callable[[int], object]) -> Iterator[None]:
+    """Within this block, :func:`simulate` calls ``callback(k)`` as it advances: k more
+    point-steps done (one SGD step of one stacked point, all its replicates and models).
+    The total a call will report is :func:`work_steps` of its points."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def work_steps(points: Sequence[Point]) -> int:
+    """Point-steps :func:`simulate` runs for ``points``: the teacher's steps (the direct
+    student rides along when the batch sizes match, else runs its own), then the students'.
+    Points at N or n = ∞ are not simulated."""
+    return int(sum(p.steps_t + p.steps_s + (p.steps_direct if p.batch_t != p.batch_s else 0)
+                   for p in points if not (math.isinf(p.N) or math.isinf(p.n))))
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -125,6 +148,7 @@ def _run_loop(
         ck_at.setdefault(int(t), []).append(c)
     sig = sigma.view(P, 1, 1) if batch > 1 else sigma.view(P, 1)
     active = P
+    tick, ticked = _PROGRESS.get(), 0
     for t in range(int(steps[0]) + 1):
         for c in ck_at.get(t, ()):
             for m in models:
@@ -139,6 +163,9 @@ def _run_loop(
                 gain[mi][p] = (gamma / batch) * models[mi].lam[p]
         if t % _CHECK_EVERY == 0 and t:
             _check(models, limit, diverged, gain, active)
+            if tick is not None:
+                tick(int(steps[:P].clip(max=t).sum()) - ticked)
+                ticked = int(steps[:P].clip(max=t).sum())
         for p in range(active):
             torch.randn((R, batch, d + 1), generator=gens[p], out=buf[p])
         if batch == 1:
@@ -161,6 +188,8 @@ def _run_loop(
                 grad = torch.matmul(r.unsqueeze(-2), z).squeeze(-2)
                 st.addcmul_(grad, g[:active], value=-1.0)
     _check(models, limit, diverged, gain, P)
+    if tick is not None:
+        tick(int(steps.sum()) - ticked)
 
 
 def _check(models, limit, diverged, gain, active) -> None:

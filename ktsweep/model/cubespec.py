@@ -105,8 +105,8 @@ LONG_NAMES: dict[str, str] = {
     "gamma0_ceiling": "initial step size used by the ceiling student",
     "gamma0_t_used": "initial step size used by the teacher (gamma0_t is a grid axis)",
     "gamma0_s_used": "initial step size used by the T2S student (gamma0_s is a grid axis)",
-    **{f"tune_edge_{r}": f"1 if the {w} tuned gamma0 is at an end of its list (the optimum "
-       "may lie outside it), 0 inside, NaN if not tuned"
+    **{f"tune_edge_{r}": f"whether the {w} tuned gamma0 is at an end of its list (yes: the "
+       "optimum may lie outside it; undetermined: gamma0 was not tuned)"
        for r, w in (("t", "teacher's"), ("s", "T2S student's"), ("direct", "direct student's"),
                     ("ceiling", "ceiling student's"))},
     "status": "state of the point for this estimator (see flag_meanings); diverged: some run's "
@@ -162,7 +162,7 @@ def attrs_of(name: str) -> dict[str, Any]:
         attrs.update(_flags(Status))
     elif name == "bound_status":
         attrs.update(_flags(BoundStatus))
-    elif name in VERDICTS:
+    elif name in VERDICTS or name in TUNE_EDGES:
         attrs.update(_flags(Flag))
     elif name in BOUND_FLAGS:
         attrs.update({"flag_values": [int(Flag.NO), int(Flag.YES)], "flag_meanings": "no yes"})
@@ -185,7 +185,7 @@ def variables(methods: Iterable[str], modes: bool, curves: bool, axes: Iterable[
             specs += [(k, ("estimator", "step"), "float32") for k in CURVES]
     if est or "bound" in methods:
         specs += [(step_size_variable(k, axes), (), "float64") for k in STEP_SIZES]
-        specs += [(k, (), "float64") for k in TUNE_EDGES]
+        specs += [(k, (), "int8") for k in TUNE_EDGES]
     if "mc" in methods:
         specs += [(f"{k}_se", (), "float64") for k in RISKS + RATIOS]
         if modes:

@@ -10,11 +10,12 @@ committed in the cube are skipped. The block is committed once, status last
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import STEP_SIZES, TUNE_EDGES, step_size_variable
-from ktsweep.sweep import store
+from ktsweep.sweep import progress, store
 from ktsweep.sweep.layout import Layout
 from ktsweep.sweep.store import variables
 
@@ -135,7 +136,7 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
             block[var][where] = result[k]
     for k in TUNE_EDGES:
         if k in block and k in result:
-            block[k][where] = result[k]
+            block[k][where] = Flag.codes(result[k])
 
 
 def _put(target: np.ndarray, where: tuple, value: np.ndarray) -> None:
@@ -234,8 +235,12 @@ def run_chunk(
         report(f"[{chunk}] all {len(points)} points already computed; committing")
         staged_now: list[Path] = []
     else:
-        staged_now = _compute(layout, chunk, cube, points, todo, block, threads, scheduler,
-                              processes, report, devices)
+        progress.mark_running(cube, chunk)
+        try:
+            staged_now = _compute(layout, chunk, cube, points, todo, block, threads,
+                                  scheduler, processes, report, devices)
+        finally:
+            progress.clear_running(cube, chunk)
     summary["manifest"] = store.commit_block(cube, layout, chunk, block)
     summary["seconds"] = time.perf_counter() - start
     summary["tasks"] = len(staged_now)
@@ -243,6 +248,9 @@ def run_chunk(
     store.failpoint("status")
     store.write_record(cube, chunk, summary)
     store.clear_staging(cube, chunk, kept + staged_now)
+    report(f"[{chunk}] committed {len(points)} points in "
+           f"{progress.format_seconds(summary['seconds'])}; sweep "
+           + progress.measure(layout, cube).line())
     return summary
 
 
@@ -262,6 +270,9 @@ def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequen
     client, cluster = _client(threads, scheduler, processes, gpus)
     done = {m: 0 for m in todo}
     files: list[Path] = []
+    started = time.perf_counter()
+    report(f"[{chunk}] computing {total} point-evaluations in {len(tasks)} tasks on "
+           f"{'the scheduler ' + scheduler if scheduler else f'{max(1, threads)} workers'}")
     try:
         from distributed import as_completed
 
@@ -278,12 +289,46 @@ def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequen
                 merge(layout, block, task.positions, method, result)
                 done[method] += len(task.points)
             counts = ", ".join(f"{m} {done[m]}/{len(todo[m])}" for m in todo)
-            report(f"[{chunk}] {sum(done.values())}/{total} point-evaluations done ({counts})")
+            elapsed = time.perf_counter() - started
+            left = elapsed * (total - sum(done.values())) / max(1, sum(done.values()))
+            report(f"[{chunk}] {sum(done.values())}/{total} point-evaluations done ({counts}); "
+                   f"{progress.format_seconds(elapsed)} elapsed, about "
+                   f"{progress.format_seconds(left)} left in this chunk")
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        with _quiet_shutdown():
+            if cluster is not None:  # our own workers only; a shared scheduler's stay as set
+                with contextlib.suppress(Exception):
+                    client.run(_silence_dask_logs)
+            client.close()
+            if cluster is not None:
+                cluster.close()
     return files
+
+
+_DASK_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+def _silence_dask_logs() -> None:
+    """Run on each local worker just before the cluster closes (see :func:`_quiet_shutdown`):
+    a worker process's heartbeat racing the scheduler's close logs a ``CommClosedError``."""
+    for name in _DASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def _quiet_shutdown() -> Iterator[None]:
+    """Silence dask while it closes: closing a local cluster logs connection errors
+    (``CommClosedError`` tracebacks) from comms the close itself cut, never a lost result
+    (every result was collected before; a failed task raised in ``fut.result()``)."""
+    loggers = [logging.getLogger(n) for n in _DASK_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def summarize(layout: Layout, cube: str | os.PathLike,

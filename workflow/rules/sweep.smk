@@ -35,9 +35,12 @@ rule simulate:
         ktsweep=KTSWEEP,
         cube=CUBE_DIR,
         scheduler=scheduler_flag(),
+    # The job's progress goes to its log (follow it with `tail -f`, or the whole sweep with
+    # `ktsweep watch results/NAME`); its last line, the chunk's and the sweep's progress, is
+    # echoed into Snakemake's own output.
     shell:
         "{params.ktsweep} run-chunk {input.layout} {wildcards.chunk} --cube {params.cube} "
-        "--threads {threads} {params.scheduler} > {log} 2>&1"
+        "--threads {threads} {params.scheduler} > {log} 2>&1 && tail -n 1 {log}"
 
 
 rule cube:

@@ -1,0 +1,197 @@
+"""How far a sweep has got: points done / total per method and an ETA, read from the store.
+
+Nothing here talks to Snakemake or dask: a chunk is done when its commit record exists, a
+running chunk's progress is its staged task files (one per finished dask task), and a
+running chunk says so with a small marker file that its job writes when it starts computing
+and removes when it ends. So ``ktsweep status`` works from any shell, during or after a run,
+on a laptop or a cluster's shared file system.
+
+The ETA is measured, not modelled: job-seconds per point-evaluation (every committed chunk's
+recorded ``seconds`` plus the time running chunks have run so far, over the evaluations they
+finished), times the evaluations left, divided by the chunks running now. Tasks run the
+most expensive points first, so early in a chunk the ETA errs long.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ktsweep.sweep import store
+from ktsweep.sweep.layout import Layout
+
+MARKER = ".running.json"
+"""Name of the marker a chunk job keeps in its staging folder while it computes."""
+
+
+def mark_running(cube: str | os.PathLike, chunk: str) -> Path:
+    """Write the chunk's running marker (start time, host, pid) into its staging folder."""
+    folder = store.staging_dir(cube) / chunk
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MARKER
+    tmp = folder / f".{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"started": time.time(), "host": socket.gethostname(),
+                               "pid": os.getpid()}))
+    os.replace(tmp, path)
+    return path
+
+
+def clear_running(cube: str | os.PathLike, chunk: str) -> None:
+    (store.staging_dir(cube) / chunk / MARKER).unlink(missing_ok=True)
+
+
+def _alive(marker: dict[str, Any]) -> bool:
+    """Whether the job that wrote a marker still runs (only checkable on its own host)."""
+    if marker.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(marker["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError):
+        return True
+    return True
+
+
+@dataclass
+class Progress:
+    """A sweep's state: per-method evaluations done and total, chunks, and the ETA."""
+
+    name: str
+    cube: Path
+    total: dict[str, int]
+    done: dict[str, int]
+    chunks: int
+    committed: int
+    running: list[str] = field(default_factory=list)
+    seconds_per_eval: float | None = None
+    eta_s: float | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.committed == self.chunks
+
+    def fraction(self) -> float:
+        total = sum(self.total.values())
+        return sum(self.done.values()) / total if total else 1.0
+
+    def line(self) -> str:
+        """One line for a terminal or a job log: counts per method, chunks, ETA."""
+        counts = ", ".join(f"{m} {self.done[m]}/{self.total[m]}" for m in self.total)
+        state = (f"{self.committed}/{self.chunks} chunks committed"
+                 + (f", {len(self.running)} running" if self.running else ""))
+        if self.complete:
+            eta = "complete"
+        elif not self.running:
+            eta = "no chunk job running (start or resume the snakemake command)"
+            if self.eta_s is not None:
+                eta += f"; about {format_seconds(self.eta_s)} of one job's time left"
+        elif self.eta_s is not None:
+            eta = f"ETA {format_seconds(self.eta_s)}"
+        else:
+            eta = "ETA after the first task finishes"
+        return f"{self.name}: {100 * self.fraction():.0f}% ({counts}); {state}; {eta}"
+
+
+def format_seconds(s: float) -> str:
+    """Seconds as a short human duration: 42 s, 3 min 5 s, 2 h 07 min."""
+    s = max(0.0, float(s))
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def chunk_totals(layout: Layout, chunk: str) -> dict[str, int]:
+    """Point-evaluations a chunk owes, per method (Monte Carlo only on its sub-grid)."""
+    sl = layout.chunk_slices(chunk)
+    n = math.prod(s.stop - s.start for s in sl)
+    return {m: int(layout.mc_mask[sl].sum()) if m == "mc" else n for m in layout.methods}
+
+
+def _staged_counts(folder: Path) -> tuple[dict[str, int], float | None]:
+    """Evaluations in a chunk's staged task files, per method, and the newest file's time."""
+    counts: dict[str, int] = {}
+    newest = None
+    for f in folder.glob("*.npz") if folder.exists() else []:
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                n = len(z["positions"])
+                for method in {k.split("/", 1)[0] for k in z.files if "/" in k}:
+                    counts[method] = counts.get(method, 0) + n
+            newest = max(newest or 0.0, f.stat().st_mtime)
+        except (OSError, ValueError, KeyError):  # vanished (committed meanwhile) or partial
+            continue
+    return counts, newest
+
+
+def measure(layout: Layout, cube: str | os.PathLike, now: float | None = None) -> Progress:
+    """Read the progress of ``layout``'s sweep from its cube's commit records and staging."""
+    now = time.time() if now is None else now
+    commits, staging = store.commits_dir(cube), store.staging_dir(cube)
+    total = {m: 0 for m in layout.methods}
+    done = {m: 0 for m in layout.methods}
+    committed, running = 0, []
+    job_seconds, evaluations = 0.0, 0
+    for chunk in layout.chunk_ids():
+        owed = chunk_totals(layout, chunk)
+        for m, n in owed.items():
+            total[m] += n
+        record = commits / f"{chunk}.json"
+        if record.exists():
+            committed += 1
+            for m, n in owed.items():
+                done[m] += n
+            try:
+                rec = json.loads(record.read_text())
+            except (OSError, ValueError):
+                continue
+            job_seconds += float(rec.get("seconds", 0.0))
+            evaluations += sum(int(v) for v in rec.get("computed", {}).values())
+            continue
+        counts, _ = _staged_counts(staging / chunk)
+        for m, n in counts.items():
+            if m in done:
+                done[m] += min(n, owed[m])
+        marker = staging / chunk / MARKER
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(info):
+            running.append(chunk)
+            job_seconds += max(0.0, now - float(info.get("started", now)))
+            evaluations += sum(counts.values())
+    out = Progress(layout.name, Path(cube), total, done, layout.n_chunks, committed, running)
+    if evaluations:
+        out.seconds_per_eval = job_seconds / evaluations
+        left = sum(total.values()) - sum(done.values())
+        out.eta_s = left * out.seconds_per_eval / max(1, len(running))
+    return out
+
+
+def locate(target: str | os.PathLike) -> tuple[Layout, Path]:
+    """The layout and cube of a results folder (results/NAME) or of a config file.
+
+    A config file is resolved the way the workflow does, relative to the current directory
+    (run it where you run snakemake).
+    """
+    p = Path(target)
+    if p.is_dir():
+        layout_file = p / ".ktsweep" / "layout.json"
+        if not layout_file.exists():
+            raise FileNotFoundError(f"{p} has no .ktsweep/layout.json: give results/NAME of "
+                                    "a sweep that snakemake has started, or its config file")
+        layout = Layout.from_json(layout_file.read_text())
+        return layout, store.cube_path(layout, p.parent)
+    layout = Layout.from_file(p)
+    return layout, store.cube_path(layout)
