@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ktsweep.model.inputs import NEUTRAL as NEUTRAL_INPUTS
+from ktsweep.model.inputs import check_inputs
+
 TARGETS = ("gaussian", "lowdim", "power")
 SCHEDULES = ("geometric", "tail_geometric", "constant")
 DEFAULT_GAMMA0: dict[str, float] = {"scale": 0.5}
@@ -54,6 +57,8 @@ class Point:
     horizon_s: int | None = None
     gamma0_t: Gamma0 = None  # type: ignore[assignment]
     gamma0_s: Gamma0 = None  # type: ignore[assignment]
+    inputs: str = NEUTRAL_INPUTS  # law of each coordinate of z (ktsweep.model.inputs)
+    inputs_nu: float | None = None  # student_t degrees of freedom
 
     # -- derived sizes -------------------------------------------------------------
     @property
@@ -122,7 +127,7 @@ REQUIRED: tuple[str, ...] = ("alpha_t", "alpha_s", "N", "n", "sigma2")
 INT_PARAMS = (
     "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s"
 )
-FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta")
+FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta", "inputs_nu")
 
 
 def _fail(name: str, value: Any, allowed: str) -> ParameterError:
@@ -263,7 +268,15 @@ def make_point(values: Mapping[str, Any]) -> Point:
             raise _fail(name, v[name], f"planned horizon must be >= the steps run ({run})")
     for name in ("gamma0_t", "gamma0_s"):
         v[name] = _check_gamma0(name, v[name])
+    try:
+        v["inputs"], v["inputs_nu"] = check_inputs(v["inputs"], v["inputs_nu"])
+    except ValueError as err:
+        raise ParameterError(str(err)) from None
     return Point(**v)
+
+
+HASH_NEUTRAL: dict[str, Any] = {"inputs": NEUTRAL_INPUTS, "inputs_nu": None}
+"""Later parameters and the value at which :func:`point_hash` leaves each out."""
 
 
 def _canonical(value: Any) -> Any:
@@ -283,10 +296,15 @@ def point_hash(point: Point | Mapping[str, Any]) -> str:
     """Stable 16-hex-digit hash of a point's resolved parameter values.
 
     Independent of key order, of int/float spelling and of the process; defaults are
-    resolved first so that spelling a default out does not change the hash.
+    resolved first so that spelling a default out does not change the hash. Parameters
+    added after the first cubes (:data:`HASH_NEUTRAL`) are left out at their neutral value,
+    so a point of the paper's model keeps the hash (cube key, Monte Carlo seeds) it had.
     """
     p = point if isinstance(point, Point) else make_point(point)
     values = p.as_dict()
+    for name, neutral in HASH_NEUTRAL.items():
+        if values[name] == neutral:
+            del values[name]
     values["r_t"], values["r_s"] = p.rank_t, p.rank_s
     values["horizon_t"], values["horizon_s"] = p.plan_t, p.plan_s
     text = json.dumps(_canonical(values), sort_keys=True, separators=(",", ":"))
