@@ -7,6 +7,7 @@ no CUDA device; ``slow`` is deselected by ``-m 'not slow'``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """The tiny config through the whole workflow once per session, shared by the end-to-end
+    tests: (folder, config, its content-addressed cube). Tests that switch the folder to other
+    grids still compare against that cube: a committed cube is never changed in place."""
+    from e2e import snakemake, write_config
+
+    work = tmp_path_factory.mktemp("tiny")
+    cfg = write_config(work / "tiny.yaml")
+    snakemake(work, "--configfile", str(cfg))
+    return work, cfg, (work / "results" / "tiny" / "cube.zarr").resolve()
 
 
 @pytest.fixture

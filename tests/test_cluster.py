@@ -75,12 +75,10 @@ def slurm_cluster():
         subprocess.run(["bash", str(SLURM_DIR / "down.sh")], capture_output=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def local_tiny(tmp_path_factory):
-    work = tmp_path_factory.mktemp("local")
-    cfg = write_config(work / "tiny.yaml")
-    snakemake(work, "--configfile", str(cfg))
-    return work / "results" / "tiny" / "cube.zarr"
+@pytest.fixture
+def local_tiny(tiny_run):
+    """The cube of the local reference run (conftest's session-wide tiny run)."""
+    return tiny_run[2]
 
 
 @pytest.mark.slurm
@@ -148,7 +146,7 @@ def dask_cluster():
 
 def test_external_dask_cluster_equals_local_run(dask_cluster, local_tiny, tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml")
-    snakemake(tmp_path, "--configfile", str(cfg), "--config",
+    snakemake(tmp_path, "results/tiny/cube.json", "--configfile", str(cfg), "--config",
               f"dask={{scheduler: '{dask_cluster}'}}")
     from distributed import Client
 

@@ -113,6 +113,19 @@ def test_grid_with_inf_values() -> None:
     assert lay.point_at((1, 1)).n == math.inf and math.inf == lay.point_at((1, 1)).N
 
 
+def test_layout_file_keeps_infinite_values() -> None:
+    """The workflow hands the layout to its jobs as JSON. Planted bug (the one the theory
+    config kd_kappa hit): pydantic's default writes inf as null, and init-cube then refused
+    ``fixed.n: None``."""
+    lay = Layout.from_config({"name": "lim", "grid": {"N": [100, math.inf]},
+                              "fixed": {"n": math.inf, "alpha_t": 1.3, "alpha_s": 2.0,
+                                        "sigma2": 0.1, "d": 10}})
+    back = Layout.from_json(lay.to_json())
+    assert list(back.axes["N"]) == [100, math.inf]
+    last = back.point_at((1,))
+    assert (last.n, last.N) == (math.inf, math.inf)
+
+
 def test_cli_point_with_infinite_n() -> None:
     res = subprocess.run([sys.executable, "-m", "ktsweep.cli", "point", "alpha_t=1.3",
                           "alpha_s=2", "N=500", "n=inf", "sigma2=0.1", "d=10", "--json"],

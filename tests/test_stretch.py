@@ -144,3 +144,41 @@ def test_threads_share_the_map_cache_safely(small_point: Callable[..., Point]) -
     for x, y in zip(alone, both, strict=True):
         for k in RISKS + CURVES:
             np.testing.assert_allclose(x[k], y[k], rtol=1e-13, err_msg=k)
+
+
+def test_runs_sharing_a_map_advance_together_as_alone(small_point: Callable[..., Point]
+                                                      ) -> None:
+    """Points sharing the spectra (different N, n, σ², batch of the ceiling only through n)
+    go through each stretch map together, one matrix product for all rows; each must get
+    what it gets alone and what the step recursion gives. Planted bugs this catches: every
+    row of a group decayed by the first row's stretch length; a row's learning curve summed
+    with another row's coefficients; a row's noise taken from its neighbour."""
+    pts = [small_point(d=30, N=N, n=n, sigma2=s2, gamma0_t=0.3, gamma0_s=0.2)
+           for N, n, s2 in ((3000, 9000, 0.1), (7000, 2500, 0.5), (20000, 40000, 0.02))]
+    ck = checkpoint_steps(40000)
+    together = exact.evaluate(pts, ck)
+    for i, p in enumerate(pts):
+        alone = exact.evaluate([p], ck)
+        for k in (*RISKS, *CURVES):
+            np.testing.assert_allclose(together[k][i], alone[k][0], rtol=1e-12, err_msg=k)
+    _compare(pts[1])
+
+
+def test_blas_limit_is_restored_and_reentrant() -> None:
+    """The engines run BLAS single-threaded only while they run. Planted bugs: the limit
+    left in place after the call (every later NumPy product in the process single-threaded),
+    or lifted by an inner call while an outer one still runs."""
+    from threadpoolctl import threadpool_info
+
+    from ktsweep.engines.moments import one_blas_thread
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas()
+    assert before, "NumPy's BLAS not found by threadpoolctl: the test would prove nothing"
+    with one_blas_thread():
+        with one_blas_thread():
+            assert set(blas()) <= {1}
+        assert set(blas()) <= {1}
+    assert blas() == before

@@ -16,16 +16,8 @@ from ktsweep.sweep.layout import Layout, load_config
 from ktsweep.sweep.store import open_cube
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny")
-    cfg = write_config(work / "tiny.yaml")
-    snakemake(work, "--configfile", str(cfg))
-    return work, cfg
-
-
 def test_cube_equals_direct_engine_calls(tiny_run):
-    work, cfg = tiny_run
+    work, cfg, _ = tiny_run
     layout = Layout(load_config(str(cfg)))
     cube = work / "results" / "tiny" / "cube.zarr"
     assert_cube_equals_direct(cube, layout)
@@ -43,7 +35,7 @@ def test_cube_equals_direct_engine_calls(tiny_run):
 def test_rerun_does_nothing(tiny_run):
     """Mutation caught: a workflow that always reruns the summary (e.g. cube.json removed
     by the plan-time check although nothing changed)."""
-    work, cfg = tiny_run
+    work, cfg, _ = tiny_run
     out = snakemake(work, "--configfile", str(cfg), "-n")
     assert "Nothing to be done" in out.stdout + out.stderr
     markers = sorted((work / "results" / "tiny" / "cubes").rglob("*.commits/c*.json"))
@@ -54,10 +46,10 @@ def test_rerun_does_nothing(tiny_run):
 
 
 def test_extended_grid_computes_only_new_points(tiny_run, tmp_path):
-    work, cfg = tiny_run
+    work, cfg, _ = tiny_run
     old = open_cube(work / "results" / "tiny" / "cube.zarr").load()
     bigger = write_config(tmp_path / "bigger.yaml", **{"grid.alpha_t": [1.5, 2.5, 3.5]})
-    snakemake(work, "--configfile", str(bigger))
+    snakemake(work, "results/tiny/cube.json", "--configfile", str(bigger))
     summary = json.loads((work / "results" / "tiny" / "cube.json").read_text())
     # 3 alpha_s x 2 N new points for alpha_t = 3.5; Monte Carlo only where N = 256.
     assert summary["computed"] == {"exact": 6, "mc": 3, "bound": 6}
@@ -82,7 +74,7 @@ def test_killed_job_recovers(tmp_path):
         "jobs.points_per_job": 6, "jobs.points_per_task": 1})
     layout = Layout(load_config(str(cfg)))
     cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-           "--cores", "1", "--configfile", str(cfg)]
+           "--cores", "1", "results/slow/cube.json", "--configfile", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     logs = tmp_path / "logs" / "slow" / "simulate"
@@ -109,7 +101,7 @@ def test_killed_job_recovers(tmp_path):
     # A killed Snakemake leaves its lock behind: unlock, then rerun (as README says); the
     # profile's rerun-incomplete reruns the killed job without a flag.
     snakemake(tmp_path, "--configfile", str(cfg), "--unlock")
-    out = snakemake(tmp_path, "--configfile", str(cfg))
+    out = snakemake(tmp_path, "results/slow/cube.json", "--configfile", str(cfg))
     assert "Using workflow specific profile" in out.stdout + out.stderr
     summary = json.loads((tmp_path / "results" / "slow" / "cube.json").read_text())
     assert summary["missing"] == {}
@@ -125,7 +117,7 @@ def _published_copy(tiny_run, tmp_path):
     tests switch the shared folder to other grids. Returns (folder, config, cube.zarr link)."""
     import shutil
 
-    work, cfg = tiny_run
+    work, cfg, _ = tiny_run
     copy = tmp_path / "copy"
     shutil.copytree(work, copy, symlinks=True)
     snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))

@@ -66,7 +66,7 @@ def run(
 
     ``mc_settings`` is required when ``mc`` is among the methods.
     """
-    from . import bounds, exact, mc  # imported here: torch loads only when an engine runs
+    from . import bounds, exact  # imported here, and mc (torch) only when it runs
 
     out: dict[str, dict[str, np.ndarray]] = {}
     wanted = check_methods(methods)
@@ -83,6 +83,8 @@ def run(
         elif m == "exact":
             out[m] = exact.evaluate(points, checkpoints)
         elif m == "mc" and s is not None:
+            from . import mc
+
             if s.require_device and s.device == "cuda" and not mc.torch.cuda.is_available():
                 raise RuntimeError("mc.device is cuda with mc.require_device: true, but no CUDA "
                                    "GPU is visible here; run on a GPU node or set device: auto")

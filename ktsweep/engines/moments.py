@@ -16,6 +16,9 @@ Divergence has one definition for every estimator (:data:`DIVERGED_FACTOR`,
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +31,38 @@ exceeds this multiple of its untrained value Σ_i a_i(0) + s². Stable SGD reach
 stationary level s²/(1 − Σ_i g_i/d_i) (see :mod:`ktsweep.engines.stretch`), far below this unless
 the step is within 10⁻⁴ of the stability edge; an unstable run crosses it geometrically fast.
 Monte Carlo applies the same rule to each replicate (``mc``)."""
+
+
+_BLAS: dict = {"controller": None, "depth": 0, "limiter": None}
+_BLAS_LOCK = threading.Lock()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run BLAS single-threaded inside (re-entrant, shared by threads; the last one out
+    restores the previous limits).
+
+    The solvers' products are small or medium (rows × d by d × roots), and a sweep already
+    gives every core its own dask worker: OpenBLAS's extra threads busy-wait for work and, on
+    a loaded machine, slow the engine many times over (measured: one d = 1000 point at
+    N = n = 2^30, warm cache, 13.5 s with two BLAS threads against 0.9 s with one, load 12 on
+    2 cores).
+    """
+    with _BLAS_LOCK:
+        if _BLAS["depth"] == 0:
+            if _BLAS["controller"] is None:
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS["controller"] = ThreadpoolController()
+            _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+        _BLAS["depth"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["depth"] -= 1
+            if _BLAS["depth"] == 0:
+                _BLAS["limiter"].restore_original_limits()
 
 
 _STEP_BELOW = 1
@@ -113,6 +148,12 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int, psi: f
 
 def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
                  ) -> Moments:
+    """:func:`_evolve_steps` with BLAS single-threaded (:func:`one_blas_thread`)."""
+    with one_blas_thread():
+        return _evolve_steps(runs, checkpoints, block)
+
+
+def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Moments:
     """Reference solver: iterate a_i ← (1 − 2γλ_i + γ²λ_i² c) a_i + (γ²λ_i²/B)(Σ_j a_j + s²),
     c = :func:`curvature` (1 + 1/B for Gaussian inputs).
 
@@ -258,21 +299,28 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
 
 
 def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
+    """:func:`_evolve` with BLAS single-threaded (:func:`one_blas_thread`)."""
+    with one_blas_thread():
+        return _evolve(runs, checkpoints)
+
+
+def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     """Advance every run stretch by stretch in closed form (cost independent of N and n).
 
     Same contract as :func:`evolve_steps`; rows with ``steps = -1`` get the limit of
-    infinitely many steps (:func:`limit_moments`). Within a stretch, pieces shorter than
-    ``_STEP_BELOW·d`` steps (a short stretch, or its start up to the checkpoints near it) are
-    stepped, which is cheaper than decomposing; the rest is advanced in closed form, split at
-    the checkpoints (each piece needs only the roots its length resolves) unless the map
-    already holds every root, in which case one pass reads the checkpoints as O(d) sums.
+    infinitely many steps (:func:`limit_moments`). Rows advance in rounds, one stretch each;
+    within a round, the rows whose stretch has the same map (same λ, γ, B: the runs of a
+    sweep's points share their schedules' step sizes γ0·2^-j) go through it together, two
+    matrix products for all of them (:meth:`~ktsweep.engines.stretch.StretchMap.advance_many`).
+    Within a stretch, a prefix shorter than ``_STEP_BELOW·d`` steps (the stretch itself when
+    short, else its start up to the checkpoints near it) is stepped, which is cheaper than
+    decomposing; the rest is advanced in closed form, its checkpoints read as O(d) sums.
     Divergence follows :data:`DIVERGED_FACTOR`: a strictly stable stretch cannot grow
-    without bound, and its Σa is bounded above by the ``peak`` of
-    :meth:`~ktsweep.engines.stretch.StretchMap.advance`; only when that bound reaches the
-    limit is Σa evaluated along the piece (64 log-spaced steps). A stretch that is not
-    strictly stable is stepped until it ends or crosses the limit.
+    without bound, and its Σa is bounded above by the ``peak`` of the closed form; only when
+    that bound reaches the limit is Σa evaluated along the stretch (64 log-spaced steps). A
+    stretch that is not strictly stable is stepped until it ends or crosses the limit.
     """
-    from ktsweep.engines.stretch import stretch_map
+    from ktsweep.engines.stretch import spectrum_key, stretch_map
 
     rows, d = runs.a0.shape
     ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
@@ -280,87 +328,92 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
     a_out = np.array(runs.a0, dtype=np.float64)
     contraction = np.ones((rows, d))
     diverged = np.zeros(rows, dtype=bool)
-    psis = runs.fourth_moment()
+    lam = np.ascontiguousarray(runs.lam, dtype=np.float64)
+    lam_key = [spectrum_key(lam[r]) for r in range(rows)]
+    noise = np.asarray(runs.noise, dtype=np.float64)
+    inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)
+    psi = runs.fourth_moment()
+    steps = np.asarray(runs.steps, dtype=np.int64)
+    limit = divergence_limit(a_out.sum(axis=1), noise)
+    curve[:, ckpt == 0] = 0.5 * a_out.sum(axis=1)[:, None]
+    plans: dict[int, list[tuple[int, int, float]]] = {}
     for r in range(rows):
-        lam = np.ascontiguousarray(runs.lam[r], dtype=np.float64)
-        a = a_out[r].copy()
-        noise = float(runs.noise[r])
-        inv_b = 1.0 / float(runs.batch[r])
-        psi = float(psis[r])
-        steps = int(runs.steps[r])
-        limit = float(divergence_limit(a.sum(), noise))
-        curve[r, ckpt == 0] = 0.5 * a.sum()
         phases = runs.phases[r]
-        if steps < 0:  # the limit of infinitely many steps
+        if steps[r] < 0:  # the limit of infinitely many steps
             kind = "geometric" if runs.kinds is None else runs.kinds[r]
-            res = limit_moments(lam, a, noise, inv_b, kind, phases[0][1], psi)
-            if res is None or not res[0].sum() + noise < limit:
-                diverged[r], a_out[r], contraction[r] = True, np.nan, np.nan
+            res = limit_moments(lam[r], a_out[r], float(noise[r]), float(inv_b[r]), kind,
+                                phases[0][1], float(psi[r]))
+            if res is None or not res[0].sum() + noise[r] < limit[r]:
+                diverged[r] = True
             else:
                 a_out[r], contraction[r] = res
             continue
-        stops = [s for s, _ in phases[1:]] + [steps]
-        with np.errstate(all="ignore"):
-            for (start, gamma), stop in zip(phases, stops, strict=True):
-                stop = min(stop, steps)
-                if stop <= start:
+        stops = [s for s, _ in phases[1:]] + [int(steps[r])]
+        plans[r] = [(start, min(stop, int(steps[r])), gamma)
+                    for (start, gamma), stop in zip(phases, stops, strict=True)
+                    if min(stop, int(steps[r])) > start]
+
+    def finish(r: int, inside: np.ndarray, vals: np.ndarray, blew: bool) -> None:
+        curve[r, inside] = vals
+        total = a_out[r].sum()
+        if blew or not (total >= 0.0 and total + noise[r] < limit[r]):
+            diverged[r] = True
+
+    depth = max((len(p) for p in plans.values()), default=0)
+    with np.errstate(all="ignore"):
+        for rnd in range(depth):
+            groups: dict[int, tuple] = {}
+            for r, plan in plans.items():
+                if diverged[r] or rnd >= len(plan):
                     continue
+                start, stop, gamma = plan[rnd]
                 length = stop - start
                 inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
                 rel = ckpt[inside] - start
-                sm = stretch_map(lam, gamma, inv_b, psi)
+                sm = stretch_map(lam[r], gamma, float(inv_b[r]), lam_key[r], float(psi[r]))
                 # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
                 # stretch itself when short, else its prefix up to the checkpoints near its
                 # start (their gaps are short, so they would need every root of the map).
                 head = length if sm is None or length <= _STEP_BELOW * d else int(
-                    max([t for t in rel if t <= _STEP_BELOW * d], default=0))
+                    max([t for t in rel.tolist() if t <= _STEP_BELOW * d], default=0))
                 vals = np.full(rel.size, np.nan)
                 blew = False
                 if head:
                     first = rel <= head
-                    a, vals[first], blew = _step_stretch(lam, a, noise, gamma, inv_b, head,
-                                                         rel[first], limit, psi=psi)
-                pos = head
-                rest = np.flatnonzero(rel > head)
-                if not blew and sm is not None and sm.lo == 0 and head < length:
-                    # every root is known already: one pass, checkpoints as O(d) sums
-                    res = sm.advance(a, noise, length - head, rel[rest] - head)
-                    if res is not None and res[2] + noise < limit:
-                        a, vals[rest] = res[0], res[1]
-                        rest, pos = rest[:0], length
-                for j in rest.tolist() + ([None] if pos < length else []):
-                    if blew:
-                        break
-                    end = length if j is None else int(rel[j])
-                    if end == pos:
-                        continue
-                    res = sm.advance(a, noise, end - pos, np.zeros(0))
+                    a_out[r], vals[first], blew = _step_stretch(
+                        lam[r], a_out[r], float(noise[r]), gamma, float(inv_b[r]), head,
+                        rel[first], float(limit[r]), psi=float(psi[r]))
+                if blew or head == length:
+                    finish(r, inside, vals, blew)
+                    continue
+                groups.setdefault(id(sm), (sm, []))[1].append(
+                    (r, gamma, length, head, inside, rel, vals))
+            for sm, members in groups.values():
+                idx = [m[0] for m in members]
+                res = sm.advance_many(a_out[idx], noise[idx],
+                                      np.array([m[2] - m[3] for m in members]),
+                                      [m[5][m[5] > m[3]] - m[3] for m in members])
+                for k, (r, gamma, length, head, inside, rel, vals) in enumerate(members):
+                    later = rel > head
                     if res is None:  # a root was not found: step the rest
-                        later = rel > pos
-                        a, vals[later], blew = _step_stretch(lam, a, noise, gamma, inv_b,
-                                                             length - pos, rel[later] - pos,
-                                                             limit, psi=psi)
-                        break
-                    new, _, peak = res
-                    if not peak + noise < limit:
-                        probe = np.unique(np.geomspace(1, end - pos, 64).astype(np.int64))
-                        along = sm.advance(a, noise, end - pos, probe)
-                        blew = along is None or not (2.0 * along[1].max() + noise < limit)
-                    a, pos = new, end
-                    if j is not None:
-                        vals[j] = 0.5 * a.sum()
-                curve[r, inside] = vals
-                total = a.sum()
-                if blew or not (total >= 0.0 and total + noise < limit):
-                    diverged[r] = True
-                    break
-        if diverged[r]:
-            a_out[r] = np.nan
-            contraction[r] = np.nan
-            continue
-        a_out[r] = a
-        contraction[r] = phase_product(phases, steps, lam)
-        curve[r, ckpt > steps] = np.nan
+                        a_out[r], vals[later], blew = _step_stretch(
+                            lam[r], a_out[r], float(noise[r]), gamma, float(inv_b[r]),
+                            length - head, rel[later] - head, float(limit[r]),
+                            psi=float(psi[r]))
+                    else:
+                        blew = False
+                        if not res[2][k] + noise[r] < limit[r]:
+                            probe = np.unique(np.geomspace(1, length - head, 64).astype(np.int64))
+                            along = sm.advance(a_out[r], float(noise[r]), length - head, probe)
+                            blew = along is None or not (2.0 * along[1].max() + noise[r] < limit[r])
+                        a_out[r], vals[later] = res[0][k], res[1][k]
+                    finish(r, inside, vals, blew)
+    for r in plans:
+        if not diverged[r]:
+            contraction[r] = phase_product(runs.phases[r], int(steps[r]), lam[r])
+            curve[r, ckpt > steps[r]] = np.nan
+    a_out[diverged] = np.nan
+    contraction[diverged] = np.nan
     return Moments(a_out, contraction, curve, diverged)
 
 

@@ -9,7 +9,7 @@ Within a stretch of constant γ (batch B, spectrum λ, label noise s²) docs/sci
 
 Modes with λ_i = 0 have q_i = 1, g_i = 0: they keep their value and only add a constant to
 S = Σ_j a_j + s², so they are folded into the noise (exact deflation). For the live modes
-(g_i > 0) write d_i = 1 − q_i = γλ_i(2 − γλ_i c), which is computed with full relative
+(g_i > 0) write d_i = 1 − q_i = γλ_i(2 − γλ_i(1 + 1/B)), which is computed with full relative
 accuracy however small γλ_i is; every quantity below is expressed through d, never through q,
 because q_i rounds to 1 for tail modes and would lose all their information.
 
@@ -59,7 +59,6 @@ too close to separate, returns ``None`` and the caller steps it (the step recurs
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 
@@ -78,6 +77,9 @@ two matrix-vector products; larger ones rebuild C row block by row block."""
 _CACHE_BYTES = 512 << 20
 """Stretch maps are reused across runs and points (same λ, γ, B): geometric schedules of any
 horizon share their step sizes γ0·2^-j, and the T2S and ceiling students share everything."""
+
+_GROW_MIN = 64
+"""Fewest roots one extension of a map's root set adds (see :meth:`StretchMap.ensure`)."""
 
 _TINY = 1e-18
 """Relative size (against the state's scale) below which a decaying component is dropped."""
@@ -117,7 +119,11 @@ class StretchMap:
         return 8 * (6 * self.d.size + 5 * self.delta.size) + rows
 
     def ensure(self, cut: float) -> bool:
-        """Compute every root with δ ≤ ``cut`` (and possibly a few more); False on failure."""
+        """Compute every root with δ ≤ ``cut`` (and possibly more); False on failure.
+
+        The root set grows at least geometrically (each extension at least doubles it), so
+        a map asked for ever more roots copies its rows O(log d) times, not once per call.
+        """
         m = self.d.size
         if self.failed:
             return False
@@ -126,23 +132,16 @@ class StretchMap:
         lo = min(lo, m - 1) if m else 0
         if lo >= self.lo:
             return True
-        new = range(lo, self.lo)
-        origin = np.empty(len(new), dtype=np.int64)
-        tau = np.empty(len(new))
-        delta = np.empty(len(new))
-        D, z, rho, d = self._D, self._z, self._rho, self.d
-        for j, i in enumerate(new):
-            dl, sigma, work, info = dlasd4(i, D, z, rho)
-            if info != 0 or not sigma > 0:
-                self.failed = True
-                return False
-            o = i if i + 1 >= m or abs(dl[i]) <= abs(dl[i + 1]) else i + 1
-            dk = 1.0 / (sigma * sigma)
-            origin[j], delta[j] = o, dk
-            tau[j] = d[o] * dk * (dl[o] * work[o])  # δ − d_o = d_o δ (1/d_o − 1/δ)
+        lo = max(0, min(lo, self.lo - max(_GROW_MIN, m - self.lo)))
+        origin, tau, delta = self._roots(lo, self.lo)
+        if origin is None:
+            self.failed = True
+            return False
         rows = self._build(origin, tau, None)
         h = rows @ self.g
-        w = np.square(rows) @ self.g
+        sq = np.square(rows)
+        w = sq @ self.g
+        del sq
         if not (np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all()):
             self.failed = True
             return False
@@ -153,10 +152,35 @@ class StretchMap:
         self.h = np.concatenate([h, self.h])
         self.w = np.concatenate([w, self.w])
         if self.rows is not None and (m - lo) * m <= _KEEP_ROWS:
-            self.rows = np.concatenate([rows, self.rows])
+            self.rows = rows if self.rows.shape[0] == 0 else np.concatenate([rows, self.rows])
         else:
             self.rows = None
         return True
+
+    def _roots(self, lo: int, hi: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
+        """Roots lo … hi−1 by LAPACK ``dlasd4`` (one call per root, the loop kept minimal):
+        nearest pole o, offset τ = δ − d_o to full relative precision, and δ."""
+        D, z, rho = self._D, self._z, self._rho
+        m = self.d.size
+        count = hi - lo
+        sig = np.empty(count)
+        near = np.empty((count, 2))  # D_j² − σ² at the two poles bracketing the root
+        lasd4 = dlasd4
+        for j, i in enumerate(range(lo, hi)):
+            dl, sigma, work, info = lasd4(i, D, z, rho)
+            if info != 0 or not sigma > 0:
+                return None, None, None
+            sig[j] = sigma
+            near[j, 0] = dl[i] * work[i]
+            near[j, 1] = dl[i + 1] * work[i + 1] if i + 1 < m else np.inf
+        idx = np.arange(lo, hi)
+        up = np.abs(near[:, 1]) < np.abs(near[:, 0])
+        origin = np.where(up, idx + 1, idx)
+        gap = np.where(up, near[:, 1], near[:, 0])
+        delta = 1.0 / (sig * sig)
+        tau = self.d[origin] * delta * gap  # δ − d_o = d_o δ (1/d_o − 1/δ)
+        return origin, tau, delta
 
     def _build(self, origin: np.ndarray, tau: np.ndarray, out: np.ndarray | None
                ) -> np.ndarray:
@@ -175,56 +199,73 @@ class StretchMap:
 
     def advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """See :meth:`_advance`; serialised per map (roots may be added meanwhile)."""
-        with self.lock:
-            return self._advance(a, noise, length, times)
+        """One state through :meth:`advance_many`."""
+        res = self.advance_many(a[None, :], np.array([float(noise)]),
+                                np.array([length], dtype=np.int64), [np.asarray(times)])
+        if res is None:
+            return None
+        return res[0][0], res[1][0], float(res[2][0])
 
-    def _advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """a after ``length`` steps, ½Σa at ``times`` (0 < t ≤ length) and an upper bound on
-        Σa over the stretch (for the divergence rule); None if a root could not be found.
+    def advance_many(self, a: np.ndarray, noise: np.ndarray, length: np.ndarray,
+                     times: list[np.ndarray]
+                     ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray] | None:
+        """Several states (rows of ``a``) through this map at once; serialised per map (roots
+        may be added meanwhile). See :meth:`_advance_many`."""
+        with self.lock:
+            return self._advance_many(a, noise, length, times)
+
+    def _advance_many(self, a: np.ndarray, noise: np.ndarray, length: np.ndarray,
+                      times: list[np.ndarray]
+                      ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray] | None:
+        """Row r after ``length[r]`` steps, ½Σa at ``times[r]`` (0 < t ≤ length[r]) and an
+        upper bound on Σa over its stretch (for the divergence rule); None if a root could not
+        be found. Rows share the map's roots and eigenvectors: two matrix products for all.
 
         Dropping root k changes a_i(t) by at most √g_i ‖W⁻¹y‖ μ_k^t (y = a(0) − a_∞, W =
         diag √g: an orthogonal projection in the symmetric coordinates), so roots with
-        μ_k^t ≤ _TINY · scale / (√g_max ‖W⁻¹y‖) at the shortest time asked for are dropped.
-        Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with 0 < μ_k < 1 bounds the peak by
-        Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
+        μ_k^t ≤ _TINY · scale / (√g_max ‖W⁻¹y‖) at the shortest time asked for (over all
+        rows) are dropped. Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with 0 < μ_k < 1 bounds the peak
+        by Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
         """
-        x = a[self.live]
-        still = float(a[self.dead].sum())
+        x = a[:, self.live]
+        still = a[:, self.dead].sum(axis=1)
         s2 = noise + still
-        fixed = self.fixed * s2
+        fixed = s2[:, None] * self.fixed[None, :]
         y = x - fixed
-        t_min = float(min(length, times.min())) if times.size else float(length)
-        with np.errstate(divide="ignore"):
-            spread = math.sqrt(float(self.g.max()) * float(np.sum(y * y / self.g)))
-        scale = max(float(np.abs(x).sum()), float(fixed.sum()), 1e-300)
-        if spread > 0:
-            cut = max(0.0, math.log(spread / (_TINY * scale))) / t_min
-            if not self.ensure(max(cut, 1e-300)):
+        t_min = np.array([min(int(n), int(t.min())) if t.size else int(n)
+                          for n, t in zip(length, times, strict=True)], dtype=np.float64)
+        spread = np.sqrt(float(self.g.max()) * (np.square(y) @ (1.0 / self.g)))
+        scale = np.maximum(np.maximum(np.abs(x).sum(axis=1), fixed.sum(axis=1)), 1e-300)
+        need = spread > 0
+        if need.any():
+            cut = np.log(spread[need] / (_TINY * scale[need])).clip(0.0) / t_min[need]
+            if not self.ensure(max(float(cut.max()), 1e-300)):
                 return None
         log_mu = np.log1p(-self.delta)
-        decay = np.exp(length * log_mu)
-        alpha = np.empty(self.delta.size)
-        out = np.zeros(self.d.size)
+        decay = np.exp(np.asarray(length, dtype=np.float64)[:, None] * log_mu[None, :])
+        alpha = np.empty((a.shape[0], self.delta.size))
+        out = np.zeros((a.shape[0], self.d.size))
         for sl, c in self._chunks():  # one pass: a root's coefficient needs only its own row
-            alpha[sl] = (c @ y) / self.w[sl]
-            out += (decay[sl] * alpha[sl]) @ c
+            alpha[:, sl] = (y @ c.T) / self.w[sl]
+            out += (decay[:, sl] * alpha[:, sl]) @ c
         new = a.copy()
-        new[self.live] = fixed + self.g * out
-        base = float(fixed.sum()) + still
+        new[:, self.live] = fixed + self.g * out
+        base = fixed.sum(axis=1) + still
         ha = self.h * alpha
-        curve = np.array([0.5 * (base + float(ha @ np.exp(t * log_mu))) for t in times])
-        peak = base + float(np.abs(ha).sum()) + _TINY * scale
-        return new, curve, peak
+        owner = np.repeat(np.arange(len(times)), [len(t) for t in times])
+        at = np.concatenate([np.asarray(t, dtype=np.float64) for t in times])
+        flat = 0.5 * (base[owner] + np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]),
+                                              ha[owner]))
+        curves = np.split(flat, np.cumsum([len(t) for t in times])[:-1])
+        peak = base + np.abs(ha).sum(axis=1) + _TINY * scale
+        return new, curves, peak
 
 
 def _solve(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0) -> StretchMap | None:
-    """Set up the map of step γ; None when it is not strictly stable or not separable.
-    ψ (the inputs' fourth moment) enters only the diagonal, through c = 1 + (ψ − 2)/B."""
+    """Set up the map of step γ; None when it is not strictly stable or not separable."""
     live = np.flatnonzero(lam > 0)
     x = gamma * lam[live]
-    c = curvature(inv_b, psi)
+    c = curvature(inv_b, psi)  # psi: the inputs' fourth moment, in the diagonal only
     d = x * (2.0 - x * c)
     g = x * x * inv_b
     if not (d > 0).all():
@@ -244,10 +285,17 @@ _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def stretch_map(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0
-                ) -> StretchMap | None:
-    """The (cached) map of one constant step; None: not strictly stable, step it instead."""
-    key = (hash(lam.tobytes()), lam.size, float(gamma), float(inv_b), float(psi))
+def spectrum_key(lam: np.ndarray) -> tuple[int, int]:
+    """The part of a map's cache key that names its spectrum (hash once per spectrum)."""
+    return hash(lam.tobytes()), lam.size
+
+
+def stretch_map(lam: np.ndarray, gamma: float, inv_b: float,
+                key: tuple[int, int] | None = None, psi: float = 3.0) -> StretchMap | None:
+    """The (cached) map of one constant step; None: not strictly stable, step it instead.
+    ``key``: :func:`spectrum_key` of ``lam``, when the caller already has it."""
+    key = (*(spectrum_key(lam) if key is None else key), float(gamma), float(inv_b),
+           float(psi))
     with _LOCK:
         if key in _cache:
             _cache.move_to_end(key)

@@ -155,8 +155,13 @@ def phase_product(phases: Phases, steps: int, lam: np.ndarray) -> np.ndarray:
     Each stretch contributes (1 − γλ_i)^L as exp(L·log1p(−γλ_i)): raising the rounded
     1 − γλ_i to L = 2^35 would carry a relative error of L·2^-53 (about 4e-6).
     """
-    out = np.ones_like(lam)
     bounds = [s for s, _ in phases[1:]] + [steps]
+    lengths = np.array([max(0, min(stop, steps) - start)
+                        for (start, _), stop in zip(phases, bounds, strict=True)], dtype=float)
+    x = np.array([g for _, g in phases])[:, None] * lam[None, :]
+    if (x < 1.0).all():  # the common case in one product (no sign can flip)
+        return np.exp(lengths @ np.log1p(-x))
+    out = np.ones_like(lam)
     for (start, g), stop in zip(phases, bounds, strict=True):
         length = min(stop, steps) - start
         if length > 0:

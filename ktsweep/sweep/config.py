@@ -206,7 +206,8 @@ class SweepConfig(_Section):
     Parameter names are those of docs/science/quantities.md.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_default=True,
+    # n: inf must survive the layout file (JSON's Infinity; the default would write null)
+    model_config = ConfigDict(extra="forbid", validate_default=True, ser_json_inf_nan="constants",
                               title="ktsweep sweep configuration")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
