@@ -9,6 +9,7 @@ import numpy as np
 
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble
+from ktsweep.model.spectra import spectrum_fits
 
 METHODS = ("exact", "mc", "bound")
 
@@ -91,6 +92,10 @@ def run(
                                  s.fixed_target)
         else:
             out[m] = bounds.evaluate(points)
+    if points:
+        fits = spectrum_fits(points)  # per point, whichever estimator wrote it
+        for res in out.values():
+            res.update(fits)
     return out
 
 

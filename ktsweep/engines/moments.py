@@ -69,6 +69,18 @@ _STEP_BELOW = 1
 """Stretch pieces shorter than this many steps per mode are stepped, not decomposed."""
 
 
+def curvature(inv_b: float | np.ndarray, psi: float | np.ndarray = 3.0
+              ) -> float | np.ndarray:
+    """c = 1 + (ψ − 2)/B, the coefficient of γ²λ_i² a_i in the diagonal recursion.
+
+    For independent unit-variance symmetric coordinates with E z_i⁴ = ψ, the diagonal of
+    E[zzᵀ A zzᵀ] is tr A + (ψ − 1) A_ii; averaging B such draws gives
+    (1 + (ψ − 2)/B) A_ii + tr A / B (docs/science/inputs.md). Gaussian ψ = 3: 1 + 1/B,
+    bit for bit (3.0 − 2.0 is exact). Every solver builds its coefficients from here.
+    """
+    return 1.0 + (psi - 2.0) * inv_b
+
+
 def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """The bound on Σ_i a_i + s² above which a run is diverged (one place for the rule)."""
     return DIVERGED_FACTOR * np.maximum(np.asarray(untrained) + np.asarray(noise), 1e-300)
@@ -85,6 +97,12 @@ class Runs:
     phases: list[Phases]  # per row
     steps: np.ndarray  # (rows,) steps run; −1: infinitely many (the limit, evolve only)
     kinds: list[str] | None = None  # per row schedule kind (needed for infinite rows)
+    psi: np.ndarray | None = None  # (rows,) fourth moment E z_i⁴ of the inputs; None: 3
+
+    def fourth_moment(self) -> np.ndarray:
+        """ψ per row (3, the Gaussian, where not given)."""
+        rows = len(self.steps)
+        return np.full(rows, 3.0) if self.psi is None else np.asarray(self.psi, np.float64)
 
 
 @dataclass
@@ -101,7 +119,7 @@ class Moments:
         return 0.5 * self.a.sum(axis=1)
 
 
-def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int
+def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int, psi: float = 3.0
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Per-step factors D, g and the k-step operators for a constant step γ.
 
@@ -110,7 +128,7 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int
     cost two small matrix products instead of 4k passes over the modes.
     """
     gl = gamma * lam
-    decay = 1.0 - 2.0 * gl + gl * gl * (1.0 + inv_b)
+    decay = 1.0 - 2.0 * gl + gl * gl * curvature(inv_b, psi)
     gain = gl * gl * inv_b
     powers = np.empty((k, lam.size))
     powers[0] = 1.0
@@ -136,7 +154,8 @@ def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int =
 
 
 def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Moments:
-    """Reference solver: iterate a_i ← (1 − 2γλ_i + γ²λ_i²(1 + 1/B)) a_i + (γ²λ_i²/B)(Σ_j a_j + s²).
+    """Reference solver: iterate a_i ← (1 − 2γλ_i + γ²λ_i² c) a_i + (γ²λ_i²/B)(Σ_j a_j + s²),
+    c = :func:`curvature` (1 + 1/B for Gaussian inputs).
 
     Steps advance in blocks of up to ``block`` (never across a schedule change or the end
     of a run); learning-curve checkpoints inside a block are read from its renewal solution.
@@ -155,6 +174,7 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     a = np.array(runs.a0[order], dtype=np.float64)
     noise = np.asarray(runs.noise, dtype=np.float64)[order]
     inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)[order]
+    psi = runs.fourth_moment()[order]
     steps = np.asarray(runs.steps, dtype=np.int64)[order]
     phases = [runs.phases[i] for i in order]
     # keep the (rows, k, d) operator stack near cache size: larger stacks take shorter blocks
@@ -194,7 +214,7 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
             for row, gamma in events.get(t, ()):
                 if diverged[row]:
                     continue
-                ops = _block_operators(lam[row], gamma, inv_b[row], k)
+                ops = _block_operators(lam[row], gamma, inv_b[row], k, psi[row])
                 if ops is None:  # the step explodes within one block: diverged
                     freeze(np.array([row]))
                 else:
@@ -239,8 +259,8 @@ _OPS: dict[tuple, tuple | None] = {}
 
 
 def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, inv_b: float,
-                  length: int, times: np.ndarray, limit: float, block: int = 64
-                  ) -> tuple[np.ndarray, np.ndarray, bool]:
+                  length: int, times: np.ndarray, limit: float, block: int = 64,
+                  psi: float = 3.0) -> tuple[np.ndarray, np.ndarray, bool]:
     """Step one run through a stretch its closed form cannot take (map not strictly stable).
 
     Returns a, ½Σa at ``times`` (1 ≤ t ≤ length) and whether Σa + s² crossed ``limit``;
@@ -248,10 +268,10 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
     ends quickly whatever the stretch length).
     """
     curve = np.full(len(times), np.nan)
-    key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block)
+    key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block, psi)
     ops = _OPS.get(key, False)
     if ops is False:  # (thread-safe: each thread keeps its own reference)
-        ops = _block_operators(lam, gamma, inv_b, block)
+        ops = _block_operators(lam, gamma, inv_b, block, psi)
         if len(_OPS) > 256:
             _OPS.clear()
         _OPS[key] = ops
@@ -312,6 +332,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     lam_key = [spectrum_key(lam[r]) for r in range(rows)]
     noise = np.asarray(runs.noise, dtype=np.float64)
     inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)
+    psi = runs.fourth_moment()
     steps = np.asarray(runs.steps, dtype=np.int64)
     limit = divergence_limit(a_out.sum(axis=1), noise)
     curve[:, ckpt == 0] = 0.5 * a_out.sum(axis=1)[:, None]
@@ -321,7 +342,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
         if steps[r] < 0:  # the limit of infinitely many steps
             kind = "geometric" if runs.kinds is None else runs.kinds[r]
             res = limit_moments(lam[r], a_out[r], float(noise[r]), float(inv_b[r]), kind,
-                                phases[0][1])
+                                phases[0][1], float(psi[r]))
             if res is None or not res[0].sum() + noise[r] < limit[r]:
                 diverged[r] = True
             else:
@@ -349,7 +370,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                 length = stop - start
                 inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
                 rel = ckpt[inside] - start
-                sm = stretch_map(lam[r], gamma, float(inv_b[r]), lam_key[r])
+                sm = stretch_map(lam[r], gamma, float(inv_b[r]), lam_key[r], float(psi[r]))
                 # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
                 # stretch itself when short, else its prefix up to the checkpoints near its
                 # start (their gaps are short, so they would need every root of the map).
@@ -361,7 +382,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                     first = rel <= head
                     a_out[r], vals[first], blew = _step_stretch(
                         lam[r], a_out[r], float(noise[r]), gamma, float(inv_b[r]), head,
-                        rel[first], float(limit[r]))
+                        rel[first], float(limit[r]), psi=float(psi[r]))
                 if blew or head == length:
                     finish(r, inside, vals, blew)
                     continue
@@ -377,7 +398,8 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                     if res is None:  # a root was not found: step the rest
                         a_out[r], vals[later], blew = _step_stretch(
                             lam[r], a_out[r], float(noise[r]), gamma, float(inv_b[r]),
-                            length - head, rel[later] - head, float(limit[r]))
+                            length - head, rel[later] - head, float(limit[r]),
+                            psi=float(psi[r]))
                     else:
                         blew = False
                         if not res[2][k] + noise[r] < limit[r]:
@@ -396,7 +418,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
 
 
 def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, kind: str,
-                  gamma0: float) -> tuple[np.ndarray, np.ndarray] | None:
+                  gamma0: float, psi: float = 3.0) -> tuple[np.ndarray, np.ndarray] | None:
     """a and P after infinitely many steps of a schedule planned for its own horizon.
 
     The limit exists iff the first step's map is strictly stable, 1 − Σ_i g_i/d_i > 0 (the
@@ -410,8 +432,9 @@ def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, k
     """
     live = lam > 0
     x = gamma0 * lam[live]
-    d = x * (2.0 - x * (1.0 + inv_b))
-    ratio = x * inv_b / (2.0 - x * (1.0 + inv_b))
+    c = curvature(inv_b, psi)
+    d = x * (2.0 - x * c)
+    ratio = x * inv_b / (2.0 - x * c)
     f0 = 1.0 - float(ratio.sum())
     if not ((d > 0).all() and f0 > 0):
         return None

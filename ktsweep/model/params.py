@@ -13,6 +13,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ktsweep.model.inputs import NEUTRAL as NEUTRAL_INPUTS
+from ktsweep.model.inputs import check_inputs
+from ktsweep.model.spectrum_files import SpectrumFileError, load_spectrum
+
 TARGETS = ("gaussian", "lowdim", "power")
 SCHEDULES = ("geometric", "tail_geometric", "constant")
 DEFAULT_GAMMA0: dict[str, float] = {"scale": 0.5}
@@ -54,6 +58,10 @@ class Point:
     horizon_s: int | None = None
     gamma0_t: Gamma0 = None  # type: ignore[assignment]
     gamma0_s: Gamma0 = None  # type: ignore[assignment]
+    inputs: str = NEUTRAL_INPUTS  # law of each coordinate of z (ktsweep.model.inputs)
+    inputs_nu: float | None = None  # student_t degrees of freedom
+    spectrum_t: str | None = None  # eigenvalue file of the teacher (alpha_t: its fitted decay)
+    spectrum_s: str | None = None  # eigenvalue file of the student (alpha_s: its fitted decay)
 
     # -- derived sizes -------------------------------------------------------------
     @property
@@ -122,7 +130,8 @@ REQUIRED: tuple[str, ...] = ("alpha_t", "alpha_s", "N", "n", "sigma2")
 INT_PARAMS = (
     "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s"
 )
-FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta")
+SPECTRUM_PARAMS = ("spectrum_t", "spectrum_s")
+FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta", "inputs_nu")
 
 
 def _fail(name: str, value: Any, allowed: str) -> ParameterError:
@@ -202,7 +211,8 @@ def make_point(values: Mapping[str, Any]) -> Point:
         raise ParameterError(
             f"unknown parameter {unknown[0]!r}; known parameters are: {', '.join(PARAMETERS)}"
         )
-    missing = [k for k in REQUIRED if values.get(k) is None]
+    files = {f"alpha_{m}": values.get(f"spectrum_{m}") for m in "ts"}
+    missing = [k for k in REQUIRED if values.get(k) is None and files.get(k) is None]
     if missing:
         raise ParameterError(f"parameter {missing[0]!r} is required (no default)")
     v: dict[str, Any] = {}
@@ -218,6 +228,7 @@ def make_point(values: Mapping[str, Any]) -> Point:
             v[name] = _as_float(name, raw)
         else:
             v[name] = raw
+    measured = _measured_spectra(v)
     for name in ("alpha_t", "alpha_s"):
         if v[name] <= 0:
             raise _fail(name, v[name], "spectral decay must be > 0")
@@ -227,9 +238,16 @@ def make_point(values: Mapping[str, Any]) -> Point:
                         "or inf (the limit, exact engine)")
     if v["sigma2"] < 0:
         raise _fail("sigma2", v["sigma2"], "noise variance must be >= 0")
-    d = DEFAULT_D if v["d"] is None else v["d"]
+    d = v["d"]
+    if d is None:  # a measured spectrum sets d to its length (the shorter one if two)
+        d = min([m.values.size for m in measured.values()], default=DEFAULT_D)
     if not 1 <= d <= MAX_D:
         raise _fail("d", values.get("d"), f"dimension must be in 1..{MAX_D}")
+    for key, m in measured.items():
+        if d > m.values.size:
+            raise _fail("d", d, f"{key} file {m.path!r} holds {m.values.size} eigenvalues, "
+                        f"fewer than d: set d <= {m.values.size} or leave d out (it then "
+                        "defaults to the file's length)")
     v["d"] = d
     for name in ("r_t", "r_s"):
         if v[name] is not None and not 1 <= v[name] <= d:
@@ -263,7 +281,38 @@ def make_point(values: Mapping[str, Any]) -> Point:
             raise _fail(name, v[name], f"planned horizon must be >= the steps run ({run})")
     for name in ("gamma0_t", "gamma0_s"):
         v[name] = _check_gamma0(name, v[name])
+    try:
+        v["inputs"], v["inputs_nu"] = check_inputs(v["inputs"], v["inputs_nu"])
+    except ValueError as err:
+        raise ParameterError(str(err)) from None
     return Point(**v)
+
+
+HASH_NEUTRAL: dict[str, Any] = {"inputs": NEUTRAL_INPUTS, "inputs_nu": None,
+                                "spectrum_t": None, "spectrum_s": None}
+"""Later parameters and the value at which :func:`point_hash` leaves each out."""
+
+
+def _measured_spectra(v: dict[str, Any]) -> dict[str, Any]:
+    """Load the point's spectrum files; α of a model with a file is the file's fitted decay
+    (a given α must equal it: the file decides)."""
+    out = {}
+    for m in "ts":
+        key, alpha = f"spectrum_{m}", f"alpha_{m}"
+        if v[key] is None:
+            continue
+        if not isinstance(v[key], str):
+            raise _fail(key, v[key], "expected the path of an eigenvalue file (.npy, .csv, .txt)")
+        try:
+            spec = load_spectrum(v[key])
+        except SpectrumFileError as err:
+            raise ParameterError(f"parameter {key!r}: {err}") from None
+        if v[alpha] is not None and v[alpha] != spec.fit.alpha:
+            raise _fail(alpha, v[alpha], f"{key} is given, so {alpha} is fitted from it "
+                        f"({spec.fit.alpha!r}); drop {alpha}")
+        v[alpha] = spec.fit.alpha
+        out[key] = spec
+    return out
 
 
 def _canonical(value: Any) -> Any:
@@ -283,10 +332,18 @@ def point_hash(point: Point | Mapping[str, Any]) -> str:
     """Stable 16-hex-digit hash of a point's resolved parameter values.
 
     Independent of key order, of int/float spelling and of the process; defaults are
-    resolved first so that spelling a default out does not change the hash.
+    resolved first so that spelling a default out does not change the hash. Parameters
+    added after the first cubes (:data:`HASH_NEUTRAL`) are left out at their neutral value,
+    so a point of the paper's model keeps the hash (cube key, Monte Carlo seeds) it had.
     """
     p = point if isinstance(point, Point) else make_point(point)
     values = p.as_dict()
+    for name, neutral in HASH_NEUTRAL.items():
+        if values[name] == neutral:
+            del values[name]
+    for key in SPECTRUM_PARAMS:  # a file counts by its bytes, not its path
+        if key in values:
+            values[key] = "sha256:" + load_spectrum(values[key]).sha256
     values["r_t"], values["r_s"] = p.rank_t, p.rank_s
     values["horizon_t"], values["horizon_s"] = p.plan_t, p.plan_s
     text = json.dumps(_canonical(values), sort_keys=True, separators=(",", ":"))

@@ -26,7 +26,12 @@ import zarr
 from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
 from ktsweep.model.params import Point
-from ktsweep.model.quantities import STEP_SIZES, TUNE_EDGES, step_size_variable
+from ktsweep.model.quantities import (
+    SPECTRUM_FITS,
+    STEP_SIZES,
+    TUNE_EDGES,
+    step_size_variable,
+)
 from ktsweep.sweep import progress, store
 from ktsweep.sweep.layout import Layout
 from ktsweep.sweep.store import variables
@@ -137,6 +142,9 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
     for k in TUNE_EDGES:
         if k in block and k in result:
             block[k][where] = Flag.codes(result[k])
+    for k in SPECTRUM_FITS:
+        if k in block and k in result:
+            block[k][where] = result[k]
 
 
 def _put(target: np.ndarray, where: tuple, value: np.ndarray) -> None:
