@@ -78,19 +78,21 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             "direct": p.batch_s == 1 and p.schedule_s == "geometric",
             "ceiling": p.batch_s == 1 and p.schedule_s == "geometric" and p.plan_s == p.steps_s,
         }
-        runs = {
-            "teacher": (det.lam_t[i], p.rank_t, p.N, p.steps_t, det.gamma0["gamma0_t"][i]),
-            "direct": (det.lam_s[i], p.rank_s, p.N, p.steps_direct,
+        runs = {  # student runs see the target in their own eigenbasis
+            "teacher": (det.lam_t[i], det.energy[i], p.rank_t, p.N, p.steps_t,
+                        det.gamma0["gamma0_t"][i]),
+            "direct": (det.lam_s[i], det.energy_s[i], p.rank_s, p.N, p.steps_direct,
                        det.gamma0["gamma0_direct"][i]),
-            "ceiling": (det.lam_s[i], p.rank_s, p.n, p.steps_s, det.gamma0["gamma0_ceiling"][i]),
+            "ceiling": (det.lam_s[i], det.energy_s[i], p.rank_s, p.n, p.steps_s,
+                        det.gamma0["gamma0_ceiling"][i]),
         }
-        for name, (lam, rank, samples, steps, g) in runs.items():
+        for name, (lam, energy, rank, samples, steps, g) in runs.items():
             if math.isinf(samples):  # the limit N or n = ∞: no finite-sample bound
                 for k in ("bound_upper", "bound_lower", "kstar_upper", "kstar_lower",
                           "sandwich", "scope"):
                     row[f"{k}_{name}"] = math.nan
                 continue
-            b = direct_bounds(lam, det.energy[i], p.sigma2, rank, samples, steps, g)
+            b = direct_bounds(lam, energy, p.sigma2, rank, samples, steps, g)
             row[f"bound_upper_{name}"] = b["upper"]
             row[f"bound_lower_{name}"] = b["lower"]
             row[f"kstar_upper_{name}"] = b["kstar_upper"]
@@ -104,8 +106,8 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             value, delta, k = math.nan, math.nan, math.nan
         else:
             value, delta, k = transfer_bound(
-                det.lam_s[i], det.energy[i], det.a_teacher[i], det.a_t2s[i], det.p_t2s[i],
-                det.u_teacher_sq[i], p.n, det.gamma0["gamma0_s"][i])
+                det.lam_s[i], det.energy_s[i], det.a_teacher_s[i], det.a_t2s[i], det.p_t2s[i],
+                det.u_teacher_sq_s[i], p.n, det.gamma0["gamma0_s"][i])
         row["bound_t2s"], row["bound_t2s_delta"], row["kstar_t2s"] = value, delta, k
         t2s = ex["risk_t2s"][i]
         row["bound_t2s_holds"] = float(t2s <= value) if math.isfinite(t2s) else math.nan

@@ -54,6 +54,11 @@ class Point:
     horizon_s: int | None = None
     gamma0_t: Gamma0 = None  # type: ignore[assignment]
     gamma0_s: Gamma0 = None  # type: ignore[assignment]
+    # geometry (docs/science/geometry.md); neutral values give today's aligned model
+    angle: float = 0.0  # degrees: student eigenbasis rotated on mode pairs (1,2), (3,4), ...
+    mixing_seed: int | None = None  # Haar-random orthogonal mixing of the student's basis
+    mixing_dim: int | None = None  # the mixing acts on the first mixing_dim directions (d)
+    alpha_target: float | None = None  # target energy i^-alpha_target in the semantic basis
 
     # -- derived sizes -------------------------------------------------------------
     @property
@@ -63,6 +68,11 @@ class Point:
     @property
     def rank_s(self) -> int:
         return self.d if self.r_s is None else self.r_s
+
+    @property
+    def aligned(self) -> bool:
+        """True when the student's eigenbasis is the teacher's (no rotation, no mixing)."""
+        return self.angle == 0.0 and self.mixing_seed is None
 
     @property
     def steps_t(self) -> int | float:
@@ -120,9 +130,18 @@ def steps_run(N: float, n: float, batch_t: int, batch_s: int) -> int:
 PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(Point))
 REQUIRED: tuple[str, ...] = ("alpha_t", "alpha_s", "N", "n", "sigma2")
 INT_PARAMS = (
-    "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s"
+    "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s",
+    "mixing_seed", "mixing_dim",
 )
-FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta")
+FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta", "angle", "alpha_target")
+NEUTRAL: dict[str, Any] = {"angle": 0.0, "mixing_seed": None, "mixing_dim": None,
+                           "alpha_target": None}
+"""Parameters added after the first cubes, at the value that leaves the model as it was: a
+point's canonical hash leaves them out there, so existing cubes, keys and Monte Carlo seeds
+stay valid."""
+MAX_ANGLE = 90.0
+"""Largest rotation angle in degrees: 90 swaps each pair, larger angles repeat (up to signs,
+which neither the moments nor the risks see)."""
 
 
 def _fail(name: str, value: Any, allowed: str) -> ParameterError:
@@ -263,7 +282,33 @@ def make_point(values: Mapping[str, Any]) -> Point:
             raise _fail(name, v[name], f"planned horizon must be >= the steps run ({run})")
     for name in ("gamma0_t", "gamma0_s"):
         v[name] = _check_gamma0(name, v[name])
+    _check_geometry(v, d)
     return Point(**v)
+
+
+def _check_geometry(v: dict[str, Any], d: int) -> None:
+    """Validate (in place) the geometry parameters of docs/science/geometry.md."""
+    v["angle"] = 0.0 if v["angle"] is None else v["angle"]
+    if not 0.0 <= v["angle"] <= MAX_ANGLE:
+        raise _fail("angle", v["angle"], f"rotation angle in degrees must be in 0..{MAX_ANGLE:g} "
+                    "(0: the aligned model; 90 swaps the modes of each pair)")
+    if v["angle"] and d < 2:
+        raise _fail("angle", v["angle"], "a rotation of mode pairs needs d >= 2")
+    if v["mixing_seed"] is not None and v["mixing_seed"] < 0:
+        raise _fail("mixing_seed", v["mixing_seed"], "a seed must be >= 0 (leave it out for "
+                    "no mixing)")
+    if v["mixing_dim"] is not None:
+        if v["mixing_seed"] is None:
+            raise _fail("mixing_dim", v["mixing_dim"], "mixing_dim needs mixing_seed (the "
+                        "mixing it sizes); give both or neither")
+        if not 2 <= v["mixing_dim"] <= d:
+            raise _fail("mixing_dim", v["mixing_dim"], f"mixed directions must be in 2..d "
+                        f"(d = {d})")
+    elif v["mixing_seed"] is not None:
+        v["mixing_dim"] = d
+    if v["alpha_target"] is not None and v["alpha_target"] < 0:
+        raise _fail("alpha_target", v["alpha_target"], "target energy decay must be >= 0 "
+                    "(leave it out for the target in teacher coordinates)")
 
 
 def _canonical(value: Any) -> Any:
@@ -283,12 +328,17 @@ def point_hash(point: Point | Mapping[str, Any]) -> str:
     """Stable 16-hex-digit hash of a point's resolved parameter values.
 
     Independent of key order, of int/float spelling and of the process; defaults are
-    resolved first so that spelling a default out does not change the hash.
+    resolved first so that spelling a default out does not change the hash. Parameters at
+    their :data:`NEUTRAL` value are left out, so the hash of an aligned point is the one it
+    had before the geometry parameters existed.
     """
     p = point if isinstance(point, Point) else make_point(point)
     values = p.as_dict()
     values["r_t"], values["r_s"] = p.rank_t, p.rank_s
     values["horizon_t"], values["horizon_s"] = p.plan_t, p.plan_s
+    for name, neutral in NEUTRAL.items():
+        if values[name] == neutral:
+            del values[name]
     text = json.dumps(_canonical(values), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
