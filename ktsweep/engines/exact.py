@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ktsweep.engines.general import student_weights, to_student
+from ktsweep.engines.general import geometry, offdiag_decay, target_side, teacher_side
 from ktsweep.engines.moments import Runs, evolve
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble, with_ratios
@@ -138,8 +138,8 @@ def evaluate_detail(
     lam_t = np.array([teacher_spectrum(p) for p in points])
     lam_s = np.array([student_spectrum(p) for p in points])
     energy = np.array([target_energy(p) for p in points])
-    weights = student_weights(points)  # None: every point aligned
-    energy_s = to_student(weights, energy)
+    geo = geometry(points)  # None: every point aligned
+    energy_s = target_side(geo, energy)
 
     # Phase 1: runs that do not depend on the teacher.
     specs: list[_Spec] = []
@@ -163,9 +163,13 @@ def evaluate_detail(
 
     a_t, p_t = take("teacher", m1.a), take("teacher", m1.contraction)
     div_t = take("teacher", m1.diverged)
-    u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t
-    cross = a_t - p_t * energy  # E[u_T,i η_T,i]
-    u_t_sq_s, cross_s, a_t_s = (to_student(weights, x) for x in (u_t_sq, cross, a_t))
+    u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t  # E[u_T,i²]
+    decay = [None] * P if geo is None else [
+        None if not geo.fixed_target[i] else offdiag_decay(
+            lam_t[i], runs.phases[pick[(i, "teacher")][0]],
+            int(runs.steps[pick[(i, "teacher")][0]]), 1.0 / p.batch_t)
+        for i, p in enumerate(points)]
+    _, a_t_s, u_t_sq_s, cross_s = teacher_side(geo, energy, a_t, p_t, decay)
 
     # Phase 2: the T2S student learns the frozen teacher, error e = u_S − u_T.
     specs2 = [

@@ -25,28 +25,101 @@ the independent unit-variance coordinates of z)::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ktsweep.model.geometry import basis_weights
+from ktsweep.model.geometry import student_basis
 from ktsweep.model.params import Point
-from ktsweep.model.spectra import Phases, step_sizes
+from ktsweep.model.spectra import Phases, step_sizes, target_coefficients
 
 
-def student_weights(points: Sequence[Point]) -> np.ndarray | None:
-    """``W`` per point, shape (P, d, d), or None when every point is aligned (the aligned
-    engine then runs untouched)."""
+@dataclass
+class Geometry:
+    """Student bases of a batch of points and what the teacher side needs to be seen in them."""
+
+    q: np.ndarray  # (P, d, d) student eigenvectors in semantic coordinates
+    fixed_target: np.ndarray  # (P,) bool: deterministic target, E[θ*θ*^T] = θ*θ*^T
+
+
+def geometry(points: Sequence[Point]) -> Geometry | None:
+    """The bases of ``points``, or None when every point is aligned (the aligned engine then
+    runs untouched)."""
     if all(p.aligned for p in points):
         return None
-    return np.stack([np.eye(p.d) if p.aligned else basis_weights(p) for p in points])
+    return Geometry(q=np.stack([student_basis(p) for p in points]),
+                    fixed_target=np.array([target_coefficients(p) is not None for p in points]))
 
 
-def to_student(weights: np.ndarray | None, x: np.ndarray) -> np.ndarray:
-    """Diagonals (P, d) of semantic-basis diagonal matrices, seen in each point's student
-    eigenbasis: ``W^T x`` (``x`` itself when ``weights`` is None)."""
-    if weights is None:
-        return x
-    return np.einsum("pki,pk->pi", weights, x)
+def offdiag_decay(lam: np.ndarray, phases: Phases, steps: int, inv_b: float) -> np.ndarray:
+    """``R_ij = Π_t ρ_ij(γ_t)``, ``ρ_ij = 1 − γ(λ_i + λ_j) + γ²(1 + 1/B) λ_i λ_j``: how an
+    off-diagonal second moment of a run that is diagonal (H = diag λ) decays over the run, one
+    power per constant-step stretch. ``steps = -1``: the limit (1 only where λ_i = λ_j = 0).
+    """
+    if steps < 0:
+        dead = lam == 0
+        return (dead[:, None] & dead[None, :]).astype(np.float64)
+    out = np.ones((lam.size, lam.size))
+    stops = [s for s, _ in phases[1:]] + [steps]
+    for (start, g), stop in zip(phases, stops, strict=True):
+        length = min(stop, steps) - start
+        if length <= 0:
+            continue
+        gl = g * lam
+        x = -(gl[:, None] + gl[None, :]) + (1.0 + inv_b) * np.outer(gl, gl)
+        with np.errstate(all="ignore"):
+            out *= np.where(x > -1.0, np.exp(length * np.log1p(np.maximum(x, -1.0 + 1e-300))),
+                            (1.0 + x) ** length)
+    return out
+
+
+def _diag_in(q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """diag(Q^T X Q): a semantic-basis matrix's diagonal in the student's eigenbasis."""
+    return np.einsum("ki,ki->i", q, x @ q)
+
+
+def target_side(geo: Geometry | None, energy: np.ndarray) -> np.ndarray:
+    """Student-basis diagonal of E[θ*θ*^T] (P, d): ``W^T e`` for a random target,
+    ``(Q^T θ*)²`` for a deterministic one; ``energy`` itself when ``geo`` is None."""
+    if geo is None:
+        return energy
+    out = np.einsum("pki,pk->pi", geo.q * geo.q, energy)
+    for i in np.flatnonzero(geo.fixed_target):
+        out[i] = np.square(np.sqrt(energy[i]) @ geo.q[i])
+    return out
+
+
+def teacher_side(geo: Geometry | None, energy: np.ndarray, a_t: np.ndarray, p_t: np.ndarray,
+                 decay: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+    """Student-basis diagonals of E[θ*θ*^T], the teacher's A_T, E[u_T u_T^T] and the cross
+    moment C = E[u_T η_T^T] (each (P, d)), from the teacher's semantic diagonals.
+
+    With a random (gaussian) target every one of them is diagonal in the semantic basis and
+    its student diagonal is ``W^T x``, ``W_ki = Q_ki²`` (O(d²)). A deterministic target has
+    ``M = E[θ*θ*^T] = θ*θ*^T``, whose off-diagonal part the teacher carries along as
+    ``R ∘ M`` (``decay[i]``: :func:`offdiag_decay` of the teacher's run), so
+    ``A_T = diag(a_T) + R∘M_off``, ``C = A_T − M P_T``, ``U = A_T + M − M P_T − P_T M``
+    (O(d³) per point). ``geo`` None: the semantic diagonals themselves.
+    """
+    u_sq = energy * (1.0 - 2.0 * p_t) + a_t
+    cross = a_t - p_t * energy
+    if geo is None:
+        return energy, a_t, u_sq, cross
+    out = [np.empty_like(energy) for _ in range(4)]
+    for i, q in enumerate(geo.q):
+        w = q * q
+        if not geo.fixed_target[i] or decay[i] is None:
+            for o, x in zip(out, (energy[i], a_t[i], u_sq[i], cross[i]), strict=True):
+                o[i] = x @ w
+            continue
+        theta = np.sqrt(energy[i])
+        m = np.outer(theta, theta)
+        m_off = m - np.diag(energy[i])
+        at = np.diag(a_t[i]) + decay[i] * m_off
+        mp = m * p_t[i][None, :]
+        for o, x in zip(out, (m, at, at + m - mp - mp.T, at - mp), strict=True):
+            o[i] = _diag_in(q, x)
+    return tuple(out)
 
 
 def evolve_full(

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ktsweep.model.params import Point, derive_seed
+from ktsweep.model.spectra import target_coefficients, target_energy
 
 
 def pair_rotation(angle_deg: float, d: int) -> np.ndarray:
@@ -50,44 +51,49 @@ def student_basis(p: Point) -> np.ndarray:
     return q
 
 
-def basis_weights(p: Point) -> np.ndarray:
-    """``W_ki = Q_ki²``: how semantic direction k spreads over the student's modes i.
+def target_second_moment(p: Point) -> np.ndarray:
+    """``E[θ* θ*^T]`` in the semantic basis: ``diag(e)`` for the random (gaussian) target, whose
+    coordinates are uncorrelated, ``θ* θ*^T`` for a deterministic one (lowdim, power)."""
+    e = target_energy(p)
+    if target_coefficients(p) is None:
+        return np.diag(e)
+    return np.outer(np.sqrt(e), np.sqrt(e))
 
-    A diagonal second moment ``diag(a)`` in the semantic basis has diagonal ``W^T a`` in the
-    student's eigenbasis; W is doubly stochastic.
-    """
-    q = student_basis(p)
-    return q * q
 
-
-def alignment_bias(p: Point, energy: np.ndarray) -> float:
+def alignment_bias(p: Point) -> float:
     """Lemma 2's static alignment bias ``½ E‖Π_S Π_T^⊥ w*‖²`` from the projectors.
 
     ``Π_T`` projects on the teacher's span (semantic directions 1..r_t), ``Π_S`` on the
-    student's (its first r_s eigenvectors); ``energy`` is ``E[w*_k²]``, the target's diagonal
-    second moment in the semantic basis (its coordinates are uncorrelated).
+    student's (its first r_s eigenvectors); the expectation is over a random target.
     """
     q = student_basis(p)
     proj_s = q[:, : p.rank_s] @ q[:, : p.rank_s].T
     perp_t = np.diag((np.arange(p.d) >= p.rank_t).astype(np.float64))
     m = proj_s @ perp_t
-    return 0.5 * float(np.trace(m @ np.diag(energy) @ m.T))
+    return 0.5 * float(np.trace(m @ target_second_moment(p) @ m.T))
 
 
-def alignment_bias_closed(p: Point, energy: np.ndarray) -> float:
-    """Closed form of :func:`alignment_bias` for the pair rotation (NaN with a mixing).
+def alignment_bias_closed(p: Point) -> float:
+    """Closed form of :func:`alignment_bias` for the pair rotation by θ (NaN with a mixing).
 
-    Semantic direction k > r_t lies in the student's span by cos²θ when k ≤ r_s and by sin²θ
-    when its pair partner k' ≤ r_s (an unpaired last mode: by 1 when k ≤ r_s), so the bias is
-    ``½ Σ_{k > r_t} e_k (cos²θ [k ≤ r_s] + sin²θ [k' ≤ r_s])``.
+    Per pair (k, k+1), with v = Π_T^⊥ w* (zero on k ≤ r_t), ``e1 = E v_k²``, ``e2 = E v_{k+1}²``,
+    ``x = E v_k v_{k+1}`` (0 for the random target): the student's eigenvectors of the pair are
+    (cos θ, sin θ) and (−sin θ, cos θ), so the pair adds
+    ``½ [k ≤ r_s](c² e1 + s² e2 + 2cs x) + ½ [k+1 ≤ r_s](s² e1 + c² e2 − 2cs x)``; an unpaired
+    last mode adds ``½ [d ≤ r_s] e_d`` when d > r_t.
     """
     if p.mixing_seed is not None:
         return math.nan
-    c2 = math.cos(math.radians(p.angle)) ** 2
+    c, s = math.cos(math.radians(p.angle)), math.sin(math.radians(p.angle))
     k = np.arange(p.d)
-    partner = np.where(k % 2 == 0, k + 1, k - 1)
-    unpaired = partner >= p.d
-    inside = (k < p.rank_s).astype(np.float64)
-    other = np.where(unpaired, inside, (partner < p.rank_s).astype(np.float64))
-    share = np.where(unpaired, inside, c2 * inside + (1.0 - c2) * other)
-    return 0.5 * float(np.sum(np.where(k >= p.rank_t, energy * share, 0.0)))
+    theta = np.sqrt(target_energy(p)) * (k >= p.rank_t)  # |coefficients| of Π_T^⊥ w*
+    e = theta**2
+    inside = k < p.rank_s
+    first = k[:-1:2]
+    second = first + 1
+    x = theta[first] * theta[second] if target_coefficients(p) is not None else 0.0
+    total = np.sum(inside[first] * (c * c * e[first] + s * s * e[second] + 2 * c * s * x)
+                   + inside[second] * (s * s * e[first] + c * c * e[second] - 2 * c * s * x))
+    if p.d % 2:
+        total += inside[-1] * e[-1]
+    return 0.5 * float(total)
