@@ -121,7 +121,8 @@ def _edge(p: Point, role: str, chosen: float) -> float:
 
 
 def evaluate_detail(
-    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
+    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve,
+    general: bool = False,
 ) -> tuple[dict[str, np.ndarray], Detail]:
     """Exact quantities and the moments behind them for points sharing ``d``.
 
@@ -129,7 +130,8 @@ def evaluate_detail(
     reference :func:`~ktsweep.engines.moments.evolve_steps` (every step; tests only).
     Student runs of points whose student basis is rotated start from the diagonals of their
     semantic-basis moments seen in the student's eigenbasis (:mod:`ktsweep.engines.general`);
-    per-mode outputs are in the student's eigenbasis.
+    per-mode outputs are in the student's eigenbasis. ``general``: take that path for aligned
+    points too (Q = I; tests compare it with the aligned path).
     """
     if len({p.d for p in points}) > 1:
         raise ValueError("exact.evaluate_detail needs points sharing d; use evaluate()")
@@ -138,7 +140,7 @@ def evaluate_detail(
     lam_t = np.array([teacher_spectrum(p) for p in points])
     lam_s = np.array([student_spectrum(p) for p in points])
     energy = np.array([target_energy(p) for p in points])
-    geo = geometry(points)  # None: every point aligned
+    geo = geometry(points, force=general)  # None: every point aligned
     energy_s = target_side(geo, energy)
 
     # Phase 1: runs that do not depend on the teacher.

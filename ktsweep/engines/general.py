@@ -42,10 +42,10 @@ class Geometry:
     fixed_target: np.ndarray  # (P,) bool: deterministic target, E[θ*θ*^T] = θ*θ*^T
 
 
-def geometry(points: Sequence[Point]) -> Geometry | None:
+def geometry(points: Sequence[Point], force: bool = False) -> Geometry | None:
     """The bases of ``points``, or None when every point is aligned (the aligned engine then
-    runs untouched)."""
-    if all(p.aligned for p in points):
+    runs untouched) and ``force`` is off (tests force the general path on aligned points)."""
+    if not force and all(p.aligned for p in points):
         return None
     return Geometry(q=np.stack([student_basis(p) for p in points]),
                     fixed_target=np.array([target_coefficients(p) is not None for p in points]))
