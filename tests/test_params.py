@@ -55,6 +55,10 @@ PINNED_HASH = "0668fac0e9e0c8da"
         ({"gamma0_s": {"tune": [0.1, -0.2]}}, "gamma0_s"),
         ({"gamma0_s": {"scale": 0.5, "tune": [0.1]}}, "gamma0_s"),
         ({"gamma0_s": {"step": 0.1}}, "gamma0_s"),
+        ({"inputs": "laplace"}, "inputs"),
+        ({"inputs": "student_t"}, "inputs_nu"),
+        ({"inputs": "student_t", "inputs_nu": 4}, "inputs_nu"),
+        ({"inputs_nu": 6}, "inputs_nu"),
     ],
 )
 def test_validation_error_names_parameter(changes: dict[str, Any], name: str) -> None:
@@ -123,6 +127,17 @@ def test_hash_distinguishes_values() -> None:
 
 def test_hash_pinned_value() -> None:
     assert point_hash(BASE) == PINNED_HASH
+
+
+def test_neutral_inputs_keep_todays_hash_and_other_laws_change_it() -> None:
+    """The input law at its neutral value (gaussian, no ν) is left out of the hash, so cubes
+    and Monte Carlo seeds from before ``inputs`` existed stay valid; any other law is a
+    different point. Catches: hashing ``inputs`` always (the pinned hash moves), or never
+    (a Rademacher point would reuse the Gaussian point's cube entry and seeds)."""
+    assert point_hash({**BASE, "inputs": "gaussian", "inputs_nu": None}) == PINNED_HASH
+    others = {point_hash({**BASE, "inputs": law}) for law in ("rademacher", "uniform")}
+    others |= {point_hash({**BASE, "inputs": "student_t", "inputs_nu": nu}) for nu in (5, 6.0)}
+    assert len(others) == 4 and PINNED_HASH not in others
 
 
 def test_hash_same_in_another_process() -> None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ktsweep.engines.general import geometry, offdiag_decay, target_side, teacher_side
 from ktsweep.engines.moments import Runs, evolve
+from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble, with_ratios
 from ktsweep.model.spectra import (
@@ -41,6 +42,7 @@ class _Spec:
     kind: str
     horizon: int | None  # None: the run's own step count
     gammas: list[float]
+    psi: float = 3.0  # fourth moment of the inputs
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Detail:
 
 def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]:
     """Rows for every (spec, γ0 candidate); returns the runs and (spec, row, γ0) labels."""
-    lam, a0, noise, batch, phases, steps, labels = [], [], [], [], [], [], []
+    lam, a0, noise, batch, phases, steps, labels, psi = [], [], [], [], [], [], [], []
     for s_idx, s in enumerate(specs):
         horizon = s.steps if s.horizon is None else s.horizon
         for g in s.gammas:
@@ -79,6 +81,7 @@ def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]
             a0.append(s.a0)
             noise.append(s.noise)
             batch.append(s.batch)
+            psi.append(s.psi)
             if math.isinf(s.steps):  # the limit: evolve needs only γ0 and the kind
                 phases.append([(0, g)])
                 steps.append(-1)
@@ -93,6 +96,7 @@ def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]
         phases=phases,
         steps=np.array(steps, dtype=np.int64),
         kinds=[s.kind for s in specs for _ in s.gammas],
+        psi=np.array(psi, dtype=np.float64),
     )
     return runs, labels
 
@@ -145,15 +149,16 @@ def evaluate_detail(
 
     # Phase 1: runs that do not depend on the teacher.
     specs: list[_Spec] = []
+    psi = [fourth_moment(p.inputs, p.inputs_nu) for p in points]
     for i, p in enumerate(points):
         gs = resolve_gamma0(p.gamma0_s, lam_s[i])
         specs += [
             _Spec(i, "teacher", lam_t[i], energy[i], p.sigma2, p.batch_t, p.steps_t,
-                  p.schedule_t, p.plan_t, resolve_gamma0(p.gamma0_t, lam_t[i])),
+                  p.schedule_t, p.plan_t, resolve_gamma0(p.gamma0_t, lam_t[i]), psi[i]),
             _Spec(i, "direct", lam_s[i], energy_s[i], p.sigma2, p.batch_s, p.steps_direct,
-                  p.schedule_s, None, gs),
+                  p.schedule_s, None, gs, psi[i]),
             _Spec(i, "ceiling", lam_s[i], energy_s[i], p.sigma2, p.batch_s, p.steps_s,
-                  p.schedule_s, p.plan_s, gs),
+                  p.schedule_s, p.plan_s, gs, psi[i]),
         ]
     runs, labels = _expand(specs)
     m1 = solver(runs, ck)
@@ -176,7 +181,7 @@ def evaluate_detail(
     # Phase 2: the T2S student learns the frozen teacher, error e = u_S − u_T.
     specs2 = [
         _Spec(i, "t2s", lam_s[i], u_t_sq_s[i], 0.0, p.batch_s, p.steps_s, p.schedule_s,
-              p.plan_s, resolve_gamma0(p.gamma0_s, lam_s[i]))
+              p.plan_s, resolve_gamma0(p.gamma0_s, lam_s[i]), psi[i])
         for i, p in enumerate(points)
     ]
     runs2, labels2 = _expand(specs2)

@@ -7,7 +7,8 @@ written so that the float32 state holds the small quantity that decides the risk
 whose eigenbasis Q is rotated against the teacher's is iterated in Q's coordinates.
 
 Randomness: every point owns torch generators seeded from (base seed, point hash, stream),
-and draws its own (R, B, d + 1) block per step (inputs z and the label noise ε). A point's
+and draws its own (R, B, d + 1) block per step (inputs z and the label noise ε; inputs of
+another law than the Gaussian are redrawn by :func:`~ktsweep.model.inputs.sample_inputs`). A point's
 numbers are therefore the same alone or stacked, in any order, on any worker (for a given
 device, dtype and R). The teacher and the direct student see the same N samples when their
 batch sizes match; the T2S and ceiling students see the same n inputs (common random
@@ -27,6 +28,8 @@ import torch
 from ktsweep.engines.exact import evaluate_detail, group_by_d
 from ktsweep.engines.moments import divergence_limit
 from ktsweep.model.geometry import student_basis
+from ktsweep.model.inputs import NEUTRAL as NEUTRAL_INPUTS
+from ktsweep.model.inputs import sample_inputs
 from ktsweep.model.params import Point, derive_seed, point_hash
 from ktsweep.model.quantities import (
     STEP_SIZES,
@@ -109,10 +112,13 @@ def _run_loop(
     limit: torch.Tensor,
     checkpoints: np.ndarray,
     diverged: np.ndarray,
+    laws: list[tuple[str, float | None]],
 ) -> None:
     """Advance ``models`` (sharing every draw) for ``steps[p]`` steps of point p, in place.
 
     Points must be sorted by decreasing ``steps``: the first ``active`` rows are running.
+    ``laws[p]``: point p's input law (``inputs``, ``inputs_nu``). A non-Gaussian law redraws
+    z from the same generator after the block's Gaussian draw, which keeps the noise ε.
     """
     P, R, d = models[0].state.shape
     dev, dt = models[0].state.device, models[0].state.dtype
@@ -145,6 +151,8 @@ def _run_loop(
             _check(models, limit, diverged, gain, active)
         for p in range(active):
             torch.randn((R, batch, d + 1), generator=gens[p], out=buf[p])
+            if laws[p][0] != NEUTRAL_INPUTS:
+                sample_inputs(*laws[p], (R, batch, d), gens[p], dev, dt, out=buf[p, :, :, :d])
         seen: dict[int, torch.Tensor] = {}  # the inputs in each basis, rotated once per step
         if batch == 1:
             z0 = buf[:active, :, 0, :d]
@@ -236,6 +244,7 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
     bt, bs = points[0].batch_t, points[0].batch_s
     kw = {"device": device, "dtype": dtype}
     keys = [point_hash(p) for p in points]
+    laws = [(p.inputs, p.inputs_nu) for p in points]
 
     def gens(stream: str) -> list[torch.Generator]:
         return [torch.Generator(device=device).manual_seed(derive_seed(seed, k, stream))
@@ -289,7 +298,7 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
                       None if m.basis is None else bases[id(m.basis)]) for m in models]
         div = np.stack([diverged[n][order] for n in names], axis=1)
         _run_loop(sub, [generators[i] for i in order], steps[order], batch, sigma[idx],
-                  limit[idx], ck, div)
+                  limit[idx], ck, div, [laws[i] for i in order])
         for m, s in zip(models, sub, strict=True):
             m.state[idx] = s.state
             if m.curve is not None:

@@ -34,6 +34,18 @@ _STEP_BELOW = 1
 """Stretch pieces shorter than this many steps per mode are stepped, not decomposed."""
 
 
+def curvature(inv_b: float | np.ndarray, psi: float | np.ndarray = 3.0
+              ) -> float | np.ndarray:
+    """c = 1 + (ψ − 2)/B, the coefficient of γ²λ_i² a_i in the diagonal recursion.
+
+    For independent unit-variance symmetric coordinates with E z_i⁴ = ψ, the diagonal of
+    E[zzᵀ A zzᵀ] is tr A + (ψ − 1) A_ii; averaging B such draws gives
+    (1 + (ψ − 2)/B) A_ii + tr A / B (docs/science/inputs.md). Gaussian ψ = 3: 1 + 1/B,
+    bit for bit (3.0 − 2.0 is exact). Every solver builds its coefficients from here.
+    """
+    return 1.0 + (psi - 2.0) * inv_b
+
+
 def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """The bound on Σ_i a_i + s² above which a run is diverged (one place for the rule)."""
     return DIVERGED_FACTOR * np.maximum(np.asarray(untrained) + np.asarray(noise), 1e-300)
@@ -50,6 +62,12 @@ class Runs:
     phases: list[Phases]  # per row
     steps: np.ndarray  # (rows,) steps run; −1: infinitely many (the limit, evolve only)
     kinds: list[str] | None = None  # per row schedule kind (needed for infinite rows)
+    psi: np.ndarray | None = None  # (rows,) fourth moment E z_i⁴ of the inputs; None: 3
+
+    def fourth_moment(self) -> np.ndarray:
+        """ψ per row (3, the Gaussian, where not given)."""
+        rows = len(self.steps)
+        return np.full(rows, 3.0) if self.psi is None else np.asarray(self.psi, np.float64)
 
 
 @dataclass
@@ -66,7 +84,7 @@ class Moments:
         return 0.5 * self.a.sum(axis=1)
 
 
-def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int
+def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int, psi: float = 3.0
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Per-step factors D, g and the k-step operators for a constant step γ.
 
@@ -75,7 +93,7 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int
     cost two small matrix products instead of 4k passes over the modes.
     """
     gl = gamma * lam
-    decay = 1.0 - 2.0 * gl + gl * gl * (1.0 + inv_b)
+    decay = 1.0 - 2.0 * gl + gl * gl * curvature(inv_b, psi)
     gain = gl * gl * inv_b
     powers = np.empty((k, lam.size))
     powers[0] = 1.0
@@ -95,7 +113,8 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int
 
 def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
                  ) -> Moments:
-    """Reference solver: iterate a_i ← (1 − 2γλ_i + γ²λ_i²(1 + 1/B)) a_i + (γ²λ_i²/B)(Σ_j a_j + s²).
+    """Reference solver: iterate a_i ← (1 − 2γλ_i + γ²λ_i² c) a_i + (γ²λ_i²/B)(Σ_j a_j + s²),
+    c = :func:`curvature` (1 + 1/B for Gaussian inputs).
 
     Steps advance in blocks of up to ``block`` (never across a schedule change or the end
     of a run); learning-curve checkpoints inside a block are read from its renewal solution.
@@ -114,6 +133,7 @@ def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int =
     a = np.array(runs.a0[order], dtype=np.float64)
     noise = np.asarray(runs.noise, dtype=np.float64)[order]
     inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)[order]
+    psi = runs.fourth_moment()[order]
     steps = np.asarray(runs.steps, dtype=np.int64)[order]
     phases = [runs.phases[i] for i in order]
     # keep the (rows, k, d) operator stack near cache size: larger stacks take shorter blocks
@@ -153,7 +173,7 @@ def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int =
             for row, gamma in events.get(t, ()):
                 if diverged[row]:
                     continue
-                ops = _block_operators(lam[row], gamma, inv_b[row], k)
+                ops = _block_operators(lam[row], gamma, inv_b[row], k, psi[row])
                 if ops is None:  # the step explodes within one block: diverged
                     freeze(np.array([row]))
                 else:
@@ -198,8 +218,8 @@ _OPS: dict[tuple, tuple | None] = {}
 
 
 def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, inv_b: float,
-                  length: int, times: np.ndarray, limit: float, block: int = 64
-                  ) -> tuple[np.ndarray, np.ndarray, bool]:
+                  length: int, times: np.ndarray, limit: float, block: int = 64,
+                  psi: float = 3.0) -> tuple[np.ndarray, np.ndarray, bool]:
     """Step one run through a stretch its closed form cannot take (map not strictly stable).
 
     Returns a, ½Σa at ``times`` (1 ≤ t ≤ length) and whether Σa + s² crossed ``limit``;
@@ -207,10 +227,10 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
     ends quickly whatever the stretch length).
     """
     curve = np.full(len(times), np.nan)
-    key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block)
+    key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block, psi)
     ops = _OPS.get(key, False)
     if ops is False:  # (thread-safe: each thread keeps its own reference)
-        ops = _block_operators(lam, gamma, inv_b, block)
+        ops = _block_operators(lam, gamma, inv_b, block, psi)
         if len(_OPS) > 256:
             _OPS.clear()
         _OPS[key] = ops
@@ -260,18 +280,20 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
     a_out = np.array(runs.a0, dtype=np.float64)
     contraction = np.ones((rows, d))
     diverged = np.zeros(rows, dtype=bool)
+    psis = runs.fourth_moment()
     for r in range(rows):
         lam = np.ascontiguousarray(runs.lam[r], dtype=np.float64)
         a = a_out[r].copy()
         noise = float(runs.noise[r])
         inv_b = 1.0 / float(runs.batch[r])
+        psi = float(psis[r])
         steps = int(runs.steps[r])
         limit = float(divergence_limit(a.sum(), noise))
         curve[r, ckpt == 0] = 0.5 * a.sum()
         phases = runs.phases[r]
         if steps < 0:  # the limit of infinitely many steps
             kind = "geometric" if runs.kinds is None else runs.kinds[r]
-            res = limit_moments(lam, a, noise, inv_b, kind, phases[0][1])
+            res = limit_moments(lam, a, noise, inv_b, kind, phases[0][1], psi)
             if res is None or not res[0].sum() + noise < limit:
                 diverged[r], a_out[r], contraction[r] = True, np.nan, np.nan
             else:
@@ -286,7 +308,7 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
                 length = stop - start
                 inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
                 rel = ckpt[inside] - start
-                sm = stretch_map(lam, gamma, inv_b)
+                sm = stretch_map(lam, gamma, inv_b, psi)
                 # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
                 # stretch itself when short, else its prefix up to the checkpoints near its
                 # start (their gaps are short, so they would need every root of the map).
@@ -297,7 +319,7 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
                 if head:
                     first = rel <= head
                     a, vals[first], blew = _step_stretch(lam, a, noise, gamma, inv_b, head,
-                                                         rel[first], limit)
+                                                         rel[first], limit, psi=psi)
                 pos = head
                 rest = np.flatnonzero(rel > head)
                 if not blew and sm is not None and sm.lo == 0 and head < length:
@@ -317,7 +339,7 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
                         later = rel > pos
                         a, vals[later], blew = _step_stretch(lam, a, noise, gamma, inv_b,
                                                              length - pos, rel[later] - pos,
-                                                             limit)
+                                                             limit, psi=psi)
                         break
                     new, _, peak = res
                     if not peak + noise < limit:
@@ -343,7 +365,7 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
 
 
 def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, kind: str,
-                  gamma0: float) -> tuple[np.ndarray, np.ndarray] | None:
+                  gamma0: float, psi: float = 3.0) -> tuple[np.ndarray, np.ndarray] | None:
     """a and P after infinitely many steps of a schedule planned for its own horizon.
 
     The limit exists iff the first step's map is strictly stable, 1 − Σ_i g_i/d_i > 0 (the
@@ -357,8 +379,9 @@ def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, k
     """
     live = lam > 0
     x = gamma0 * lam[live]
-    d = x * (2.0 - x * (1.0 + inv_b))
-    ratio = x * inv_b / (2.0 - x * (1.0 + inv_b))
+    c = curvature(inv_b, psi)
+    d = x * (2.0 - x * c)
+    ratio = x * inv_b / (2.0 - x * c)
     f0 = 1.0 - float(ratio.sum())
     if not ((d > 0).all() and f0 > 0):
         return None

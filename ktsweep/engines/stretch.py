@@ -3,11 +3,13 @@
 Within a stretch of constant γ (batch B, spectrum λ, label noise s²) docs/science/exact.md reads
 
     a ← M a + s² g,   M = diag(q) + g 1ᵀ,
-    q_i = 1 − 2γλ_i + γ²λ_i²(1 + 1/B),   g_i = γ²λ_i²/B.
+    q_i = 1 − 2γλ_i + γ²λ_i² c,   g_i = γ²λ_i²/B,   c = 1 + (ψ − 2)/B
+
+(ψ = E z_i⁴ of the inputs, 3 for Gaussian ones: c = 1 + 1/B; :func:`moments.curvature`).
 
 Modes with λ_i = 0 have q_i = 1, g_i = 0: they keep their value and only add a constant to
 S = Σ_j a_j + s², so they are folded into the noise (exact deflation). For the live modes
-(g_i > 0) write d_i = 1 − q_i = γλ_i(2 − γλ_i(1 + 1/B)), which is computed with full relative
+(g_i > 0) write d_i = 1 − q_i = γλ_i(2 − γλ_i c), which is computed with full relative
 accuracy however small γλ_i is; every quantity below is expressed through d, never through q,
 because q_i rounds to 1 for tail modes and would lose all their information.
 
@@ -63,6 +65,8 @@ from collections import OrderedDict
 
 import numpy as np
 from scipy.linalg.lapack import dlasd4
+
+from ktsweep.engines.moments import curvature
 
 _ROW_CHUNK = 512
 """Rows of C built at once when C is not kept (bounds memory at d = 10⁴ to 40 MB)."""
@@ -215,15 +219,17 @@ class StretchMap:
         return new, curve, peak
 
 
-def _solve(lam: np.ndarray, gamma: float, inv_b: float) -> StretchMap | None:
-    """Set up the map of step γ; None when it is not strictly stable or not separable."""
+def _solve(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0) -> StretchMap | None:
+    """Set up the map of step γ; None when it is not strictly stable or not separable.
+    ψ (the inputs' fourth moment) enters only the diagonal, through c = 1 + (ψ − 2)/B."""
     live = np.flatnonzero(lam > 0)
     x = gamma * lam[live]
-    d = x * (2.0 - x * (1.0 + inv_b))
+    c = curvature(inv_b, psi)
+    d = x * (2.0 - x * c)
     g = x * x * inv_b
     if not (d > 0).all():
         return None
-    ratio = x * inv_b / (2.0 - x * (1.0 + inv_b))  # g/d without cancellation
+    ratio = x * inv_b / (2.0 - x * c)  # g/d without cancellation
     f0 = 1.0 - float(ratio.sum())
     if not f0 > 0:  # spectral radius ≥ 1
         return None
@@ -238,14 +244,15 @@ _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def stretch_map(lam: np.ndarray, gamma: float, inv_b: float) -> StretchMap | None:
+def stretch_map(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0
+                ) -> StretchMap | None:
     """The (cached) map of one constant step; None: not strictly stable, step it instead."""
-    key = (hash(lam.tobytes()), lam.size, float(gamma), float(inv_b))
+    key = (hash(lam.tobytes()), lam.size, float(gamma), float(inv_b), float(psi))
     with _LOCK:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        sm = _solve(lam, gamma, inv_b)
+        sm = _solve(lam, gamma, inv_b, psi)
         _cache[key] = sm
         total = sum(v.nbytes for v in _cache.values() if v is not None)
         while total > _CACHE_BYTES and len(_cache) > 1:

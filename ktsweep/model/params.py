@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ktsweep.model.inputs import NEUTRAL as NEUTRAL_INPUTS
+from ktsweep.model.inputs import check_inputs
+
 TARGETS = ("gaussian", "lowdim", "power")
 SCHEDULES = ("geometric", "tail_geometric", "constant")
 DEFAULT_GAMMA0: dict[str, float] = {"scale": 0.5}
@@ -54,6 +57,8 @@ class Point:
     horizon_s: int | None = None
     gamma0_t: Gamma0 = None  # type: ignore[assignment]
     gamma0_s: Gamma0 = None  # type: ignore[assignment]
+    inputs: str = NEUTRAL_INPUTS  # law of each coordinate of z (ktsweep.model.inputs)
+    inputs_nu: float | None = None  # student_t degrees of freedom
     # geometry (docs/science/geometry.md); neutral values give today's aligned model
     angle: float = 0.0  # degrees: student eigenbasis rotated on mode pairs (1,2), (3,4), ...
     mixing_seed: int | None = None  # Haar-random orthogonal mixing of the student's basis
@@ -133,12 +138,12 @@ INT_PARAMS = (
     "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s",
     "mixing_seed", "mixing_dim",
 )
-FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta", "angle", "alpha_target")
-NEUTRAL: dict[str, Any] = {"angle": 0.0, "mixing_seed": None, "mixing_dim": None,
-                           "alpha_target": None}
-"""Parameters added after the first cubes, at the value that leaves the model as it was: a
-point's canonical hash leaves them out there, so existing cubes, keys and Monte Carlo seeds
-stay valid."""
+FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta", "inputs_nu", "angle",
+                "alpha_target")
+GEOMETRY_NEUTRAL: dict[str, Any] = {"angle": 0.0, "mixing_seed": None, "mixing_dim": None,
+                                    "alpha_target": None}
+"""The geometry parameters at the values that give the aligned model (part of
+:data:`HASH_NEUTRAL`)."""
 MAX_ANGLE = 90.0
 """Largest rotation angle in degrees: 90 swaps each pair, larger angles repeat (up to signs,
 which neither the moments nor the risks see)."""
@@ -282,8 +287,17 @@ def make_point(values: Mapping[str, Any]) -> Point:
             raise _fail(name, v[name], f"planned horizon must be >= the steps run ({run})")
     for name in ("gamma0_t", "gamma0_s"):
         v[name] = _check_gamma0(name, v[name])
+    try:
+        v["inputs"], v["inputs_nu"] = check_inputs(v["inputs"], v["inputs_nu"])
+    except ValueError as err:
+        raise ParameterError(str(err)) from None
     _check_geometry(v, d)
     return Point(**v)
+
+
+HASH_NEUTRAL: dict[str, Any] = {"inputs": NEUTRAL_INPUTS, "inputs_nu": None,
+                                **GEOMETRY_NEUTRAL}
+"""Later parameters and the value at which :func:`point_hash` leaves each out."""
 
 
 def _check_geometry(v: dict[str, Any], d: int) -> None:
@@ -328,17 +342,17 @@ def point_hash(point: Point | Mapping[str, Any]) -> str:
     """Stable 16-hex-digit hash of a point's resolved parameter values.
 
     Independent of key order, of int/float spelling and of the process; defaults are
-    resolved first so that spelling a default out does not change the hash. Parameters at
-    their :data:`NEUTRAL` value are left out, so the hash of an aligned point is the one it
-    had before the geometry parameters existed.
+    resolved first so that spelling a default out does not change the hash. Parameters
+    added after the first cubes (:data:`HASH_NEUTRAL`) are left out at their neutral value,
+    so a point of the paper's model keeps the hash (cube key, Monte Carlo seeds) it had.
     """
     p = point if isinstance(point, Point) else make_point(point)
     values = p.as_dict()
-    values["r_t"], values["r_s"] = p.rank_t, p.rank_s
-    values["horizon_t"], values["horizon_s"] = p.plan_t, p.plan_s
-    for name, neutral in NEUTRAL.items():
+    for name, neutral in HASH_NEUTRAL.items():
         if values[name] == neutral:
             del values[name]
+    values["r_t"], values["r_s"] = p.rank_t, p.rank_s
+    values["horizon_t"], values["horizon_s"] = p.plan_t, p.plan_s
     text = json.dumps(_canonical(values), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
