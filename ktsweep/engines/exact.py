@@ -13,8 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ktsweep.engines.general import geometry, offdiag_decay, target_side, teacher_side
+from ktsweep.engines.general import (
+    geometry,
+    offdiag_decay,
+    overwrite_full,
+    target_side,
+    teacher_matrices,
+    teacher_side,
+)
 from ktsweep.engines.moments import Runs, evolve
+from ktsweep.model.geometry import target_second_moment
 from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble, with_ratios
@@ -162,6 +170,14 @@ def evaluate_detail(
         ]
     runs, labels = _expand(specs)
     m1 = solver(runs, ck)
+    # rotated students with non-Gaussian inputs: full matrices (engines/general.py)
+    full = [] if geo is None else [i for i, p in enumerate(points)
+                                   if not p.aligned and psi[i] != 3.0]
+    if full:
+        start = {i: geo.q[i].T @ target_second_moment(points[i]) @ geo.q[i] for i in full}
+        overwrite_full(m1, runs, ck, {
+            row: (geo.q[specs[s].point], start[specs[s].point], psi[specs[s].point])
+            for s, row, _ in labels if specs[s].point in start and specs[s].role != "teacher"})
     best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
     pick = {(s.point, s.role): (best[k], g_best[k]) for k, s in enumerate(specs)}
 
@@ -186,6 +202,13 @@ def evaluate_detail(
     ]
     runs2, labels2 = _expand(specs2)
     m2 = solver(runs2, ck)
+    if full:
+        u_full = {i: geo.q[i].T @ teacher_matrices(energy[i], a_t[i], p_t[i],
+                                                   bool(geo.fixed_target[i]), decay[i])[2]
+                  @ geo.q[i] for i in full}
+        overwrite_full(m2, runs2, ck, {row: (geo.q[specs2[s].point], u_full[specs2[s].point],
+                                             psi[specs2[s].point])
+                                       for s, row, _ in labels2 if specs2[s].point in u_full})
     owner = np.array([specs2[s].point for s, _, _ in labels2])
     mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross_s[owner] + a_t_s[owner])
     best2, g2 = _best(mode_t2s_all.sum(axis=1), m2.diverged, labels2, P)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ktsweep.engines.moments import Moments, Runs, divergence_limit
 from ktsweep.model.geometry import student_basis
 from ktsweep.model.params import Point
 from ktsweep.model.spectra import Phases, step_sizes, target_coefficients
@@ -89,6 +90,20 @@ def target_side(geo: Geometry | None, energy: np.ndarray) -> np.ndarray:
     return out
 
 
+def teacher_matrices(energy: np.ndarray, a_t: np.ndarray, p_t: np.ndarray, fixed: bool,
+                     decay: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Semantic-basis d × d matrices M = E[θ*θ*^T], A_T, U = E[u_T u_T^T], C = E[u_T η_T^T]
+    of one point from the teacher's diagonals (see :func:`teacher_side`)."""
+    if fixed and decay is not None:
+        theta = np.sqrt(energy)
+        m = np.outer(theta, theta)
+        at = np.diag(a_t) + decay * (m - np.diag(energy))
+    else:
+        m, at = np.diag(energy), np.diag(a_t)
+    mp = m * p_t[None, :]
+    return m, at, at + m - mp - mp.T, at - mp
+
+
 def teacher_side(geo: Geometry | None, energy: np.ndarray, a_t: np.ndarray, p_t: np.ndarray,
                  decay: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
     """Student-basis diagonals of E[θ*θ*^T], the teacher's A_T, E[u_T u_T^T] and the cross
@@ -112,14 +127,61 @@ def teacher_side(geo: Geometry | None, energy: np.ndarray, a_t: np.ndarray, p_t:
             for o, x in zip(out, (energy[i], a_t[i], u_sq[i], cross[i]), strict=True):
                 o[i] = x @ w
             continue
-        theta = np.sqrt(energy[i])
-        m = np.outer(theta, theta)
-        m_off = m - np.diag(energy[i])
-        at = np.diag(a_t[i]) + decay[i] * m_off
-        mp = m * p_t[i][None, :]
-        for o, x in zip(out, (m, at, at + m - mp - mp.T, at - mp), strict=True):
+        mats = teacher_matrices(energy[i], a_t[i], p_t[i], True, decay[i])
+        for o, x in zip(out, mats, strict=True):
             o[i] = _diag_in(q, x)
     return tuple(out)
+
+
+def step_full(lam: np.ndarray, q: np.ndarray, a0: np.ndarray, noise: float, batch: int,
+              phases: Phases, steps: int, psi: float, checkpoints: np.ndarray, limit: float
+              ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A student run whose inputs are not Gaussian (ψ ≠ 3), stepped on d × d matrices in its
+    eigenbasis: ``Ã ← ρ∘Ã + (γ²/B)(tr Ã + s²) Λ² + (γ²/B)(ψ − 3) Λ Q^T Dg(Q Ã Q^T) Q Λ``.
+
+    The fourth-moment term is diagonal in the semantic basis, so in the student's it couples
+    every entry of Ã back into the diagonal; 2 d³ per step. Returns the final diagonal of Ã,
+    ½ tr Ã at ``checkpoints`` (NaN past the run) and whether tr Ã + s² crossed ``limit``.
+    """
+    a = np.array(a0, dtype=np.float64)
+    curve = np.full(len(checkpoints), np.nan)
+    curve[checkpoints == 0] = 0.5 * np.trace(a)
+    inv_b = 1.0 / batch
+    outer = np.outer(lam, lam)
+    lsum = lam[:, None] + lam[None, :]
+    gammas = step_sizes(phases, steps)
+    for t, gamma in enumerate(gammas, start=1):
+        sem_diag = np.einsum("ki,ki->k", q @ a, q)  # Dg(Q Ã Q^T)
+        kurt = (q.T * sem_diag) @ q * outer
+        tr = np.trace(a)
+        a = a * (1.0 - gamma * lsum + gamma**2 * (1.0 + inv_b) * outer)
+        a += gamma**2 * inv_b * (psi - 3.0) * kurt
+        a[np.diag_indices_from(a)] += gamma**2 * inv_b * (tr + noise) * lam**2
+        total = np.trace(a)
+        curve[checkpoints == t] = 0.5 * total
+        if not (total + noise < limit and total >= 0.0):
+            return np.full(lam.size, np.nan), curve, True
+    return np.diag(a).copy(), curve, False
+
+
+def overwrite_full(m: Moments, runs: Runs, checkpoints: np.ndarray,
+                   rows: dict[int, tuple[np.ndarray, np.ndarray, float]]) -> None:
+    """Replace, in place, the solver's results for ``rows`` (row → Q, full start Ã(0) in the
+    student's basis, ψ) by :func:`step_full`'s; the mean's contraction needs no change (ψ
+    does not enter it)."""
+    for row, (q, a0, psi) in rows.items():
+        steps = int(runs.steps[row])
+        if steps < 0:
+            raise ValueError("N = inf or n = inf with a rotated student (angle, mixing_seed) "
+                             "and non-Gaussian inputs is not computed: the full-matrix limit is "
+                             "not derived; give finite N and n")
+        noise = float(runs.noise[row])
+        limit = float(divergence_limit(np.trace(a0), noise))
+        a, curve, bad = step_full(runs.lam[row], q, a0, noise, int(runs.batch[row]),
+                                  runs.phases[row], steps, psi, checkpoints, limit)
+        m.a[row], m.curve[row], m.diverged[row] = a, curve, bad
+        if bad:
+            m.contraction[row] = np.nan
 
 
 def evolve_full(
