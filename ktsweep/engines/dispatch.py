@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ktsweep.model.geometry import geometry_quantities
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble
 
@@ -89,6 +90,9 @@ def run(
                                  s.fixed_target)
         else:
             out[m] = bounds.evaluate(points)
+    for m in ("exact", "mc"):  # the geometry's static quantities ride with each estimator
+        if m in out and points:
+            out[m].update(geometry_quantities(points))
     return out
 
 

@@ -10,6 +10,7 @@ mixing of the first ``mixing_dim`` semantic directions drawn from ``mixing_seed`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -66,6 +67,9 @@ def alignment_bias(p: Point) -> float:
     ``Π_T`` projects on the teacher's span (semantic directions 1..r_t), ``Π_S`` on the
     student's (its first r_s eigenvectors); the expectation is over a random target.
     """
+    if p.aligned:  # both projectors diagonal: the target's energy on r_t < k ≤ r_s
+        k = np.arange(p.d)
+        return 0.5 * float(target_energy(p)[(k >= p.rank_t) & (k < p.rank_s)].sum())
     q = student_basis(p)
     proj_s = q[:, : p.rank_s] @ q[:, : p.rank_s].T
     perp_t = np.diag((np.arange(p.d) >= p.rank_t).astype(np.float64))
@@ -97,3 +101,10 @@ def alignment_bias_closed(p: Point) -> float:
     if p.d % 2:
         total += inside[-1] * e[-1]
     return 0.5 * float(total)
+
+
+def geometry_quantities(points: Sequence[Point]) -> dict[str, np.ndarray]:
+    """``alignment_bias`` and ``alignment_bias_closed`` per point (the cube's geometry
+    quantities, :data:`~ktsweep.model.quantities.GEOMETRY`)."""
+    return {"alignment_bias": np.array([alignment_bias(p) for p in points]),
+            "alignment_bias_closed": np.array([alignment_bias_closed(p) for p in points])}
