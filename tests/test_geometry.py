@@ -272,3 +272,40 @@ def test_geometry_quantities_reach_every_estimator_and_the_bound() -> None:
     np.testing.assert_array_equal(b["bound_t2s_term3"], out["exact"]["alignment_bias"])
     np.testing.assert_allclose(b["bound_t2s"], b["bound_t2s_term1"] + b["bound_t2s_term2"]
                                + b["bound_t2s_term3"], rtol=1e-12)
+
+
+def test_misalignment_figure_reads_the_cube(tmp_path) -> None:
+    """A small angle × α_S cube through the real runner and store: the figure is planned, its
+    right panel plots the cube's bias and closed form (equal, growing as ½ sin²θ e_10 for the
+    shipped config's geometry), its left panel log2 der. Planted bugs caught: der not
+    log-scaled, panels swapped, the figure not planned for (angle, alpha_s) axes."""
+    from matplotlib.collections import QuadMesh
+
+    import xarray as xr
+
+    from ktsweep.analysis import figures
+    from ktsweep.sweep import runner, store
+    from ktsweep.sweep.layout import Layout
+
+    cfg = {"name": "mis", "grid": {"angle": [0, 45, 90], "alpha_s": [1.0, 2.0]},
+           "fixed": {**{k: v for k, v in BASE.items() if k != "alpha_s"}, "d": 12, "r_t": 3, "r_s": 3, "alpha_target": 1.0, "N": 64,
+                     "n": 256},
+           "methods": ["exact"], "outputs": {"modes": False, "curves": False}}
+    layout = Layout.from_config(cfg)
+    path = tmp_path / "cube.zarr"
+    store.init_cube(layout, path)
+    for chunk in layout.chunk_ids():
+        runner.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
+    assert "misalignment" in figures.planned_figures(layout)
+    ds = xr.open_zarr(path, consolidated=False)
+    fig = figures.draw_figure(ds, "misalignment")
+    left, right = fig.axes[:2]  # the colorbar comes after them
+    closed, projected = (line.get_ydata() for line in right.get_lines())
+    e4 = 4.0**-1.0  # the pair (3, 4): the student's 3rd eigenvector leans onto e_4
+    np.testing.assert_allclose(closed, 0.5 * np.sin(np.radians([0, 45, 90])) ** 2 * e4,
+                               atol=1e-15)
+    np.testing.assert_allclose(projected, ds["alignment_bias"].values[:, 0], rtol=0)
+    np.testing.assert_allclose(projected, closed, rtol=1e-12, atol=1e-15)
+    mesh = next(c for c in left.collections if isinstance(c, QuadMesh))
+    der = ds["der"].sel(estimator="exact").transpose("alpha_s", "angle").values
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(der.shape), np.log2(der))
