@@ -279,17 +279,16 @@ def test_misalignment_figure_reads_the_cube(tmp_path) -> None:
     right panel plots the cube's bias and closed form (equal, growing as ½ sin²θ e_10 for the
     shipped config's geometry), its left panel log2 der. Planted bugs caught: der not
     log-scaled, panels swapped, the figure not planned for (angle, alpha_s) axes."""
-    from matplotlib.collections import QuadMesh
-
     import xarray as xr
+    from matplotlib.collections import QuadMesh
 
     from ktsweep.analysis import figures
     from ktsweep.sweep import runner, store
     from ktsweep.sweep.layout import Layout
 
     cfg = {"name": "mis", "grid": {"angle": [0, 45, 90], "alpha_s": [1.0, 2.0]},
-           "fixed": {**{k: v for k, v in BASE.items() if k != "alpha_s"}, "d": 12, "r_t": 3, "r_s": 3, "alpha_target": 1.0, "N": 64,
-                     "n": 256},
+           "fixed": {**{k: v for k, v in BASE.items() if k != "alpha_s"}, "d": 12, "r_t": 3,
+                     "r_s": 3, "alpha_target": 1.0, "N": 64, "n": 256},
            "methods": ["exact"], "outputs": {"modes": False, "curves": False}}
     layout = Layout.from_config(cfg)
     path = tmp_path / "cube.zarr"
