@@ -581,6 +581,9 @@ def fig_misalignment(v: _View) -> Figure:
     """KD and W2S boundaries over (angle, α_S), and Lemma 2's bias against its closed form."""
     m = v.method
     keep = ["angle", "alpha_s"]
+    for axis in keep:
+        if axis not in v.axes:
+            raise NoDataError(f"{axis} is not a grid axis of this cube")
     at = v.representative(keep, "der", m)
     der = _need(v.take("der", at, m, keep), "der")
     w2s = v.take("w2s_ratio", at, m, keep) if v.has("w2s_ratio") else np.full_like(der, np.nan)
