@@ -308,3 +308,35 @@ def test_misalignment_figure_reads_the_cube(tmp_path) -> None:
     mesh = next(c for c in left.collections if isinstance(c, QuadMesh))
     der = ds["der"].sel(estimator="exact").transpose("alpha_s", "angle").values
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(der.shape), np.log2(der))
+
+
+def test_w2s_onset_from_a_cube() -> None:
+    """Theorem 4's n0 read from a cube with an n axis (the store's template, filled with the
+    exact engine's w2s_ratio and status point by point) is the first n whose w2s_ratio is
+    below 1, with the n before it as the lower bracket; a diverged point is skipped. Planted
+    bugs caught: the last n instead of the first; the axis left unsorted (n is given in
+    decreasing order); the status mask ignored."""
+    from ktsweep.analysis.onset import w2s_onset
+    from ktsweep.model.cubespec import Status
+    from ktsweep.sweep import store
+    from ktsweep.sweep.layout import Layout
+
+    fixed = {"alpha_t": 1.0, "alpha_s": 1.0, "N": 400, "sigma2": 1.0, "d": 30,
+             "target": "lowdim", "k_dagger": 3, "amplitude": 0.3, "batch_s": 4}
+    cfg = {"name": "onset", "grid": {"n": [4096, 1024, 256, 64, 16], "angle": [0, 60]},
+           "fixed": fixed, "methods": ["exact"], "outputs": {"modes": False, "curves": False}}
+    layout = Layout.from_config(cfg)
+    ds = store.template(layout).load()
+    ratios = {}
+    for idx, p in layout.iter_points():
+        ratios[idx] = exact.evaluate([p])["w2s_ratio"][0]
+        ds["w2s_ratio"][idx + (0,)] = ratios[idx]
+        ds["status"][idx + (0,)] = Status.OK
+    # w2s_ratio over n = 16, 64, 256, ...: 1.37, 0.73, 0.33, ... at both angles
+    assert ratios[(4, 0)] > 1 > ratios[(3, 0)]
+    out = w2s_onset(ds)
+    np.testing.assert_array_equal(out["n0"].values, [64, 64])
+    np.testing.assert_array_equal(out["n0_below"].values, [16, 16])
+    ds["status"][(3, 1, 0)] = Status.DIVERGED  # n = 64 at 60 degrees: not a W2S point
+    out = w2s_onset(ds)
+    np.testing.assert_array_equal(out["n0"].values, [64, 256])
