@@ -1,4 +1,7 @@
-"""The ``bound`` estimator: the paper's analytic risk bounds (docs/science/bounds.md), ψ = 3.
+"""The ``bound`` estimator: the paper's analytic risk bounds (docs/science/bounds.md).
+
+ψ is the fourth moment of the point's input law (:func:`~ktsweep.model.inputs.fourth_moment`,
+3 for Gaussian inputs); it enters Lemma 1's variance term and the step condition.
 
 Direct bounds (Lemma 1 and its lower counterpart) are closed forms of the spectrum and the
 target energies; the transfer bound (Theorem 1) is semi-analytic and uses the exact moments.
@@ -14,10 +17,10 @@ import numpy as np
 
 from ktsweep.engines.exact import Detail, evaluate_detail, group_by_d
 from ktsweep.model.geometry import alignment_bias
+from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import Point
 from ktsweep.model.spectra import cutoff_threshold, kstar
 
-PSI = 3.0
 DELTAS = np.round(np.arange(1, 50) / 100.0, 2)
 
 
@@ -28,7 +31,7 @@ def _period(steps: int) -> float:
 
 def direct_bounds(
     lam: np.ndarray, energy: np.ndarray, sigma2: float, rank: int, samples: int, steps: int,
-    gamma0: float,
+    gamma0: float, psi: float = 3.0,
 ) -> dict[str, float]:
     """Upper (Lemma 1) and lower (App. A) bounds on the excess risk of one direct run."""
     N, K = samples, _period(steps)
@@ -37,7 +40,7 @@ def direct_bounds(
     k_up = kstar(lam, cutoff_threshold(N, gamma0, "upper"))
     k_lo = kstar(lam, cutoff_threshold(N, gamma0, "lower"))
     upper = (0.5 * energy[:k_up].sum() / N**2 + 0.5 * energy[k_up:].sum()
-             + 16.0 * (PSI * total + sigma_eff)
+             + 16.0 * (psi * total + sigma_eff)
              * (k_up / K + K * gamma0**2 * np.square(lam[k_up:]).sum()))
     lower = (energy[k_lo:].sum() / 200.0
              + sigma_eff / 8.0 * (k_lo / K + K * gamma0**2 * np.square(lam[k_lo:]).sum()))
@@ -68,7 +71,8 @@ def transfer_bound(
 def step_condition(p: Point, lam_t: np.ndarray, lam_s: np.ndarray, gammas: Sequence[float]) -> bool:
     """γ0 < min{1/(2ψ tr Σ_T), 1/(2ψ tr Σ_S), 1/(100 λ_max)} for every run's γ0."""
     lam_max = max(lam_t.max(), lam_s.max())
-    cap = min(1 / (2 * PSI * lam_t.sum()), 1 / (2 * PSI * lam_s.sum()), 1 / (100 * lam_max))
+    psi = fourth_moment(p.inputs, p.inputs_nu)
+    cap = min(1 / (2 * psi * lam_t.sum()), 1 / (2 * psi * lam_s.sum()), 1 / (100 * lam_max))
     return bool(all(g < cap for g in gammas))
 
 
@@ -97,7 +101,8 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
                           "sandwich", "scope"):
                     row[f"{k}_{name}"] = math.nan
                 continue
-            b = direct_bounds(lam, energy, p.sigma2, rank, samples, steps, g)
+            b = direct_bounds(lam, energy, p.sigma2, rank, samples, steps, g,
+                              fourth_moment(p.inputs, p.inputs_nu))
             row[f"bound_upper_{name}"] = b["upper"]
             row[f"bound_lower_{name}"] = b["lower"]
             row[f"kstar_upper_{name}"] = b["kstar_upper"]

@@ -10,6 +10,7 @@ import numpy as np
 from ktsweep.model.geometry import geometry_quantities
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble
+from ktsweep.model.spectra import spectrum_fits
 
 METHODS = ("exact", "mc", "bound")
 
@@ -90,6 +91,10 @@ def run(
                                  s.fixed_target)
         else:
             out[m] = bounds.evaluate(points)
+    if points:
+        fits = spectrum_fits(points)  # per point, whichever estimator wrote it
+        for res in out.values():
+            res.update(fits)
     for m in ("exact", "mc"):  # the geometry's static quantities ride with each estimator
         if m in out and points:
             out[m].update(geometry_quantities(points))

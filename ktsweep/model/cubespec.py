@@ -20,6 +20,7 @@ from ktsweep.model.quantities import (
     MODE_RISKS,
     RATIOS,
     RISKS,
+    SPECTRUM_FITS,
     STEP_SIZES,
     TUNE_EDGES,
     step_size_variable,
@@ -111,6 +112,12 @@ LONG_NAMES: dict[str, str] = {
        "may lie outside it), 0 inside, NaN if not tuned"
        for r, w in (("t", "teacher's"), ("s", "T2S student's"), ("direct", "direct student's"),
                     ("ceiling", "ceiling student's"))},
+    **{f"spectrum_alpha_{m}": f"{w} spectral decay alpha fitted on its spectrum file (NaN: "
+       "power law)" for m, w in (("t", "teacher"), ("s", "student"))},
+    **{f"spectrum_alpha_se_{m}": f"standard error of the {w}'s fitted alpha"
+       for m, w in (("t", "teacher"), ("s", "student"))},
+    **{f"spectrum_fit_{e}_{m}": f"{e} eigenvalue index (1-based) of the {w}'s alpha fit"
+       for e in ("first", "last") for m, w in (("t", "teacher"), ("s", "student"))},
     "status": "state of the point for this estimator (see flag_meanings); diverged: some run's "
               "risk passed DIVERGED_FACTOR x its start, only the runs depending on it are NaN",
     "bound_status": "state of the point's bound quantities (see flag_meanings)",
@@ -200,6 +207,7 @@ def variables(methods: Iterable[str], modes: bool, curves: bool, axes: Iterable[
     if est or "bound" in methods:
         specs += [(step_size_variable(k, axes), (), "float64") for k in STEP_SIZES]
         specs += [(k, (), "float64") for k in TUNE_EDGES]
+        specs += [(k, (), "float64") for k in SPECTRUM_FITS]
     if "mc" in methods:
         specs += [(f"{k}_se", (), "float64") for k in RISKS + RATIOS]
         if modes:

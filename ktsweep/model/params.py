@@ -15,6 +15,7 @@ from typing import Any
 
 from ktsweep.model.inputs import NEUTRAL as NEUTRAL_INPUTS
 from ktsweep.model.inputs import check_inputs
+from ktsweep.model.spectrum_files import SpectrumFileError, load_spectrum
 
 TARGETS = ("gaussian", "lowdim", "power")
 SCHEDULES = ("geometric", "tail_geometric", "constant")
@@ -59,6 +60,8 @@ class Point:
     gamma0_s: Gamma0 = None  # type: ignore[assignment]
     inputs: str = NEUTRAL_INPUTS  # law of each coordinate of z (ktsweep.model.inputs)
     inputs_nu: float | None = None  # student_t degrees of freedom
+    spectrum_t: str | None = None  # eigenvalue file of the teacher (alpha_t: its fitted decay)
+    spectrum_s: str | None = None  # eigenvalue file of the student (alpha_s: its fitted decay)
     # geometry (docs/science/geometry.md); neutral values give today's aligned model
     angle: float = 0.0  # degrees: student eigenbasis rotated on mode pairs (1,2), (3,4), ...
     mixing_seed: int | None = None  # Haar-random orthogonal mixing of the student's basis
@@ -138,6 +141,7 @@ INT_PARAMS = (
     "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s",
     "mixing_seed", "mixing_dim",
 )
+SPECTRUM_PARAMS = ("spectrum_t", "spectrum_s")
 FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta", "inputs_nu", "angle",
                 "alpha_target")
 GEOMETRY_NEUTRAL: dict[str, Any] = {"angle": 0.0, "mixing_seed": None, "mixing_dim": None,
@@ -226,7 +230,8 @@ def make_point(values: Mapping[str, Any]) -> Point:
         raise ParameterError(
             f"unknown parameter {unknown[0]!r}; known parameters are: {', '.join(PARAMETERS)}"
         )
-    missing = [k for k in REQUIRED if values.get(k) is None]
+    files = {f"alpha_{m}": values.get(f"spectrum_{m}") for m in "ts"}
+    missing = [k for k in REQUIRED if values.get(k) is None and files.get(k) is None]
     if missing:
         raise ParameterError(f"parameter {missing[0]!r} is required (no default)")
     v: dict[str, Any] = {}
@@ -242,6 +247,7 @@ def make_point(values: Mapping[str, Any]) -> Point:
             v[name] = _as_float(name, raw)
         else:
             v[name] = raw
+    measured = _measured_spectra(v)
     for name in ("alpha_t", "alpha_s"):
         if v[name] <= 0:
             raise _fail(name, v[name], "spectral decay must be > 0")
@@ -251,9 +257,16 @@ def make_point(values: Mapping[str, Any]) -> Point:
                         "or inf (the limit, exact engine)")
     if v["sigma2"] < 0:
         raise _fail("sigma2", v["sigma2"], "noise variance must be >= 0")
-    d = DEFAULT_D if v["d"] is None else v["d"]
+    d = v["d"]
+    if d is None:  # a measured spectrum sets d to its length (the shorter one if two)
+        d = min([m.values.size for m in measured.values()], default=DEFAULT_D)
     if not 1 <= d <= MAX_D:
         raise _fail("d", values.get("d"), f"dimension must be in 1..{MAX_D}")
+    for key, m in measured.items():
+        if d > m.values.size:
+            raise _fail("d", d, f"{key} file {m.path!r} holds {m.values.size} eigenvalues, "
+                        f"fewer than d: set d <= {m.values.size} or leave d out (it then "
+                        "defaults to the file's length)")
     v["d"] = d
     for name in ("r_t", "r_s"):
         if v[name] is not None and not 1 <= v[name] <= d:
@@ -296,8 +309,30 @@ def make_point(values: Mapping[str, Any]) -> Point:
 
 
 HASH_NEUTRAL: dict[str, Any] = {"inputs": NEUTRAL_INPUTS, "inputs_nu": None,
-                                **GEOMETRY_NEUTRAL}
+                                "spectrum_t": None, "spectrum_s": None, **GEOMETRY_NEUTRAL}
 """Later parameters and the value at which :func:`point_hash` leaves each out."""
+
+
+def _measured_spectra(v: dict[str, Any]) -> dict[str, Any]:
+    """Load the point's spectrum files; α of a model with a file is the file's fitted decay
+    (a given α must equal it: the file decides)."""
+    out = {}
+    for m in "ts":
+        key, alpha = f"spectrum_{m}", f"alpha_{m}"
+        if v[key] is None:
+            continue
+        if not isinstance(v[key], str):
+            raise _fail(key, v[key], "expected the path of an eigenvalue file (.npy, .csv, .txt)")
+        try:
+            spec = load_spectrum(v[key])
+        except SpectrumFileError as err:
+            raise ParameterError(f"parameter {key!r}: {err}") from None
+        if v[alpha] is not None and v[alpha] != spec.fit.alpha:
+            raise _fail(alpha, v[alpha], f"{key} is given, so {alpha} is fitted from it "
+                        f"({spec.fit.alpha!r}); drop {alpha}")
+        v[alpha] = spec.fit.alpha
+        out[key] = spec
+    return out
 
 
 def _check_geometry(v: dict[str, Any], d: int) -> None:
@@ -351,6 +386,9 @@ def point_hash(point: Point | Mapping[str, Any]) -> str:
     for name, neutral in HASH_NEUTRAL.items():
         if values[name] == neutral:
             del values[name]
+    for key in SPECTRUM_PARAMS:  # a file counts by its bytes, not its path
+        if key in values:
+            values[key] = "sha256:" + load_spectrum(values[key]).sha256
     values["r_t"], values["r_s"] = p.rank_t, p.rank_s
     values["horizon_t"], values["horizon_s"] = p.plan_t, p.plan_s
     text = json.dumps(_canonical(values), sort_keys=True, separators=(",", ":"))

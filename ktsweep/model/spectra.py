@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from ktsweep.model.params import Point
+from ktsweep.model.quantities import SPECTRUM_FITS
+from ktsweep.model.spectrum_files import load_spectrum
 
 Phases = list[tuple[int, float]]
 """A schedule as (first step, step size) pairs, starts increasing, first start 0."""
@@ -20,12 +23,39 @@ def spectrum(alpha: float, d: int, rank: int | None = None) -> np.ndarray:
     return lam
 
 
+def measured_spectrum(path: str, d: int, rank: int) -> np.ndarray:
+    """The top d eigenvalues of a spectrum file (decreasing), 0 beyond ``rank``."""
+    lam = np.array(load_spectrum(path).values[:d], dtype=np.float64)
+    lam[rank:] = 0.0
+    return lam
+
+
 def teacher_spectrum(p: Point) -> np.ndarray:
+    if p.spectrum_t is not None:
+        return measured_spectrum(p.spectrum_t, p.d, p.rank_t)
     return spectrum(p.alpha_t, p.d, p.rank_t)
 
 
 def student_spectrum(p: Point) -> np.ndarray:
+    if p.spectrum_s is not None:
+        return measured_spectrum(p.spectrum_s, p.d, p.rank_s)
     return spectrum(p.alpha_s, p.d, p.rank_s)
+
+
+def spectrum_fits(points: Sequence[Point]) -> dict[str, np.ndarray]:
+    """:data:`SPECTRUM_FITS` of each point: the fitted α (also the point's ``alpha_t`` /
+    ``alpha_s``, which the theory reads), its standard error and the eigenvalue indices
+    (1-based, inclusive) it was fitted on."""
+    out = {k: np.full(len(points), np.nan) for k in SPECTRUM_FITS}
+    for i, p in enumerate(points):
+        for m, path in (("t", p.spectrum_t), ("s", p.spectrum_s)):
+            if path is not None:
+                fit = load_spectrum(path).fit
+                out[f"spectrum_alpha_{m}"][i] = fit.alpha
+                out[f"spectrum_alpha_se_{m}"][i] = fit.alpha_se
+                out[f"spectrum_fit_first_{m}"][i] = fit.first
+                out[f"spectrum_fit_last_{m}"][i] = fit.last
+    return out
 
 
 def coefficient_power(p: Point) -> np.ndarray:

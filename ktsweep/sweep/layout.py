@@ -25,6 +25,7 @@ from ktsweep.engines.dispatch import MCSettings, mc_bytes
 from ktsweep.model.params import (
     DEFAULT_D,
     REQUIRED,
+    SPECTRUM_PARAMS,
     ParameterError,
     Point,
     make_point,
@@ -32,6 +33,7 @@ from ktsweep.model.params import (
 )
 from ktsweep.model.quantities import SCHEMA_VERSION
 from ktsweep.model.spectra import checkpoint_steps
+from ktsweep.model.spectrum_files import load_spectrum
 from ktsweep.sweep.config import ConfigError, SweepConfig, locate, parse, read_yaml
 
 CHUNK_WIDTH = 5
@@ -54,7 +56,9 @@ def validate_config(config: Mapping[str, Any] | SweepConfig) -> SweepConfig:
         if axis not in grid:
             raise ConfigError(f"config key 'tie.{name}': {axis!r} is not a grid axis "
                               f"(axes: {', '.join(grid)})", ("tie", name))
-    missing = [k for k in REQUIRED if k not in grid and k not in fixed and k not in tie]
+    given = set(grid) | set(fixed) | set(tie)
+    missing = [k for k in REQUIRED if k not in given  # a spectrum file gives its own alpha
+               and not (k.startswith("alpha_") and f"spectrum_{k[-1]}" in given)]
     if missing:
         raise ConfigError(f"parameter {missing[0]!r} is required: give it in grid or fixed",
                           ("fixed",))
@@ -286,11 +290,23 @@ class Layout:
         c = self.config.to_dict()
         ident = {"fixed": c["fixed"], "tie": c["tie"], "mc": self.config.mc.result_fields(),
                  "outputs": c["outputs"], "axes": list(self.axes), "schema": SCHEMA_VERSION}
+        files = self.spectrum_files()
+        if files:  # a changed file changes every number: a fresh cube
+            ident["spectrum_files"] = files
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+    def spectrum_files(self) -> dict[str, str]:
+        """SHA-256 of every spectrum file the config names (path → digest)."""
+        paths = [self.fixed.get(k) for k in SPECTRUM_PARAMS]
+        paths += [v for k in SPECTRUM_PARAMS for v in self.config.grid.get(k, [])]
+        return {p: load_spectrum(p).sha256 for p in sorted({p for p in paths
+                                                            if isinstance(p, str)})}
 
     def layout_key(self) -> str:
         """Hash of the whole resolved config: changes whenever any job would differ."""
         text = f"{SCHEMA_VERSION}:{self.to_json()}"
+        if self.spectrum_files():
+            text += json.dumps(self.spectrum_files(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     # -- sizes ---------------------------------------------------------------------
@@ -367,6 +383,8 @@ class Layout:
 
     @property
     def d_max(self) -> int:
+        if self._param_values("d") == [None] and self.spectrum_files():
+            return max(p.d for _, p in self.iter_points())  # d from the files' lengths
         return int(max(DEFAULT_D if v is None else int(float(v))
                        for v in self._param_values("d")))
 

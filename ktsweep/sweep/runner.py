@@ -25,7 +25,13 @@ import zarr
 from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
 from ktsweep.model.params import Point
-from ktsweep.model.quantities import GEOMETRY, STEP_SIZES, TUNE_EDGES, step_size_variable
+from ktsweep.model.quantities import (
+    GEOMETRY,
+    SPECTRUM_FITS,
+    STEP_SIZES,
+    TUNE_EDGES,
+    step_size_variable,
+)
 from ktsweep.sweep import store
 from ktsweep.sweep.layout import Layout
 from ktsweep.sweep.store import variables
@@ -133,7 +139,7 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
         var = step_size_variable(k, layout.axes)
         if var in block and k in result:
             block[var][where] = result[k]
-    for k in TUNE_EDGES:
+    for k in TUNE_EDGES + SPECTRUM_FITS:
         if k in block and k in result:
             block[k][where] = result[k]
     for k in GEOMETRY:

@@ -159,6 +159,8 @@ def template(layout: Layout) -> xr.Dataset:
         "mc_device_requested": layout.config.mc.device,
         **_provenance(),
     })
+    if layout.spectrum_files():  # path → SHA-256 of each spectrum file the numbers came from
+        ds.attrs["ktsweep_spectrum_files"] = json.dumps(layout.spectrum_files())
     return ds
 
 
