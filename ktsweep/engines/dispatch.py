@@ -1,4 +1,9 @@
-"""One entry point to the three estimators, so callers (CLI, sweep tasks) never branch on them."""
+"""One entry point to the three estimators, so callers (CLI, sweep tasks) never branch on them.
+
+Misaligned points (docs/science/geometry.md) need no branch here either: the exact engine takes
+its general path for exactly the points whose student basis is rotated, and Monte Carlo
+iterates those students in their own basis.
+"""
 
 from __future__ import annotations
 

@@ -364,6 +364,8 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
 def _group_size(p: Point, replicates: int, itemsize: int) -> int:
     """How many points fit in one stacked program under :data:`GROUP_BYTES`."""
     per_point = replicates * p.d * (max(p.batch_t, p.batch_s) + 8) * itemsize
+    if not p.aligned:  # the student basis Q and the inputs seen in it
+        per_point += (p.d * p.d + replicates * p.d * max(p.batch_t, p.batch_s)) * itemsize
     return max(1, GROUP_BYTES // per_point)
 
 
