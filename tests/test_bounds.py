@@ -110,11 +110,18 @@ def test_transfer_bound_value_by_hand() -> None:
     (0.6081), or ½ → 1 on a head sum all change the value.
     """
     lam_s = np.array([1.0, 0.05, 0.0101])
-    value, delta, k = bounds.transfer_bound(
-        lam_s, np.array([1.0, 0.3, 0.2]), np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.4, 2.0]),
-        np.array([0.5, 0.9, 0.95]), np.array([1.0, 0.5, 2.0]), 16, 0.5)
+    args = (lam_s, np.array([1.0, 0.3, 0.2]), np.array([0.1, 0.2, 0.3]),
+            np.array([0.1, 0.4, 2.0]), np.array([0.5, 0.9, 0.95]), np.array([1.0, 0.5, 2.0]),
+            16, 0.5)
+    value, delta, k, term1, term2 = bounds.transfer_bound(*args)
     assert (delta, k) == (0.09, 2)
     assert value == pytest.approx(0.795 + 0.09**2, rel=1e-12)
+    # (I) = ½(0.1 + 0.2) + 2δ²·0.3, (II) = ½(0.1 + 0.4) + 0.195 + (1 + 2δ²)·0.2; (III) adds
+    # the alignment bias without moving δ (a term swapped between (I) and (II) is caught)
+    assert term1 == pytest.approx(0.15 + 2 * 0.09**2 * 0.3, rel=1e-12)
+    assert term2 == pytest.approx(0.25 + 0.195 + (1 + 2 * 0.09**2) * 0.2, rel=1e-12)
+    assert bounds.transfer_bound(*args, bias=0.25) == pytest.approx(
+        (value + 0.25, delta, k, term1, term2), rel=1e-12)
 
 
 def test_transfer_bound_wired_to_the_exact_moments() -> None:

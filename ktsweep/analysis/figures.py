@@ -759,6 +759,55 @@ def fig_mc_parity(v: _View) -> Figure:
                    "Monte Carlo sub-grid (no slice)")
 
 
+def fig_misalignment(v: _View) -> Figure:
+    """KD and W2S boundaries over (angle, α_S), and Lemma 2's bias against its closed form."""
+    m = v.method
+    keep = ["angle", "alpha_s"]
+    for axis in keep:
+        if axis not in v.axes:
+            raise NoDataError(f"{axis} is not a grid axis of this cube")
+    at = v.representative(keep, "der", m)
+    der = _need(v.take("der", at, m, keep), "der")
+    w2s = v.take("w2s_ratio", at, m, keep) if v.has("w2s_ratio") else np.full_like(der, np.nan)
+    x, y = v.coord("angle").astype(float), v.coord("alpha_s").astype(float)
+    fig, (ax, bx) = _figure(2, width=5.4)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.log2(_positive(der))
+    span = max(float(np.nanmax(np.abs(gain))) if np.isfinite(gain).any() else 1.0, 1e-3)
+    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(gain).T, shading="nearest", cmap="RdBu_r",
+                         norm=TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span))
+    fig.colorbar(mesh, ax=ax, label="log2 der (> 0: distillation beats direct training)")
+    handles = [h for h in (
+        _contour(ax, x, y, der, 1.0, color="black", linestyle="--", label="der = 1 (KD)"),
+        _contour(ax, x, y, w2s, 1.0, color="darkgreen", label="w2s_ratio = 1 (W2S)"),
+    ) if h is not None]
+    inside = np.isfinite(w2s) & (w2s < 1.0)
+    if inside.any():
+        gx, gy = np.meshgrid(x, y, indexing="ij")
+        ax.scatter(gx[inside], gy[inside], marker="o", s=14, facecolor="none",
+                   edgecolor="darkgreen")
+        handles.append(Line2D([], [], marker="o", ls="", mfc="none", color="darkgreen",
+                              label="w2s_ratio < 1 (T2S beats its teacher)"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", fontsize=7, facecolor="0.95")
+    ax.set_xlabel("student basis rotation angle (degrees)")
+    ax.set_ylabel("student decay α_S")
+    ax.set_title("KD and W2S as the bases rotate", fontsize=9)
+    bias = v.take("alignment_bias", at, m, keep) if v.has("alignment_bias") else None
+    if bias is None or not np.isfinite(bias).any():
+        bx.text(0.5, 0.5, "alignment_bias not in the cube", ha="center", transform=bx.transAxes)
+    else:
+        closed = v.take("alignment_bias_closed", at, m, keep)
+        bx.plot(x, closed[:, 0], color="0.3", label="closed form (pair rotation)")
+        bx.plot(x, bias[:, 0], "o", mfc="none", color="C3", label="from the projectors")
+        bx.set_xlabel("student basis rotation angle (degrees)")
+        bx.set_ylabel("½ E‖Π_S Π_T^⊥ w*‖²  (excess risk, ½ convention)")
+        bx.legend(fontsize=7)
+    bx.set_title("Lemma 2: static alignment bias", fontsize=9)
+    return _finish(fig, "Misaligned feature bases: where KD and W2S survive",
+                   v.caption(at, m))
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     """One figure: its file name (``<name>.png``), when the grid supports it (from the layout
@@ -875,6 +924,18 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "the theorem does not promise outside its step condition and batch-1 scope. "
             "Shaded N values satisfy the proofs' step-size condition; the footer says when "
             "none does. 'lower <= exact <= upper' is a measured outcome, not an assumption."
+        )),
+    FigureSpec(
+        "misalignment", lambda lay: _estimated(lay, "angle", "alpha_s"), fig_misalignment,
+        caption=(
+            "Left: the data-efficiency ratio der on a log2 scale over the rotation angle of the "
+            "student's eigenbasis against the teacher's (mode pairs (1,2), (3,4), ...) and the "
+            "student decay alpha_S, with the KD boundary der = 1 (dashed) and the W2S boundary "
+            "w2s_ratio = 1 (green; circles: the T2S student beats its teacher). Right: Lemma 2's "
+            "static alignment bias (1/2) E||Pi_S Pi_T^perp w*||^2 computed from the projectors "
+            "(circles) against its closed form in the angle (line); it is the part of the "
+            "target outside the teacher's span that the student can represent but never learns "
+            "from the teacher (docs/science/geometry.md)."
         )),
 )
 """Every figure ktsweep knows, in the order they are planned (the one registry)."""

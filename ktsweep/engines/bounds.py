@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ktsweep.engines.exact import Detail, evaluate_detail, group_by_d
+from ktsweep.model.geometry import alignment_bias
 from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import Point
 from ktsweep.model.spectra import cutoff_threshold, kstar
@@ -48,19 +49,23 @@ def direct_bounds(
 
 def transfer_bound(
     lam_s: np.ndarray, energy: np.ndarray, a_t: np.ndarray, a_s: np.ndarray, p_s: np.ndarray,
-    u_t_sq: np.ndarray, n: int, gamma0_s: float,
-) -> tuple[float, float, int]:
-    """min over δ of the Theorem 1 bound B(δ); returns (bound, δ, k*_S(δ))."""
+    u_t_sq: np.ndarray, n: int, gamma0_s: float, bias: float = 0.0,
+) -> tuple[float, float, int, float, float]:
+    """min over δ of the Theorem 1 bound B(δ) = (I) + (II) + (III); returns (bound, δ,
+    k*_S(δ), (I), (II)) at the minimising δ. (III) = ``bias``, the static alignment bias,
+    does not depend on δ (0 in the aligned model)."""
     log2n = math.log2(n) if n > 1 else 0.0
     tail_student = a_s - p_s**2 * u_t_sq
-    best = (math.inf, math.nan, 0)
+    best = (math.inf, math.nan, 0, math.nan, math.nan)
     for delta in DELTAS:
         k = kstar(lam_s, delta * log2n / (4.0 * gamma0_s * n))
-        value = (0.5 * a_t[:k].sum() + 2 * delta**2 * a_t[k:].sum() + 0.5 * a_s[:k].sum()
-                 + tail_student[k:].sum() + (1 + 2 * delta**2) * energy[k:].sum())
+        term1 = 0.5 * a_t[:k].sum() + 2 * delta**2 * a_t[k:].sum()
+        term2 = (0.5 * a_s[:k].sum() + tail_student[k:].sum()
+                 + (1 + 2 * delta**2) * energy[k:].sum())
+        value = term1 + term2
         if value < best[0]:
-            best = (float(value), float(delta), k)
-    return best
+            best = (float(value), float(delta), k, float(term1), float(term2))
+    return best[0] + bias, *best[1:]
 
 
 def step_condition(p: Point, lam_t: np.ndarray, lam_s: np.ndarray, gammas: Sequence[float]) -> bool:
@@ -82,19 +87,21 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             "direct": p.batch_s == 1 and p.schedule_s == "geometric",
             "ceiling": p.batch_s == 1 and p.schedule_s == "geometric" and p.plan_s == p.steps_s,
         }
-        runs = {
-            "teacher": (det.lam_t[i], p.rank_t, p.N, p.steps_t, det.gamma0["gamma0_t"][i]),
-            "direct": (det.lam_s[i], p.rank_s, p.N, p.steps_direct,
+        runs = {  # student runs see the target in their own eigenbasis
+            "teacher": (det.lam_t[i], det.energy[i], p.rank_t, p.N, p.steps_t,
+                        det.gamma0["gamma0_t"][i]),
+            "direct": (det.lam_s[i], det.energy_s[i], p.rank_s, p.N, p.steps_direct,
                        det.gamma0["gamma0_direct"][i]),
-            "ceiling": (det.lam_s[i], p.rank_s, p.n, p.steps_s, det.gamma0["gamma0_ceiling"][i]),
+            "ceiling": (det.lam_s[i], det.energy_s[i], p.rank_s, p.n, p.steps_s,
+                        det.gamma0["gamma0_ceiling"][i]),
         }
-        for name, (lam, rank, samples, steps, g) in runs.items():
+        for name, (lam, energy, rank, samples, steps, g) in runs.items():
             if math.isinf(samples):  # the limit N or n = ∞: no finite-sample bound
                 for k in ("bound_upper", "bound_lower", "kstar_upper", "kstar_lower",
                           "sandwich", "scope"):
                     row[f"{k}_{name}"] = math.nan
                 continue
-            b = direct_bounds(lam, det.energy[i], p.sigma2, rank, samples, steps, g,
+            b = direct_bounds(lam, energy, p.sigma2, rank, samples, steps, g,
                               fourth_moment(p.inputs, p.inputs_nu))
             row[f"bound_upper_{name}"] = b["upper"]
             row[f"bound_lower_{name}"] = b["lower"]
@@ -105,13 +112,16 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             row[f"sandwich_{name}"] = (float(b["lower"] <= risk <= b["upper"])
                                        if math.isfinite(risk) else math.nan)
             row[f"scope_{name}"] = float(scope[name])
+        bias = alignment_bias(p)
         if math.isinf(p.n) or math.isinf(p.N):
-            value, delta, k = math.nan, math.nan, math.nan
+            value, delta, k, term1, term2 = (math.nan,) * 5
         else:
-            value, delta, k = transfer_bound(
-                det.lam_s[i], det.energy[i], det.a_teacher[i], det.a_t2s[i], det.p_t2s[i],
-                det.u_teacher_sq[i], p.n, det.gamma0["gamma0_s"][i])
+            value, delta, k, term1, term2 = transfer_bound(
+                det.lam_s[i], det.energy_s[i], det.a_teacher_s[i], det.a_t2s[i], det.p_t2s[i],
+                det.u_teacher_sq_s[i], p.n, det.gamma0["gamma0_s"][i], bias)
         row["bound_t2s"], row["bound_t2s_delta"], row["kstar_t2s"] = value, delta, k
+        row["bound_t2s_term1"], row["bound_t2s_term2"], row["bound_t2s_term3"] = (
+            term1, term2, bias)
         t2s = ex["risk_t2s"][i]
         row["bound_t2s_holds"] = float(t2s <= value) if math.isfinite(t2s) else math.nan
         row["step_condition"] = float(step_condition(

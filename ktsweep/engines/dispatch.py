@@ -1,4 +1,9 @@
-"""One entry point to the three estimators, so callers (CLI, sweep tasks) never branch on them."""
+"""One entry point to the three estimators, so callers (CLI, sweep tasks) never branch on them.
+
+Misaligned points (docs/science/geometry.md) need no branch here either: the exact engine takes
+its general path for exactly the points whose student basis is rotated, and Monte Carlo
+iterates those students in their own basis.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ktsweep.model.geometry import geometry_quantities
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble
 from ktsweep.model.spectra import spectrum_fits
@@ -96,6 +102,9 @@ def run(
         fits = spectrum_fits(points)  # per point, whichever estimator wrote it
         for res in out.values():
             res.update(fits)
+    for m in ("exact", "mc"):  # the geometry's static quantities ride with each estimator
+        if m in out and points:
+            out[m].update(geometry_quantities(points))
     return out
 
 

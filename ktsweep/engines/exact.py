@@ -13,7 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ktsweep.engines.general import (
+    geometry,
+    offdiag_decay,
+    overwrite_full,
+    target_side,
+    teacher_matrices,
+    teacher_side,
+)
 from ktsweep.engines.moments import Runs, evolve
+from ktsweep.model.geometry import target_second_moment
 from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble, with_ratios
@@ -46,7 +55,12 @@ class _Spec:
 
 @dataclass
 class Detail:
-    """Per-point moments behind the exact quantities (used by bounds and tests)."""
+    """Per-point moments behind the exact quantities (used by bounds and tests).
+
+    Teacher moments are in the semantic (teacher's) basis, student moments in the student's
+    eigenbasis; ``*_s`` fields are teacher-side diagonals seen in the student's eigenbasis
+    (the same arrays when the point is aligned).
+    """
 
     energy: np.ndarray  # (P, d) e_i
     lam_t: np.ndarray
@@ -59,6 +73,9 @@ class Detail:
     a_direct: np.ndarray
     a_ceiling: np.ndarray
     gamma0: dict[str, np.ndarray]
+    energy_s: np.ndarray  # (P, d) diagonal of E[θ* θ*^T] in the student's eigenbasis
+    a_teacher_s: np.ndarray
+    u_teacher_sq_s: np.ndarray
 
 
 def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]:
@@ -116,12 +133,17 @@ def _edge(p: Point, role: str, chosen: float) -> float:
 
 
 def evaluate_detail(
-    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
+    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve,
+    general: bool = False,
 ) -> tuple[dict[str, np.ndarray], Detail]:
     """Exact quantities and the moments behind them for points sharing ``d``.
 
     ``solver`` is :func:`~ktsweep.engines.moments.evolve` (closed form per stretch) or the
     reference :func:`~ktsweep.engines.moments.evolve_steps` (every step; tests only).
+    Student runs of points whose student basis is rotated start from the diagonals of their
+    semantic-basis moments seen in the student's eigenbasis (:mod:`ktsweep.engines.general`);
+    per-mode outputs are in the student's eigenbasis. ``general``: take that path for aligned
+    points too (Q = I; tests compare it with the aligned path).
     """
     if len({p.d for p in points}) > 1:
         raise ValueError("exact.evaluate_detail needs points sharing d; use evaluate()")
@@ -130,6 +152,8 @@ def evaluate_detail(
     lam_t = np.array([teacher_spectrum(p) for p in points])
     lam_s = np.array([student_spectrum(p) for p in points])
     energy = np.array([target_energy(p) for p in points])
+    geo = geometry(points, force=general)  # None: every point aligned
+    energy_s = target_side(geo, energy)
 
     # Phase 1: runs that do not depend on the teacher.
     specs: list[_Spec] = []
@@ -139,13 +163,21 @@ def evaluate_detail(
         specs += [
             _Spec(i, "teacher", lam_t[i], energy[i], p.sigma2, p.batch_t, p.steps_t,
                   p.schedule_t, p.plan_t, resolve_gamma0(p.gamma0_t, lam_t[i]), psi[i]),
-            _Spec(i, "direct", lam_s[i], energy[i], p.sigma2, p.batch_s, p.steps_direct,
+            _Spec(i, "direct", lam_s[i], energy_s[i], p.sigma2, p.batch_s, p.steps_direct,
                   p.schedule_s, None, gs, psi[i]),
-            _Spec(i, "ceiling", lam_s[i], energy[i], p.sigma2, p.batch_s, p.steps_s,
+            _Spec(i, "ceiling", lam_s[i], energy_s[i], p.sigma2, p.batch_s, p.steps_s,
                   p.schedule_s, p.plan_s, gs, psi[i]),
         ]
     runs, labels = _expand(specs)
     m1 = solver(runs, ck)
+    # rotated students with non-Gaussian inputs: full matrices (engines/general.py)
+    full = [] if geo is None else [i for i, p in enumerate(points)
+                                   if not p.aligned and psi[i] != 3.0]
+    if full:
+        start = {i: geo.q[i].T @ target_second_moment(points[i]) @ geo.q[i] for i in full}
+        overwrite_full(m1, runs, ck, {
+            row: (geo.q[specs[s].point], start[specs[s].point], psi[specs[s].point])
+            for s, row, _ in labels if specs[s].point in start and specs[s].role != "teacher"})
     best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
     pick = {(s.point, s.role): (best[k], g_best[k]) for k, s in enumerate(specs)}
 
@@ -154,19 +186,31 @@ def evaluate_detail(
 
     a_t, p_t = take("teacher", m1.a), take("teacher", m1.contraction)
     div_t = take("teacher", m1.diverged)
-    u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t
-    cross = a_t - p_t * energy  # E[u_T,i η_T,i]
+    u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t  # E[u_T,i²]
+    decay = [None] * P if geo is None else [
+        None if not geo.fixed_target[i] else offdiag_decay(
+            lam_t[i], runs.phases[pick[(i, "teacher")][0]],
+            int(runs.steps[pick[(i, "teacher")][0]]), 1.0 / p.batch_t)
+        for i, p in enumerate(points)]
+    _, a_t_s, u_t_sq_s, cross_s = teacher_side(geo, energy, a_t, p_t, decay)
 
     # Phase 2: the T2S student learns the frozen teacher, error e = u_S − u_T.
     specs2 = [
-        _Spec(i, "t2s", lam_s[i], u_t_sq[i], 0.0, p.batch_s, p.steps_s, p.schedule_s,
+        _Spec(i, "t2s", lam_s[i], u_t_sq_s[i], 0.0, p.batch_s, p.steps_s, p.schedule_s,
               p.plan_s, resolve_gamma0(p.gamma0_s, lam_s[i]), psi[i])
         for i, p in enumerate(points)
     ]
     runs2, labels2 = _expand(specs2)
     m2 = solver(runs2, ck)
+    if full:
+        u_full = {i: geo.q[i].T @ teacher_matrices(energy[i], a_t[i], p_t[i],
+                                                   bool(geo.fixed_target[i]), decay[i])[2]
+                  @ geo.q[i] for i in full}
+        overwrite_full(m2, runs2, ck, {row: (geo.q[specs2[s].point], u_full[specs2[s].point],
+                                             psi[specs2[s].point])
+                                       for s, row, _ in labels2 if specs2[s].point in u_full})
     owner = np.array([specs2[s].point for s, _, _ in labels2])
-    mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross[owner] + a_t[owner])
+    mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross_s[owner] + a_t_s[owner])
     best2, g2 = _best(mode_t2s_all.sum(axis=1), m2.diverged, labels2, P)
 
     # T2S learning curve: needs P^S at every checkpoint, not only at the end.
@@ -175,10 +219,10 @@ def evaluate_detail(
         ok = (ck <= points[i].steps_s) & np.isfinite(m2.curve[row])
         if ok.any():
             pt = phase_products(runs2.phases[row], ck[ok], lam_s[i])
-            curve_t2s[i, ok] = m2.curve[row, ok] - pt @ cross[i] + 0.5 * a_t[i].sum()
+            curve_t2s[i, ok] = m2.curve[row, ok] - pt @ cross_s[i] + 0.5 * a_t[i].sum()
 
     out: dict[str, np.ndarray] = {
-        "mode_teacher": 0.5 * a_t,
+        "mode_teacher": 0.5 * a_t_s,
         "mode_direct": 0.5 * take("direct", m1.a),
         "mode_ceiling": 0.5 * take("ceiling", m1.a),
         "mode_t2s": mode_t2s_all[best2],
@@ -219,6 +263,7 @@ def evaluate_detail(
         a_t2s=m2.a[best2], p_t2s=m2.contraction[best2], u_teacher_sq=u_t_sq,
         a_direct=take("direct", m1.a), a_ceiling=take("ceiling", m1.a),
         gamma0={k: out[k] for k in ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")},
+        energy_s=energy_s, a_teacher_s=a_t_s, u_teacher_sq_s=u_t_sq_s,
     )
     return out, detail
 

@@ -1,9 +1,10 @@
 """The ``mc`` estimator: the SGD of docs/science/training.md, literally, for R replicates in torch.
 
-Points sharing (d, batch_t, batch_s) are stacked into one tensor program; replicates are a
-tensor dimension. Each model is iterated in its error coordinates η = u − θ* (u = Σ^{1/2} w
-the effective parameter), which is the same recursion as SGD on w, written so that the
-float32 state holds the small quantity that decides the risk.
+Points sharing (d, batch_t, batch_s) and alignment are stacked into one tensor program;
+replicates are a tensor dimension. Each model is iterated in its error coordinates
+η = u − θ* (u = Σ^{1/2} w the effective parameter), which is the same recursion as SGD on w,
+written so that the float32 state holds the small quantity that decides the risk. A student
+whose eigenbasis Q is rotated against the teacher's is iterated in Q's coordinates.
 
 Randomness: every point owns torch generators seeded from (base seed, point hash, stream),
 and draws its own (R, B, d + 1) block per step (inputs z and the label noise ε; inputs of
@@ -28,6 +29,7 @@ import torch
 
 from ktsweep.engines.exact import evaluate_detail, group_by_d
 from ktsweep.engines.moments import divergence_limit
+from ktsweep.model.geometry import student_basis
 from ktsweep.model.inputs import NEUTRAL as NEUTRAL_INPUTS
 from ktsweep.model.inputs import sample_inputs
 from ktsweep.model.params import Point, derive_seed, point_hash
@@ -43,6 +45,7 @@ from ktsweep.model.spectra import (
     student_spectrum,
     target_coefficients,
     target_energy,
+    target_scale,
     teacher_spectrum,
 )
 
@@ -115,6 +118,7 @@ class _Model:
     noisy: bool
     offset: torch.Tensor | None = None  # risk = ½‖state + offset‖²
     curve: torch.Tensor | None = None  # (P, R, C) when recorded
+    basis: torch.Tensor | None = None  # (P, d, d) Q: the state is in Q's coordinates, z → Q^T z
 
 
 def _risk(m: _Model, rows: slice) -> torch.Tensor:
@@ -176,19 +180,22 @@ def _run_loop(
             torch.randn((R, batch, d + 1), generator=gens[p], out=buf[p])
             if laws[p][0] != NEUTRAL_INPUTS:
                 sample_inputs(*laws[p], (R, batch, d), gens[p], dev, dt, out=buf[p, :, :, :d])
+        seen: dict[int, torch.Tensor] = {}  # the inputs in each basis, rotated once per step
         if batch == 1:
-            z = buf[:active, :, 0, :d]
+            z0 = buf[:active, :, 0, :d]
             eps = buf[:active, :, 0, d]
             for m, g in zip(models, gain, strict=True):
+                z = _inputs_in(m.basis, z0, active, seen)
                 st = m.state[:active]
                 r = (z * st).sum(-1)
                 if m.noisy:
                     r.sub_(sig[:active] * eps)
                 st.addcmul_(z * r.unsqueeze(-1), g[:active], value=-1.0)
         else:
-            z = buf[:active, :, :, :d]
+            z0 = buf[:active, :, :, :d]
             eps = buf[:active, :, :, d]
             for m, g in zip(models, gain, strict=True):
+                z = _inputs_in(m.basis, z0, active, seen)
                 st = m.state[:active]
                 r = torch.matmul(z, st.unsqueeze(-1)).squeeze(-1)
                 if m.noisy:
@@ -198,6 +205,18 @@ def _run_loop(
     _check(models, limit, diverged, gain, P)
     if tick is not None:
         tick(int(steps.sum()) - ticked)
+
+
+def _inputs_in(basis: torch.Tensor | None, z: torch.Tensor, active: int,
+               seen: dict[int, torch.Tensor]) -> torch.Tensor:
+    """The semantic inputs ``z`` (rows) in a model's coordinates: ``z Q`` (``Q^T z`` per
+    sample), literally, so that non-Gaussian inputs keep their law in the semantic basis."""
+    if basis is None:
+        return z
+    if id(basis) not in seen:
+        q = basis[:active] if z.dim() == 3 else basis[:active].unsqueeze(1)
+        seen[id(basis)] = torch.matmul(z, q)
+    return seen[id(basis)]
 
 
 def _check(models, limit, diverged, gain, active) -> None:
@@ -245,7 +264,11 @@ def _ratio_se(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 
 
 def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, fixed_target):
-    """One stacked tensor program for points sharing (d, batch_t, batch_s)."""
+    """One stacked tensor program for points sharing (d, batch_t, batch_s) and alignment.
+
+    Students of rotated points (docs/science/geometry.md) are iterated in their eigenbasis Q:
+    their state is Q^T η and each semantic input z is rotated to Q^T z before it is used.
+    """
     P, R, d = len(points), replicates, points[0].d
     bt, bs = points[0].batch_t, points[0].batch_s
     kw = {"device": device, "dtype": dtype}
@@ -265,8 +288,19 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
             theta[i] = torch.randn((theta.shape[1], d), generator=g, **kw)
         else:
             theta[i] = torch.tensor(c, **kw)
-    theta.mul_(lam_t.sqrt())
+    scale = lam_t.sqrt()
+    for i, p in enumerate(points):
+        if p.alpha_target is not None:  # the target set in the semantic basis
+            scale[i, 0] = torch.tensor(target_scale(p), **kw)
+    theta.mul_(scale)
     theta = theta.expand(P, R, d)
+    # students of rotated points run in their eigenbasis Q; None: every point aligned
+    basis = None if all(p.aligned for p in points) else torch.tensor(
+        np.array([student_basis(p) for p in points]), **kw)
+
+    def in_student(x: torch.Tensor) -> torch.Tensor:
+        return x if basis is None else torch.matmul(x, basis)
+
     sigma = torch.tensor([math.sqrt(p.sigma2) for p in points], **kw)
     energy = np.array([target_energy(p).sum() for p in points])
     sigma2 = np.array([p.sigma2 for p in points])
@@ -286,9 +320,11 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
             batch: int) -> None:
         order = np.argsort(-steps, kind="stable")
         idx = torch.as_tensor(order, device=device)
+        bases = {id(m.basis): m.basis[idx] for m in models if m.basis is not None}
         sub = [_Model(m.state[idx].clone(), m.lam[idx], [m.phases[i] for i in order], m.noisy,
                       None if m.offset is None else m.offset[idx],
-                      None if m.curve is None else m.curve[idx].clone()) for m in models]
+                      None if m.curve is None else m.curve[idx].clone(),
+                      None if m.basis is None else bases[id(m.basis)]) for m in models]
         div = np.stack([diverged[n][order] for n in names], axis=1)
         _run_loop(sub, [generators[i] for i in order], steps[order], batch, sigma[idx],
                   limit[idx], ck, div, [laws[i] for i in order])
@@ -302,8 +338,9 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
     nan_curve = torch.full((P, R, len(ck)), float("nan"), **kw)
     teacher = _Model(-theta.clone(), lam_t, phases("schedule_t", "gamma0_t", "steps_t", "plan_t"),
                      True, curve=nan_curve.clone())
-    direct = _Model(-theta.clone(), lam_s,
-                    phases("schedule_s", "gamma0_direct", "steps_direct", None), True)
+    direct = _Model(-in_student(theta), lam_s,
+                    phases("schedule_s", "gamma0_direct", "steps_direct", None), True,
+                    basis=basis)
     steps_t = np.array([p.steps_t for p in points])
     if bt == bs:
         run([teacher, direct], ["teacher", "direct"], gens("teacher"), steps_t, bt)
@@ -312,11 +349,12 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
         run([direct], ["direct"], gens("direct"), np.array([p.steps_direct for p in points]),
             bs)
     diverged["t2s"] |= diverged["teacher"]  # it learns from the teacher
-    t2s = _Model(-(teacher.state + theta), lam_s,
+    t2s = _Model(-in_student(teacher.state + theta), lam_s,
                  phases("schedule_s", "gamma0_s", "steps_s", "plan_s"), False,
-                 offset=teacher.state, curve=nan_curve.clone())
-    ceiling = _Model(-theta.clone(), lam_s,
-                     phases("schedule_s", "gamma0_ceiling", "steps_s", "plan_s"), True)
+                 offset=in_student(teacher.state), curve=nan_curve.clone(), basis=basis)
+    ceiling = _Model(-in_student(theta), lam_s,
+                     phases("schedule_s", "gamma0_ceiling", "steps_s", "plan_s"), True,
+                     basis=basis)
     run([t2s, ceiling], ["t2s", "ceiling"], gens("student"),
         np.array([p.steps_s for p in points]), bs)
 
@@ -325,6 +363,8 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
     per_rep = {}
     for name, m in models.items():
         err = m.state if m.offset is None else m.state + m.offset
+        if m is teacher:  # per-mode risks in the student's eigenbasis, as every run's
+            err = in_student(err)
         modes = 0.5 * err.square()
         per_rep[name] = modes.sum(-1)
         out[f"risk_{name}"], out[f"risk_{name}_se"] = _moments(per_rep[name])
@@ -353,6 +393,8 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
 def _group_size(p: Point, replicates: int, itemsize: int) -> int:
     """How many points fit in one stacked program under :data:`GROUP_BYTES`."""
     per_point = replicates * p.d * (max(p.batch_t, p.batch_s) + 8) * itemsize
+    if not p.aligned:  # the student basis Q and the inputs seen in it
+        per_point += (p.d * p.d + replicates * p.d * max(p.batch_t, p.batch_s)) * itemsize
     return max(1, GROUP_BYTES // per_point)
 
 
@@ -381,11 +423,11 @@ def simulate(
     dt = DTYPES[dtype]
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
     gam = initial_step_sizes(points)
-    groups: dict[tuple[int, int, int], list[int]] = {}
+    groups: dict[tuple[int, int, int, bool], list[int]] = {}
     limit = np.array([math.isinf(p.N) or math.isinf(p.n) for p in points], dtype=bool)
     for i, p in enumerate(points):
         if not limit[i]:  # N or n = inf: a limit no simulation reaches (exact computes it)
-            groups.setdefault((p.d, p.batch_t, p.batch_s), []).append(i)
+            groups.setdefault((p.d, p.batch_t, p.batch_s, p.aligned), []).append(i)
     previous = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ktsweep.model.quantities import (
     CURVES,
+    GEOMETRY,
     MODE_RISKS,
     RATIOS,
     RISKS,
@@ -57,6 +58,7 @@ BOUND_VALUES: tuple[str, ...] = tuple(
     [f"bound_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
     + [f"kstar_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
     + ["bound_t2s", "bound_t2s_delta", "kstar_t2s"]
+    + ["bound_t2s_term1", "bound_t2s_term2", "bound_t2s_term3"]
 )
 VERDICTS: tuple[str, ...] = (*(f"sandwich_{r}" for r in RUNS), "bound_t2s_holds")
 """Flags comparing a bound with the exact risk: undetermined where that risk diverged."""
@@ -120,6 +122,16 @@ LONG_NAMES: dict[str, str] = {
               "risk passed DIVERGED_FACTOR x its start, only the runs depending on it are NaN",
     "bound_status": "state of the point's bound quantities (see flag_meanings)",
     "bound_t2s": "Theorem 1 transfer upper bound on risk_t2s (min over delta)",
+    "alignment_bias": "Lemma 2 static alignment bias (1/2) E||Pi_S Pi_T^perp w*||^2 from the "
+                      "projectors (docs/science/geometry.md)",
+    "alignment_bias_closed": "closed form of alignment_bias for the pair rotation (NaN with a "
+                             "Haar mixing)",
+    "bound_t2s_term1": "Theorem 1 term (I) at the minimising delta: the teacher's error passed "
+                       "on, (1/2) sum_head a_T + 2 delta^2 sum_tail a_T",
+    "bound_t2s_term2": "Theorem 1 term (II) at the minimising delta: the student's own error, "
+                       "(1/2) sum_head a_S + sum_tail (a_S - P_S^2 E u_T^2) + (1 + 2 delta^2) "
+                       "sum_tail e",
+    "bound_t2s_term3": "Theorem 1 term (III): the static alignment bias (= alignment_bias)",
     "bound_t2s_delta": "delta minimising the transfer bound",
     "kstar_t2s": "student cutoff k*_S(delta) of the transfer bound",
     "bound_t2s_holds": "whether exact risk_t2s <= bound_t2s",
@@ -190,6 +202,8 @@ def variables(methods: Iterable[str], modes: bool, curves: bool, axes: Iterable[
             specs += [(k, ("estimator", "mode"), "float32") for k in MODE_RISKS]
         if curves:
             specs += [(k, ("estimator", "step"), "float32") for k in CURVES]
+    if est:
+        specs += [(k, (), "float64") for k in GEOMETRY]
     if est or "bound" in methods:
         specs += [(step_size_variable(k, axes), (), "float64") for k in STEP_SIZES]
         specs += [(k, (), "int8") for k in TUNE_EDGES]

@@ -62,6 +62,11 @@ class Point:
     inputs_nu: float | None = None  # student_t degrees of freedom
     spectrum_t: str | None = None  # eigenvalue file of the teacher (alpha_t: its fitted decay)
     spectrum_s: str | None = None  # eigenvalue file of the student (alpha_s: its fitted decay)
+    # geometry (docs/science/geometry.md); neutral values give today's aligned model
+    angle: float = 0.0  # degrees: student eigenbasis rotated on mode pairs (1,2), (3,4), ...
+    mixing_seed: int | None = None  # Haar-random orthogonal mixing of the student's basis
+    mixing_dim: int | None = None  # the mixing acts on the first mixing_dim directions (d)
+    alpha_target: float | None = None  # target energy i^-alpha_target in the semantic basis
 
     # -- derived sizes -------------------------------------------------------------
     @property
@@ -71,6 +76,11 @@ class Point:
     @property
     def rank_s(self) -> int:
         return self.d if self.r_s is None else self.r_s
+
+    @property
+    def aligned(self) -> bool:
+        """True when the student's eigenbasis is the teacher's (no rotation, no mixing)."""
+        return self.angle == 0.0 and self.mixing_seed is None
 
     @property
     def steps_t(self) -> int | float:
@@ -128,10 +138,19 @@ def steps_run(N: float, n: float, batch_t: int, batch_s: int) -> int:
 PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(Point))
 REQUIRED: tuple[str, ...] = ("alpha_t", "alpha_s", "N", "n", "sigma2")
 INT_PARAMS = (
-    "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s"
+    "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s",
+    "mixing_seed", "mixing_dim",
 )
 SPECTRUM_PARAMS = ("spectrum_t", "spectrum_s")
-FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta", "inputs_nu")
+FLOAT_PARAMS = ("alpha_t", "alpha_s", "sigma2", "amplitude", "beta", "inputs_nu", "angle",
+                "alpha_target")
+GEOMETRY_NEUTRAL: dict[str, Any] = {"angle": 0.0, "mixing_seed": None, "mixing_dim": None,
+                                    "alpha_target": None}
+"""The geometry parameters at the values that give the aligned model (part of
+:data:`HASH_NEUTRAL`)."""
+MAX_ANGLE = 90.0
+"""Largest rotation angle in degrees: 90 swaps each pair, larger angles repeat (up to signs,
+which neither the moments nor the risks see)."""
 
 
 def _fail(name: str, value: Any, allowed: str) -> ParameterError:
@@ -285,11 +304,12 @@ def make_point(values: Mapping[str, Any]) -> Point:
         v["inputs"], v["inputs_nu"] = check_inputs(v["inputs"], v["inputs_nu"])
     except ValueError as err:
         raise ParameterError(str(err)) from None
+    _check_geometry(v, d)
     return Point(**v)
 
 
 HASH_NEUTRAL: dict[str, Any] = {"inputs": NEUTRAL_INPUTS, "inputs_nu": None,
-                                "spectrum_t": None, "spectrum_s": None}
+                                "spectrum_t": None, "spectrum_s": None, **GEOMETRY_NEUTRAL}
 """Later parameters and the value at which :func:`point_hash` leaves each out."""
 
 
@@ -313,6 +333,31 @@ def _measured_spectra(v: dict[str, Any]) -> dict[str, Any]:
         v[alpha] = spec.fit.alpha
         out[key] = spec
     return out
+
+
+def _check_geometry(v: dict[str, Any], d: int) -> None:
+    """Validate (in place) the geometry parameters of docs/science/geometry.md."""
+    v["angle"] = 0.0 if v["angle"] is None else v["angle"]
+    if not 0.0 <= v["angle"] <= MAX_ANGLE:
+        raise _fail("angle", v["angle"], f"rotation angle in degrees must be in 0..{MAX_ANGLE:g} "
+                    "(0: the aligned model; 90 swaps the modes of each pair)")
+    if v["angle"] and d < 2:
+        raise _fail("angle", v["angle"], "a rotation of mode pairs needs d >= 2")
+    if v["mixing_seed"] is not None and v["mixing_seed"] < 0:
+        raise _fail("mixing_seed", v["mixing_seed"], "a seed must be >= 0 (leave it out for "
+                    "no mixing)")
+    if v["mixing_dim"] is not None:
+        if v["mixing_seed"] is None:
+            raise _fail("mixing_dim", v["mixing_dim"], "mixing_dim needs mixing_seed (the "
+                        "mixing it sizes); give both or neither")
+        if not 2 <= v["mixing_dim"] <= d:
+            raise _fail("mixing_dim", v["mixing_dim"], f"mixed directions must be in 2..d "
+                        f"(d = {d})")
+    elif v["mixing_seed"] is not None:
+        v["mixing_dim"] = d
+    if v["alpha_target"] is not None and v["alpha_target"] < 0:
+        raise _fail("alpha_target", v["alpha_target"], "target energy decay must be >= 0 "
+                    "(leave it out for the target in teacher coordinates)")
 
 
 def _canonical(value: Any) -> Any:

@@ -22,6 +22,9 @@ SPECTRUM_FITS = tuple(f"spectrum_{k}_{m}" for m in "ts"
                       for k in ("alpha", "alpha_se", "fit_first", "fit_last"))
 """Per point and model with a spectrum file: fitted α, its standard error and the first and
 last eigenvalue index of the fit (NaN for a power-law spectrum; docs/science/spectra.md)."""
+GEOMETRY = ("alignment_bias", "alignment_bias_closed")
+"""Lemma 2's static alignment bias ½E‖Π_S Π_T^⊥ w*‖² from the projectors and in closed form
+(NaN where there is none: a Haar mixing); per point, from the parameters alone."""
 
 
 def step_size_variable(name: str, axes: Iterable[str]) -> str:

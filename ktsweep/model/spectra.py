@@ -68,9 +68,20 @@ def coefficient_power(p: Point) -> np.ndarray:
     return i**p.beta  # power
 
 
+def target_scale(p: Point) -> np.ndarray:
+    """s_i with θ*_i = s_i c_i in semantic coordinates: sqrt(λ_T,i), the target set in the
+    teacher's feature coordinates (zero beyond r_t), or, with ``alpha_target``, i^(−α/2) on
+    every semantic direction, so a rank-deficient teacher misses part of it."""
+    if p.alpha_target is None:
+        return np.sqrt(teacher_spectrum(p))
+    return np.sqrt(spectrum(p.alpha_target, p.d))
+
+
 def target_energy(p: Point) -> np.ndarray:
-    """e_i = E[θ*_i²] with θ*_i = sqrt(λ_T,i) c_i (semantic coordinates)."""
-    return teacher_spectrum(p) * coefficient_power(p)
+    """e_i = E[θ*_i²] = s_i² E[c_i²] (semantic coordinates, :func:`target_scale`; computed
+    from λ, not s², so that the aligned model's energies are bit for bit what they were)."""
+    lam = teacher_spectrum(p) if p.alpha_target is None else spectrum(p.alpha_target, p.d)
+    return lam * coefficient_power(p)
 
 
 def target_coefficients(p: Point) -> np.ndarray | None:

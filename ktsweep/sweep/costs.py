@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ktsweep.engines.dispatch import MCSettings, run
+from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import MAX_D, MAX_SAMPLES, Point, make_point
 from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
 from ktsweep.sweep.config import MAX_REPLICATES
@@ -34,6 +35,12 @@ def _stretches(steps: float) -> float:
 def _exact_work(p: Point) -> float:
     n_t = len(resolve_gamma0(p.gamma0_t, teacher_spectrum(p)))
     n_s = len(resolve_gamma0(p.gamma0_s, student_spectrum(p)))
+    if not p.aligned and fourth_moment(p.inputs, p.inputs_nu) != 3.0:
+        # rotated student, non-Gaussian inputs: students stepped on d × d matrices
+        # (docs/science/geometry.md); one step at d = 200 cost about d³/6 of this
+        # function's units in benchmarks/bench_geometry.py
+        student = p.d**3 / 6 * n_s * (p.steps_direct + 2 * p.steps_s)
+        return p.d**2 * n_t * _stretches(p.steps_t) + student
     return p.d**2 * (n_t * _stretches(p.steps_t) + n_s * (
         _stretches(p.steps_direct) + 2 * _stretches(p.steps_s)))
 

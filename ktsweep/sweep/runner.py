@@ -27,6 +27,7 @@ from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import (
+    GEOMETRY,
     SPECTRUM_FITS,
     STEP_SIZES,
     TUNE_EDGES,
@@ -143,6 +144,9 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
         if k in block and k in result:
             block[k][where] = Flag.codes(result[k])
     for k in SPECTRUM_FITS:
+        if k in block and k in result:
+            block[k][where] = result[k]
+    for k in GEOMETRY:
         if k in block and k in result:
             block[k][where] = result[k]
 
