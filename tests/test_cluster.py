@@ -64,6 +64,9 @@ def slurm_cluster():
     os.environ["SLURM_CONF"] = conf
     # up.sh's srun shim first: the jobstep plugin drops SLURM_CONF before its nested srun
     os.environ["PATH"] = f"{Path(conf).parent / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    # Stop the cluster afterwards only if this session started a daemon of it: another test
+    # session on this machine (same private cluster, same ports) may still be using it.
+    started = "starting our" in up.stderr
     try:
         yield conf
     finally:
@@ -72,7 +75,9 @@ def slurm_cluster():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        subprocess.run(["bash", str(SLURM_DIR / "down.sh")], capture_output=True, timeout=120)
+        if started:
+            subprocess.run(["bash", str(SLURM_DIR / "down.sh")], capture_output=True,
+                           timeout=120)
 
 
 @pytest.fixture
