@@ -206,8 +206,10 @@ class SweepConfig(_Section):
     Parameter names are those of docs/science/quantities.md.
     """
 
+    # inf (n: .inf, the limit) stays a float in plain data: pydantic's default writes it as
+    # null, which the layout file then could not be read back from
     model_config = ConfigDict(extra="forbid", validate_default=True,
-                              title="ktsweep sweep configuration")
+                              title="ktsweep sweep configuration", ser_json_inf_nan="constants")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
                       description="sweep name (letters, digits, _ . -, not starting with a "
