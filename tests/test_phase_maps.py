@@ -1,8 +1,8 @@
 """Phase maps of w2s_ratio, der and PGR: the slice they are drawn at, the log colour scale
 centred at 1, the region boundaries on the cell edges, the exactly-1 diagonal at n = inf.
 
-One small exact cube (d = 30) over (target, alpha_t, alpha_s, N, n) with n = inf: the W2S
-region exists only at finite n with the lowdim target, the KD region at the largest n.
+The cube is conftest's ``phase_cube``: the W2S region exists only at finite n with the lowdim
+target, the KD region at the largest n.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import pytest
 from matplotlib.collections import LineCollection
 
 from ktsweep.analysis import figures as plots
-from ktsweep.sweep import runner as sweep
 from ktsweep.sweep import store
 from ktsweep.sweep.layout import Layout
 
@@ -23,19 +22,8 @@ AXES = ("target", "alpha_t", "alpha_s", "N", "n")
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    cfg = {"name": "phase",
-           "grid": {"target": ["gaussian", "lowdim"], "alpha_t": [1.25, 2.0, 3.0],
-                    "alpha_s": [1.25, 2.0, 3.0], "N": [64, 256], "n": [32, 128, 512, math.inf]},
-           "fixed": {"sigma2": 1.0, "d": 30, "k_dagger": 3, "amplitude": 1.0},
-           "methods": ["exact"], "outputs": {"modes": False, "curves": False},
-           "jobs": {"points_per_job": 144}}
-    layout = Layout.from_config(cfg)
-    path = tmp_path_factory.mktemp("phase") / "cube.zarr"
-    store.init_cube(layout, path)
-    for chunk in layout.chunk_ids():
-        sweep.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
-    return store.open_cube(path).load()
+def ds(phase_cube):
+    return store.open_cube(phase_cube).load()
 
 
 def _shown_at(fig) -> dict:
