@@ -7,9 +7,10 @@ uncertainty, the exponent §5 predicts there and a verdict. Families fitted:
 
 - ``teacher``, ``direct`` — ``risk_teacher``, ``risk_direct`` vs ``N`` (Lemma 1 rates).
 - ``ceiling`` — ``risk_ceiling`` vs ``n`` (the student's direct rate, in its own samples).
-- ``kd_limit``, ``kd_der`` — ``risk_t2s`` and ``der`` vs ``N`` at the largest ``n`` present
-  (finite-``n`` stand-in for lim_n; Theorem 3, predicted only where α_S > α_T > 1+β; the notes
-  say when n < N_max^{α_S/α_T}, i.e. the student cannot have reached its limit).
+- ``kd_limit``, ``kd_der`` — ``risk_t2s`` and ``der`` vs ``N`` in the limit n → ∞ (Theorem 3,
+  predicted only where α_S > α_T > 1+β): the grid's ``n = inf`` points, or for ``exact`` the
+  closed-form limit of the exact engine where the grid's ``n`` is finite (:func:`_kd_limit`);
+  Monte Carlo rows use the largest ``n`` and the notes say when n < N_max^{α_S/α_T}.
 - ``w2s_*`` (lowdim target, Theorem 5) — the optimum over the ``n`` axis, or, without an ``n``
   axis, over the T2S learning-curve checkpoints (``n = step · batch_s``; the notes say which):
   ``risk_t2s`` at the optimum (``w2s_min_risk``), ``1 − pgr`` there (``w2s_gap``, ``n`` axis
@@ -117,8 +118,9 @@ RULES = (
     "is `inconsistent` whatever the slope. W2S optima: the grid minimum of risk_t2s over the "
     "n axis (or, without one of at least 3 values, over the T2S learning-curve checkpoints), "
     "refined by the vertex of a parabola in log-log through it and its two neighbours; "
-    "1 - pgr is read at the grid minimum. KD rows use the largest n as a stand-in for "
-    "n -> infinity. Points with status other than ok, and non-positive values, are not used."
+    "1 - pgr is read at the grid minimum. KD rows are lim_n: the n = inf points of the grid, or, "
+    "for `exact` where the grid's n is finite, the exact engine's closed-form n = inf limit "
+    "computed here (docs/science/limits.md); `mc` rows use the largest n. Points with status other than ok, and non-positive values, are not used."
 )
 
 
@@ -146,6 +148,8 @@ class Fit:
 
 def _num(v: float) -> str:
     v = float(v)
+    if not math.isfinite(v):
+        return str(v)
     return str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:.4g}"
 
 
@@ -521,13 +525,19 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                     skipped.append(1)
                     continue
                 free_vals, y, se = found
+                at = {**vals, **free_vals}
+                limit = (_kd_limit(cube, at, x, name)
+                         if family.startswith("kd") and method == "exact" else None)
+                if limit is not None:  # lim_n from the closed form, not the finite largest n
+                    y, se = limit[0], None
                 seed = family_seed(family, method, _fixed_text(vals))
                 draws = None if se is None else normal_draws(y, se, seed=seed)
-                at = {**vals, **free_vals}
                 series = Series(x, y, draws)
                 _set_horizon(cube, at, role, series)
                 pred = cube.predictions(at).get(key)
-                if family.startswith("kd"):
+                if limit is not None:
+                    series.notes.append(limit[1])
+                elif family.startswith("kd"):
                     series.notes += _kd_notes(cube, vals, x)
                 if family in ("direct", "ceiling"):
                     series.notes += _target_note(cube, vals)
@@ -603,6 +613,29 @@ def _target_note(cube: _Cube, vals: dict[str, Any]) -> list[str]:
     bias = (1.0 + p.beta - p.alpha_t) / p.alpha_s
     return [f"target in teacher coordinates: student source exponent beta+alpha_S-alpha_T, "
             f"bias exponent (1+beta-alpha_T)/alpha_S = {bias:.3f}"]
+
+
+def _kd_limit(cube: _Cube, at: dict[str, Any], x: np.ndarray, name: str
+              ) -> tuple[np.ndarray, str] | None:
+    """``name`` (risk_t2s or der) at n = inf for each N in ``x``, from the exact engine's
+    closed-form limit (docs/science/limits.md), where the cube's n at ``at`` is finite: Theorem
+    3 is a statement about lim_n, and a finite n is reached only for n >> N^(alpha_S/alpha_T).
+    None where n is already inf, tied to another axis, or the points are invalid."""
+    from ktsweep.engines import exact
+
+    if "n" in cube.layout.tie:
+        return None
+    try:
+        n = cube.param(at, "n")
+        if math.isinf(n):
+            return None
+        points = [cube.point({**at, "N": N, "n": math.inf}) for N in cube.layout.axes["N"]]
+    except ParameterError:
+        return None
+    out = exact.evaluate(points)
+    y = np.where(out["status"] == "ok", np.asarray(out[name], float), np.nan)
+    return y, (f"lim_n from the exact n = inf closed form (the grid's n = {_num(n)} is finite; "
+               "docs/science/limits.md)")
 
 
 def _kd_notes(cube: _Cube, vals: dict[str, Any], x: np.ndarray) -> list[str]:
