@@ -118,9 +118,10 @@ RULES = (
     "is `inconsistent` whatever the slope. W2S optima: the grid minimum of risk_t2s over the "
     "n axis (or, without one of at least 3 values, over the T2S learning-curve checkpoints), "
     "refined by the vertex of a parabola in log-log through it and its two neighbours; "
-    "1 - pgr is read at the grid minimum. KD rows are lim_n: the n = inf points of the grid, or, "
-    "for `exact` where the grid's n is finite, the exact engine's closed-form n = inf limit "
-    "computed here (docs/science/limits.md); `mc` rows use the largest n. Points with status other than ok, and non-positive values, are not used."
+    "1 - pgr is read at the grid minimum. KD rows are lim_n: the n = inf points of the grid, "
+    "or, for `exact` where the grid's n is finite, the exact engine's closed-form n = inf "
+    "limit computed here (docs/science/limits.md); `mc` rows use the largest n. Points with "
+    "status other than ok, and non-positive values, are not used."
 )
 
 
