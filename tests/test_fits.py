@@ -437,3 +437,20 @@ def test_kd_rows_are_the_n_inf_limit_even_when_the_grid_n_is_finite(tmp_path):
         b = limit[limit["family"] == family].iloc[0]
         assert "n = inf closed form" in a["notes"] and "closed form" not in b["notes"]
         np.testing.assert_allclose(a["slope"], b["slope"], rtol=1e-9)
+
+
+def test_w2s_optimum_is_searched_over_finite_n_only():
+    """n = inf is the limit where the T2S student equals its teacher, not a run: an optimum
+    at the largest finite n is an edge, never refined towards (or pinned beside) inf.
+
+    Mutation: searching the whole n axis (inf included) takes the planted optima at the last
+    finite n for interior ones that the parabola cannot refine (a neighbour at log inf), so
+    every N gets the same n_opt and a slope of 0 is reported as `inconsistent`."""
+    finite = [4.0**k for k in range(0, 5)]
+    ds = _w2s_cube([*finite, np.inf])
+    ds["risk_t2s"] = ds["risk_t2s"].where(np.isfinite(ds["n"]), 1e9)  # inf: never the optimum
+    df = fits.fit_cube(ds)
+    (audit,) = _rows(df, "w2s_nopt_audited").itertuples()
+    assert audit.verdict == "edge" or "edge of the searched n range" in audit.notes
+    assert not (audit.verdict == "inconsistent" and audit.slope == pytest.approx(0.0))
+    assert "its finite values" in audit.notes

@@ -210,6 +210,8 @@ def _positive(arr: np.ndarray) -> np.ndarray:
 NO_GAP_LABEL = "no gap to recover (ceiling >= teacher, or 0/0): PGR not shown"
 EXACT_ONE_LABEL = ("der = 1 exactly: α_S = α_T at n = ∞ (the T2S student converges to its "
                    "teacher, which is the direct student)")
+_RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2,
+                3, 5, 10, 20, 50, 100)
 EXACT_ONE_RTOL = 1e-9
 """A ratio within this relative distance of 1 is 'exactly 1' (hatched, not coloured as a side)."""
 
@@ -223,7 +225,12 @@ class Region:
     above: bool
     label: str
     n_rule: str
-    rule: str  # the slice rule in words, for the figure footer
+    n_text: str  # the n part of the slice rule, for the footer
+
+    def rule(self, keep: Sequence[str]) -> str:
+        """The slice rule in words for the figure footer (the n part only where n is held)."""
+        text = f"slice where both sides of {self.name} = 1 show most"
+        return text if "n" in keep else f"{text}, {self.n_text}"
 
     def sides(self, field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Masks of the finite cells inside the region and outside it (cells exactly 1 are
@@ -236,11 +243,8 @@ class Region:
         return inside, finite & ~inside
 
 
-W2S = Region("w2s_ratio", False, "W2S", "finite",
-             "slice where both sides of w2s_ratio = 1 show most, n finite (n = ∞ has no W2S)")
-KD = Region("der", True, "KD", "largest",
-            "slice where both sides of der = 1 show most, at the largest n (Theorem 3 is about "
-            "n -> ∞)")
+W2S = Region("w2s_ratio", False, "W2S", "finite", "n finite (n = ∞ has no W2S)")
+KD = Region("der", True, "KD", "largest", "at the largest n (Theorem 3 is about n -> ∞)")
 
 
 def region_score(field: np.ndarray, region: Region) -> tuple[int, int]:
@@ -400,10 +404,11 @@ def _note_if_one_sided(ax, region: Region, inside: np.ndarray, outside: np.ndarr
 
 
 def _legend(ax, handles: list) -> None:
+    """Below the map, so that no cell is hidden."""
     handles = [h for h in handles if h is not None]
     if handles:
-        ax.legend(handles=handles, loc="upper left", fontsize=6.5, facecolor="0.95",
-                  framealpha=0.9)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+                  fontsize=6.5, facecolor="0.95", ncols=1)
 
 
 def _ratio_map(ax, fig, xc: _Cells, yc: _Cells, field: np.ndarray, region: Region
@@ -416,8 +421,9 @@ def _ratio_map(ax, fig, xc: _Cells, yc: _Cells, field: np.ndarray, region: Regio
     lim = max(float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.0, 0.05)
     mesh = ax.pcolormesh(xc.edges, yc.edges, np.ma.masked_invalid(z).T, cmap="RdBu_r",
                          norm=Normalize(vmin=-lim, vmax=lim))
-    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
-             if abs(math.log10(t)) <= lim + 1e-12]
+    ticks = [t for t in _RATIO_TICKS if abs(math.log10(t)) <= lim + 1e-12]
+    step, mid = -(-len(ticks) // 9), ticks.index(1)  # at most 9 ticks, 1 among them
+    ticks = [t for i, t in enumerate(ticks) if (i - mid) % step == 0]
     cb = fig.colorbar(mesh, ax=ax)
     cb.set_ticks([math.log10(t) for t in ticks], labels=[_fmt(float(t)) for t in ticks])
     inside_word = "> 1: " if region.above else "< 1: "
@@ -482,7 +488,7 @@ def _phase_figure(v: _View, keep: list[str], what: str) -> Figure:
     region = KD if what == "der" else W2S
     names = ("pgr", "w2s_ratio", "risk_teacher", "risk_ceiling") if what == "pgr" else (what,)
     at, xc, yc, planes = _plane(v, keep, region, names)
-    fig, (ax,) = _figure()
+    fig, (ax,) = _figure(height=6.0)
     if what == "pgr":
         pgr, no_gap = pgr_shown(_need(planes["pgr"], "pgr"), planes["risk_teacher"],
                                 planes["risk_ceiling"])
@@ -497,7 +503,7 @@ def _phase_figure(v: _View, keep: list[str], what: str) -> Figure:
     title = {"pgr": "PGR", "w2s_ratio": "W2S: w2s_ratio = T2S / teacher",
              "der": "KD: der = direct / T2S"}[what]
     over = "(α_T, α_S)" if keep[0] == "alpha_t" else "the sample budgets (N, n)"
-    return _finish(fig, f"{title} over {over}", v.caption(at, v.method, region.rule))
+    return _finish(fig, f"{title} over {over}", v.caption(at, v.method, region.rule(keep)))
 
 
 def fig_pgr_phase_alpha(v: _View) -> Figure:

@@ -657,7 +657,8 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
     if "N" not in cube.axes or len(cube.layout.axes["N"]) < MIN_POINTS or \
             not cube.has("risk_t2s"):
         return
-    use_axis = "n" in cube.axes and len(cube.layout.axes["n"]) >= 3
+    finite_n = _finite_n(cube)
+    use_axis = len(finite_n) >= MIN_POINTS
     use_curve = not use_axis and cube.has("curve_t2s")
     if not (use_axis or use_curve):
         return
@@ -672,9 +673,11 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
                 data["pgr"] = pgr["y"]
                 if "se" in pgr:
                     data["pgr_se"] = pgr["se"]
-            grid_n = np.asarray(cube.layout.axes["n"], float)
-            where = ("optimum over the n axis (n_opt and the minimum interpolated: parabola in "
-                     "log-log through the grid minimum and its neighbours)")
+            data = data.isel(n=finite_n)  # n = inf is the limit (T2S = teacher), not a run
+            grid_n = np.asarray(cube.layout.axes["n"], float)[finite_n]
+            where = ("optimum over the n axis (its finite values; n_opt and the minimum "
+                     "interpolated: parabola in log-log through the grid minimum and its "
+                     "neighbours)")
         else:
             data = _with_se(cube, "curve_t2s", method)
             data["y"] = data["y"].where(data["step"] > 0)  # step 0 is the untrained student
@@ -691,6 +694,13 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
                 continue
             tables = [_table(sub, k, inner) for k in ("y", "se", "pgr", "pgr_se")]
             _w2s_one(cube, rows, skipped, method, vals, xN, *tables, grid_n, where)
+
+
+def _finite_n(cube: _Cube) -> np.ndarray:
+    """Indices of the finite values of the n axis (empty without one)."""
+    if "n" not in cube.axes:
+        return np.array([], dtype=int)
+    return np.flatnonzero(np.isfinite(np.asarray(cube.layout.axes["n"], float)))
 
 
 def _table(sub: xr.Dataset, name: str, dims: Sequence[str]) -> np.ndarray | None:
@@ -823,12 +833,12 @@ def _unfitted(cube: _Cube) -> list[str]:
     nN = len(cube.layout.axes["N"]) if "N" in cube.axes else 0
     if nN < MIN_POINTS:
         out.append(f"w2s_* (optimum over n vs N): N has {nN} value(s), needs {MIN_POINTS}")
-    elif not ("n" in cube.axes and len(cube.layout.axes["n"]) >= MIN_POINTS):
+    elif len(_finite_n(cube)) < MIN_POINTS:
         if cube.has("curve_t2s"):
-            out.append("w2s_gap: the n axis has fewer than 3 values, so the W2S optimum is "
-                       "searched over learning-curve checkpoints, which carry no ceiling")
+            out.append("w2s_gap: the n axis has fewer than 3 finite values, so the W2S optimum "
+                       "is searched over learning-curve checkpoints, which carry no ceiling")
         else:
-            out.append("w2s_* : no n axis of 3 values and no learning curves to search "
+            out.append("w2s_* : no n axis of 3 finite values and no learning curves to search "
                        "for the optimal n")
     return out
 
