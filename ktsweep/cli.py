@@ -417,6 +417,31 @@ def cmd_fits(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from ktsweep.analysis.claims import evaluate_claims, read_fits, write_claims
+    from ktsweep.analysis.fits import fit_cube
+    from ktsweep.sweep.store import StoreError, open_cube
+
+    try:
+        ds = open_cube(args.cube)
+    except StoreError as err:
+        raise UsageError(str(err)) from None
+    if args.fits:
+        try:
+            fits = read_fits(args.fits)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read the fit table {args.fits}: {err} (write it with "
+                             "'ktsweep fits', or leave --fits out to fit here)") from None
+    else:
+        fits = fit_cube(ds)
+    df = evaluate_claims(ds, fits)
+    write_claims(df, args.md, args.csv)
+    counts = df["verdict"].value_counts().to_dict()
+    print(f"{len(df)} claims written to {args.md}: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from ktsweep.analysis.figures import make_figures
     from ktsweep.sweep.store import StoreError, open_cube
@@ -511,6 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True, help="write the fit table here (CSV)")
     p.add_argument("--md", required=True, help="write the readable report here (Markdown)")
     p.set_defaults(func=cmd_fits)
+
+    p = sub.add_parser("claims", help="the table of the paper's claims this cube tests: "
+                       "measured, verdict, reason")
+    p.add_argument("cube", help="result cube (zarr directory)")
+    p.add_argument("--fits", help="the cube's fits.csv ('ktsweep fits'); fitted here if left "
+                   "out")
+    p.add_argument("--md", required=True, help="write the claim table here (Markdown)")
+    p.add_argument("--csv", help="also write it here (CSV)")
+    p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("figures", help="draw the figures the cube's grid supports (PNG)")
     p.add_argument("cube", help="result cube (zarr directory)")

@@ -102,3 +102,29 @@ def pick(results: Mapping[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
 def take() -> Callable[[Mapping[str, np.ndarray], int], dict[str, np.ndarray]]:
     """The :func:`pick` helper as a fixture."""
     return pick
+
+
+PHASE_CONFIG: dict[str, Any] = {
+    "name": "phase",
+    "grid": {"target": ["gaussian", "lowdim"], "alpha_t": [1.25, 2.0, 3.0],
+             "alpha_s": [1.25, 2.0, 3.0], "N": [64, 256], "n": [32, 128, 512, float("inf")]},
+    "fixed": {"sigma2": 1.0, "d": 30, "k_dagger": 3, "amplitude": 1.0},
+    "methods": ["exact", "bound"], "outputs": {"modes": False, "curves": False},
+    "jobs": {"points_per_job": 144},
+}
+"""A small exact cube (d = 30) where both regions exist: W2S (w2s_ratio < 1) at finite n with
+the lowdim target, KD (der > 1) at n = inf for alpha_S > alpha_T; about 15 s on one core."""
+
+
+@pytest.fixture(scope="session")
+def phase_cube(tmp_path_factory):
+    """Path of the committed :data:`PHASE_CONFIG` cube (phase maps and claims tests)."""
+    from ktsweep.sweep import runner, store
+    from ktsweep.sweep.layout import Layout
+
+    layout = Layout.from_config(PHASE_CONFIG)
+    path = tmp_path_factory.mktemp("phase") / "cube.zarr"
+    store.init_cube(layout, path)
+    for chunk in layout.chunk_ids():
+        runner.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
+    return path

@@ -264,3 +264,18 @@ def test_missing_config_file_messages(tmp_path) -> None:
     out = snakemake(tmp_path, "--configfile", str(tmp_path / "absent.yaml"), "-n", check=False)
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "FileNotFoundError" in text and "absent.yaml" in text
+
+
+def test_n_inf_survives_the_layout_file() -> None:
+    """n: .inf (grid or fixed) comes back as inf from the layout JSON the workflow writes and
+    init-cube reads. Mutation: pydantic's default JSON mode writes inf as null, and the layout
+    file is then refused ('expected a number ..., got None'): every n = inf sweep broke."""
+    layout = Layout.from_config({"name": "lim", "grid": {"N": [64, 128], "n": [64, float("inf")]},
+                                 "fixed": {"alpha_t": 1.5, "alpha_s": 2.0, "sigma2": 0.1,
+                                           "d": 10}})
+    back = Layout.from_json(layout.to_json())
+    assert back.axes["n"] == [64, float("inf")]
+    fixed = Layout.from_config({"name": "lim", "grid": {"N": [64, 128]},
+                                "fixed": {"alpha_t": 1.5, "alpha_s": 2.0, "sigma2": 0.1,
+                                          "d": 10, "n": float("inf")}})
+    assert Layout.from_json(fixed.to_json()).fixed["n"] == float("inf")

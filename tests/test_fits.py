@@ -417,3 +417,40 @@ def test_masked_reads_each_estimator_through_its_own_status():
     assert np.isnan(mc.values[1, 1]) and np.isfinite(mc.values[0, 0])
     assert int(np.isnan(ex.values).sum()) == int(np.isnan(mc.values).sum()) == 1
     np.testing.assert_array_equal(view.masked("risk_t2s_se").values, ds["risk_t2s_se"].values)
+
+
+def test_kd_rows_are_the_n_inf_limit_even_when_the_grid_n_is_finite(tmp_path):
+    """kd_limit and kd_der are lim_n: on a grid whose n stops at a finite value, the exact
+    rows equal those of the same grid with n = inf (the closed-form limit), and say so.
+
+    Mutation: fitting the cube's largest finite n (n = 64 << N^(alpha_S/alpha_T) here) gives
+    another der slope (measured against T/log2 T: -0.23 at n = 64, +0.42 at the limit) and
+    fails."""
+    base = {"name": "kdlim", "grid": {"N": [64, 128, 256, 512], "n": [32, 64]},
+            "fixed": {"alpha_t": 1.5, "alpha_s": 3.0, "sigma2": 0.1, "d": 40},
+            "methods": ["exact"], "outputs": {"modes": False, "curves": False}}
+    finite = fits.fit_cube(_build(base, tmp_path / "finite.zarr"))
+    limit_cfg = {**base, "grid": {"N": base["grid"]["N"], "n": [32, float("inf")]}}
+    limit = fits.fit_cube(_build(limit_cfg, tmp_path / "limit.zarr"))
+    for family in ("kd_limit", "kd_der"):
+        a = finite[finite["family"] == family].iloc[0]
+        b = limit[limit["family"] == family].iloc[0]
+        assert "n = inf closed form" in a["notes"] and "closed form" not in b["notes"]
+        np.testing.assert_allclose(a["slope"], b["slope"], rtol=1e-9)
+
+
+def test_w2s_optimum_is_searched_over_finite_n_only():
+    """n = inf is the limit where the T2S student equals its teacher, not a run: an optimum
+    at the largest finite n is an edge, never refined towards (or pinned beside) inf.
+
+    Mutation: searching the whole n axis (inf included) takes the planted optima at the last
+    finite n for interior ones that the parabola cannot refine (a neighbour at log inf), so
+    every N gets the same n_opt and a slope of 0 is reported as `inconsistent`."""
+    finite = [4.0**k for k in range(0, 5)]
+    ds = _w2s_cube([*finite, np.inf])
+    ds["risk_t2s"] = ds["risk_t2s"].where(np.isfinite(ds["n"]), 1e9)  # inf: never the optimum
+    df = fits.fit_cube(ds)
+    (audit,) = _rows(df, "w2s_nopt_audited").itertuples()
+    assert audit.verdict == "edge" or "edge of the searched n range" in audit.notes
+    assert not (audit.verdict == "inconsistent" and audit.slope == pytest.approx(0.0))
+    assert "its finite values" in audit.notes

@@ -41,7 +41,8 @@ def test_planned_figures_follow_the_layout():
                     "n": [64, 256]}, methods=("exact", "mc", "bound"))
     assert plots.planned_figures(full) == ALIGNED
     assert plots.planned_figures(_layout({"N": [64, 128], "n": [64, 128]}, modes=False,
-                                         curves=False)) == ["pgr_phase_samples", "risk_vs_N"]
+                                         curves=False)) == [
+        "pgr_phase_samples", "w2s_phase_samples", "der_phase_samples", "risk_vs_N"]
     assert plots.planned_figures(_layout({"N": [64, 128]}, methods=("bound",))) == [
         "bound_sandwich"]
     assert plots.planned_figures(_layout({"k_dagger": [1, 5]}, target="lowdim", curves=True,

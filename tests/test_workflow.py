@@ -53,6 +53,8 @@ def test_cube_equals_direct_engine_calls(tiny_run):
     summary = json.loads((work / "results" / "tiny" / "cube.json").read_text())
     assert summary["missing"] == {}
     assert (work / "results" / "tiny" / "fits.csv").exists()
+    claims = (work / "results" / "tiny" / "claims.md").read_text()  # the claim table rule
+    assert claims.startswith("# Claims of arXiv 2606.01292") and "kd_sign" in claims
 
 
 def test_rerun_does_nothing(tiny_run):

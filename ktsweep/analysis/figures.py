@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from matplotlib.colors import ListedColormap, TwoSlopeNorm
+from matplotlib.collections import LineCollection
+from matplotlib.colors import ListedColormap, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -96,20 +97,22 @@ class _View(CubeView):
     def coord(self, axis: str) -> np.ndarray:
         return np.asarray(self.ds[axis].values)
 
+    def preference(self, axis: str) -> list[int]:
+        """The indices of ``axis`` in the order a held axis tries them: N and n from the
+        largest value down, any other axis from its middle value outwards."""
+        size = len(self.layout.axes[axis])
+        if axis in ("N", "n"):
+            return list(range(size - 1, -1, -1))
+        mid = (size - 1) // 2
+        return sorted(range(size), key=lambda i: (abs(i - mid), i))
+
     def representative(self, keep: Sequence[str], probe: str, method: str | None = None,
                        prefer_all: bool = False) -> dict[str, int]:
         """Indices of every axis not in ``keep``: the largest N and n, the middle of the others
         (then outwards), the first such choice where ``probe`` has data (for every estimator
         first if ``prefer_all``, so that Monte Carlo points on a sub-grid get shown)."""
         held = [a for a in self.axes if a not in keep]
-        prefs = []
-        for a in held:
-            size = len(self.layout.axes[a])
-            if a in ("N", "n"):
-                prefs.append(list(range(size - 1, -1, -1)))
-            else:
-                mid = (size - 1) // 2
-                prefs.append(sorted(range(size), key=lambda i, m=mid: (abs(i - m), i)))
+        prefs = [self.preference(a) for a in held]
         first = {a: p[0] for a, p in zip(held, prefs, strict=True)}
         if not self.has(probe):
             return first
@@ -169,7 +172,7 @@ class _View(CubeView):
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float) and v == int(v):
+    if isinstance(v, float) and math.isfinite(v) and v == int(v):
         return str(int(v))
     if isinstance(v, dict):
         return json.dumps(v, separators=(",", ":"))
@@ -216,22 +219,85 @@ def _positive(arr: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
 
 
-def _contour(ax, x, y, z, level: float, **style) -> Line2D | None:
-    """Contour ``z = level`` if the field crosses it; returns a legend handle or None."""
-    z = np.asarray(z, float)
-    if z.shape[0] < 2 or z.shape[1] < 2 or not np.isfinite(z).any():
-        return None
-    if not (np.nanmin(z) < level < np.nanmax(z)):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ax.contour(x, y, np.ma.masked_invalid(z).T, levels=[level], colors=style["color"],
-                   linestyles=style.get("linestyle", "-"), linewidths=1.6)
-    return Line2D([], [], color=style["color"], linestyle=style.get("linestyle", "-"),
-                  label=style["label"])
-
-
+# ---------------------------------------------------------------------------------------
+# Phase maps: PGR, w2s_ratio and der over (alpha_t, alpha_s) and over (N, n)
+# ---------------------------------------------------------------------------------------
 NO_GAP_LABEL = "no gap to recover (ceiling >= teacher, or 0/0): PGR not shown"
+EXACT_ONE_LABEL = ("der = 1 exactly: α_S = α_T at n = ∞ (the T2S student converges to its "
+                   "teacher, which is the direct student)")
+_RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2,
+                3, 5, 10, 20, 50, 100)
+EXACT_ONE_RTOL = 1e-9
+"""A ratio within this relative distance of 1 is 'exactly 1' (hatched, not coloured as a side)."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region of a phase map: where ``name`` is above (or below) 1, and how the map picks
+    the held sample sizes (``n_rule``: 'finite' or 'largest')."""
+
+    name: str
+    above: bool
+    label: str
+    n_rule: str
+    n_text: str  # the n part of the slice rule, for the footer
+
+    def rule(self, keep: Sequence[str]) -> str:
+        """The slice rule in words for the figure footer (the n part only where n is held)."""
+        text = f"slice where both sides of {self.name} = 1 show most"
+        return text if "n" in keep else f"{text}, {self.n_text}"
+
+    def sides(self, field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of the finite cells inside the region and outside it (cells exactly 1 are
+        outside: neither W2S nor KD)."""
+        f = np.asarray(field, float)
+        finite = np.isfinite(f)
+        with np.errstate(invalid="ignore"):
+            one = finite & np.isclose(f, 1.0, rtol=EXACT_ONE_RTOL, atol=0.0)
+            inside = finite & ~one & ((f > 1.0) if self.above else (f < 1.0))
+        return inside, finite & ~inside
+
+
+W2S = Region("w2s_ratio", False, "W2S", "finite", "n finite (n = ∞ has no W2S)")
+KD = Region("der", True, "KD", "largest", "at the largest n (Theorem 3 is about n -> ∞)")
+
+
+def region_score(field: np.ndarray, region: Region) -> tuple[int, int]:
+    """How well a slice shows ``region``: (cells on the smaller side of 1, cells inside)."""
+    inside, outside = region.sides(field)
+    return int(min(inside.sum(), outside.sum())), int(inside.sum())
+
+
+def phase_slice(v: _View, keep: Sequence[str], region: Region) -> dict[str, int]:
+    """The held grid indices of a phase map of ``region`` over the ``keep`` axes.
+
+    Among the held values (n restricted by ``region.n_rule``: finite values for W2S, the largest
+    value, ∞ where swept, for KD) the slice with the highest :func:`region_score`; ties go to the
+    representative order (largest N and n, middle of the others). Falls back to
+    :meth:`_View.representative` where the region's variable has no data.
+    """
+    held = [a for a in v.axes if a not in keep]
+    prefs = []
+    for a in held:
+        order = v.preference(a)
+        if a == "n":
+            vals = np.asarray(v.layout.axes["n"], float)
+            if region.n_rule == "largest":
+                order = [int(np.argmax(vals))]
+            else:
+                order = [i for i in order if np.isfinite(vals[i])] or order
+        prefs.append(order)
+    best, best_score = None, (-1, -1)
+    if v.has(region.name):
+        for combo in itertools.islice(itertools.product(*prefs), 4096):
+            at = dict(zip(held, combo, strict=True))
+            field = v.take(region.name, at, v.method, keep)
+            if not np.isfinite(field).any():
+                continue
+            score = region_score(field, region)
+            if score > best_score:
+                best, best_score = at, score
+    return best if best is not None else v.representative(keep, region.name, v.method)
 
 
 def pgr_shown(pgr: np.ndarray, teacher: np.ndarray, ceiling: np.ndarray
@@ -248,78 +314,240 @@ def pgr_shown(pgr: np.ndarray, teacher: np.ndarray, ceiling: np.ndarray
     return np.where(no_gap, np.nan, pgr), no_gap
 
 
-def _heatmap(ax, fig, x, y, pgr, w2s, der, xlabel, ylabel, log=False,
-             no_gap: np.ndarray | None = None) -> None:
-    """PGR on a diverging scale centred at 0 (T2S = teacher: the W2S boundary where a gap
-    exists), no-gap cells hatched, the w2s_ratio = 1 and der = 1 contours where they exist."""
+@dataclass
+class _Cells:
+    """One axis of a phase map: the order its values are drawn in (ascending), cell centres
+    (∞ one grid step beyond the largest finite value), cell edges and tick labels."""
+
+    order: np.ndarray
+    centres: np.ndarray
+    edges: np.ndarray
+    labels: list[str]
+    log: bool
+
+    @classmethod
+    def of(cls, values: Sequence[Any], log: bool) -> _Cells:
+        v = np.asarray(values, float)
+        order = np.argsort(v, kind="stable")
+        v = v[order]
+        pos = v.copy()
+        fin = np.isfinite(v)
+        f = v[fin]
+        if (~fin).any():
+            if log:
+                pos[~fin] = f[-1] * (max(f[-1] / f[-2], 2.0) if len(f) >= 2 else 4.0)
+            else:
+                pos[~fin] = f[-1] + (f[-1] - f[-2] if len(f) >= 2 else 1.0)
+        t = np.log(pos) if log else pos
+        if len(t) >= 2:
+            mids = (t[1:] + t[:-1]) / 2
+            edges = np.concatenate([[2 * t[0] - mids[0]], mids, [2 * t[-1] - mids[-1]]])
+        else:
+            edges = np.array([t[0] - 0.5, t[0] + 0.5])
+        labels = ["∞" if not np.isfinite(x) else _fmt(float(x)) for x in v]
+        return cls(order, pos, np.exp(edges) if log else edges, labels, log)
+
+    def apply(self, ax, which: str, label: str) -> None:
+        set_scale, set_lim, set_ticks, set_label = (
+            (ax.set_xscale, ax.set_xlim, ax.set_xticks, ax.set_xlabel) if which == "x" else
+            (ax.set_yscale, ax.set_ylim, ax.set_yticks, ax.set_ylabel))
+        if self.log:
+            set_scale("log")
+        set_lim(self.edges[0], self.edges[-1])
+        set_ticks(self.centres, self.labels)
+        set_ticks([], minor=True)
+        set_label(label)
+
+
+def _boundary(ax, xc: _Cells, yc: _Cells, inside: np.ndarray, outside: np.ndarray,
+              color: str, label: str) -> Line2D | None:
+    """The region's boundary along the cell edges that separate an inside cell from an
+    outside one (on a coarse grid an interpolated contour invents a position between cells;
+    the edges are what the data decide). Returns a legend handle, or None if there is none."""
+    xe, ye = xc.edges, yc.edges
+    segs = []
+    nx, ny = inside.shape
+    for i, j in itertools.product(range(nx), range(ny)):
+        if i + 1 < nx and ((inside[i, j] and outside[i + 1, j])
+                           or (outside[i, j] and inside[i + 1, j])):
+            segs.append([(xe[i + 1], ye[j]), (xe[i + 1], ye[j + 1])])
+        if j + 1 < ny and ((inside[i, j] and outside[i, j + 1])
+                           or (outside[i, j] and inside[i, j + 1])):
+            segs.append([(xe[i], ye[j + 1]), (xe[i + 1], ye[j + 1])])
+    if not segs:
+        return None
+    ax.add_collection(LineCollection(segs, colors=color, linewidths=2.4, label=label,
+                                     capstyle="round"))
+    return Line2D([], [], color=color, lw=2.4, label=label)
+
+
+def _annotate(ax, xc: _Cells, yc: _Cells, values: np.ndarray, fmt: str) -> None:
+    if values.size > 100:
+        return
+    for i, j in itertools.product(range(values.shape[0]), range(values.shape[1])):
+        if np.isfinite(values[i, j]):
+            ax.text(xc.centres[i], yc.centres[j], format(values[i, j], fmt), ha="center",
+                    va="center", fontsize=7)
+
+
+def _hatch(ax, xc: _Cells, yc: _Cells, mask: np.ndarray, hatch: str, label: str) -> Patch:
+    ax.pcolor(xc.edges, yc.edges, np.ma.masked_where(~mask, np.ones(mask.shape)).T,
+              cmap=ListedColormap(["0.85"]), hatch=hatch, edgecolor="0.55", linewidth=0.0)
+    return Patch(facecolor="0.85", edgecolor="0.55", hatch=hatch, label=label)
+
+
+def _diagonal(ax, xc: _Cells, yc: _Cells) -> Line2D:
+    lo = max(xc.edges[0], yc.edges[0])
+    hi = min(xc.edges[-1], yc.edges[-1])
+    ax.plot([lo, hi], [lo, hi], color="0.4", lw=0.9, ls=":")
+    return Line2D([], [], color="0.4", lw=0.9, ls=":",
+                  label="α_S = α_T (student's model = teacher's)")
+
+
+def _note_if_one_sided(ax, region: Region, inside: np.ndarray, outside: np.ndarray) -> None:
+    """Say on the map why no boundary is drawn (the slice rule maximises the inside count
+    second, so an empty region here is empty on every slice of the grid)."""
+    rel = ">" if region.above else "<"
+    if not inside.any():
+        text = (f"no cell with {region.name} {rel} 1 on any slice of this grid: "
+                f"no {region.label} region here")
+    elif not outside.any():
+        text = f"every cell has {region.name} {rel} 1: the boundary lies outside the grid"
+    else:
+        return
+    ax.text(0.5, 1.01, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=7)
+
+
+def _legend(ax, handles: list) -> None:
+    """Below the map, so that no cell is hidden."""
+    handles = [h for h in handles if h is not None]
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+                  fontsize=6.5, facecolor="0.95", ncols=1)
+
+
+def _ratio_map(ax, fig, xc: _Cells, yc: _Cells, field: np.ndarray, region: Region
+               ) -> list:
+    """``field`` on a diverging colour scale centred at 1 in log space (equal colour for equal
+    factors above and below 1), the region's boundary on the cell edges, cells exactly 1
+    hatched; returns the legend handles."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(np.isfinite(field) & (field > 0), np.log10(field), np.nan)
+    lim = max(float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.0, 0.05)
+    mesh = ax.pcolormesh(xc.edges, yc.edges, np.ma.masked_invalid(z).T, cmap="RdBu_r",
+                         norm=Normalize(vmin=-lim, vmax=lim))
+    ticks = [t for t in _RATIO_TICKS if abs(math.log10(t)) <= lim + 1e-12]
+    step, mid = -(-len(ticks) // 9), ticks.index(1)  # at most 9 ticks, 1 among them
+    ticks = [t for i, t in enumerate(ticks) if (i - mid) % step == 0]
+    cb = fig.colorbar(mesh, ax=ax)
+    cb.set_ticks([math.log10(t) for t in ticks], labels=[_fmt(float(t)) for t in ticks])
+    inside_word = "> 1: " if region.above else "< 1: "
+    cb.set_label(f"{region.name} (log scale, centred at 1; {inside_word}{region.label})")
+    _annotate(ax, xc, yc, field, ".2g")
+    inside, outside = region.sides(field)
+    handles = [_boundary(ax, xc, yc, inside, outside, "black",
+                         f"{region.name} = 1 ({region.label} boundary, between cells)")]
+    one = np.isfinite(field) & ~inside & np.isclose(field, 1.0, rtol=EXACT_ONE_RTOL, atol=0.0)
+    if one.any():
+        handles.append(_hatch(ax, xc, yc, one, "xx", EXACT_ONE_LABEL if region is KD
+                              else f"{region.name} = 1 exactly"))
+    _note_if_one_sided(ax, region, inside, outside)
+    return handles
+
+
+def _pgr_map(ax, fig, xc: _Cells, yc: _Cells, pgr: np.ndarray, no_gap: np.ndarray,
+             w2s: np.ndarray) -> list:
+    """PGR on a diverging scale centred at 0 (T2S = teacher), its full range (not clipped),
+    no-gap cells hatched, the W2S boundary on the cell edges; returns the legend handles."""
     finite = pgr[np.isfinite(pgr)]
     lo = min(float(finite.min()) if finite.size else -1.0, -1e-3)
     hi = max(float(finite.max()) if finite.size else 1.0, 1e-3)
-    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(pgr).T, shading="nearest", cmap="PuOr_r",
+    mesh = ax.pcolormesh(xc.edges, yc.edges, np.ma.masked_invalid(pgr).T, cmap="PuOr_r",
                          norm=TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi))
     fig.colorbar(mesh, ax=ax, label="PGR (0: T2S = teacher; > 0 recovers the gap; 1: ceiling)")
-    extra = []
-    if no_gap is not None and no_gap.any():
-        ax.pcolor(x, y, np.ma.masked_where(~no_gap, np.ones_like(pgr)).T, shading="nearest",
-                  cmap=ListedColormap(["0.85"]), hatch="//", edgecolor="0.55", linewidth=0.0)
-        extra.append(Patch(facecolor="0.85", edgecolor="0.55", hatch="//", label=NO_GAP_LABEL))
-    if pgr.size <= 100:
-        for i, xv in enumerate(x):
-            for j, yv in enumerate(y):
-                if np.isfinite(pgr[i, j]):
-                    ax.text(xv, yv, f"{pgr[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    handles = [h for h in (
-        _contour(ax, x, y, w2s, 1.0, color="white", label="w2s_ratio = 1 (W2S boundary)"),
-        _contour(ax, x, y, der, 1.0, color="black", linestyle="--",
-                 label="der = 1 (KD boundary)"),
-    ) if h is not None] + extra
-    if handles:
-        ax.legend(handles=handles, loc="upper left", fontsize=7, facecolor="0.95")
-    if log:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    _annotate(ax, xc, yc, pgr, ".2f")
+    inside, outside = W2S.sides(w2s)
+    handles = [_boundary(ax, xc, yc, inside, outside, "black",
+                         "w2s_ratio = 1 (W2S boundary, between cells)")]
+    if no_gap.any():
+        handles.append(_hatch(ax, xc, yc, no_gap, "//", NO_GAP_LABEL))
+    return handles
 
 
-# ---------------------------------------------------------------------------------------
-# The figures
-# ---------------------------------------------------------------------------------------
-def _phase_data(v: _View, keep: list[str]):
-    """Slice point and the PGR, w2s_ratio and der planes over the two ``keep`` axes."""
-    at = v.representative(keep, "pgr", v.method)
-    pgr = _need(v.take("pgr", at, v.method, keep), "pgr")
-    w2s, der, teacher, ceiling = (
-        v.take(k, at, v.method, keep) if v.has(k) else np.full_like(pgr, np.nan)
-        for k in ("w2s_ratio", "der", "risk_teacher", "risk_ceiling"))
-    pgr, no_gap = pgr_shown(pgr, teacher, ceiling)
-    return at, pgr, w2s, der, no_gap
+_AXIS_LABEL = {"alpha_t": "teacher decay α_T", "alpha_s": "student decay α_S",
+               "N": "teacher samples N", "n": "student samples n"}
+
+
+def _plane(v: _View, keep: list[str], region: Region, names: Sequence[str]
+           ) -> tuple[dict[str, int], _Cells, _Cells, dict[str, np.ndarray]]:
+    """The slice of a phase map, its two axes' cells and the planes of ``names`` in drawing
+    order; an n axis of a W2S map drops n = ∞ (pgr and w2s_ratio are NaN there)."""
+    at = phase_slice(v, keep, region)
+    log = keep == ["N", "n"]
+    xc, yc = (_Cells.of(v.layout.axes[a], log) for a in keep)
+    planes = {}
+    for name in names:
+        arr = (v.take(name, at, v.method, keep) if v.has(name)
+               else np.full((len(xc.order), len(yc.order)), np.nan))
+        planes[name] = arr[np.ix_(xc.order, yc.order)]
+    if log and region is W2S:
+        n_sorted = np.asarray(v.layout.axes["n"], float)[yc.order]
+        finite = np.isfinite(n_sorted)
+        if finite.any() and not finite.all():
+            yc = _Cells.of(n_sorted[finite], True)
+            planes = {k: a[:, finite] for k, a in planes.items()}
+    return at, xc, yc, planes
+
+
+def _phase_figure(v: _View, keep: list[str], what: str) -> Figure:
+    region = KD if what == "der" else W2S
+    names = ("pgr", "w2s_ratio", "risk_teacher", "risk_ceiling") if what == "pgr" else (what,)
+    at, xc, yc, planes = _plane(v, keep, region, names)
+    fig, (ax,) = _figure(height=6.0)
+    if what == "pgr":
+        pgr, no_gap = pgr_shown(_need(planes["pgr"], "pgr"), planes["risk_teacher"],
+                                planes["risk_ceiling"])
+        handles = _pgr_map(ax, fig, xc, yc, pgr, no_gap, planes["w2s_ratio"])
+    else:
+        handles = _ratio_map(ax, fig, xc, yc, _need(planes[what], what), region)
+    xc.apply(ax, "x", _AXIS_LABEL[keep[0]])
+    yc.apply(ax, "y", _AXIS_LABEL[keep[1]])
+    if keep == ["alpha_t", "alpha_s"]:
+        handles.append(_diagonal(ax, xc, yc))
+    _legend(ax, handles)
+    title = {"pgr": "PGR", "w2s_ratio": "W2S: w2s_ratio = T2S / teacher",
+             "der": "KD: der = direct / T2S"}[what]
+    over = "(α_T, α_S)" if keep[0] == "alpha_t" else "the sample budgets (N, n)"
+    return _finish(fig, f"{title} over {over}", v.caption(at, v.method, region.rule(keep)))
 
 
 def fig_pgr_phase_alpha(v: _View) -> Figure:
-    m = v.method
-    at, pgr, w2s, der, no_gap = _phase_data(v, ["alpha_t", "alpha_s"])
-    x, y = v.coord("alpha_t").astype(float), v.coord("alpha_s").astype(float)
-    fig, (ax,) = _figure()
-    _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher decay α_T", "student decay α_S",
-             no_gap=no_gap)
-    xlim, ylim = ax.get_xlim(), ax.get_ylim()
-    ax.plot(xlim, xlim, color="0.6", lw=0.8, ls=":", label="α_S = α_T")
-    ax.set_xlim(xlim)
-    ax.set_ylim(ylim)
-    return _finish(fig, "PGR phase diagram over (α_T, α_S)", v.caption(at, m))
+    return _phase_figure(v, ["alpha_t", "alpha_s"], "pgr")
 
 
 def fig_pgr_phase_samples(v: _View) -> Figure:
-    m = v.method
-    at, pgr, w2s, der, no_gap = _phase_data(v, ["N", "n"])
-    x, y = v.coord("N").astype(float), v.coord("n").astype(float)
-    fig, (ax,) = _figure()
-    _heatmap(ax, fig, x, y, pgr, w2s, der, "teacher samples N", "student samples n", log=True,
-             no_gap=no_gap)
-    return _finish(fig, "PGR over the sample budgets (N, n)", v.caption(at, m))
+    return _phase_figure(v, ["N", "n"], "pgr")
 
 
+def fig_w2s_phase_alpha(v: _View) -> Figure:
+    return _phase_figure(v, ["alpha_t", "alpha_s"], "w2s_ratio")
+
+
+def fig_w2s_phase_samples(v: _View) -> Figure:
+    return _phase_figure(v, ["N", "n"], "w2s_ratio")
+
+
+def fig_der_phase_alpha(v: _View) -> Figure:
+    return _phase_figure(v, ["alpha_t", "alpha_s"], "der")
+
+
+def fig_der_phase_samples(v: _View) -> Figure:
+    return _phase_figure(v, ["N", "n"], "der")
+
+
+# ---------------------------------------------------------------------------------------
+# The other figures
+# ---------------------------------------------------------------------------------------
 REPRODUCTIONS: dict[str, dict[str, str]] = {
     "kd_fig2a": {"risk_vs_N": "Fig. 2a"},
     "kd_fig2b": {"der_vs_dalpha": "Fig. 2b"},
@@ -777,9 +1005,12 @@ def fig_misalignment(v: _View) -> Figure:
     mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(gain).T, shading="nearest", cmap="RdBu_r",
                          norm=TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span))
     fig.colorbar(mesh, ax=ax, label="log2 der (> 0: distillation beats direct training)")
+    xc, yc = _Cells.of(x, log=False), _Cells.of(y, log=False)
+    sort = np.ix_(xc.order, yc.order)
+    d_s, w_s = der[sort], w2s[sort]
     handles = [h for h in (
-        _contour(ax, x, y, der, 1.0, color="black", linestyle="--", label="der = 1 (KD)"),
-        _contour(ax, x, y, w2s, 1.0, color="darkgreen", label="w2s_ratio = 1 (W2S)"),
+        _boundary(ax, xc, yc, d_s > 1.0, d_s < 1.0, "black", "der = 1 (KD boundary)"),
+        _boundary(ax, xc, yc, w_s < 1.0, w_s > 1.0, "darkgreen", "w2s_ratio = 1 (W2S boundary)"),
     ) if h is not None]
     inside = np.isfinite(w2s) & (w2s < 1.0)
     if inside.any():
@@ -820,28 +1051,79 @@ class FigureSpec:
     caption: str
 
 
+_W2S_SLICE = (
+    "The slice (footer) is chosen, never N = n by default: n among its finite values (n = inf "
+    "has no W2S), and every held axis where the map shows most cells on both sides of "
+    "w2s_ratio = 1 (the larger of the two counts breaking ties), then the largest N and n.")
+_SAMPLES_SLICE = (
+    "The held axes (footer) are chosen where the map shows most cells on both sides of "
+    "{what}.")
+
 REGISTRY: tuple[FigureSpec, ...] = (
     FigureSpec(
         "pgr_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"), fig_pgr_phase_alpha,
         caption=(
             "Performance gap recovered (PGR) over the teacher and student spectral decays "
-            "(alpha_T, alpha_S) at the largest N and n of the sweep, on a diverging scale centred "
-            "at 0 (T2S as good as its teacher); hatched cells have no gap to recover (ceiling "
-            "not better than the teacher, or 0/0), where PGR means nothing. The solid white "
-            "contour is "
-            "w2s_ratio = 1: inside it the student taught by the teacher beats its teacher "
-            "(weak-to-strong generalisation, Theorem 5); the dashed black contour is der = 1, "
-            "beyond which distillation beats training the student directly on the N labels (KD "
-            "region der > 1, Theorem 3: expected for alpha_S > alpha_T)."
+            "(alpha_T, alpha_S), on a diverging scale centred at 0 (T2S as good as its teacher) "
+            "over PGR's full range; hatched cells have no gap to recover (ceiling not better "
+            "than the teacher, or 0/0), where PGR means nothing. The black line runs along the "
+            "cell edges between W2S cells (w2s_ratio < 1: the taught student beats its "
+            "teacher, Theorem 5) and the others. " + _W2S_SLICE
         )),
     FigureSpec(
         "pgr_phase_samples", lambda lay: _estimated(lay, "N", "n"), fig_pgr_phase_samples,
         caption=(
-            "PGR over the teacher samples N and student samples n at a fixed pair of spectra "
-            "(hatched: no gap to recover), with the W2S boundary w2s_ratio = 1 (solid) and the "
-            "KD boundary der = 1 (dashed). "
-            "Tests how the W2S and KD regions of Theorems 3 and 5 move with the sample budgets, "
-            "e.g. the existence of a finite optimal n (Theorem 5)."
+            "PGR over the teacher samples N and student samples n (finite n only: at n = inf "
+            "the T2S student equals its teacher and PGR is undefined), hatched where there is "
+            "no gap to recover, with the W2S boundary (w2s_ratio = 1) on the cell edges. Tests "
+            "how the W2S region moves with the sample budgets, e.g. a finite optimal n "
+            "(Theorem 5). " + _SAMPLES_SLICE.format(what="w2s_ratio = 1")
+        )),
+    FigureSpec(
+        "w2s_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"),
+        fig_w2s_phase_alpha,
+        caption=(
+            "Weak-to-strong ratio w2s_ratio = risk_t2s / risk_teacher over (alpha_T, alpha_S), "
+            "on a diverging colour scale centred at 1 in log space (blue < 1: the student taught "
+            "by the teacher beats it, W2S; red > 1), values in the cells, the W2S boundary "
+            "w2s_ratio = 1 along the cell edges that separate the two sides, and the diagonal "
+            "alpha_S = alpha_T (student and teacher share one model; at finite n its cells are "
+            "ordinary values). W2S needs a teacher whose error the student can filter: "
+            "in this aligned model it lives at finite n (early stopping) with a noisy teacher "
+            "and a target the student's head captures (lowdim, Theorem 5), and vanishes as "
+            "n -> inf, where the T2S student converges to its teacher. " + _W2S_SLICE
+        )),
+    FigureSpec(
+        "w2s_phase_samples", lambda lay: _estimated(lay, "N", "n"), fig_w2s_phase_samples,
+        caption=(
+            "w2s_ratio over the sample budgets (N, n), log colour scale centred at 1, finite n "
+            "only (w2s_ratio is undefined at n = inf), with the W2S boundary along the cell "
+            "edges. Theorem 5: W2S at n of the order of N or below, a finite optimal n. "
+            + _SAMPLES_SLICE.format(what="w2s_ratio = 1")
+        )),
+    FigureSpec(
+        "der_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"),
+        fig_der_phase_alpha,
+        caption=(
+            "Data-efficiency ratio der = risk_direct / risk_t2s over (alpha_T, alpha_S), on a "
+            "diverging colour scale centred at 1 in log space (red > 1: distillation beats "
+            "training the student on the N labels, KD; blue < 1), the KD boundary der = 1 along "
+            "the cell edges. Theorem 3 predicts KD for alpha_S > alpha_T (> 1 + beta) in the "
+            "limit n -> inf, so the map is drawn at the largest n of the grid (n = inf where "
+            "swept: the closed-form limit, docs/science/limits.md; at finite n the student may "
+            "not have reached it, n >> N^(alpha_S/alpha_T) is needed). On the diagonal "
+            "alpha_S = alpha_T at n = inf the direct student is the teacher and the T2S "
+            "student converges to it, so der = 1 exactly: those cells are cross-hatched, "
+            "neither side. The other held axes are chosen where both sides of der = 1 show "
+            "most (the footer names the slice)."
+        )),
+    FigureSpec(
+        "der_phase_samples", lambda lay: _estimated(lay, "N", "n"), fig_der_phase_samples,
+        caption=(
+            "der over the sample budgets (N, n), log colour scale centred at 1, n = inf drawn "
+            "as the last row (tick '∞') where swept, the KD boundary der = 1 along the cell "
+            "edges. Theorem 3: KD needs n >> N (n >> N^(alpha_S/alpha_T) for the limit), and "
+            "der grows like N^kappa at n = inf. " + _SAMPLES_SLICE.format(what="der = 1")
         )),
     FigureSpec(
         "risk_vs_N", lambda lay: _estimated(lay, "N"), fig_risk_vs_n,

@@ -7,9 +7,10 @@ uncertainty, the exponent §5 predicts there and a verdict. Families fitted:
 
 - ``teacher``, ``direct`` — ``risk_teacher``, ``risk_direct`` vs ``N`` (Lemma 1 rates).
 - ``ceiling`` — ``risk_ceiling`` vs ``n`` (the student's direct rate, in its own samples).
-- ``kd_limit``, ``kd_der`` — ``risk_t2s`` and ``der`` vs ``N`` at the largest ``n`` present
-  (finite-``n`` stand-in for lim_n; Theorem 3, predicted only where α_S > α_T > 1+β; the notes
-  say when n < N_max^{α_S/α_T}, i.e. the student cannot have reached its limit).
+- ``kd_limit``, ``kd_der`` — ``risk_t2s`` and ``der`` vs ``N`` in the limit n → ∞ (Theorem 3,
+  predicted only where α_S > α_T > 1+β): the grid's ``n = inf`` points, or for ``exact`` the
+  closed-form limit of the exact engine where the grid's ``n`` is finite (:func:`_kd_limit`);
+  Monte Carlo rows use the largest ``n`` and the notes say when n < N_max^{α_S/α_T}.
 - ``w2s_*`` (lowdim target, Theorem 5) — the optimum over the ``n`` axis, or, without an ``n``
   axis, over the T2S learning-curve checkpoints (``n = step · batch_s``; the notes say which):
   ``risk_t2s`` at the optimum (``w2s_min_risk``), ``1 − pgr`` there (``w2s_gap``, ``n`` axis
@@ -117,8 +118,10 @@ RULES = (
     "is `inconsistent` whatever the slope. W2S optima: the grid minimum of risk_t2s over the "
     "n axis (or, without one of at least 3 values, over the T2S learning-curve checkpoints), "
     "refined by the vertex of a parabola in log-log through it and its two neighbours; "
-    "1 - pgr is read at the grid minimum. KD rows use the largest n as a stand-in for "
-    "n -> infinity. Points with status other than ok, and non-positive values, are not used."
+    "1 - pgr is read at the grid minimum. KD rows are lim_n: the n = inf points of the grid, "
+    "or, for `exact` where the grid's n is finite, the exact engine's closed-form n = inf "
+    "limit computed here (docs/science/limits.md); `mc` rows use the largest n. Points with "
+    "status other than ok, and non-positive values, are not used."
 )
 
 
@@ -146,6 +149,8 @@ class Fit:
 
 def _num(v: float) -> str:
     v = float(v)
+    if not math.isfinite(v):
+        return str(v)
     return str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:.4g}"
 
 
@@ -521,13 +526,19 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                     skipped.append(1)
                     continue
                 free_vals, y, se = found
+                at = {**vals, **free_vals}
+                limit = (_kd_limit(cube, at, x, name)
+                         if family.startswith("kd") and method == "exact" else None)
+                if limit is not None:  # lim_n from the closed form, not the finite largest n
+                    y, se = limit[0], None
                 seed = family_seed(family, method, _fixed_text(vals))
                 draws = None if se is None else normal_draws(y, se, seed=seed)
-                at = {**vals, **free_vals}
                 series = Series(x, y, draws)
                 _set_horizon(cube, at, role, series)
                 pred = cube.predictions(at).get(key)
-                if family.startswith("kd"):
+                if limit is not None:
+                    series.notes.append(limit[1])
+                elif family.startswith("kd"):
                     series.notes += _kd_notes(cube, vals, x)
                 if family in ("direct", "ceiling"):
                     series.notes += _target_note(cube, vals)
@@ -605,6 +616,29 @@ def _target_note(cube: _Cube, vals: dict[str, Any]) -> list[str]:
             f"bias exponent (1+beta-alpha_T)/alpha_S = {bias:.3f}"]
 
 
+def _kd_limit(cube: _Cube, at: dict[str, Any], x: np.ndarray, name: str
+              ) -> tuple[np.ndarray, str] | None:
+    """``name`` (risk_t2s or der) at n = inf for each N in ``x``, from the exact engine's
+    closed-form limit (docs/science/limits.md), where the cube's n at ``at`` is finite: Theorem
+    3 is a statement about lim_n, and a finite n is reached only for n >> N^(alpha_S/alpha_T).
+    None where n is already inf, tied to another axis, or the points are invalid."""
+    from ktsweep.engines import exact
+
+    if "n" in cube.layout.tie:
+        return None
+    try:
+        n = cube.param(at, "n")
+        if math.isinf(n):
+            return None
+        points = [cube.point({**at, "N": N, "n": math.inf}) for N in cube.layout.axes["N"]]
+    except ParameterError:
+        return None
+    out = exact.evaluate(points)
+    y = np.where(out["status"] == "ok", np.asarray(out[name], float), np.nan)
+    return y, (f"lim_n from the exact n = inf closed form (the grid's n = {_num(n)} is finite; "
+               "docs/science/limits.md)")
+
+
 def _kd_notes(cube: _Cube, vals: dict[str, Any], x: np.ndarray) -> list[str]:
     """Is the largest n large enough for the T2S student to be at its n → ∞ limit?"""
     try:
@@ -623,7 +657,8 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
     if "N" not in cube.axes or len(cube.layout.axes["N"]) < MIN_POINTS or \
             not cube.has("risk_t2s"):
         return
-    use_axis = "n" in cube.axes and len(cube.layout.axes["n"]) >= 3
+    finite_n = _finite_n(cube)
+    use_axis = len(finite_n) >= MIN_POINTS
     use_curve = not use_axis and cube.has("curve_t2s")
     if not (use_axis or use_curve):
         return
@@ -638,9 +673,11 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
                 data["pgr"] = pgr["y"]
                 if "se" in pgr:
                     data["pgr_se"] = pgr["se"]
-            grid_n = np.asarray(cube.layout.axes["n"], float)
-            where = ("optimum over the n axis (n_opt and the minimum interpolated: parabola in "
-                     "log-log through the grid minimum and its neighbours)")
+            data = data.isel(n=finite_n)  # n = inf is the limit (T2S = teacher), not a run
+            grid_n = np.asarray(cube.layout.axes["n"], float)[finite_n]
+            where = ("optimum over the n axis (its finite values; n_opt and the minimum "
+                     "interpolated: parabola in log-log through the grid minimum and its "
+                     "neighbours)")
         else:
             data = _with_se(cube, "curve_t2s", method)
             data["y"] = data["y"].where(data["step"] > 0)  # step 0 is the untrained student
@@ -657,6 +694,13 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
                 continue
             tables = [_table(sub, k, inner) for k in ("y", "se", "pgr", "pgr_se")]
             _w2s_one(cube, rows, skipped, method, vals, xN, *tables, grid_n, where)
+
+
+def _finite_n(cube: _Cube) -> np.ndarray:
+    """Indices of the finite values of the n axis (empty without one)."""
+    if "n" not in cube.axes:
+        return np.array([], dtype=int)
+    return np.flatnonzero(np.isfinite(np.asarray(cube.layout.axes["n"], float)))
 
 
 def _table(sub: xr.Dataset, name: str, dims: Sequence[str]) -> np.ndarray | None:
@@ -789,12 +833,12 @@ def _unfitted(cube: _Cube) -> list[str]:
     nN = len(cube.layout.axes["N"]) if "N" in cube.axes else 0
     if nN < MIN_POINTS:
         out.append(f"w2s_* (optimum over n vs N): N has {nN} value(s), needs {MIN_POINTS}")
-    elif not ("n" in cube.axes and len(cube.layout.axes["n"]) >= MIN_POINTS):
+    elif len(_finite_n(cube)) < MIN_POINTS:
         if cube.has("curve_t2s"):
-            out.append("w2s_gap: the n axis has fewer than 3 values, so the W2S optimum is "
-                       "searched over learning-curve checkpoints, which carry no ceiling")
+            out.append("w2s_gap: the n axis has fewer than 3 finite values, so the W2S optimum "
+                       "is searched over learning-curve checkpoints, which carry no ceiling")
         else:
-            out.append("w2s_* : no n axis of 3 values and no learning curves to search "
+            out.append("w2s_* : no n axis of 3 finite values and no learning curves to search "
                        "for the optimal n")
     return out
 

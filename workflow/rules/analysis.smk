@@ -1,4 +1,4 @@
-# Analysis of the finished cube: exponent fits against the theory, figures.
+# Analysis of the finished cube: exponent fits against the theory, figures, the claim table.
 
 
 rule fits:
@@ -31,3 +31,23 @@ rule figures:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "{params.ktsweep} figures {params.cube} --outdir {params.outdir} > {log} 2>&1"
+
+
+rule claims:
+    input:
+        cube=rules.cube.output,
+        fits=rules.fits.output.csv,
+    output:
+        md=report(f"{OUT}/claims.md", caption="../report/claims.rst", category="Claims"),
+        csv=report(
+            f"{OUT}/claims.csv", caption="../report/claims.rst", category="Claims"
+        ),
+    log:
+        f"{LOGS}/claims.log",
+    localrule: True
+    params:
+        ktsweep=KTSWEEP,
+        cube=CUBE,
+    shell:
+        "{params.ktsweep} claims {params.cube} --fits {input.fits} --md {output.md}"
+        " --csv {output.csv} > {log} 2>&1"

@@ -73,7 +73,14 @@ def figure_outputs():
 
 
 def final_outputs():
-    return [f"{OUT}/cube.json", f"{OUT}/fits.csv", f"{OUT}/fits.md", *figure_outputs()]
+    return [
+        f"{OUT}/cube.json",
+        f"{OUT}/fits.csv",
+        f"{OUT}/fits.md",
+        f"{OUT}/claims.md",
+        f"{OUT}/claims.csv",
+        *figure_outputs(),
+    ]
 
 
 def simulate_threads():

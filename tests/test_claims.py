@@ -1,0 +1,161 @@
+"""The claim table: every claim gets a verdict and a reason, and each point-wise check turns
+to `fails` (or `not asymptotic`) when the cube is planted with the error it exists to catch.
+
+The cube is conftest's ``phase_cube`` (exact + bound, n up to inf, W2S and KD regions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ktsweep import cli
+from ktsweep.analysis import claims
+from ktsweep.analysis.fits import fit_cube, write_fits
+from ktsweep.model.cubespec import Flag
+from ktsweep.sweep import store
+
+
+@pytest.fixture(scope="module")
+def ds(phase_cube):
+    return store.open_cube(phase_cube).load()
+
+
+@pytest.fixture(scope="module")
+def fits(ds):
+    return fit_cube(ds)
+
+
+def _verdicts(ds, fits) -> dict[str, claims.Outcome]:
+    df = claims.evaluate_claims(ds, fits)
+    return {r.claim: r for r in df.itertuples(index=False)}
+
+
+def _plant(ds, name, value_fn, **sel):
+    """A copy of ``ds`` with ``name`` (exact) replaced by ``value_fn(old)`` at ``sel``."""
+    out = ds.copy()
+    da = out[name].copy()
+    where = {**sel, "estimator": "exact"} if "estimator" in da.dims else sel
+    da.loc[where] = value_fn(da.loc[where])
+    out[name] = da
+    return out
+
+
+def test_every_claim_has_a_verdict_and_a_reason_unless_it_holds(ds, fits):
+    df = claims.evaluate_claims(ds, fits)
+    assert list(df["claim"]) == [c.key for c in claims.CLAIMS]
+    assert set(df["verdict"]) <= set(claims.CLAIM_VERDICTS)
+    for r in df.itertuples(index=False):
+        assert r.measured
+        assert bool(r.reason) == (r.verdict != "holds"), r
+    v = {r.claim: r.verdict for r in df.itertuples(index=False)}
+    # what this cube shows by construction (docs/science/limits.md, the phase-map test cube)
+    assert v["kd_sign"] == "holds"
+    assert v["w2s_exists"] == "holds"
+    assert v["w2s_vanishes"] == "holds"
+    md = claims.to_markdown(df)
+    assert md.count("\n| ") == len(df) + 1  # header + one row per claim
+
+
+def test_kd_sign_fails_when_der_drops_below_one_at_n_inf(ds, fits):
+    """Mutation: an engine whose T2S limit is worse than the direct student at one point of
+    the KD regime (der <= 1 at n = inf) is caught; checking the sign at finite n only, or
+    outside the regime, would not call it `fails`."""
+    bad = _plant(ds, "der", lambda d: 0.9, target="gaussian", alpha_t=1.25, alpha_s=3.0,
+                 N=256.0, n=np.inf)
+    out = _verdicts(bad, fits)["kd_sign"]
+    assert out.verdict == "fails" and "n = inf" in out.reason
+    # the same value at a finite n in the regime is 'not asymptotic' if n = inf is absent
+    finite = bad.sel(n=[32.0, 128.0, 512.0])
+    finite.attrs = _attrs_with_n(ds, [32, 128, 512])
+    assert _verdicts(finite, fits)["kd_sign"].verdict in ("holds", "not asymptotic")
+
+
+def _attrs_with_n(ds, n_values):
+    from ktsweep.sweep.layout import Layout
+
+    cfg = Layout.from_json(ds.attrs["ktsweep_config"]).config.to_dict()
+    cfg["grid"]["n"] = n_values
+    return {**ds.attrs, "ktsweep_config": Layout.from_config(cfg).to_json()}
+
+
+def test_w2s_claims_catch_a_teacher_copy_and_a_wrong_limit(ds, fits):
+    """Mutations: a T2S student that is never better than its teacher (w2s_ratio >= 1
+    everywhere: a T2S that copies the teacher) makes `w2s_exists` fail; an n = inf limit that
+    is not the teacher (risk_t2s off by 10 %) makes `w2s_vanishes` fail."""
+    copy = ds.copy()
+    copy["w2s_ratio"] = np.maximum(ds["w2s_ratio"], 1.0)
+    assert _verdicts(copy, fits)["w2s_exists"].verdict == "fails"
+    off = _plant(ds, "risk_t2s", lambda r: 1.1 * r, target="lowdim", n=np.inf)
+    assert _verdicts(off, fits)["w2s_vanishes"].verdict == "fails"
+
+
+def test_der_limit_not_reached_is_not_asymptotic(ds, fits):
+    """Mutation: der at the largest finite n moving away from lim_n DER (planted) must not
+    read `holds`."""
+    assert _verdicts(ds, fits)["kd_limit_value"].verdict in ("holds", "not asymptotic")
+    away = _plant(ds, "der", lambda d: 3.0 * d, n=512.0)
+    out = _verdicts(away, fits)["kd_limit_value"]
+    assert out.verdict == "not asymptotic" and out.reason
+
+
+def test_bound_claims_count_only_points_inside_the_step_condition(ds, fits):
+    """A violated sandwich inside the step condition fails the claim; the same violation
+    outside it is not counted. Mutation: counting every point (the paper's own settings
+    violate the condition) or ignoring the flag fails here."""
+    base = ds.copy()
+    base["step_condition"] = ds["step_condition"] * 0 + Flag.YES
+    for r in ("teacher", "direct", "ceiling"):
+        base[f"sandwich_{r}"] = ds[f"sandwich_{r}"] * 0 + Flag.YES
+        base[f"scope_{r}"] = ds[f"scope_{r}"] * 0 + Flag.YES
+    assert _verdicts(base, fits)["bound_sandwich"].verdict == "holds"
+    one = {"target": "gaussian", "alpha_t": 2.0, "alpha_s": 2.0, "N": 64.0, "n": 32.0}
+    bad = _plant(base, "sandwich_teacher", lambda f: Flag.NO, **one)
+    assert _verdicts(bad, fits)["bound_sandwich"].verdict == "fails"
+    outside = _plant(bad, "step_condition", lambda f: Flag.NO, **one)
+    assert _verdicts(outside, fits)["bound_sandwich"].verdict == "holds"
+    none = base.copy()
+    none["step_condition"] = ds["step_condition"] * 0 + Flag.NO
+    assert _verdicts(none, fits)["bound_sandwich"].verdict == "not in this sweep"
+
+
+def _row(family, verdict, slope=0.5, predicted=0.5, fixed="alpha_t=2", notes=""):
+    return {"family": family, "verdict": verdict, "slope": slope, "predicted": predicted,
+            "fixed": fixed, "tolerance": 0.05, "notes": notes}
+
+
+@pytest.mark.parametrize(("rows", "want"), [
+    ([_row("teacher", "consistent"), _row("teacher", "not asymptotic")], "holds"),
+    ([_row("teacher", "consistent"), _row("teacher", "inconsistent", slope=0.8)], "fails"),
+    ([_row("teacher", "no prediction")], "not in this sweep"),
+    ([_row("teacher", "not asymptotic", notes="drift 0.2"), _row("teacher", "no prediction")],
+     "not asymptotic"),
+    ([_row("teacher", "finite d", notes="raise d")], "finite d"),
+    ([_row("direct", "consistent")], "not in this sweep"),
+])
+def test_rate_claims_gather_their_fit_rows(ds, rows, want):
+    """Mutations: a claim that ignores an inconsistent row (holds), one that calls a family
+    with no converged row `holds`, or one that reads another family's rows fail here."""
+    out = claims._from_families("teacher")(claims.Evidence(ds, pd.DataFrame(rows)))
+    assert out.verdict == want
+    assert (out.reason == "") == (want == "holds")
+
+
+def test_kd_order_reads_the_fitted_exponents(ds):
+    """Mutation: an ordering check that accepts a der exponent falling with alpha_S."""
+    up = pd.DataFrame([_row("kd_der", "consistent", slope=s, fixed=f"alpha_t=1.5, alpha_s={a}")
+                       for a, s in ((2, 0.05), (3, 0.10), (4, 0.12))])
+    assert claims.check_kd_order(claims.Evidence(ds, up)).verdict == "holds"
+    down = up.assign(slope=[0.05, 0.12, 0.10])
+    assert claims.check_kd_order(claims.Evidence(ds, down)).verdict == "fails"
+
+
+def test_cli_claims_from_the_fit_table(phase_cube, fits, tmp_path, capsys):
+    write_fits(fits, tmp_path / "fits.csv", tmp_path / "fits.md")
+    assert cli.main(["claims", str(phase_cube), "--fits", str(tmp_path / "fits.csv"),
+                     "--md", str(tmp_path / "claims.md"), "--csv", str(tmp_path / "c.csv")]) == 0
+    assert f"{len(claims.CLAIMS)} claims written" in capsys.readouterr().out
+    from_csv = pd.read_csv(tmp_path / "c.csv")
+    direct = claims.evaluate_claims(store.open_cube(phase_cube), fits)
+    assert list(from_csv["verdict"]) == list(direct["verdict"])
+    assert cli.main(["claims", str(tmp_path / "none.zarr"), "--md", str(tmp_path / "x.md")]) == 2
