@@ -521,28 +521,14 @@ def _phase_figure(v: _View, keep: list[str], what: str) -> Figure:
     return _finish(fig, f"{title} over {over}", v.caption(at, v.method, region.rule(keep)))
 
 
-def fig_pgr_phase_alpha(v: _View) -> Figure:
-    return _phase_figure(v, ["alpha_t", "alpha_s"], "pgr")
+def _phase(keep: list[str], what: str) -> Callable[[_View], Figure]:
+    """The drawing function of one phase map: ``what`` over the plane ``keep``."""
+    def draw(v: _View) -> Figure:
+        return _phase_figure(v, keep, what)
+    return draw
 
 
-def fig_pgr_phase_samples(v: _View) -> Figure:
-    return _phase_figure(v, ["N", "n"], "pgr")
-
-
-def fig_w2s_phase_alpha(v: _View) -> Figure:
-    return _phase_figure(v, ["alpha_t", "alpha_s"], "w2s_ratio")
-
-
-def fig_w2s_phase_samples(v: _View) -> Figure:
-    return _phase_figure(v, ["N", "n"], "w2s_ratio")
-
-
-def fig_der_phase_alpha(v: _View) -> Figure:
-    return _phase_figure(v, ["alpha_t", "alpha_s"], "der")
-
-
-def fig_der_phase_samples(v: _View) -> Figure:
-    return _phase_figure(v, ["N", "n"], "der")
+_ALPHA, _SAMPLES = ["alpha_t", "alpha_s"], ["N", "n"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -1061,7 +1047,7 @@ _SAMPLES_SLICE = (
 
 REGISTRY: tuple[FigureSpec, ...] = (
     FigureSpec(
-        "pgr_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"), fig_pgr_phase_alpha,
+        "pgr_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"), _phase(_ALPHA, "pgr"),
         caption=(
             "Performance gap recovered (PGR) over the teacher and student spectral decays "
             "(alpha_T, alpha_S), on a diverging scale centred at 0 (T2S as good as its teacher) "
@@ -1071,7 +1057,7 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "teacher, Theorem 5) and the others. " + _W2S_SLICE
         )),
     FigureSpec(
-        "pgr_phase_samples", lambda lay: _estimated(lay, "N", "n"), fig_pgr_phase_samples,
+        "pgr_phase_samples", lambda lay: _estimated(lay, "N", "n"), _phase(_SAMPLES, "pgr"),
         caption=(
             "PGR over the teacher samples N and student samples n (finite n only: at n = inf "
             "the T2S student equals its teacher and PGR is undefined), hatched where there is "
@@ -1081,7 +1067,7 @@ REGISTRY: tuple[FigureSpec, ...] = (
         )),
     FigureSpec(
         "w2s_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"),
-        fig_w2s_phase_alpha,
+        _phase(_ALPHA, "w2s_ratio"),
         caption=(
             "Weak-to-strong ratio w2s_ratio = risk_t2s / risk_teacher over (alpha_T, alpha_S), "
             "on a diverging colour scale centred at 1 in log space (blue < 1: the student taught "
@@ -1094,7 +1080,7 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "n -> inf, where the T2S student converges to its teacher. " + _W2S_SLICE
         )),
     FigureSpec(
-        "w2s_phase_samples", lambda lay: _estimated(lay, "N", "n"), fig_w2s_phase_samples,
+        "w2s_phase_samples", lambda lay: _estimated(lay, "N", "n"), _phase(_SAMPLES, "w2s_ratio"),
         caption=(
             "w2s_ratio over the sample budgets (N, n), log colour scale centred at 1, finite n "
             "only (w2s_ratio is undefined at n = inf), with the W2S boundary along the cell "
@@ -1103,7 +1089,7 @@ REGISTRY: tuple[FigureSpec, ...] = (
         )),
     FigureSpec(
         "der_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"),
-        fig_der_phase_alpha,
+        _phase(_ALPHA, "der"),
         caption=(
             "Data-efficiency ratio der = risk_direct / risk_t2s over (alpha_T, alpha_S), on a "
             "diverging colour scale centred at 1 in log space (red > 1: distillation beats "
@@ -1118,7 +1104,7 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "most (the footer names the slice)."
         )),
     FigureSpec(
-        "der_phase_samples", lambda lay: _estimated(lay, "N", "n"), fig_der_phase_samples,
+        "der_phase_samples", lambda lay: _estimated(lay, "N", "n"), _phase(_SAMPLES, "der"),
         caption=(
             "der over the sample budgets (N, n), log colour scale centred at 1, n = inf drawn "
             "as the last row (tick '∞') where swept, the KD boundary der = 1 along the cell "
