@@ -26,12 +26,15 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES)
 
 # Default test run (CI): the GPU check's rehearsal, then everything except tests marked slow
-# or gpu, then the docs build.
+# or gpu, then the docs build. Two pytest workers (pytest-xdist, a test file per worker): the
+# end-to-end tests spend most of their time waiting on Snakemake and job start-up, so one
+# process left a 2-core machine idle more than half the time.
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check ktsweep tests benchmarks .ci
 	BIN=$(BIN) bash .ci/lint-workflow
 	$(MAKE) gpu-rehearsal
-	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) --no-print-directory docs
 
 # The documentation site (mkdocs.yml): science pages, user guide, API reference from the
