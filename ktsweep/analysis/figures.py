@@ -531,6 +531,11 @@ def _phase(keep: list[str], what: str) -> Callable[[_View], Figure]:
 _ALPHA, _SAMPLES = ["alpha_t", "alpha_s"], ["N", "n"]
 
 
+def _phase_spec(name: str, keep: list[str], what: str, caption: str) -> FigureSpec:
+    """A phase map's registry entry: needed where both axes of ``keep`` are estimated."""
+    return FigureSpec(name, lambda lay: _estimated(lay, *keep), _phase(keep, what), caption)
+
+
 # ---------------------------------------------------------------------------------------
 # The other figures
 # ---------------------------------------------------------------------------------------
@@ -1046,8 +1051,8 @@ _SAMPLES_SLICE = (
     "{what}.")
 
 REGISTRY: tuple[FigureSpec, ...] = (
-    FigureSpec(
-        "pgr_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"), _phase(_ALPHA, "pgr"),
+    _phase_spec(
+        "pgr_phase_alpha", _ALPHA, "pgr",
         caption=(
             "Performance gap recovered (PGR) over the teacher and student spectral decays "
             "(alpha_T, alpha_S), on a diverging scale centred at 0 (T2S as good as its teacher) "
@@ -1056,8 +1061,8 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "cell edges between W2S cells (w2s_ratio < 1: the taught student beats its "
             "teacher, Theorem 5) and the others. " + _W2S_SLICE
         )),
-    FigureSpec(
-        "pgr_phase_samples", lambda lay: _estimated(lay, "N", "n"), _phase(_SAMPLES, "pgr"),
+    _phase_spec(
+        "pgr_phase_samples", _SAMPLES, "pgr",
         caption=(
             "PGR over the teacher samples N and student samples n (finite n only: at n = inf "
             "the T2S student equals its teacher and PGR is undefined), hatched where there is "
@@ -1065,9 +1070,8 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "how the W2S region moves with the sample budgets, e.g. a finite optimal n "
             "(Theorem 5). " + _SAMPLES_SLICE.format(what="w2s_ratio = 1")
         )),
-    FigureSpec(
-        "w2s_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"),
-        _phase(_ALPHA, "w2s_ratio"),
+    _phase_spec(
+        "w2s_phase_alpha", _ALPHA, "w2s_ratio",
         caption=(
             "Weak-to-strong ratio w2s_ratio = risk_t2s / risk_teacher over (alpha_T, alpha_S), "
             "on a diverging colour scale centred at 1 in log space (blue < 1: the student taught "
@@ -1079,17 +1083,16 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "and a target the student's head captures (lowdim, Theorem 5), and vanishes as "
             "n -> inf, where the T2S student converges to its teacher. " + _W2S_SLICE
         )),
-    FigureSpec(
-        "w2s_phase_samples", lambda lay: _estimated(lay, "N", "n"), _phase(_SAMPLES, "w2s_ratio"),
+    _phase_spec(
+        "w2s_phase_samples", _SAMPLES, "w2s_ratio",
         caption=(
             "w2s_ratio over the sample budgets (N, n), log colour scale centred at 1, finite n "
             "only (w2s_ratio is undefined at n = inf), with the W2S boundary along the cell "
             "edges. Theorem 5: W2S at n of the order of N or below, a finite optimal n. "
             + _SAMPLES_SLICE.format(what="w2s_ratio = 1")
         )),
-    FigureSpec(
-        "der_phase_alpha", lambda lay: _estimated(lay, "alpha_t", "alpha_s"),
-        _phase(_ALPHA, "der"),
+    _phase_spec(
+        "der_phase_alpha", _ALPHA, "der",
         caption=(
             "Data-efficiency ratio der = risk_direct / risk_t2s over (alpha_T, alpha_S), on a "
             "diverging colour scale centred at 1 in log space (red > 1: distillation beats "
@@ -1103,8 +1106,8 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "neither side. The other held axes are chosen where both sides of der = 1 show "
             "most (the footer names the slice)."
         )),
-    FigureSpec(
-        "der_phase_samples", lambda lay: _estimated(lay, "N", "n"), _phase(_SAMPLES, "der"),
+    _phase_spec(
+        "der_phase_samples", _SAMPLES, "der",
         caption=(
             "der over the sample budgets (N, n), log colour scale centred at 1, n = inf drawn "
             "as the last row (tick '∞') where swept, the KD boundary der = 1 along the cell "
