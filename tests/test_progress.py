@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+from test_grid_store import config
 
 from ktsweep import cli
 from ktsweep.engines import mc
@@ -17,14 +18,7 @@ from ktsweep.sweep import progress, store
 from ktsweep.sweep import runner as sweep
 from ktsweep.sweep.layout import Layout
 
-CFG = {
-    "name": "prog",
-    "grid": {"alpha_t": [1.5, 2.0], "alpha_s": [1.5, 2.0, 3.0], "N": [64, 128]},
-    "fixed": {"n": 128, "sigma2": 0.1, "d": 12},
-    "methods": ["exact", "mc", "bound"],
-    "mc": {"replicates": 4, "subgrid": {"N": [128]}},
-    "jobs": {"points_per_job": 4, "points_per_task": 2, "threads": 1},
-}
+CFG = config(name="prog")  # the store tests' small sweep, under its own name
 
 
 def _dead_pid() -> int:
