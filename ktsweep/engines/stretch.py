@@ -71,8 +71,8 @@ _ROW_CHUNK = 512
 """Rows of C built at once when C is not kept (bounds memory at d = 10⁴ to 40 MB)."""
 
 _KEEP_ROWS = 2048 * 2048
-"""Maps whose computed C has at most this many entries (32 MB) keep it, so applying them is
-two matrix-vector products; larger ones rebuild C row block by row block."""
+"""Maps whose C has at most this many entries (32 MB) keep it, so applying them is two
+matrix-vector products; larger ones rebuild C row block by row block."""
 
 _CACHE_BYTES = 512 << 20
 """Stretch maps are reused across runs and points (same λ, γ, B): geometric schedules of any
@@ -80,6 +80,10 @@ horizon share their step sizes γ0·2^-j, and the T2S and ceiling students share
 
 _GROW_MIN = 64
 """Fewest roots one extension of a map's root set adds (see :meth:`StretchMap.ensure`)."""
+
+_BLOCK_BYTES = 256 << 10
+"""Rows of C are built and reduced (h, w) in blocks of about this size, so each block is
+still in cache for its reductions and no temporary the size of C is made."""
 
 _TINY = 1e-18
 """Relative size (against the state's scale) below which a decaying component is dropped."""
@@ -89,7 +93,9 @@ class StretchMap:
     """Spectral data of one strictly stable constant-step map (live modes, d descending).
 
     Root i (0-based) of the inverted problem lies between the poles 1/√d_i and 1/√d_{i+1},
-    so δ_i ∈ (d_{i+1}, d_i) with d_m = 0: the small roots are the suffix ``[lo, m)``.
+    so δ_i ∈ (d_{i+1}, d_i) with d_m = 0: the small roots are the suffix ``[lo, m)``. Every
+    per-root array is allocated once at full length m and filled from the back as the suffix
+    grows (no copies); when C is kept, its rows fill an m × m buffer the same way.
     """
 
     def __init__(self, live: np.ndarray, d: np.ndarray, g: np.ndarray, ratio: np.ndarray,
@@ -105,24 +111,32 @@ class StretchMap:
         self._z = u / nu if m else u
         self._rho = nu * nu / f0 if m else 1.0
         self.lo = m
-        self.origin = np.zeros(0, dtype=np.int64)
-        self.tau = np.zeros(0)
-        self.delta = np.zeros(0)
-        self.h = np.zeros(0)
-        self.w = np.zeros(0)
-        self.rows: np.ndarray | None = np.zeros((0, m))
+        self._origin = np.zeros(m, dtype=np.int64)
+        self._tau = np.zeros(m)
+        self._delta = np.zeros(m)
+        self._h = np.zeros(m)
+        self._w = np.zeros(m)
+        self._keep = m * m <= _KEEP_ROWS
+        self._rows: np.ndarray | None = None  # (m, m) when kept, rows [lo, m) valid
         self.failed = False
+
+    # the computed suffix [lo, m) of each per-root array (views, no copies)
+    origin = property(lambda self: self._origin[self.lo:])
+    tau = property(lambda self: self._tau[self.lo:])
+    delta = property(lambda self: self._delta[self.lo:])
+    h = property(lambda self: self._h[self.lo:])
+    w = property(lambda self: self._w[self.lo:])
 
     @property
     def nbytes(self) -> int:
-        rows = 0 if self.rows is None else self.rows.nbytes
-        return 8 * (6 * self.d.size + 5 * self.delta.size) + rows
+        rows = 0 if self._rows is None else 8 * (self.d.size - self.lo) * self.d.size
+        return 8 * 11 * self.d.size + rows
 
     def ensure(self, cut: float) -> bool:
         """Compute every root with δ ≤ ``cut`` (and possibly more); False on failure.
 
         The root set grows at least geometrically (each extension at least doubles it), so
-        a map asked for ever more roots copies its rows O(log d) times, not once per call.
+        a map asked for ever more roots is extended O(log d) times, not once per call.
         """
         m = self.d.size
         if self.failed:
@@ -137,24 +151,19 @@ class StretchMap:
         if origin is None:
             self.failed = True
             return False
-        rows = self._build(origin, tau, None)
-        h = rows @ self.g
-        sq = np.square(rows)
-        w = sq @ self.g
-        del sq
+        if self._keep and self._rows is None:
+            self._rows = np.empty((m, m))
+        h, w = self._h[lo:self.lo], self._w[lo:self.lo]
+        scratch = None if self._keep else np.empty((min(_ROW_CHUNK, origin.size), m))
+        for sl, rows in self._blocks(origin, tau, lo, scratch):
+            self._reduce(rows, h[sl], w[sl])
         if not (np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all()):
             self.failed = True
+            self._rows = None
             return False
+        self._origin[lo:self.lo], self._tau[lo:self.lo] = origin, tau
+        self._delta[lo:self.lo] = delta
         self.lo = lo
-        self.origin = np.concatenate([origin, self.origin])
-        self.tau = np.concatenate([tau, self.tau])
-        self.delta = np.concatenate([delta, self.delta])
-        self.h = np.concatenate([h, self.h])
-        self.w = np.concatenate([w, self.w])
-        if self.rows is not None and (m - lo) * m <= _KEEP_ROWS:
-            self.rows = rows if self.rows.shape[0] == 0 else np.concatenate([rows, self.rows])
-        else:
-            self.rows = None
         return True
 
     def _roots(self, lo: int, hi: int
@@ -182,20 +191,43 @@ class StretchMap:
         tau = self.d[origin] * delta * gap  # δ − d_o = d_o δ (1/d_o − 1/δ)
         return origin, tau, delta
 
-    def _build(self, origin: np.ndarray, tau: np.ndarray, out: np.ndarray | None
-               ) -> np.ndarray:
-        """C rows 1/(d_j − δ_k) = 1/((d_j − d_o) − τ): exact 1/(−τ) at the origin pole."""
+    def _build(self, origin: np.ndarray, tau: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """C rows 1/(d_j − δ_k) = 1/((d_j − d_o) − τ) into ``out``: exact 1/(−τ) at the
+        origin pole."""
         rows = np.subtract(self.d[None, :], self.d[origin][:, None], out=out)
         rows -= tau[:, None]
         return np.reciprocal(rows, out=rows)
 
+    def _blocks(self, origin: np.ndarray, tau: np.ndarray, first: int,
+                scratch: np.ndarray | None):
+        """Build the C rows of roots ``first``, ``first`` + 1, … (given by ``origin``, ``tau``)
+        block by block, yielding (slice into the given roots, rows). Kept maps write into
+        their row buffer (rows ``first`` + …); others reuse ``scratch``, so a yielded block
+        is valid only until the next one."""
+        m = self.d.size
+        step = max(1, _BLOCK_BYTES // (8 * max(m, 1))) if self._keep else scratch.shape[0]
+        for lo in range(0, origin.size, step):
+            sl = slice(lo, min(origin.size, lo + step))
+            out = (self._rows[first + sl.start:first + sl.stop] if self._keep
+                   else scratch[:sl.stop - sl.start])
+            yield sl, self._build(origin[sl], tau[sl], out)
+
+    def _reduce(self, rows: np.ndarray, h: np.ndarray, w: np.ndarray) -> None:
+        """h_k = Σ_i g_i C_ki and w_k = Σ_i g_i C_ki² for a block of rows, in cache-sized
+        pieces (the square of a piece is its only temporary)."""
+        step = max(1, _BLOCK_BYTES // (8 * max(rows.shape[1], 1)))
+        for lo in range(0, rows.shape[0], step):
+            piece = rows[lo:lo + step]
+            h[lo:lo + step] = piece @ self.g
+            w[lo:lo + step] = np.square(piece) @ self.g
+
     def _chunks(self):
-        if self.rows is not None:
-            yield slice(0, self.delta.size), self.rows
+        """(slice into the computed suffix, C rows) covering every computed root."""
+        if self._keep:
+            yield slice(0, self.d.size - self.lo), self._rows[self.lo:]
             return
-        for lo in range(0, self.delta.size, _ROW_CHUNK):
-            sl = slice(lo, min(self.delta.size, lo + _ROW_CHUNK))
-            yield sl, self._build(self.origin[sl], self.tau[sl], None)
+        scratch = np.empty((min(_ROW_CHUNK, self.d.size - self.lo), self.d.size))
+        yield from self._blocks(self.origin, self.tau, self.lo, scratch)
 
     def advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, float] | None:
