@@ -222,9 +222,14 @@ class StretchMap:
             w[lo:lo + step] = np.square(piece) @ self.g
 
     def _chunks(self):
-        """(slice into the computed suffix, C rows) covering every computed root."""
+        """(slice into the computed suffix, C rows) covering every computed root: kept rows
+        in cache-sized blocks (each block's two products then read it from memory once)."""
         if self._keep:
-            yield slice(0, self.d.size - self.lo), self._rows[self.lo:]
+            m = self.d.size
+            step = max(1, _BLOCK_BYTES // (8 * max(m, 1)))
+            for lo in range(0, m - self.lo, step):
+                sl = slice(lo, min(m - self.lo, lo + step))
+                yield sl, self._rows[self.lo + sl.start:self.lo + sl.stop]
             return
         scratch = np.empty((min(_ROW_CHUNK, self.d.size - self.lo), self.d.size))
         yield from self._blocks(self.origin, self.tau, self.lo, scratch)
