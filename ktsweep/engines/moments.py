@@ -336,7 +336,9 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     steps = np.asarray(runs.steps, dtype=np.int64)
     limit = divergence_limit(a_out.sum(axis=1), noise)
     curve[:, ckpt == 0] = 0.5 * a_out.sum(axis=1)[:, None]
-    plans: dict[int, list[tuple[int, int, float]]] = {}
+    ck_order = np.argsort(ckpt, kind="stable")  # a stretch's checkpoints: a slice of these
+    ck_sorted = ckpt[ck_order]
+    plans: dict[int, list[tuple[int, int, float, int, int]]] = {}
     for r in range(rows):
         phases = runs.phases[r]
         if steps[r] < 0:  # the limit of infinitely many steps
@@ -348,17 +350,24 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
             else:
                 a_out[r], contraction[r] = res
             continue
-        stops = [s for s, _ in phases[1:]] + [int(steps[r])]
-        plans[r] = [(start, min(stop, int(steps[r])), gamma)
-                    for (start, gamma), stop in zip(phases, stops, strict=True)
-                    if min(stop, int(steps[r])) > start]
+        end = int(steps[r])
+        stops = [min(s, end) for s, _ in phases[1:]] + [end]
+        keep = [(start, stop, gamma) for (start, gamma), stop in zip(phases, stops, strict=True)
+                if stop > start]
+        cut = np.searchsorted(ck_sorted, [x for start, stop, _ in keep for x in (start, stop)],
+                              side="right").tolist()
+        plans[r] = [(start, stop, gamma, cut[2 * j], cut[2 * j + 1])
+                    for j, (start, stop, gamma) in enumerate(keep)]
+
+    done: list[int] = []  # rows whose stretch of this round is over, checked together
 
     def finish(r: int, inside: np.ndarray, vals: np.ndarray, blew: bool) -> None:
         curve[r, inside] = vals
-        total = a_out[r].sum()
-        if blew or not (total >= 0.0 and total + noise[r] < limit[r]):
+        done.append(r)
+        if blew:
             diverged[r] = True
 
+    maps: dict[tuple, object] = {}  # this call's maps by key (rows of a sweep share them)
     depth = max((len(p) for p in plans.values()), default=0)
     with np.errstate(all="ignore"):
         for rnd in range(depth):
@@ -366,16 +375,23 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
             for r, plan in plans.items():
                 if diverged[r] or rnd >= len(plan):
                     continue
-                start, stop, gamma = plan[rnd]
+                start, stop, gamma, i0, i1 = plan[rnd]
                 length = stop - start
-                inside = np.flatnonzero((ckpt > start) & (ckpt <= stop))
-                rel = ckpt[inside] - start
-                sm = stretch_map(lam[r], gamma, float(inv_b[r]), lam_key[r], float(psi[r]))
+                inside = ck_order[i0:i1]
+                rel = ck_sorted[i0:i1] - start  # ascending
+                key = (lam_key[r], gamma, inv_b[r], psi[r])
+                sm = maps.get(key, False)
+                if sm is False:
+                    sm = maps[key] = stretch_map(lam[r], gamma, float(inv_b[r]), lam_key[r],
+                                                 float(psi[r]))
                 # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
                 # stretch itself when short, else its prefix up to the checkpoints near its
                 # start (their gaps are short, so they would need every root of the map).
-                head = length if sm is None or length <= _STEP_BELOW * d else int(
-                    max([t for t in rel.tolist() if t <= _STEP_BELOW * d], default=0))
+                if sm is None or length <= _STEP_BELOW * d:
+                    head = length
+                else:
+                    j = int(np.searchsorted(rel, _STEP_BELOW * d, side="right"))
+                    head = int(rel[j - 1]) if j else 0
                 vals = np.full(rel.size, np.nan)
                 blew = False
                 if head:
@@ -408,6 +424,11 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                             blew = along is None or not (2.0 * along[1].max() + noise[r] < limit[r])
                         a_out[r], vals[later] = res[0][k], res[1][k]
                     finish(r, inside, vals, blew)
+            if done:
+                idx = np.array(done)
+                total = a_out[idx].sum(axis=1)
+                diverged[idx[~((total >= 0.0) & (total + noise[idx] < limit[idx]))]] = True
+                done.clear()
     for r in plans:
         if not diverged[r]:
             contraction[r] = phase_product(runs.phases[r], int(steps[r]), lam[r])

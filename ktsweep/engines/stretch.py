@@ -269,8 +269,13 @@ class StretchMap:
         s2 = noise + still
         fixed = s2[:, None] * self.fixed[None, :]
         y = x - fixed
-        t_min = np.array([min(int(n), int(t.min())) if t.size else int(n)
-                          for n, t in zip(length, times, strict=True)], dtype=np.float64)
+        counts = np.fromiter(map(len, times), dtype=np.int64, count=len(times))
+        at = np.concatenate(times).astype(np.float64) if len(times) else np.zeros(0)
+        t_min = np.asarray(length, dtype=np.float64).copy()
+        some = np.flatnonzero(counts)
+        if some.size:  # the earliest time asked for per row (segments of ``at``)
+            starts = np.cumsum(counts) - counts
+            t_min[some] = np.minimum(t_min[some], np.minimum.reduceat(at, starts[some]))
         spread = np.sqrt(float(self.g.max()) * (np.square(y) @ (1.0 / self.g)))
         scale = np.maximum(np.maximum(np.abs(x).sum(axis=1), fixed.sum(axis=1)), 1e-300)
         need = spread > 0
@@ -289,11 +294,11 @@ class StretchMap:
         new[:, self.live] = fixed + self.g * out
         base = fixed.sum(axis=1) + still
         ha = self.h * alpha
-        owner = np.repeat(np.arange(len(times)), [len(t) for t in times])
-        at = np.concatenate([np.asarray(t, dtype=np.float64) for t in times])
+        owner = np.repeat(np.arange(len(times)), counts)
         flat = 0.5 * (base[owner] + np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]),
                                               ha[owner]))
-        curves = np.split(flat, np.cumsum([len(t) for t in times])[:-1])
+        ends = np.cumsum(counts).tolist()
+        curves = [flat[e - n:e] for e, n in zip(ends, counts.tolist(), strict=True)]
         peak = base + np.abs(ha).sum(axis=1) + _TINY * scale
         return new, curves, peak
 
