@@ -118,6 +118,7 @@ class StretchMap:
         self._w = np.zeros(m)
         self._keep = m * m <= _KEEP_ROWS
         self._rows: np.ndarray | None = None  # (m, m) when kept, rows [lo, m) valid
+        self._ready = m  # h and w are computed for roots [_ready, m) (see ensure)
         self.failed = False
 
     # the computed suffix [lo, m) of each per-root array (views, no copies)
@@ -151,20 +152,34 @@ class StretchMap:
         if origin is None:
             self.failed = True
             return False
-        if self._keep and self._rows is None:
-            self._rows = np.empty((m, m))
-        h, w = self._h[lo:self.lo], self._w[lo:self.lo]
-        scratch = None if self._keep else np.empty((min(_ROW_CHUNK, origin.size), m))
-        for sl, rows in self._blocks(origin, tau, lo, scratch):
-            self._reduce(rows, h[sl], w[sl])
-        if not (np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all()):
-            self.failed = True
-            self._rows = None
-            return False
         self._origin[lo:self.lo], self._tau[lo:self.lo] = origin, tau
         self._delta[lo:self.lo] = delta
+        if self._keep:
+            if self._rows is None:
+                self._rows = np.empty((m, m))
+            for sl, rows in self._blocks(origin, tau, lo, None):
+                self._reduce(rows, self._h[lo:self.lo][sl], self._w[lo:self.lo][sl])
+            self._ready = lo
+        # A map that does not keep C rebuilds it for every advance anyway: its new roots' h
+        # and w are reduced in the advance's own pass over the rows (:meth:`_reduced`).
         self.lo = lo
-        return True
+        return self._keep is False or self._sound(lo, m)
+
+    def _sound(self, lo: int, hi: int) -> bool:
+        """Check h and w of roots [lo, hi) (finite, w > 0); mark the map failed if not."""
+        h, w = self._h[lo:hi], self._w[lo:hi]
+        if np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all():
+            return True
+        self.failed = True
+        self._rows = None
+        return False
+
+    def _reduced(self, sl: slice, rows: np.ndarray) -> None:
+        """Compute the h and w still missing among the suffix roots ``sl`` (C ``rows``)."""
+        first = self.lo + sl.start
+        if first < self._ready:
+            k = min(self._ready, self.lo + sl.stop) - first
+            self._reduce(rows[:k], self._h[first:first + k], self._w[first:first + k])
 
     def _roots(self, lo: int, hi: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
@@ -288,8 +303,13 @@ class StretchMap:
         alpha = np.empty((a.shape[0], self.delta.size))
         out = np.zeros((a.shape[0], self.d.size))
         for sl, c in self._chunks():  # one pass: a root's coefficient needs only its own row
+            self._reduced(sl, c)
             alpha[:, sl] = (y @ c.T) / self.w[sl]
             out += (decay[:, sl] * alpha[:, sl]) @ c
+        if self._ready > self.lo:
+            if not self._sound(self.lo, self._ready):
+                return None
+            self._ready = self.lo
         new = a.copy()
         new[:, self.live] = fixed + self.g * out
         base = fixed.sum(axis=1) + still
