@@ -230,7 +230,7 @@ class StretchMap:
     def _reduce(self, rows: np.ndarray, h: np.ndarray, w: np.ndarray) -> None:
         """h_k = Σ_i g_i C_ki and w_k = Σ_i g_i C_ki² for a block of rows, in cache-sized
         pieces (the square of a piece is its only temporary)."""
-        step = max(1, _BLOCK_BYTES // (8 * max(rows.shape[1], 1)))
+        step = max(16, _BLOCK_BYTES // (8 * max(rows.shape[1], 1)))  # few calls at big d
         for lo in range(0, rows.shape[0], step):
             piece = rows[lo:lo + step]
             h[lo:lo + step] = piece @ self.g

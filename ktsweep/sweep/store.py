@@ -31,11 +31,9 @@ import uuid
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
-import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
@@ -43,6 +41,10 @@ from ktsweep.model.cubespec import RISK_NOTE, STATUS_VARS, VarSpec
 from ktsweep.model.cubespec import variables as spec_variables
 from ktsweep.model.quantities import SCHEMA_VERSION
 from ktsweep.sweep.layout import Layout, coordinate
+
+if TYPE_CHECKING:  # xarray and dask.array are imported by the functions that use them: a
+    import xarray as xr  # chunk job (read, stage, commit) needs neither, and importing them
+    # cost each job about a second of its start-up
 
 WRITE = {"write_empty_chunks": True}
 """Every chunk of a committed block exists as a file, so a missing file means damage."""
@@ -132,6 +134,9 @@ def _provenance() -> dict[str, Any]:
 
 def template(layout: Layout) -> xr.Dataset:
     """The empty cube (lazy arrays of fill values) with coordinates, chunks and attributes."""
+    import dask.array as da
+    import xarray as xr
+
     axes = list(layout.axes)
     coords: dict[str, Any] = {a: coordinate(v) for a, v in layout.axes.items()}
     extra = {"estimator": np.array(layout.estimators, dtype=object),
@@ -217,6 +222,8 @@ def open_cube(path: str | os.PathLike, check: bool = True) -> xr.Dataset:
             raise StoreError(f"cube {path} is damaged: " + "; ".join(problems[:3]) + more
                              + "; run `ktsweep check RESULTS_FOLDER --repair`, then rerun "
                              "the sweep")
+    import xarray as xr
+
     try:
         return xr.open_zarr(path, consolidated=_consolidated(Path(path)))
     except Exception as err:
