@@ -168,25 +168,26 @@ def test_runs_sharing_a_map_advance_together_as_alone(small_point: Callable[...,
 def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, monkeypatch: pytest.MonkeyPatch
                                                   ) -> None:
     """A map first asked for a long stretch needs only its slowest roots (a suffix); a later
-    short one extends the suffix. Maps keeping C fill its buffer from the back; maps too
-    large to keep it (more than ``_KEEP_ROWS`` entries, d > 2048 by default; forced here)
-    rebuild it per advance in row chunks and reduce the h, w of new roots in that pass. In
-    either order of the two calls, both results must match stepping (1e-9). Planted bugs
-    this catches: new kept rows written at the buffer's start instead of the suffix's; the
-    pending h, w of a rebuilt map reduced for rows offset by the suffix start, or never
-    (the map then fails and silently steps: asserted against too)."""
+    short one extends the suffix. C is built in row blocks inside each advance, which also
+    reduces the h, w of roots found since the last; from its second use a map keeps C (when
+    small enough: forced on or off here) and builds only the rows of new roots into it. In
+    any order of the calls, every result must match stepping (1e-9). Planted bugs this
+    catches: new rows of a kept map written or read at the buffer's start instead of the
+    suffix's; kept rows marked valid before they are built; pending h, w never reduced (the
+    map then fails and silently steps: asserted against too) or reduced for offset rows."""
     from ktsweep.engines import stretch
     from ktsweep.engines.moments import _step_stretch
 
     monkeypatch.setattr(stretch, "_KEEP_ROWS", 10**9 if keep else 0)
-    monkeypatch.setattr(stretch, "_ROW_CHUNK", 7)
-    monkeypatch.setattr(stretch, "_BLOCK_BYTES", 8 * 120 * 3)
-    m, gamma, inv_b, s2 = 120, 0.3, 0.5, 0.1
-    lam = np.arange(1, m + 1, dtype=np.float64) ** -2.0
+    monkeypatch.setattr(stretch, "_BLOCK_BYTES", 0)  # the fewest rows per block: 16
+    m, gamma, inv_b, s2 = 400, 0.3, 0.5, 0.1
+    lam = np.arange(1, m + 1, dtype=np.float64) ** -1.0
     a0 = np.random.default_rng(0).uniform(0.1, 1.0, m) * lam
-    calls = [(2**16, np.zeros(0, dtype=np.int64)), (3000, np.array([150, 900, 3000]))]
-    ref = [_step_stretch(lam, a0, s2, gamma, inv_b, n, t, np.inf) for n, t in calls]
-    for order in (calls, calls[::-1]):
+    none = np.zeros(0, dtype=np.int64)  # roots: 171 for long, 344 for mid, all for short
+    long, mid, short = (2**14, none), (2**12, none), (3000, np.array([150, 900, 3000]))
+    ref = {n: _step_stretch(lam, a0, s2, gamma, inv_b, n, t, np.inf)
+           for n, t in (long, mid, short)}
+    for order in ((long, long, mid, mid, short), (short, long, long), (long, short, long)):
         sm = stretch._solve(lam, gamma, inv_b)
         assert sm is not None
         seen = []
@@ -194,11 +195,11 @@ def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, monkeypatch: pytest
             res = sm.advance(a0, s2, n, t)
             assert res is not None and not sm.failed
             seen.append(sm.lo)
-            want = ref[calls.index((n, t))]
-            np.testing.assert_allclose(res[0], want[0], rtol=1e-9)
-            np.testing.assert_allclose(res[1], want[1], rtol=1e-9)
-        if order is calls:
-            assert m > seen[0] > seen[1]  # a suffix first, then extended
+            np.testing.assert_allclose(res[0], ref[n][0], rtol=1e-9)
+            np.testing.assert_allclose(res[1], ref[n][1], rtol=1e-9)
+        assert (sm._rows is not None) == keep
+        if order[2] is mid:
+            assert m > seen[0] > seen[2] > seen[-1]  # a suffix first, then extended twice
 
 
 def test_blas_limit_is_restored_and_reentrant() -> None:

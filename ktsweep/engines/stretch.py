@@ -67,12 +67,10 @@ from scipy.linalg.lapack import dlasd4
 
 from ktsweep.engines.moments import curvature
 
-_ROW_CHUNK = 512
-"""Rows of C built at once when C is not kept (bounds memory at d = 10⁴ to 40 MB)."""
-
 _KEEP_ROWS = 2048 * 2048
-"""Maps whose C has at most this many entries (32 MB) keep it, so applying them is two
-matrix-vector products; larger ones rebuild C row block by row block."""
+"""Maps whose C has at most this many entries (32 MB) keep it once they are used a second
+time, so applying them again is two matrix-vector products; larger ones (and every map on
+its first use) build C in row blocks at every use."""
 
 _CACHE_BYTES = 512 << 20
 """Stretch maps are reused across runs and points (same λ, γ, B): geometric schedules of any
@@ -82,8 +80,8 @@ _GROW_MIN = 64
 """Fewest roots one extension of a map's root set adds (see :meth:`StretchMap.ensure`)."""
 
 _BLOCK_BYTES = 256 << 10
-"""Rows of C are built and reduced (h, w) in blocks of about this size, so each block is
-still in cache for its reductions and no temporary the size of C is made."""
+"""C is built and applied in blocks of rows of about this size (at least 16 rows), so a block
+is still in cache for its reductions and products and no temporary the size of C is made."""
 
 _TINY = 1e-18
 """Relative size (against the state's scale) below which a decaying component is dropped."""
@@ -95,7 +93,11 @@ class StretchMap:
     Root i (0-based) of the inverted problem lies between the poles 1/√d_i and 1/√d_{i+1},
     so δ_i ∈ (d_{i+1}, d_i) with d_m = 0: the small roots are the suffix ``[lo, m)``. Every
     per-root array is allocated once at full length m and filled from the back as the suffix
-    grows (no copies); when C is kept, its rows fill an m × m buffer the same way.
+    grows (no copies). C is built block by block inside each advance, which also reduces the
+    h, w of roots found since the last one; from its second use a map keeps C (when it has at
+    most ``_KEEP_ROWS`` entries) in an m × m buffer filled from the back the same way. A map
+    used once (most maps of one cold point) thus never touches a C-sized buffer: on a loaded
+    machine, first-touching 8 MB per map cost as much as building it.
     """
 
     def __init__(self, live: np.ndarray, d: np.ndarray, g: np.ndarray, ratio: np.ndarray,
@@ -117,8 +119,10 @@ class StretchMap:
         self._h = np.zeros(m)
         self._w = np.zeros(m)
         self._keep = m * m <= _KEEP_ROWS
-        self._rows: np.ndarray | None = None  # (m, m) when kept, rows [lo, m) valid
-        self._ready = m  # h and w are computed for roots [_ready, m) (see ensure)
+        self._uses = 0  # advances done
+        self._rows: np.ndarray | None = None  # (m, m) when kept: rows [_kept, m) are valid
+        self._kept = m
+        self._ready = m  # h and w are computed for roots [_ready, m)
         self.failed = False
 
     # the computed suffix [lo, m) of each per-root array (views, no copies)
@@ -130,11 +134,12 @@ class StretchMap:
 
     @property
     def nbytes(self) -> int:
-        rows = 0 if self._rows is None else 8 * (self.d.size - self.lo) * self.d.size
+        rows = 0 if self._rows is None else 8 * (self.d.size - self._kept) * self.d.size
         return 8 * 11 * self.d.size + rows
 
     def ensure(self, cut: float) -> bool:
-        """Compute every root with δ ≤ ``cut`` (and possibly more); False on failure.
+        """Compute every root with δ ≤ ``cut`` (and possibly more); False on failure. Their
+        h and w follow in the next advance's pass over C.
 
         The root set grows at least geometrically (each extension at least doubles it), so
         a map asked for ever more roots is extended O(log d) times, not once per call.
@@ -154,32 +159,8 @@ class StretchMap:
             return False
         self._origin[lo:self.lo], self._tau[lo:self.lo] = origin, tau
         self._delta[lo:self.lo] = delta
-        if self._keep:
-            if self._rows is None:
-                self._rows = np.empty((m, m))
-            for sl, rows in self._blocks(origin, tau, lo, None):
-                self._reduce(rows, self._h[lo:self.lo][sl], self._w[lo:self.lo][sl])
-            self._ready = lo
-        # A map that does not keep C rebuilds it for every advance anyway: its new roots' h
-        # and w are reduced in the advance's own pass over the rows (:meth:`_reduced`).
         self.lo = lo
-        return self._keep is False or self._sound(lo, m)
-
-    def _sound(self, lo: int, hi: int) -> bool:
-        """Check h and w of roots [lo, hi) (finite, w > 0); mark the map failed if not."""
-        h, w = self._h[lo:hi], self._w[lo:hi]
-        if np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all():
-            return True
-        self.failed = True
-        self._rows = None
-        return False
-
-    def _reduced(self, sl: slice, rows: np.ndarray) -> None:
-        """Compute the h and w still missing among the suffix roots ``sl`` (C ``rows``)."""
-        first = self.lo + sl.start
-        if first < self._ready:
-            k = min(self._ready, self.lo + sl.stop) - first
-            self._reduce(rows[:k], self._h[first:first + k], self._w[first:first + k])
+        return True
 
     def _roots(self, lo: int, hi: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
@@ -206,48 +187,47 @@ class StretchMap:
         tau = self.d[origin] * delta * gap  # δ − d_o = d_o δ (1/d_o − 1/δ)
         return origin, tau, delta
 
-    def _build(self, origin: np.ndarray, tau: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """C rows 1/(d_j − δ_k) = 1/((d_j − d_o) − τ) into ``out``: exact 1/(−τ) at the
-        origin pole."""
-        rows = np.subtract(self.d[None, :], self.d[origin][:, None], out=out)
-        rows -= tau[:, None]
+    def _build(self, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+        """C rows lo … hi−1, 1/(d_j − δ_k) = 1/((d_j − d_o) − τ), into ``out``: exact
+        1/(−τ) at the origin pole."""
+        rows = np.subtract(self.d[None, :], self.d[self._origin[lo:hi]][:, None], out=out)
+        rows -= self._tau[lo:hi, None]
         return np.reciprocal(rows, out=rows)
 
-    def _blocks(self, origin: np.ndarray, tau: np.ndarray, first: int,
-                scratch: np.ndarray | None):
-        """Build the C rows of roots ``first``, ``first`` + 1, … (given by ``origin``, ``tau``)
-        block by block, yielding (slice into the given roots, rows). Kept maps write into
-        their row buffer (rows ``first`` + …); others reuse ``scratch``, so a yielded block
-        is valid only until the next one."""
-        m = self.d.size
-        step = max(1, _BLOCK_BYTES // (8 * max(m, 1))) if self._keep else scratch.shape[0]
-        for lo in range(0, origin.size, step):
-            sl = slice(lo, min(origin.size, lo + step))
-            out = (self._rows[first + sl.start:first + sl.stop] if self._keep
-                   else scratch[:sl.stop - sl.start])
-            yield sl, self._build(origin[sl], tau[sl], out)
-
-    def _reduce(self, rows: np.ndarray, h: np.ndarray, w: np.ndarray) -> None:
-        """h_k = Σ_i g_i C_ki and w_k = Σ_i g_i C_ki² for a block of rows, in cache-sized
-        pieces (the square of a piece is its only temporary)."""
-        step = max(16, _BLOCK_BYTES // (8 * max(rows.shape[1], 1)))  # few calls at big d
-        for lo in range(0, rows.shape[0], step):
-            piece = rows[lo:lo + step]
-            h[lo:lo + step] = piece @ self.g
-            w[lo:lo + step] = np.square(piece) @ self.g
-
     def _chunks(self):
-        """(slice into the computed suffix, C rows) covering every computed root: kept rows
-        in cache-sized blocks (each block's two products then read it from memory once)."""
-        if self._keep:
-            m = self.d.size
-            step = max(1, _BLOCK_BYTES // (8 * max(m, 1)))
-            for lo in range(0, m - self.lo, step):
-                sl = slice(lo, min(m - self.lo, lo + step))
-                yield sl, self._rows[self.lo + sl.start:self.lo + sl.stop]
-            return
-        scratch = np.empty((min(_ROW_CHUNK, self.d.size - self.lo), self.d.size))
-        yield from self._blocks(self.origin, self.tau, self.lo, scratch)
+        """(slice into the computed suffix, C rows) in blocks covering every computed root,
+        each block taken from the kept buffer or built (into it when the map keeps C from
+        now on, else into a scratch block reused, so valid only until the next block); the
+        h, w of roots that lack them are reduced from their block on the way."""
+        m, step = self.d.size, max(16, _BLOCK_BYTES // (8 * max(self.d.size, 1)))
+        keep = self._keep and self._uses > 0
+        if keep and self._rows is None:
+            self._rows = np.empty((m, m))
+        scratch = None if keep else np.empty((min(step, m - self.lo), m))
+        for lo in range(self.lo, m, step):
+            hi = min(m, lo + step)
+            if keep and lo >= self._kept:
+                rows = self._rows[lo:hi]
+            else:
+                rows = self._build(lo, hi, self._rows[lo:hi] if keep else scratch[:hi - lo])
+            if lo < self._ready:  # h_k = Σ_i g_i C_ki, w_k = Σ_i g_i C_ki²
+                k = min(self._ready, hi) - lo
+                self._h[lo:lo + k] = rows[:k] @ self.g
+                self._w[lo:lo + k] = np.square(rows[:k]) @ self.g
+            yield slice(lo - self.lo, hi - self.lo), rows
+        if keep:
+            self._kept = self.lo
+
+    def _sound(self) -> bool:
+        """Check the h, w reduced in the last pass (finite, w > 0); mark the map failed (and
+        drop its buffer) if not."""
+        h, w = self._h[self.lo:self._ready], self._w[self.lo:self._ready]
+        self._ready = self.lo
+        if np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all():
+            return True
+        self.failed = True
+        self._rows = None
+        return False
 
     def advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -303,13 +283,11 @@ class StretchMap:
         alpha = np.empty((a.shape[0], self.delta.size))
         out = np.zeros((a.shape[0], self.d.size))
         for sl, c in self._chunks():  # one pass: a root's coefficient needs only its own row
-            self._reduced(sl, c)
             alpha[:, sl] = (y @ c.T) / self.w[sl]
             out += (decay[:, sl] * alpha[:, sl]) @ c
-        if self._ready > self.lo:
-            if not self._sound(self.lo, self._ready):
-                return None
-            self._ready = self.lo
+        if self._ready > self.lo and not self._sound():
+            return None
+        self._uses += 1
         new = a.copy()
         new[:, self.live] = fixed + self.g * out
         base = fixed.sum(axis=1) + still
