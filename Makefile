@@ -8,7 +8,7 @@ VENV   ?= .venv
 CORES  ?= 2
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-all bench docs clean gpu-wheels gpu-rehearsal
+.PHONY: setup run test test-all bench docs clean gpu-wheels gpu-rehearsal claim-table
 
 # torch is installed first, pinned: 2.13.0 is a CPU build on these machines (an unpinned
 # torch would pull a multi-GB CUDA build). Everything else is pinned in requirements.lock.
@@ -25,16 +25,24 @@ setup: $(BIN)/ktsweep
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-# Default test run (CI): the GPU check's rehearsal, then everything except tests marked slow
-# or gpu, then the docs build. Two pytest workers (pytest-xdist, a test file per worker): the
-# end-to-end tests spend most of their time waiting on Snakemake and job start-up, so one
-# process left a 2-core machine idle more than half the time.
+# Default test run (CI): everything except tests marked slow or gpu, with the GPU check's
+# rehearsal beside it (mostly wheel downloads and installs: it overlaps the tests' waits on
+# Snakemake start-ups; its log is printed if it fails), then the docs build. Two pytest
+# workers (pytest-xdist, a test file per worker): the end-to-end tests spend most of their time waiting on Snakemake and job start-up, so one
+# process left a 2-core machine idle more than half the time. --no-loadscope-reorder keeps the
+# order of tests/conftest.py (the minutes-long end-to-end files first, longest job first)
+# instead of xdist's order by number of tests, which left the longest file for last.
 TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check ktsweep tests benchmarks .ci
 	BIN=$(BIN) bash .ci/lint-workflow
-	$(MAKE) gpu-rehearsal
-	$(BIN)/python -m pytest -m "not slow and not gpu" -q -n $(TEST_WORKERS) --dist loadfile
+	mkdir -p gpu-check
+	$(MAKE) --no-print-directory gpu-rehearsal > gpu-check/rehearsal.log 2>&1 & rehearsal=$$!; \
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q -n $(TEST_WORKERS) --dist loadfile \
+	  --no-loadscope-reorder; tests=$$?; \
+	if wait $$rehearsal; then echo "GPU rehearsal passed (gpu-check/rehearsal.log)"; \
+	else cat gpu-check/rehearsal.log; echo "GPU rehearsal FAILED (log above)"; exit 1; fi; \
+	exit $$tests
 	$(MAKE) --no-print-directory docs
 
 # The documentation site (mkdocs.yml): science pages, user guide, API reference from the
@@ -42,6 +50,17 @@ test: setup
 # not with --quiet, which hides the warnings from the strict check as well.
 docs: setup
 	$(BIN)/mkdocs build --strict
+
+# The project's claim table (docs/science/claim-table.md): every theory sweep of config/theory/
+# (hours on 2 cores; a sweep already complete is not recomputed), then one verdict per claim
+# over all their claims.csv. Not part of CI.
+THEORY := $(sort $(basename $(notdir $(wildcard config/theory/*.yaml))))
+claim-table: setup
+	for c in $(THEORY); do \
+	  $(BIN)/snakemake --cores $(CORES) --configfile config/theory/$$c.yaml || exit 1; done
+	$(BIN)/ktsweep claim-table $(foreach c,$(THEORY),results/$(c)/claims.csv) \
+	  --md docs/science/claim-table.md \
+	  --provenance "Made by make claim-table on $$(date -u +%Y-%m-%d) at commit $$(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
 
 test-all: setup
 	$(BIN)/python -m pytest -q

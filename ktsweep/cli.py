@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,8 +184,6 @@ def _per_decade(args: argparse.Namespace) -> int:
 
 def _layout_file(path: str):
     """The layout JSON file the workflow writes (``results/NAME/.ktsweep/layout.json``)."""
-    from pathlib import Path
-
     from ktsweep.sweep.config import ConfigError
     from ktsweep.sweep.layout import Layout
 
@@ -442,6 +441,29 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claim_table(args: argparse.Namespace) -> int:
+    from ktsweep.analysis.claims import combine, combined_markdown, read_claims
+
+    tables = {}
+    for path in args.claims:
+        name = Path(path).parent.name
+        if name in tables:
+            raise UsageError(f"two claim tables of sweep '{name}' ({path}): give each sweep's "
+                             "results/NAME/claims.csv once")
+        try:
+            tables[name] = read_claims(path)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read the claim table {path}: {err} (write it with "
+                             "'ktsweep claims' or the workflow's claims rule)") from None
+    df = combine(tables)
+    Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.md).write_text(combined_markdown(df, args.provenance))
+    counts = df["verdict"].value_counts().to_dict()
+    print(f"{len(df)} claims over {len(tables)} sweeps written to {args.md}: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from ktsweep.analysis.figures import make_figures
     from ktsweep.sweep.store import StoreError, open_cube
@@ -545,6 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md", required=True, help="write the claim table here (Markdown)")
     p.add_argument("--csv", help="also write it here (CSV)")
     p.set_defaults(func=cmd_claims)
+
+    p = sub.add_parser("claim-table", help="one verdict per claim over several sweeps' "
+                       "claims.csv (the project's claim table, make claim-table)")
+    p.add_argument("claims", nargs="+", help="results/NAME/claims.csv of each sweep")
+    p.add_argument("--md", required=True, help="write the combined table here (Markdown)")
+    p.add_argument("--provenance", default="", help="a sentence saying when and from what "
+                   "it was made (commit, date)")
+    p.set_defaults(func=cmd_claim_table)
 
     p = sub.add_parser("figures", help="draw the figures the cube's grid supports (PNG)")
     p.add_argument("cube", help="result cube (zarr directory)")

@@ -21,8 +21,18 @@ SMALL_DEFAULTS: dict[str, Any] = {
 """A cheap KD point (α_T < α_S): exact in milliseconds, Monte Carlo in well under a second."""
 
 
+LONGEST_FIRST = ("test_cluster.py", "test_workflow.py", "test_recovery.py")
+"""The end-to-end files, each minutes long (Snakemake and job start-ups). Collected first, so
+that ``pytest -n 2 --dist loadfile`` hands them out before the many short files, which then
+fill the workers in around them (longest job first); alphabetically they came last and one
+worker ran the longest file alone at the end."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``@pytest.mark.gpu`` tests when no CUDA device is visible."""
+    """Order the end-to-end files first (:data:`LONGEST_FIRST`); skip ``@pytest.mark.gpu``
+    tests when no CUDA device is visible."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: rest in order
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return

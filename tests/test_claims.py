@@ -159,3 +159,47 @@ def test_cli_claims_from_the_fit_table(phase_cube, fits, tmp_path, capsys):
     direct = claims.evaluate_claims(store.open_cube(phase_cube), fits)
     assert list(from_csv["verdict"]) == list(direct["verdict"])
     assert cli.main(["claims", str(tmp_path / "none.zarr"), "--md", str(tmp_path / "x.md")]) == 2
+
+
+def _table(verdicts: dict[str, str]) -> pd.DataFrame:
+    """A claims.csv frame: every claim ``not in this sweep`` except those given."""
+    return pd.DataFrame([{"claim": c.key, "source": c.source, "statement": c.statement,
+                          "measured": f"m-{c.key}", "verdict": verdicts.get(c.key,
+                                                                           "not in this sweep"),
+                          "reason": "" if verdicts.get(c.key) == "holds" else f"r-{c.key}"}
+                         for c in claims.CLAIMS])
+
+
+def test_combined_table_one_contradiction_fails_the_claim():
+    """Mutations caught: a majority vote (holds 2 : fails 1 -> holds), `holds` winning over
+    `fails`, or an undecided verdict hiding a sweep that decided."""
+    df = claims.combine({"a": _table({"kd_sign": "holds", "kd_kappa": "not asymptotic"}),
+                         "b": _table({"kd_sign": "fails", "kd_kappa": "holds",
+                                      "teacher_rate": "finite d"}),
+                         "c": _table({"kd_sign": "holds", "teacher_rate": "not asymptotic"})})
+    got = df.set_index("claim")
+    assert got.loc["kd_sign", "verdict"] == "fails"
+    assert got.loc["kd_sign", "decided_by"] == "b" and "b: r-kd_sign" in got.loc["kd_sign",
+                                                                                  "reason"]
+    assert got.loc["kd_kappa", "verdict"] == "holds" and got.loc["kd_kappa", "reason"] == ""
+    # nothing decided: 'not asymptotic' (raise the horizon) before 'finite d' (raise d)
+    assert got.loc["teacher_rate", "verdict"] == "not asymptotic"
+    assert got.loc["teacher_rate", "decided_by"] == "c"
+    assert got.loc["w2s_gap", "verdict"] == "not in this sweep"
+    assert [e["sweep"] for e in got.loc["kd_sign", "evidence"]] == ["a", "b", "c"]
+
+
+def test_cli_claim_table_reads_each_sweeps_csv(tmp_path, capsys):
+    """The command names the sweep by its results folder and refuses a sweep given twice."""
+    for name, v in (("one", "holds"), ("two", "fails")):
+        (tmp_path / name).mkdir()
+        _table({"w2s_exists": v}).to_csv(tmp_path / name / "claims.csv", index=False)
+    out = tmp_path / "table.md"
+    assert cli.main(["claim-table", str(tmp_path / "one" / "claims.csv"),
+                     str(tmp_path / "two" / "claims.csv"), "--md", str(out)]) == 0
+    text = out.read_text()
+    assert "| w2s_exists | Theorem 5 | fails | two |" in text
+    assert "over 2 sweeps" in capsys.readouterr().out
+    assert cli.main(["claim-table", str(tmp_path / "one" / "claims.csv"),
+                     str(tmp_path / "one" / "claims.csv"), "--md", str(out)]) == 2
+    assert cli.main(["claim-table", str(tmp_path / "fits.csv"), "--md", str(out)]) == 2

@@ -146,6 +146,10 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path) -> None:
         ("d: 8", "d: 8\nmc: {seed: -5}", 10, ["mc.seed", "greater than or equal to 0"]),
         ("d: 8", "d: 8\njobs:\n  threads: 0", 11, ["jobs.threads", "greater than or equal"]),
         ("d: 8", "d: 8\nmethods: [exact, mc]\nmc: {stride: {N: 0}}", 11, ["mc.stride.N"]),
+        # moved here from the workflow test (one Snakemake start each): the same loader
+        ("sigma2: 0.1", "sigma: 0.1", 8, ["sigma", "sigma2"]),
+        ("d: 8", "d: 8\nmethods: [exact, montecarlo]", 10, ["methods", "montecarlo"]),
+        ("d: 8", "d: 8\nmc: {replicates: 0}", 10, ["mc.replicates", "greater than or equal to 1"]),
     ],
 )
 def test_bad_values_name_key_file_and_line(tmp_path, old, new, line, words) -> None:

@@ -79,6 +79,41 @@ def test_convergence_criterion_on_synthetic_laws():
     assert logged["verdict"] == "not asymptotic"
 
 
+def test_finite_d_values_are_left_out_while_three_remain():
+    """An axis value whose truncation share reaches FINITE_D_SHARE leaves the fit; with fewer
+    than three values below it the row is `finite d`.
+
+    Mutations: fitting the whole axis (the steepened tail makes the slope -0.8:
+    inconsistent); judging the share at the largest x instead of the largest x fitted
+    (finite d although five clean values remain)."""
+    N = 2.0 ** np.arange(8, 17)
+    eff = N / np.log2(N)
+    clean = eff**-0.5
+    y = np.where(N <= 2**12, clean, clean * (N / 2**12) ** -0.3)  # steeper once d bites
+    share = np.where(N <= 2**12, 0.01, 0.2)
+    row = fits.judge(N, y, -0.5, truncation=share)
+    assert row["verdict"] == "consistent" and row["slope"] == pytest.approx(-0.5, abs=1e-9)
+    assert "x >= 8192 left out" in row["notes"] and row["truncation"] == 0.01
+    late = fits.judge(N, y, -0.5, truncation=np.where(N <= 2**9, 0.01, 0.2))
+    assert late["verdict"] == "finite d"
+
+
+def test_two_term_crossover_is_not_asymptotic_not_inconsistent():
+    """A noisy run's risk is bias + variance with two known exponents; over a range where both
+    matter, the slope lies between them and the local slopes can look settled.
+
+    Mutation: dropping the ``terms`` rule calls this crossover `inconsistent`; widening it to
+    any slope calls a slope beyond both exponents `not asymptotic`."""
+    N = 2.0 ** np.arange(8, 17)
+    eff = N / np.log2(N)
+    y = 5.0 * eff**-0.75 + 0.02 * eff**-0.5  # bias still well above the variance
+    row = fits.judge(N, y, -0.5, terms=(-0.75, -0.5))
+    assert row["verdict"] == "not asymptotic" and "has not taken over" in row["notes"]
+    assert fits.judge(N, y, -0.5)["verdict"] in ("inconsistent", "not asymptotic")
+    steep = fits.judge(N, eff**-1.2, -0.5, terms=(-0.75, -0.5))
+    assert steep["verdict"] == "inconsistent"
+
+
 def test_drift_window_is_the_last_octaves():
     x = 2.0 ** np.arange(10)
     assert fits.drift_window(x).sum() == 4  # 2^6..2^9: three octaves, four points
@@ -130,9 +165,10 @@ def test_planted_engine_errors_are_not_consistent():
     risk = _sgd_risk(models, N)
     pred = theory.direct_risk_exponent(2.0, -0.5, noisy=True)
     assert pred == -0.5 and theory.direct_bias_exponent(2.0, -0.5) == -0.75
-    assert fits.judge(N, risk["correct"], pred)["verdict"] == "consistent"
+    terms = (theory.direct_bias_exponent(2.0, -0.5), theory.direct_variance_exponent(2.0))
+    assert fits.judge(N, risk["correct"], pred, terms=terms)["verdict"] == "consistent"
     for model in models[1:]:
-        row = fits.judge(N, risk[model], pred)
+        row = fits.judge(N, risk[model], pred, terms=terms)
         assert row["verdict"] != "consistent", (model, row)
         assert abs(row["difference"]) > row["tolerance"]
 
@@ -351,13 +387,16 @@ def test_real_cube_teacher_rate(teacher_cube, tmp_path):
     df = fits.fit_cube(store.open_cube(teacher_cube))
     t = _rows(df, "teacher").set_index("fixed")
     r = t.loc["alpha_t=2"]
-    assert r.range == "2048..16384" and r.n_points == 4
     # Lemma 1, sigma2 = 0, gaussian target: N^{(1-alpha)/alpha} = N^-0.5 at alpha_T = 2.
-    # Measured (exact): slope vs N/log2 N -0.588 at d = 200 but -0.515 at d = 2000: the
-    # truncation at d = 200 cuts (k*/d)^(alpha-1) = 0.094 of the bias tail at N = 2^14, so
-    # the fit is refused as finite d rather than called inconsistent.
-    # Mutation: dropping the truncation check makes this row inconsistent.
-    assert r.verdict == "finite d" and r.truncation == pytest.approx(0.094, abs=0.005)
+    # Measured (exact): slope vs N/log2 N -0.588 over 2048..16384 at d = 200 but -0.515 at
+    # d = 2000: the truncation at d = 200 cuts (k*/d)^(alpha-1) = 0.094 of the bias tail at
+    # N = 2^14. So N >= 4096 (share >= 0.05) is left out and 512..2048 is fitted (-0.557,
+    # share 0.038), where the local slopes still move by 0.026: not asymptotic.
+    # Mutations: no cut (fitting 2048..16384: finite d, or inconsistent without the
+    # truncation check); the cut not lowering the reported share (finite d again).
+    assert r.range == "512..2048" and r.n_points == 3
+    assert "N >= 4096 left out" in r.notes
+    assert r.verdict == "not asymptotic" and r.truncation == pytest.approx(0.038, abs=0.003)
     # At alpha_T = 2.5 the truncation is negligible (0.014): the slope against N / log2 N
     # (-0.619) is consistent with -0.6; the raw slope (-0.547) is kept as a column.
     r25 = t.loc["alpha_t=2.5"]

@@ -455,3 +455,87 @@ def write_claims(df: pd.DataFrame, md_path: str | os.PathLike,
     if csv_path is not None:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(csv_path, index=False)
+
+
+# ---------------------------------------------------------------------------------------
+# The project's claim table: one verdict per claim over several sweeps
+# ---------------------------------------------------------------------------------------
+UNDECIDED_ORDER = ("not asymptotic", "finite d", "not in this sweep")
+"""Which undecided verdict a claim keeps when no sweep decides it: the one that says what
+to raise first (a larger horizon before a larger d before a new grid)."""
+
+
+def combine(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per claim over several sweeps' claim tables (``name → claims.csv`` frame).
+
+    A claim fails when any sweep's measurement contradicts it (the table names which), holds
+    when at least one sweep shows it and none contradicts it, and otherwise keeps the first
+    undecided verdict of :data:`UNDECIDED_ORDER` that some sweep gave, with that sweep's
+    reason. ``evidence`` lists every sweep's verdict and measurement, in the order given.
+    """
+    known = {c.key: c for c in CLAIMS}
+    rows = []
+    for key, claim in known.items():
+        seen = []
+        for name, df in tables.items():
+            hit = df[df["claim"] == key]
+            if len(hit):
+                r = hit.iloc[0]
+                seen.append((name, str(r["verdict"]), str(r["measured"]),
+                             "" if pd.isna(r["reason"]) else str(r["reason"])))
+        by = {v: [s for s in seen if s[1] == v] for v in CLAIM_VERDICTS}
+        if by["fails"]:
+            verdict, why = "fails", by["fails"]
+        elif by["holds"]:
+            verdict, why = "holds", by["holds"]
+        else:
+            verdict = next((v for v in UNDECIDED_ORDER if by[v]), "not in this sweep")
+            why = by[verdict]
+        reason = "; ".join(f"{s[0]}: {s[3]}" for s in why if s[3]) if verdict != "holds" else ""
+        if not seen:
+            reason = "no sweep tested it"
+        rows.append({"claim": key, "source": claim.source, "statement": claim.statement,
+                     "verdict": verdict, "decided_by": ", ".join(s[0] for s in why),
+                     "reason": reason,
+                     "evidence": [{"sweep": s[0], "verdict": s[1], "measured": s[2],
+                                   "reason": s[3]} for s in seen]})
+    return pd.DataFrame(rows)
+
+
+def combined_markdown(df: pd.DataFrame, provenance: str = "") -> str:
+    """The project's claim table: a summary row per claim, then each sweep's evidence."""
+    counts = df["verdict"].value_counts()
+    summary = ", ".join(f"{int(counts[v])} {v}" for v in CLAIM_VERDICTS if v in counts)
+    lines = ["# The claim table of the project", "",
+             "Every claim of arXiv 2606.01292 that ktsweep tests, judged over the theory sweeps "
+             "of `config/theory/` together. Regenerate it with `make claim-table` (it runs each "
+             "theory sweep, hours on 2 cores, then combines their `claims.csv`). A claim "
+             "**fails** if any sweep contradicts it, **holds** if at least one sweep shows it "
+             "and none contradicts it, and otherwise keeps the undecided verdict that says "
+             "what to raise first. How each sweep judges a claim: [claims](claims.md).", "",
+             f"{len(df)} claims: {summary}." + (f" {provenance}" if provenance else ""), "",
+             "| claim | source | verdict | decided by | reason |", "|---|---|---|---|---|"]
+    for r in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(x) for x in (
+            r.claim, r.source, r.verdict, r.decided_by or "–", r.reason or "")) + " |")
+    lines += ["", "## Evidence per claim", ""]
+    for r in df.itertuples(index=False):
+        lines += [f"### {r.claim}", "", f"{r.statement} ({r.source}) — **{r.verdict}**", ""]
+        if not r.evidence:
+            lines += ["No sweep of `config/theory/` tests it.", ""]
+            continue
+        lines += ["| sweep | verdict | measured | reason |", "|---|---|---|---|"]
+        for e in r.evidence:
+            lines.append("| " + " | ".join(_cell(x) for x in (
+                e["sweep"], e["verdict"], e["measured"], e["reason"])) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def read_claims(path: str | os.PathLike) -> pd.DataFrame:
+    """A claims.csv as written by :func:`write_claims`."""
+    df = pd.read_csv(path, keep_default_na=False)
+    missing = [c for c in COLUMNS if c not in df]
+    if missing:
+        raise ValueError(f"{path}: not a claims.csv (columns {missing} missing)")
+    return df

@@ -60,9 +60,11 @@ DRIFT_SHARE = 0.5
 """Converged iff the local slopes over the window spread by at most this share of the
 tolerance: a slope still moving faster would leave the tolerance within a few more octaves."""
 FINITE_D_SHARE = 0.05
-"""A rate fit is refused where the truncation at d (or the rank) removes this share of the
-rate-setting tail at the largest axis value: (k*/d)^(α_T − 1 − β) of the target energy beyond
-k* (the bias tail), k*/d for the lowdim target (the variance counts modes up to k*). Past it
+"""Axis values where the truncation at d (or the rank) removes this share of the
+rate-setting tail are left out of a rate fit, and a fit with fewer than MIN_POINTS values
+below it is refused (`finite d`). The share at a value is (k*/d)^(α_T − 1 − β) of the
+target energy beyond k* (the bias tail), k*/d for the lowdim target (the variance counts
+modes up to k*), with that value's k*. Past it
 the truncated spectrum, not the power law, shapes the risk (at d = 200, α = 2, N = 2^14 it is
 0.094 and the slope is 0.07 steeper than at d = 2000)."""
 MIN_POINTS = 3
@@ -104,17 +106,22 @@ RULES = (
     "redrawn from N(mean, se), seeded per family). Tolerance = "
     f"max({RTOL} |predicted|, {ATOL}), plus 2 slope_err for `mc` (exact data has no "
     "statistical error: its regression error measures curvature, which the drift judges). "
+    "Axis values where the truncation of the spectrum at d (or the rank) cuts at least "
+    f"{FINITE_D_SHARE} of the rate-setting tail ((k*/d)^(alpha_T - 1 - beta), k*/d for the "
+    "lowdim target, at that value's k*) are left out of the fit while at least 3 values stay "
+    "below them (the notes say from where); the truncation column gives the share at the "
+    "largest value fitted. "
     "Verdicts, first that applies: "
-    "`no prediction` where docs/science/rates.md predicts nothing there; `finite d` where the "
-    "truncation of the spectrum at d (or the rank) cuts at least "
-    f"{FINITE_D_SHARE} of the rate-setting tail at the largest axis value (the truncation "
-    "column: (k*/d)^(alpha_T - 1 - beta), k*/d for the lowdim target); "
+    "`no prediction` where docs/science/rates.md predicts nothing there; `finite d` where "
+    f"fewer than 3 axis values lie below that share; "
     "`not asymptotic` where the local slopes (between neighbouring points) over the last "
     f"{DRIFT_OCTAVES} octaves still drift by more than {DRIFT_SHARE} of the tolerance (drift = "
     "their max - min, for `mc` allowed two bootstrap standard deviations more); `edge` where "
     "fewer than 3 W2S "
     "optima lie inside the swept n range; `consistent` iff |slope - predicted| <= tolerance, "
-    "else `inconsistent`. Where the theory predicts a sign (der > 1 under KD) a violated sign "
+    "else `inconsistent`, except that a noisy teacher, direct or ceiling run whose slope lies "
+    "between its bias and variance exponents (a sum of two power laws before their crossover) "
+    "is `not asymptotic`. Where the theory predicts a sign (der > 1 under KD) a violated sign "
     "is `inconsistent` whatever the slope. W2S optima: the grid minimum of risk_t2s over the "
     "n axis (or, without one of at least 3 values, over the T2S learning-curve checkpoints), "
     "refined by the vertex of a parabola in log-log through it and its two neighbours; "
@@ -308,12 +315,16 @@ def normal_draws(mean: np.ndarray, se: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
 
 
 def verdict(slope: float, slope_err: float, predicted: float | None, drift_value: float = 0.0,
-            truncation: float = 0.0, drift_err: float = 0.0) -> str:
+            truncation: float = 0.0, drift_err: float = 0.0,
+            terms: tuple[float, float] | None = None) -> str:
     """The verdict of one fit; the order of the checks is that of :data:`RULES`.
 
     ``drift_value`` is the spread of the local slopes over the last octaves (NaN: undecidable,
     counted as not converged), ``truncation`` the tail share d cuts (:func:`truncated_share`),
-    ``drift_err`` the statistical error of the drift (Monte Carlo only).
+    ``drift_err`` the statistical error of the drift (Monte Carlo only). ``terms``: the two
+    exponents of a risk that is a sum of two power laws (bias, variance), the prediction being
+    the larger: a slope between them (outside the tolerance) is a crossover still under way,
+    `not asymptotic`, never `inconsistent`.
     """
     if predicted is None or not np.isfinite(predicted) or not np.isfinite(slope):
         return "no prediction"
@@ -323,7 +334,11 @@ def verdict(slope: float, slope_err: float, predicted: float | None, drift_value
     derr = drift_err if np.isfinite(drift_err) else 0.0
     if not drift_value <= DRIFT_SHARE * tol + 2.0 * derr:
         return "not asymptotic"
-    return "consistent" if abs(slope - predicted) <= tol else "inconsistent"
+    if abs(slope - predicted) <= tol:
+        return "consistent"
+    if terms is not None and min(terms) - tol <= slope <= max(terms):
+        return "not asymptotic"
+    return "inconsistent"
 
 
 def optimum(values: np.ndarray) -> tuple[int, bool]:
@@ -389,6 +404,7 @@ class Series:
     x_eff: np.ndarray | None = None  # the effective horizon at x (None: x itself)
     horizon: str = ""  # what x_eff is, for the table
     truncation: float = math.nan  # share of the tail cut by d at the largest usable x
+    truncation_x: np.ndarray | None = None  # that share at every x (None: not known)
 
 
 class _Cube(CubeView):
@@ -413,9 +429,11 @@ def _fixed_text(values: dict[str, Any]) -> str:
 
 
 def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series: Series,
-         predicted: float | None, above_one: bool = False) -> dict[str, Any] | None:
+         predicted: float | None, above_one: bool = False,
+         terms: tuple[float, float] | None = None) -> dict[str, Any] | None:
     """Fit one series against its effective horizon and make its table row (None if too few
-    usable points). ``above_one``: the theory also predicts the quantity > 1 (der under KD)."""
+    usable points). ``above_one``: the theory also predicts the quantity > 1 (der under KD);
+    ``terms``: the (bias, variance) exponents behind ``predicted`` (:func:`verdict`)."""
     x, y = series.x, series.y.copy()
     xe = x if series.x_eff is None else series.x_eff
     notes = list(series.notes)
@@ -434,6 +452,14 @@ def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series:
             return {**base, **nan_fit, "n_points": n_interior, "verdict": "edge",
                     "notes": "; ".join(notes)}
     ok = usable(xe, y) & usable(x, y)
+    truncation = series.truncation
+    if series.truncation_x is not None:  # fit only where d does not shape the curve yet
+        cut = ok & (series.truncation_x >= FINITE_D_SHARE)
+        if cut.any() and (ok & ~cut).sum() >= MIN_POINTS:
+            notes.append(f"{axis} >= {_num(x[cut].min())} left out: truncation at d cuts >= "
+                         f"{FINITE_D_SHARE} of the rate-setting tail there")
+            ok &= ~cut
+            truncation = float(np.nanmax(series.truncation_x[ok]))
     y = np.where(ok, y, np.nan)
     fit = fit_exact(xe, y) if series.draws is None else fit_bootstrap(xe, y, series.draws)
     if fit is None:
@@ -450,20 +476,26 @@ def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series:
         drift_err = float(np.std(dd, ddof=1)) if len(dd) >= 2 else 0.0
     stat_err = fit.slope_err if series.draws is not None else 0.0
     tol = tolerance(predicted, stat_err)
-    v = verdict(fit.slope, stat_err, predicted, drift_value, series.truncation, drift_err)
-    if v == "not asymptotic":
+    v = verdict(fit.slope, stat_err, predicted, drift_value, truncation, drift_err, terms)
+    if v == "not asymptotic" and terms is not None and drift_value <= DRIFT_SHARE * tol:
+        notes.append(f"slope between the bias ({terms[0]:.3f}) and variance ({terms[1]:.3f}) "
+                     f"exponents: the {'variance' if predicted == terms[1] else 'bias'} term "
+                     "has not taken over yet (a larger horizon, or more label noise)")
+    elif v == "not asymptotic":
         notes.append(f"local slopes over the last {DRIFT_OCTAVES} octaves drift by "
                      f"{drift_value:.3f} > {DRIFT_SHARE} x tolerance {tol:.3f}")
     if v == "finite d":
-        notes.append(f"truncation at d cuts {series.truncation:.2f} of the rate-setting tail at "
-                     f"the largest {axis} (>= {FINITE_D_SHARE}): raise d")
+        notes.append(f"truncation at d cuts {truncation:.2f} of the rate-setting tail at "
+                     f"the largest {axis} (>= {FINITE_D_SHARE}) and fewer than {MIN_POINTS} "
+                     f"values lie below it: raise d")
     if above_one and np.isfinite(pred) and pred > 0:
         last = y[ok][-1]
         if not last > 1.0:
             notes.append(f"predicted > 1 (KD gain) but {quantity} = {last:.3g} at the largest "
                          f"{axis}")
             v = "inconsistent"
-    return {**base, "n_points": fit.n_points, "range": f"{_num(x[ok][main][0])}.."
+    return {**base, "truncation": truncation, "n_points": fit.n_points,
+            "range": f"{_num(x[ok][main][0])}.."
             f"{_num(x[ok][main][-1])}", "slope": fit.slope, "slope_err": fit.slope_err,
             "slope_raw": raw, "drift": drift_value, "tolerance": tol,
             "difference": fit.slope - pred if np.isfinite(pred) else math.nan,
@@ -471,14 +503,20 @@ def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series:
 
 
 def judge(x: Sequence[float], y: Sequence[float], predicted: float | None,
-          schedule: str = "geometric", batch: int = 1, truncation: float = 0.0,
-          draws: np.ndarray | None = None) -> dict[str, Any]:
+          schedule: str = "geometric", batch: int = 1,
+          truncation: float | Sequence[float] = 0.0, draws: np.ndarray | None = None,
+          terms: tuple[float, float] | None = None) -> dict[str, Any]:
     """One series through the full rule (horizon, drift, truncation, tolerance) outside a
-    cube: the row :func:`fit_cube` would write for it (empty fit columns when too short)."""
+    cube: the row :func:`fit_cube` would write for it (empty fit columns when too short).
+    ``truncation``: the tail share d cuts, one number for the series or one per x value."""
     x = np.asarray(x, float)
+    per_x = np.ndim(truncation) > 0
     s = Series(x, np.asarray(y, float), draws, x_eff=effective_horizon(x / batch, schedule),
-               horizon=schedule, truncation=truncation)
-    row = _row("series", "y", "x", "exact" if draws is None else "mc", "", s, predicted)
+               horizon=schedule,
+               truncation=float(np.max(truncation)) if per_x else float(truncation),
+               truncation_x=np.asarray(truncation, float) if per_x else None)
+    row = _row("series", "y", "x", "exact" if draws is None else "mc", "", s, predicted,
+               terms=terms)
     if row is None:
         raise ValueError(f"judge needs at least {MIN_POINTS} usable points, got "
                          f"{int(usable(x, y).sum())}")
@@ -542,8 +580,9 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                     series.notes += _kd_notes(cube, vals, x)
                 if family in ("direct", "ceiling"):
                     series.notes += _target_note(cube, vals)
+                terms = cube.predictions(at).get(f"{key}_terms")
                 row = _row(family, name, axis, method, _fixed_text(vals), series, pred,
-                           above_one=family == "kd_der")
+                           above_one=family == "kd_der", terms=terms)
                 if row is not None:
                     rows.append(row)
 
@@ -575,11 +614,14 @@ def _set_horizon(cube: _Cube, vals: dict[str, Any], role: str, series: Series) -
         series.x_eff = effective_horizon(steps, schedule)
         series.horizon = {"geometric": "T/log2 T", "tail_geometric": "(T/2)/log2(T/2)"}.get(
             schedule, "T") + (f", T = samples/{batch}" if batch != 1 else "")
+    gamma0 = _gamma0(cube, vals, role)
+    width = min(p.d, rank or p.d)
+    series.truncation_x = np.array([
+        truncated_share(kstar_power(alpha, cutoff_threshold(float(t), gamma0, "lower")) / width,
+                        p) if np.isfinite(t) else math.nan for t in steps])
     ok = usable(series.x, series.y)
     if ok.any():
-        t_max = float(steps[ok].max())
-        kstar = kstar_power(alpha, cutoff_threshold(t_max, _gamma0(cube, vals, role), "lower"))
-        series.truncation = truncated_share(kstar / min(p.d, rank or p.d), p)
+        series.truncation = float(np.nanmax(series.truncation_x[ok]))
 
 
 def _first_usable(cube: _Cube, sub: xr.Dataset, free: Sequence[str], axis: str, x: np.ndarray
@@ -765,8 +807,11 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
     _set_horizon(cube, vals, "t", horizon)
     if np.isfinite(kstar).any():  # the student's optimal cutoff must fit in d as well
         p = cube.point(vals)
-        horizon.truncation = np.nanmax([
-            horizon.truncation, truncated_share(np.nanmax(kstar) / min(p.d, p.r_s or p.d), p)])
+        student = np.array([truncated_share(k / min(p.d, p.r_s or p.d), p)
+                            if np.isfinite(k) else math.nan for k in kstar])
+        horizon.truncation = np.nanmax([horizon.truncation, np.nanmax(student)])
+        if horizon.truncation_x is not None:
+            horizon.truncation_x = np.fmax(horizon.truncation_x, student)
     new = []
     for family, quantity, y, d, key in specs:
         if y is None:
@@ -783,7 +828,7 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
             extra.append("no standard errors in the cube: exact-style error")
         s = Series(xN, y, d if method == "mc" else None, edge & have,
                    notes + horizon.notes + extra, horizon.x_eff, horizon.horizon,
-                   horizon.truncation)
+                   horizon.truncation, horizon.truncation_x)
         if usable(xN, y).sum() < MIN_POINTS and not (edge & have).any():
             skipped.append(1)
             continue

@@ -71,14 +71,15 @@ def student_source_exponent(p: Point) -> float:
     return p.beta + p.alpha_s - p.alpha_t
 
 
-def predictions(p: Point) -> dict[str, float]:
-    """Exponents (in N) that §5 predicts at this point, keyed by family name.
+def predictions(p: Point) -> dict[str, float | tuple[float, float]]:
+    """Exponents (in N) that §5 predicts at this point, keyed by family name; ``*_terms``:
+    the (bias, variance) exponents whose larger one is the rate of a noisy direct run.
 
     KD entries appear only where Theorem 3's regime α_S > α_T > 1+β holds (power-law or
     gaussian source); W2S entries only for the lowdim target (Theorem 5's assumption).
     """
     noisy = p.sigma2 > 0
-    out: dict[str, float] = {}
+    out: dict[str, float | tuple[float, float]] = {}
     # Lemma 1 needs a trace-class spectrum (alpha > 1) and a target of finite energy
     # (sum_i e_i < inf, i.e. alpha_t - beta > 1 for the power/gaussian targets); outside
     # that it predicts nothing.
@@ -90,6 +91,9 @@ def predictions(p: Point) -> dict[str, float]:
         out[f"kstar_{run}"] = kstar_exponent(alpha)
         if p.target != "lowdim":
             out[f"risk_{run}"] = direct_risk_exponent(alpha, beta, noisy)
+            if noisy:  # both terms: before their crossover the slope lies between them
+                out[f"risk_{run}_terms"] = (direct_bias_exponent(alpha, beta),
+                                            direct_variance_exponent(alpha))
         elif noisy:  # the bias vanishes once k* > k†: variance-dominated
             out[f"risk_{run}"] = direct_variance_exponent(alpha)
         # lowdim without noise: no power law, the risk falls exponentially once k* > k†
