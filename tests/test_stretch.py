@@ -168,9 +168,9 @@ def test_runs_sharing_a_map_advance_together_as_alone(small_point: Callable[...,
 def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, monkeypatch: pytest.MonkeyPatch
                                                   ) -> None:
     """A map first asked for a long stretch needs only its slowest roots (a suffix); a later
-    short one extends the suffix. C is built in row blocks inside each advance, which also
-    reduces the h, w of roots found since the last; from its second use a map keeps C (when
-    small enough: forced on or off here) and builds only the rows of new roots into it. In
+    short one extends the suffix. C is built in row blocks inside the advance that needs the
+    rows, which also reduces the h, w of new roots; a map small enough keeps C (forced on or
+    off here) and builds only the rows of new roots into it, others rebuild it. In
     any order of the calls, every result must match stepping (1e-9). Planted bugs this
     catches: new rows of a kept map written or read at the buffer's start instead of the
     suffix's; kept rows marked valid before they are built; pending h, w never reduced (the
