@@ -559,6 +559,8 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
             for vals, sub in cube.slices(data, held):
                 if family.startswith("kd") and "n" in held and vals["n"] != last_n:
                     continue  # KD limits: at the largest n only
+                if family.startswith("kd") and _target(cube, vals) == "lowdim":
+                    continue  # Theorem 3 is about power-law sources (see _unfitted)
                 found = _first_usable(cube, sub, free, axis, x)
                 if found is None:
                     skipped.append(1)
@@ -585,6 +587,13 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                            above_one=family == "kd_der", terms=terms)
                 if row is not None:
                     rows.append(row)
+
+
+def _target(cube: _Cube, vals: dict[str, Any]) -> str | None:
+    try:
+        return cube.param(vals, "target")
+    except ParameterError:
+        return None
 
 
 def truncated_share(kstar_over_d: float, p: Any) -> float:
@@ -875,6 +884,11 @@ def _unfitted(cube: _Cube) -> list[str]:
             out.append(f"{family} ({name} vs {axis}): {axis} is "
                        + (f"an axis of {m} value(s)" if m else "not a grid axis")
                        + f", a rate needs at least {MIN_POINTS}")
+    targets = cube.layout.axes.get("target", [cube.layout.fixed.get("target")])
+    if "lowdim" in targets and any(f.startswith("kd") for f, *_ in SIMPLE_FAMILIES):
+        out.append("kd_limit, kd_der for the lowdim target: Theorem 3 is stated for a "
+                   "power-law source and predicts nothing there (its der is in the cube and "
+                   "the der maps)")
     nN = len(cube.layout.axes["N"]) if "N" in cube.axes else 0
     if nN < MIN_POINTS:
         out.append(f"w2s_* (optimum over n vs N): N has {nN} value(s), needs {MIN_POINTS}")
@@ -940,14 +954,23 @@ VERDICT_MEANING = {
 
 
 def summary(df: pd.DataFrame) -> str:
-    """One paragraph a newcomer can read: how many rows got which verdict, and why."""
+    """One paragraph a newcomer can read: of the rows the theory predicts, how many were
+    decided and why the others were not; rows without a prediction are counted apart."""
     if df.empty:
         return "No family could be fitted on this grid."
     counts = df["verdict"].value_counts()
-    parts = [f"{int(counts[v])} {v} ({VERDICT_MEANING[v]})" for v in VERDICTS if v in counts]
+    free = int(counts.get("no prediction", 0))
+    predicted = len(df) - free
     judged = int(counts.get("consistent", 0) + counts.get("inconsistent", 0))
-    return (f"Of {len(df)} fitted rows, {judged} reached a converged, in-range fit and were "
-            "compared with the theory. " + "; ".join(parts) + ".")
+    parts = [f"{int(counts[v])} {v} ({VERDICT_MEANING[v]})" for v in VERDICTS
+             if v in counts and v != "no prediction"]
+    text = (f"Of {predicted} fitted rows with a prediction, {judged} "
+            f"({judged / predicted:.0%}) were decided: " if predicted else "")
+    text += "; ".join(parts) + "." if parts else ""
+    if free:
+        text += (f" {free} more rows fit curves where the theory predicts no power law (e.g. "
+                 "der outside the KD regime): listed for reference, not judged.")
+    return text.strip()
 
 
 def to_markdown(df: pd.DataFrame) -> str:
