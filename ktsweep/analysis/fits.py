@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -410,6 +410,13 @@ class Series:
 class _Cube(CubeView):
     """A cube for the fits: theory predictions and parameters at labelled grid values."""
 
+    def computed(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` for this cube (engine calls several families share)."""
+        memo = self.__dict__.setdefault("_computed", {})
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+
     def predictions(self, values: dict[str, Any]) -> dict[str, float]:
         """theory.predictions there (exponents do not depend on the fitted axis' value)."""
         try:
@@ -567,15 +574,17 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                     continue
                 free_vals, y, se = found
                 at = {**vals, **free_vals}
-                limit = (_kd_limit(cube, at, x, name)
-                         if family.startswith("kd") and method == "exact" else None)
-                if limit is not None:  # lim_n from the closed form, not the finite largest n
+                pred = cube.predictions(at).get(key)
+                # lim_n from the closed form, not the finite largest n; only where Theorem 3
+                # predicts something (the reference rows keep the grid's n: no recompute)
+                limit = (_kd_limit(cube, at, name) if family.startswith("kd")
+                         and method == "exact" and pred is not None else None)
+                if limit is not None:
                     y, se = limit[0], None
                 seed = family_seed(family, method, _fixed_text(vals))
                 draws = None if se is None else normal_draws(y, se, seed=seed)
                 series = Series(x, y, draws)
                 _set_horizon(cube, at, role, series)
-                pred = cube.predictions(at).get(key)
                 if limit is not None:
                     series.notes.append(limit[1])
                 elif family.startswith("kd"):
@@ -667,12 +676,12 @@ def _target_note(cube: _Cube, vals: dict[str, Any]) -> list[str]:
             f"bias exponent (1+beta-alpha_T)/alpha_S = {bias:.3f}"]
 
 
-def _kd_limit(cube: _Cube, at: dict[str, Any], x: np.ndarray, name: str
-              ) -> tuple[np.ndarray, str] | None:
-    """``name`` (risk_t2s or der) at n = inf for each N in ``x``, from the exact engine's
+def _kd_limit(cube: _Cube, at: dict[str, Any], name: str) -> tuple[np.ndarray, str] | None:
+    """``name`` (risk_t2s or der) at n = inf for each N of the grid, from the exact engine's
     closed-form limit (docs/science/limits.md), where the cube's n at ``at`` is finite: Theorem
     3 is a statement about lim_n, and a finite n is reached only for n >> N^(alpha_S/alpha_T).
-    None where n is already inf, tied to another axis, or the points are invalid."""
+    None where n is already inf, tied to another axis, or the points are invalid. Computed
+    once per ``at`` (both KD families read it)."""
     from ktsweep.engines import exact
 
     if "n" in cube.layout.tie:
@@ -684,7 +693,8 @@ def _kd_limit(cube: _Cube, at: dict[str, Any], x: np.ndarray, name: str
         points = [cube.point({**at, "N": N, "n": math.inf}) for N in cube.layout.axes["N"]]
     except ParameterError:
         return None
-    out = exact.evaluate(points)
+    out = cube.computed(tuple(sorted((k, str(v)) for k, v in at.items())),
+                        lambda: exact.evaluate(points))
     y = np.where(out["status"] == "ok", np.asarray(out[name], float), np.nan)
     return y, (f"lim_n from the exact n = inf closed form (the grid's n = {_num(n)} is finite; "
                "docs/science/limits.md)")
