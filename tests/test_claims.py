@@ -148,6 +148,12 @@ def test_kd_order_reads_the_fitted_exponents(ds):
     assert claims.check_kd_order(claims.Evidence(ds, up)).verdict == "holds"
     down = up.assign(slope=[0.05, 0.12, 0.10])
     assert claims.check_kd_order(claims.Evidence(ds, down)).verdict == "fails"
+    # Mutation: a grid without two alpha_S in the KD regime called `not asymptotic` (it can
+    # never decide the ordering, however large N gets: the tied alpha_S = alpha_T sweep).
+    outside = up.assign(verdict="no prediction")
+    assert claims.check_kd_order(claims.Evidence(ds, outside)).verdict == "not in this sweep"
+    waiting = up.assign(verdict=["consistent", "not asymptotic", "not asymptotic"])
+    assert claims.check_kd_order(claims.Evidence(ds, waiting)).verdict == "not asymptotic"
 
 
 def test_cli_claims_from_the_fit_table(phase_cube, fits, tmp_path, capsys):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -410,6 +410,13 @@ class Series:
 class _Cube(CubeView):
     """A cube for the fits: theory predictions and parameters at labelled grid values."""
 
+    def computed(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` for this cube (engine calls several families share)."""
+        memo = self.__dict__.setdefault("_computed", {})
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+
     def predictions(self, values: dict[str, Any]) -> dict[str, float]:
         """theory.predictions there (exponents do not depend on the fitted axis' value)."""
         try:
@@ -559,21 +566,25 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
             for vals, sub in cube.slices(data, held):
                 if family.startswith("kd") and "n" in held and vals["n"] != last_n:
                     continue  # KD limits: at the largest n only
+                if family.startswith("kd") and _target(cube, vals) == "lowdim":
+                    continue  # Theorem 3 is about power-law sources (see _unfitted)
                 found = _first_usable(cube, sub, free, axis, x)
                 if found is None:
                     skipped.append(1)
                     continue
                 free_vals, y, se = found
                 at = {**vals, **free_vals}
-                limit = (_kd_limit(cube, at, x, name)
-                         if family.startswith("kd") and method == "exact" else None)
-                if limit is not None:  # lim_n from the closed form, not the finite largest n
+                pred = cube.predictions(at).get(key)
+                # lim_n from the closed form, not the finite largest n; only where Theorem 3
+                # predicts something (the reference rows keep the grid's n: no recompute)
+                limit = (_kd_limit(cube, at, name) if family.startswith("kd")
+                         and method == "exact" and pred is not None else None)
+                if limit is not None:
                     y, se = limit[0], None
                 seed = family_seed(family, method, _fixed_text(vals))
                 draws = None if se is None else normal_draws(y, se, seed=seed)
                 series = Series(x, y, draws)
                 _set_horizon(cube, at, role, series)
-                pred = cube.predictions(at).get(key)
                 if limit is not None:
                     series.notes.append(limit[1])
                 elif family.startswith("kd"):
@@ -585,6 +596,13 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                            above_one=family == "kd_der", terms=terms)
                 if row is not None:
                     rows.append(row)
+
+
+def _target(cube: _Cube, vals: dict[str, Any]) -> str | None:
+    try:
+        return cube.param(vals, "target")
+    except ParameterError:
+        return None
 
 
 def truncated_share(kstar_over_d: float, p: Any) -> float:
@@ -658,12 +676,12 @@ def _target_note(cube: _Cube, vals: dict[str, Any]) -> list[str]:
             f"bias exponent (1+beta-alpha_T)/alpha_S = {bias:.3f}"]
 
 
-def _kd_limit(cube: _Cube, at: dict[str, Any], x: np.ndarray, name: str
-              ) -> tuple[np.ndarray, str] | None:
-    """``name`` (risk_t2s or der) at n = inf for each N in ``x``, from the exact engine's
+def _kd_limit(cube: _Cube, at: dict[str, Any], name: str) -> tuple[np.ndarray, str] | None:
+    """``name`` (risk_t2s or der) at n = inf for each N of the grid, from the exact engine's
     closed-form limit (docs/science/limits.md), where the cube's n at ``at`` is finite: Theorem
     3 is a statement about lim_n, and a finite n is reached only for n >> N^(alpha_S/alpha_T).
-    None where n is already inf, tied to another axis, or the points are invalid."""
+    None where n is already inf, tied to another axis, or the points are invalid. Computed
+    once per ``at`` (both KD families read it)."""
     from ktsweep.engines import exact
 
     if "n" in cube.layout.tie:
@@ -675,7 +693,8 @@ def _kd_limit(cube: _Cube, at: dict[str, Any], x: np.ndarray, name: str
         points = [cube.point({**at, "N": N, "n": math.inf}) for N in cube.layout.axes["N"]]
     except ParameterError:
         return None
-    out = exact.evaluate(points)
+    out = cube.computed(tuple(sorted((k, str(v)) for k, v in at.items())),
+                        lambda: exact.evaluate(points))
     y = np.where(out["status"] == "ok", np.asarray(out[name], float), np.nan)
     return y, (f"lim_n from the exact n = inf closed form (the grid's n = {_num(n)} is finite; "
                "docs/science/limits.md)")
@@ -875,6 +894,11 @@ def _unfitted(cube: _Cube) -> list[str]:
             out.append(f"{family} ({name} vs {axis}): {axis} is "
                        + (f"an axis of {m} value(s)" if m else "not a grid axis")
                        + f", a rate needs at least {MIN_POINTS}")
+    targets = cube.layout.axes.get("target", [cube.layout.fixed.get("target")])
+    if "lowdim" in targets and any(f.startswith("kd") for f, *_ in SIMPLE_FAMILIES):
+        out.append("kd_limit, kd_der for the lowdim target: Theorem 3 is stated for a "
+                   "power-law source and predicts nothing there (its der is in the cube and "
+                   "the der maps)")
     nN = len(cube.layout.axes["N"]) if "N" in cube.axes else 0
     if nN < MIN_POINTS:
         out.append(f"w2s_* (optimum over n vs N): N has {nN} value(s), needs {MIN_POINTS}")
@@ -940,14 +964,23 @@ VERDICT_MEANING = {
 
 
 def summary(df: pd.DataFrame) -> str:
-    """One paragraph a newcomer can read: how many rows got which verdict, and why."""
+    """One paragraph a newcomer can read: of the rows the theory predicts, how many were
+    decided and why the others were not; rows without a prediction are counted apart."""
     if df.empty:
         return "No family could be fitted on this grid."
     counts = df["verdict"].value_counts()
-    parts = [f"{int(counts[v])} {v} ({VERDICT_MEANING[v]})" for v in VERDICTS if v in counts]
+    free = int(counts.get("no prediction", 0))
+    predicted = len(df) - free
     judged = int(counts.get("consistent", 0) + counts.get("inconsistent", 0))
-    return (f"Of {len(df)} fitted rows, {judged} reached a converged, in-range fit and were "
-            "compared with the theory. " + "; ".join(parts) + ".")
+    parts = [f"{int(counts[v])} {v} ({VERDICT_MEANING[v]})" for v in VERDICTS
+             if v in counts and v != "no prediction"]
+    text = (f"Of {predicted} fitted rows with a prediction, {judged} "
+            f"({judged / predicted:.0%}) were decided: " if predicted else "")
+    text += "; ".join(parts) + "." if parts else ""
+    if free:
+        text += (f" {free} more rows fit curves where the theory predicts no power law (e.g. "
+                 "der outside the KD regime): listed for reference, not judged.")
+    return text.strip()
 
 
 def to_markdown(df: pd.DataFrame) -> str:
