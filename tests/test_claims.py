@@ -209,3 +209,26 @@ def test_cli_claim_table_reads_each_sweeps_csv(tmp_path, capsys):
     assert cli.main(["claim-table", str(tmp_path / "one" / "claims.csv"),
                      str(tmp_path / "one" / "claims.csv"), "--md", str(out)]) == 2
     assert cli.main(["claim-table", str(tmp_path / "fits.csv"), "--md", str(out)]) == 2
+
+
+def test_committed_project_table_covers_every_claim():
+    """docs/science/claim-table.md (make claim-table) has one summary row and one evidence
+    section per claim, with a verdict ktsweep knows, and counts that match its rows.
+
+    Mutation caught: a claim added to CLAIMS (or renamed) without regenerating the table."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "science" / "claim-table.md"
+            ).read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in {c.key for c in claims.CLAIMS}:
+            rows.setdefault(cells[0], cells[2])  # the summary table comes first
+    assert set(rows) == {c.key for c in claims.CLAIMS}
+    assert set(rows.values()) <= set(claims.CLAIM_VERDICTS)
+    for c in claims.CLAIMS:
+        assert f"### {c.key}\n" in text
+    counts = pd.Series(list(rows.values())).value_counts()
+    summary = ", ".join(f"{int(counts[v])} {v}" for v in claims.CLAIM_VERDICTS if v in counts)
+    assert f"{len(rows)} claims: {summary}." in text

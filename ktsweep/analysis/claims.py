@@ -499,7 +499,12 @@ def combine(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         else:
             verdict = next((v for v in UNDECIDED_ORDER if by[v]), "not in this sweep")
             why = by[verdict]
-        reason = "; ".join(f"{s[0]}: {s[3]}" for s in why if s[3]) if verdict != "holds" else ""
+        grouped: dict[str, list[str]] = {}  # one reason, the sweeps that give it
+        for s in why:
+            if s[3]:
+                grouped.setdefault(s[3], []).append(s[0])
+        reason = "; ".join(f"{', '.join(names)}: {text}" for text, names in grouped.items()
+                           ) if verdict != "holds" else ""
         if not seen:
             reason = "no sweep tested it"
         rows.append({"claim": key, "source": claim.source, "statement": claim.statement,
