@@ -112,6 +112,9 @@ def test_bound_claims_count_only_points_inside_the_step_condition(ds, fits):
     one = {"target": "gaussian", "alpha_t": 2.0, "alpha_s": 2.0, "N": 64.0, "n": 32.0}
     bad = _plant(base, "sandwich_teacher", lambda f: Flag.NO, **one)
     assert _verdicts(bad, fits)["bound_sandwich"].verdict == "fails"
+    # the reason names the violating point (mutation: the first point of the grid instead)
+    assert "first at target=gaussian, alpha_t=2, alpha_s=2, N=64, n=32 (teacher)" in \
+        _verdicts(bad, fits)["bound_sandwich"].reason
     outside = _plant(bad, "step_condition", lambda f: Flag.NO, **one)
     assert _verdicts(outside, fits)["bound_sandwich"].verdict == "holds"
     none = base.copy()

@@ -89,6 +89,11 @@ class Evidence(CubeView):
         return self._points
 
 
+def _label(v: Any) -> str:
+    """An axis label as the table prints it (numbers to 3 digits, words as they are)."""
+    return _num(float(v)) if isinstance(v, int | float | np.number) else str(v)
+
+
 def _num(v: float) -> str:
     if not np.isfinite(v):
         return "inf" if v > 0 else str(v)
@@ -335,11 +340,19 @@ def check_bounds(kind: str) -> Callable[[Evidence], Outcome]:
         else:
             flags = [(ev.ds["bound_t2s_holds"], xr.ones_like(cond, dtype=bool))]
         yes = no = outside = 0
-        for f, scope in flags:
+        where = ""  # the first violating point, named by its axis labels
+        for (f, scope), run in zip(flags, ("teacher", "direct", "ceiling"), strict=False):
             sel = cond & scope
             yes += int(((f == Flag.YES) & sel).sum())
-            no += int(((f == Flag.NO) & sel).sum())
+            bad = (f == Flag.NO) & sel
+            no += int(bad.sum())
             outside += int(((f != Flag.UNDETERMINED) & ~sel).sum())
+            if not where and bool(bad.any()):
+                first = np.argwhere(bad.transpose(*bad.dims).values)[0]
+                label = ", ".join(f"{dim}={_label(bad[dim].values[i])}"
+                                  for dim, i in zip(bad.dims, first, strict=True)
+                                  if dim in ev.axes)
+                where = f", first at {label}" + (f" ({run})" if kind == "sandwich" else "")
         measured = f"holds at {yes} of {yes + no} runs where the step condition holds" + (
             f" ({outside} runs outside the step condition or scope not counted)" if outside
             else "")
@@ -349,7 +362,7 @@ def check_bounds(kind: str) -> Callable[[Evidence], Outcome]:
                            "the bounds are not guaranteed anywhere on this grid")
         if no:
             return Outcome("fails", measured, f"{no} runs violate the bound inside its "
-                           "conditions" + (" (the transfer bound adds head errors in "
+                           f"conditions{where}" + (" (the transfer bound adds head errors in "
                                            "quadrature; docs/science/bounds.md)"
                                            if kind == "transfer" else ""))
         return Outcome("holds", measured)
