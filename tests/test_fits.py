@@ -264,7 +264,11 @@ def _w2s_cube(n_values, alpha_t=1.0, alpha_s=2.0, q=None, p=None, g=None, method
     gap = 0.5 * Nn**g * np.ones_like(nn)
     shape = ds["risk_t2s"].shape
     rng = np.random.default_rng(0)
-    for name, val in (("risk_t2s", risk), ("pgr", 1 - gap), ("risk_teacher", 10 * Nn**-0.3),
+    # w2s_gap reads w2s_ratio (Theorem 5's 1 - PGR); pgr (same-n ceiling) is planted with
+    # another exponent, so a fit of 1 - pgr (the old, wrong quantity) misses g.
+    for name, val in (("risk_t2s", risk), ("w2s_ratio", gap),
+                      ("pgr", 1 - 0.5 * Nn ** (g / 2) * np.ones_like(nn)),
+                      ("risk_teacher", 10 * Nn**-0.3),
                       ("der", np.ones_like(Nn))):
         full = np.repeat(val[..., None], shape[-1], axis=-1)
         if "mc" in methods:  # the mc column: 1% multiplicative noise, se recorded

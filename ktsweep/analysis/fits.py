@@ -13,13 +13,14 @@ uncertainty, the exponent §5 predicts there and a verdict. Families fitted:
   Monte Carlo rows use the largest ``n`` and the notes say when n < N_max^{α_S/α_T}.
 - ``w2s_*`` (lowdim target, Theorem 5) — the optimum over the ``n`` axis, or, without an ``n``
   axis, over the T2S learning-curve checkpoints (``n = step · batch_s``; the notes say which):
-  ``risk_t2s`` at the optimum (``w2s_min_risk``), ``1 − pgr`` there (``w2s_gap``, ``n`` axis
-  only: the curves carry no ceiling), ``n_opt`` against the paper's exponent
-  (``w2s_nopt_paper``) and the audited one (``w2s_nopt_audited``), and the student cutoff
-  implied by ``n_opt`` (``w2s_kstar_opt``, :func:`student_cutoff`). An optimum on the first or
-  last available ``n`` is an *edge*: that ``N`` is left out of the fit, and a family with
-  fewer than three interior optima is reported with verdict ``edge`` and no slope. Interior
-  optima are refined between grid points (:func:`refine_optimum`).
+  ``risk_t2s`` at the optimum (``w2s_min_risk``), ``w2s_ratio`` there (``w2s_gap``: Theorem
+  5's 1 − PGR, whose proof takes the ceiling's risk as zero; ``n`` axis only), ``n_opt``
+  against the paper's exponent (``w2s_nopt_paper``) and the audited one
+  (``w2s_nopt_audited``), and the student cutoff implied by ``n_opt`` (``w2s_kstar_opt``,
+  :func:`student_cutoff`). An optimum on the first or last available ``n`` is an *edge*:
+  that ``N`` is left out of the fit, and a family with fewer than three interior optima is
+  reported with verdict ``edge`` and no slope. Interior optima are refined between grid
+  points (:func:`refine_optimum`).
 
 Rules (also written on top of the Markdown table, :data:`RULES`): each family is fitted
 against the effective horizon of its run's schedule (:func:`effective_horizon`), the raw-axis
@@ -88,7 +89,7 @@ FAMILY_TITLES = {
     "kd_limit": "KD: T2S risk vs N at the largest n (Theorem 3 limit rate)",
     "kd_der": "KD: data-efficiency ratio der vs N (Theorem 3, kappa)",
     "w2s_min_risk": "W2S: min over n of the T2S risk vs N (Theorem 5)",
-    "w2s_gap": "W2S: 1 - pgr at the optimal n vs N (Theorem 5)",
+    "w2s_gap": "W2S: w2s_ratio at the optimal n vs N (Theorem 5's 1 - PGR)",
     "w2s_nopt_paper": "W2S: optimal n vs N, paper's exponent (Theorem 5 as stated)",
     "w2s_nopt_audited": "W2S: optimal n vs N, audited exponent n_opt ~ (k*_opt)^alpha_S",
     "w2s_kstar_opt": "W2S: student cutoff k* implied by n_opt vs N (Theorem 5)",
@@ -125,7 +126,9 @@ RULES = (
     "is `inconsistent` whatever the slope. W2S optima: the grid minimum of risk_t2s over the "
     "n axis (or, without one of at least 3 values, over the T2S learning-curve checkpoints), "
     "refined by the vertex of a parabola in log-log through it and its two neighbours; "
-    "1 - pgr is read at the grid minimum. KD rows are lim_n: the n = inf points of the grid, "
+    "w2s_ratio (Theorem 5's 1 - PGR: its proof takes the ceiling's risk as zero; "
+    "docs/science/corrections.md) is read at the grid minimum. KD rows are lim_n: the "
+    "n = inf points of the grid, "
     "or, for `exact` where the grid's n is finite, the exact engine's closed-form n = inf "
     "limit computed here (docs/science/limits.md); `mc` rows use the largest n. Points with "
     "status other than ok, and non-positive values, are not used."
@@ -729,11 +732,11 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
     for method in cube.methods:
         if use_axis:
             data = _with_se(cube, "risk_t2s", method)
-            if cube.has("pgr"):
-                pgr = _with_se(cube, "pgr", method)
-                data["pgr"] = pgr["y"]
-                if "se" in pgr:
-                    data["pgr_se"] = pgr["se"]
+            if cube.has("w2s_ratio"):  # Theorem 5's 1 - PGR (ceiling risk zero in its proof)
+                ratio = _with_se(cube, "w2s_ratio", method)
+                data["ratio"] = ratio["y"]
+                if "se" in ratio:
+                    data["ratio_se"] = ratio["se"]
             data = data.isel(n=finite_n)  # n = inf is the limit (T2S = teacher), not a run
             grid_n = np.asarray(cube.layout.axes["n"], float)[finite_n]
             where = ("optimum over the n axis (its finite values; n_opt and the minimum "
@@ -753,7 +756,7 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
                 continue
             if target != "lowdim":
                 continue
-            tables = [_table(sub, k, inner) for k in ("y", "se", "pgr", "pgr_se")]
+            tables = [_table(sub, k, inner) for k in ("y", "se", "ratio", "ratio_se")]
             _w2s_one(cube, rows, skipped, method, vals, xN, *tables, grid_n, where)
 
 
@@ -769,7 +772,7 @@ def _table(sub: xr.Dataset, name: str, dims: Sequence[str]) -> np.ndarray | None
     return sub[name].transpose(*dims).values.astype(float) if name in sub else None
 
 
-def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, pgr_se,
+def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, ratio, ratio_se,
              grid_n, where) -> None:
     """One W2S family group: ``risk`` is (N, n-or-step)."""
     nN = len(xN)
@@ -789,7 +792,7 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
     n_opt, min_risk = np.full(nN, np.nan), np.full(nN, np.nan)
     for i in np.flatnonzero(have):
         n_opt[i], min_risk[i] = refine_optimum(grid_n, risk[i], j[i])
-    gap = np.where(have, 1.0 - pgr[rows_idx, jj], np.nan) if pgr is not None else None
+    gap = np.where(have, ratio[rows_idx, jj], np.nan) if ratio is not None else None
     alpha_s = cube.param(vals, "alpha_s")
     gamma0 = _gamma0(cube, vals, "s")
     kstar = np.array([student_cutoff(n, alpha_s, gamma0, batch_s) if np.isfinite(n) else np.nan
@@ -806,10 +809,10 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
             draws["n"][b, i], draws["min"][b, i] = refine_optimum(grid_n, rd[b, i], jd[b, i])
         draws["k"] = np.vectorize(lambda n: student_cutoff(n, alpha_s, gamma0, batch_s))(
             draws["n"])
-        if pgr is not None:
-            pd_ = normal_draws(pgr, pgr_se if pgr_se is not None else np.zeros_like(pgr),
-                               seed=family_seed("w2s", method, _fixed_text(vals), "pgr"))
-            draws["gap"] = 1.0 - np.take_along_axis(pd_, jd[..., None], axis=2)[..., 0]
+        if ratio is not None:
+            rd_ = normal_draws(ratio, ratio_se if ratio_se is not None else np.zeros_like(ratio),
+                               seed=family_seed("w2s", method, _fixed_text(vals), "ratio"))
+            draws["gap"] = np.take_along_axis(rd_, jd[..., None], axis=2)[..., 0]
     pred = cube.predictions(vals)
     fixed = _fixed_text(vals)
     notes = [where]
@@ -817,7 +820,7 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
         notes.append("sigma2=0: no label noise for the student to filter out")
     specs = [
         ("w2s_min_risk", "min risk_t2s", min_risk, draws.get("min"), "risk_t2s_min"),
-        ("w2s_gap", "1 - pgr at grid n_opt", gap, draws.get("gap"), "one_minus_pgr"),
+        ("w2s_gap", "w2s_ratio at grid n_opt", gap, draws.get("gap"), "one_minus_pgr"),
         ("w2s_nopt_paper", "n_opt", n_opt, draws.get("n"), "n_opt_paper"),
         ("w2s_nopt_audited", "n_opt", n_opt, draws.get("n"), "n_opt_audited"),
         ("w2s_kstar_opt", "k*_opt (from n_opt)", kstar, draws.get("k"), "kstar_opt"),
@@ -836,10 +839,6 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, pgr, p
         if y is None:
             continue
         extra = []
-        if family == "w2s_gap" and np.any(np.isfinite(y) & (y <= 0)):
-            extra.append("1 - pgr <= 0 at N=" + ",".join(_num(v) for v in xN[np.isfinite(y)
-                                                                             & (y <= 0)])
-                         + " (not usable in a log fit)")
         if family == "w2s_kstar_opt":
             extra.append(f"k* = (gamma0_s T / log2 T)^(1/alpha_S), T = n_opt / batch_s, "
                          f"gamma0_s={gamma0:.4g}")
