@@ -118,3 +118,18 @@ def test_common_entries_always_present() -> None:
     assert pred["risk_direct"] == pytest.approx((1.0 + 2.5 - 4.0) / 4.0)
     assert pred["kstar_teacher"] == pytest.approx(0.5)
     assert pred["kstar_direct"] == pytest.approx(0.25)
+
+
+def test_two_term_exponents_by_hand() -> None:
+    """The (bias, variance) pairs the fits use to tell a crossover from a miss.
+
+    Direct student at α_T = 3, α_S = 3.5, β = 0: bias (1 + 0.5 − 3.5)/3.5 = −4/7, variance
+    (1 − 3.5)/3.5 = −5/7. der = risk_direct / lim risk_t2s with lim exponent −2/3: κ = −4/7 +
+    2/3 = 2/21 and, from the variance term, −5/7 + 2/3 = −1/21. Noise-free runs have one term.
+    Mutations: der_terms built from the teacher's variance, or given without noise."""
+    noisy = theory.predictions(point(alpha_t=3.0, alpha_s=3.5, sigma2=0.1))
+    assert noisy["risk_direct_terms"] == pytest.approx((-4 / 7, -5 / 7))
+    assert noisy["der_terms"] == pytest.approx((2 / 21, -1 / 21))
+    assert noisy["der"] == pytest.approx(max(noisy["der_terms"]))
+    clean = theory.predictions(point(alpha_t=3.0, alpha_s=3.5, sigma2=0.0))
+    assert "der_terms" not in clean and "risk_direct_terms" not in clean

@@ -488,9 +488,10 @@ def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series:
     tol = tolerance(predicted, stat_err)
     v = verdict(fit.slope, stat_err, predicted, drift_value, truncation, drift_err, terms)
     if v == "not asymptotic" and terms is not None and drift_value <= DRIFT_SHARE * tol:
-        notes.append(f"slope between the bias ({terms[0]:.3f}) and variance ({terms[1]:.3f}) "
-                     f"exponents: the {'variance' if predicted == terms[1] else 'bias'} term "
-                     "has not taken over yet (a larger horizon, or more label noise)")
+        notes.append(f"slope between the exponents of the bias ({terms[0]:.3f}) and the "
+                     f"variance ({terms[1]:.3f}) term: the "
+                     f"{'variance' if predicted == terms[1] else 'bias'} term has not taken "
+                     "over yet (a larger horizon)")
     elif v == "not asymptotic":
         notes.append(f"local slopes over the last {DRIFT_OCTAVES} octaves drift by "
                      f"{drift_value:.3f} > {DRIFT_SHARE} x tolerance {tol:.3f}")

@@ -100,6 +100,9 @@ def predictions(p: Point) -> dict[str, float | tuple[float, float]]:
     if p.target != "lowdim" and p.alpha_s > p.alpha_t > 1.0 + p.beta:
         out["risk_t2s_limit"] = kd_t2s_limit_exponent(p.alpha_t, p.beta)
         out["der"] = kd_der_exponent(p.alpha_t, p.alpha_s, p.beta)
+        if noisy:  # der = risk_direct / lim risk_t2s inherits the direct run's two terms
+            out["der_terms"] = (out["der"], direct_variance_exponent(p.alpha_s)
+                                - out["risk_t2s_limit"])
     if p.target == "lowdim":
         out["risk_t2s_min"] = w2s_min_risk_exponent(p.alpha_t, p.alpha_s)
         out["one_minus_pgr"] = w2s_gap_exponent(p.alpha_t, p.alpha_s)
