@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -133,3 +134,7 @@ def test_two_term_exponents_by_hand() -> None:
     assert noisy["der"] == pytest.approx(max(noisy["der_terms"]))
     clean = theory.predictions(point(alpha_t=3.0, alpha_s=3.5, sigma2=0.0))
     assert "der_terms" not in clean and "risk_direct_terms" not in clean
+    # lowdim with noise: the bias dies faster than any power once k* > k† (exponent -inf)
+    low = theory.predictions(point(alpha_t=3.0, alpha_s=3.5, sigma2=0.1, target="lowdim",
+                                   k_dagger=10))
+    assert low["risk_teacher_terms"] == (-math.inf, pytest.approx(-2 / 3))

@@ -488,7 +488,9 @@ def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series:
     tol = tolerance(predicted, stat_err)
     v = verdict(fit.slope, stat_err, predicted, drift_value, truncation, drift_err, terms)
     if v == "not asymptotic" and terms is not None and drift_value <= DRIFT_SHARE * tol:
-        notes.append(f"slope between the exponents of the bias ({terms[0]:.3f}) and the "
+        bias = ("an exponentially decaying bias (lowdim target)" if math.isinf(terms[0])
+                else f"the bias ({terms[0]:.3f})")
+        notes.append(f"slope between the exponents of {bias} and the "
                      f"variance ({terms[1]:.3f}) term: the "
                      f"{'variance' if predicted == terms[1] else 'bias'} term has not taken "
                      "over yet (a larger horizon)")

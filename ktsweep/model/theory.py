@@ -6,6 +6,8 @@ Each function returns the exponent p of a law ``quantity ∝ N^p`` (or of the st
 
 from __future__ import annotations
 
+import math
+
 from ktsweep.model.params import Point
 
 
@@ -96,6 +98,8 @@ def predictions(p: Point) -> dict[str, float | tuple[float, float]]:
                                             direct_variance_exponent(alpha))
         elif noisy:  # the bias vanishes once k* > k†: variance-dominated
             out[f"risk_{run}"] = direct_variance_exponent(alpha)
+            # until then the bias falls faster than any power: its "exponent" is -inf
+            out[f"risk_{run}_terms"] = (-math.inf, direct_variance_exponent(alpha))
         # lowdim without noise: no power law, the risk falls exponentially once k* > k†
     if p.target != "lowdim" and p.alpha_s > p.alpha_t > 1.0 + p.beta:
         out["risk_t2s_limit"] = kd_t2s_limit_exponent(p.alpha_t, p.beta)
