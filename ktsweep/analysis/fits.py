@@ -317,6 +317,13 @@ def normal_draws(mean: np.ndarray, se: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
     return mean + se * rng.standard_normal((draws, *mean.shape))
 
 
+def converged(drift_value: float, tol: float, drift_err: float = 0.0) -> bool:
+    """The drift rule of :func:`verdict`: local slopes spread by at most DRIFT_SHARE of the
+    tolerance (plus two statistical errors of the drift, Monte Carlo only); NaN: not."""
+    derr = drift_err if np.isfinite(drift_err) else 0.0
+    return bool(drift_value <= DRIFT_SHARE * tol + 2.0 * derr)
+
+
 def verdict(slope: float, slope_err: float, predicted: float | None, drift_value: float = 0.0,
             truncation: float = 0.0, drift_err: float = 0.0,
             terms: tuple[float, float] | None = None) -> str:
@@ -334,8 +341,7 @@ def verdict(slope: float, slope_err: float, predicted: float | None, drift_value
     if np.isfinite(truncation) and truncation >= FINITE_D_SHARE:
         return "finite d"
     tol = tolerance(predicted, slope_err)
-    derr = drift_err if np.isfinite(drift_err) else 0.0
-    if not drift_value <= DRIFT_SHARE * tol + 2.0 * derr:
+    if not converged(drift_value, tol, drift_err):
         return "not asymptotic"
     if abs(slope - predicted) <= tol:
         return "consistent"
@@ -487,7 +493,7 @@ def _row(family: str, quantity: str, axis: str, method: str, fixed: str, series:
     stat_err = fit.slope_err if series.draws is not None else 0.0
     tol = tolerance(predicted, stat_err)
     v = verdict(fit.slope, stat_err, predicted, drift_value, truncation, drift_err, terms)
-    if v == "not asymptotic" and terms is not None and drift_value <= DRIFT_SHARE * tol:
+    if v == "not asymptotic" and terms is not None and converged(drift_value, tol, drift_err):
         bias = ("an exponentially decaying bias (lowdim target)" if math.isinf(terms[0])
                 else f"the bias ({terms[0]:.3f})")
         notes.append(f"slope between the exponents of {bias} and the "
@@ -580,7 +586,8 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                     continue
                 free_vals, y, se = found
                 at = {**vals, **free_vals}
-                pred = cube.predictions(at).get(key)
+                preds = cube.predictions(at)
+                pred = preds.get(key)
                 # lim_n from the closed form, not the finite largest n; only where Theorem 3
                 # predicts something (the reference rows keep the grid's n: no recompute)
                 limit = (_kd_limit(cube, at, name) if family.startswith("kd")
@@ -597,9 +604,8 @@ def _simple_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]
                     series.notes += _kd_notes(cube, vals, x)
                 if family in ("direct", "ceiling"):
                     series.notes += _target_note(cube, vals)
-                terms = cube.predictions(at).get(f"{key}_terms")
                 row = _row(family, name, axis, method, _fixed_text(vals), series, pred,
-                           above_one=family == "kd_der", terms=terms)
+                           above_one=family == "kd_der", terms=preds.get(f"{key}_terms"))
                 if row is not None:
                     rows.append(row)
 
@@ -753,11 +759,7 @@ def _w2s_families(cube: _Cube, rows: list[dict[str, Any]], skipped: list[int]) -
                      "interpolated as on the n axis): early stopping of the run planned for "
                      "horizon_s, not a run of n_opt samples")
         for vals, sub in cube.slices(data, others):
-            try:
-                target = cube.param(vals, "target")
-            except ParameterError:
-                continue
-            if target != "lowdim":
+            if _target(cube, vals) != "lowdim":
                 continue
             tables = [_table(sub, k, inner) for k in ("y", "se", "ratio", "ratio_se")]
             _w2s_one(cube, rows, skipped, method, vals, xN, *tables, grid_n, where)
