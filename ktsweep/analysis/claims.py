@@ -335,13 +335,13 @@ def check_bounds(kind: str) -> Callable[[Evidence], Outcome]:
                            "add bound to methods")
         cond = ev.ds["step_condition"] == Flag.YES
         if kind == "sandwich":
-            flags = [(ev.ds[f"sandwich_{r}"], ev.ds[f"scope_{r}"] == Flag.YES)
+            flags = [(ev.ds[f"sandwich_{r}"], ev.ds[f"scope_{r}"] == Flag.YES, f" ({r})")
                      for r in ("teacher", "direct", "ceiling")]
         else:
-            flags = [(ev.ds["bound_t2s_holds"], xr.ones_like(cond, dtype=bool))]
+            flags = [(ev.ds["bound_t2s_holds"], xr.ones_like(cond, dtype=bool), "")]
         yes = no = outside = 0
         where = ""  # the first violating point, named by its axis labels
-        for (f, scope), run in zip(flags, ("teacher", "direct", "ceiling"), strict=False):
+        for f, scope, run in flags:
             sel = cond & scope
             yes += int(((f == Flag.YES) & sel).sum())
             bad = (f == Flag.NO) & sel
@@ -352,7 +352,7 @@ def check_bounds(kind: str) -> Callable[[Evidence], Outcome]:
                 label = ", ".join(f"{dim}={_label(bad[dim].values[i])}"
                                   for dim, i in zip(bad.dims, first, strict=True)
                                   if dim in ev.axes)
-                where = f", first at {label}" + (f" ({run})" if kind == "sandwich" else "")
+                where = f", first at {label}{run}"
         measured = f"holds at {yes} of {yes + no} runs where the step condition holds" + (
             f" ({outside} runs outside the step condition or scope not counted)" if outside
             else "")
@@ -442,9 +442,18 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(df: pd.DataFrame) -> str:
+def _md_row(*cells: Any) -> str:
+    return "| " + " | ".join(_cell(x) for x in cells) + " |"
+
+
+def _counts(df: pd.DataFrame) -> str:
+    """'6 holds, 2 fails, ...' in the order of CLAIM_VERDICTS."""
     counts = df["verdict"].value_counts()
-    summary = ", ".join(f"{int(counts[v])} {v}" for v in CLAIM_VERDICTS if v in counts)
+    return ", ".join(f"{int(counts[v])} {v}" for v in CLAIM_VERDICTS if v in counts)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    summary = _counts(df)
     lines = [f"# Claims of arXiv 2606.01292 tested by sweep '{df.attrs.get('name', '')}'", "",
              f"{len(df)} claims: {summary}. Rate claims gather the rows of fits.md (its rules "
              "decide each row); the others read the cube's points (exact estimator where "
@@ -455,8 +464,7 @@ def to_markdown(df: pd.DataFrame) -> str:
              "| claim | source | statement | measured | verdict | reason |",
              "|---|---|---|---|---|---|"]
     for r in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(x) for x in (
-            r.claim, r.source, r.statement, r.measured, r.verdict, r.reason)) + " |")
+        lines.append(_md_row(r.claim, r.source, r.statement, r.measured, r.verdict, r.reason))
     return "\n".join(lines) + "\n"
 
 
@@ -530,20 +538,18 @@ def combine(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def combined_markdown(df: pd.DataFrame, provenance: str = "") -> str:
     """The project's claim table: a summary row per claim, then each sweep's evidence."""
-    counts = df["verdict"].value_counts()
-    summary = ", ".join(f"{int(counts[v])} {v}" for v in CLAIM_VERDICTS if v in counts)
+    summary = _counts(df)
     lines = ["# The claim table of the project", "",
              "Every claim of arXiv 2606.01292 that ktsweep tests, judged over the theory sweeps "
              "of `config/theory/` together. Regenerate it with `make claim-table` (it runs each "
-             "theory sweep, hours on 2 cores, then combines their `claims.csv`). A claim "
+             "theory sweep, about an hour on 2 cores, then combines their `claims.csv`). A claim "
              "**fails** if any sweep contradicts it, **holds** if at least one sweep shows it "
              "and none contradicts it, and otherwise keeps the undecided verdict that says "
              "what to raise first. How each sweep judges a claim: [claims](claims.md).", "",
              f"{len(df)} claims: {summary}." + (f" {provenance}" if provenance else ""), "",
              "| claim | source | verdict | decided by | reason |", "|---|---|---|---|---|"]
     for r in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(x) for x in (
-            r.claim, r.source, r.verdict, r.decided_by or "–", r.reason or "")) + " |")
+        lines.append(_md_row(r.claim, r.source, r.verdict, r.decided_by or "–", r.reason))
     lines += ["", "## Evidence per claim", ""]
     for r in df.itertuples(index=False):
         lines += [f"### {r.claim}", "", f"{r.statement} ({r.source}) — **{r.verdict}**", ""]
@@ -552,8 +558,7 @@ def combined_markdown(df: pd.DataFrame, provenance: str = "") -> str:
             continue
         lines += ["| sweep | verdict | measured | reason |", "|---|---|---|---|"]
         for e in r.evidence:
-            lines.append("| " + " | ".join(_cell(x) for x in (
-                e["sweep"], e["verdict"], e["measured"], e["reason"])) + " |")
+            lines.append(_md_row(e["sweep"], e["verdict"], e["measured"], e["reason"]))
         lines.append("")
     return "\n".join(lines)
 
