@@ -143,10 +143,7 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
     for k in TUNE_EDGES:
         if k in block and k in result:
             block[k][where] = Flag.codes(result[k])
-    for k in SPECTRUM_FITS:
-        if k in block and k in result:
-            block[k][where] = result[k]
-    for k in GEOMETRY:
+    for k in (*SPECTRUM_FITS, *GEOMETRY):  # per-point quantities, copied as they are
         if k in block and k in result:
             block[k][where] = result[k]
 
