@@ -500,3 +500,25 @@ def test_w2s_optimum_is_searched_over_finite_n_only():
     assert audit.verdict == "edge" or "edge of the searched n range" in audit.notes
     assert not (audit.verdict == "inconsistent" and audit.slope == pytest.approx(0.0))
     assert "its finite values" in audit.notes
+
+
+def test_lowdim_truncation_share_follows_the_runs_alpha():
+    """The lowdim target's rate is the variance's, whose tail past k* falls faster the larger
+    the run's alpha: the share d cuts is (k*/d)^max(alpha - 1, 1) with the alpha passed in (the
+    teacher's or the student's), and the gaussian target keeps its bias-tail share.
+
+    Mutations: k*/d for every alpha (the rule before: an alpha = 3 run at k*/d = 0.2, whose
+    slope is 0.002 off, would leave the fit); the target's alpha_t used for a student run; no
+    floor at 1 (alpha = 1.5 would cut at k*/d = 0.0025 instead of 0.05)."""
+    from ktsweep.model.params import make_point
+
+    low = make_point({"alpha_t": 2.0, "alpha_s": 3.0, "N": 64, "n": 64, "sigma2": 1.0,
+                      "d": 100, "target": "lowdim", "k_dagger": 3})
+    assert fits.truncated_share(0.2, low, low.alpha_s) == pytest.approx(0.04)
+    assert fits.truncated_share(0.2, low, low.alpha_s) < fits.FINITE_D_SHARE
+    assert fits.truncated_share(0.2, low, low.alpha_t) == pytest.approx(0.2)
+    assert fits.truncated_share(0.04, low, 1.5) == pytest.approx(0.04)
+    assert fits.truncated_share(3.0, low, 3.0) == 1.0
+    gauss = make_point({"alpha_t": 3.0, "alpha_s": 2.0, "N": 64, "n": 64, "sigma2": 1.0,
+                        "d": 100})
+    assert fits.truncated_share(0.2, gauss, gauss.alpha_s) == pytest.approx(0.2 ** 2)

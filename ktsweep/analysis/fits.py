@@ -64,10 +64,15 @@ FINITE_D_SHARE = 0.05
 """Axis values where the truncation at d (or the rank) removes this share of the
 rate-setting tail are left out of a rate fit, and a fit with fewer than MIN_POINTS values
 below it is refused (`finite d`). The share at a value is (k*/d)^(α_T − 1 − β) of the
-target energy beyond k* (the bias tail), k*/d for the lowdim target (the variance counts
-modes up to k*), with that value's k*. Past it
-the truncated spectrum, not the power law, shapes the risk (at d = 200, α = 2, N = 2^14 it is
-0.094 and the slope is 0.07 steeper than at d = 2000)."""
+target energy beyond k* (the bias tail), with that value's k*. Past it the truncated
+spectrum, not the power law, shapes the risk (at d = 200, α = 2, N = 2^14 it is 0.094 and the
+slope is 0.07 steeper than at d = 2000). For the lowdim target the rate is the variance's,
+which counts the modes up to k* and a tail beyond it that falls the faster the larger the
+run's α: the share is (k*/d)^max(α − 1, 1) with the run's own α. Measured against d = 6000 (teacher,
+k† = 3, σ² = 1, N = 2^8…2^28): at α = 2 the slope is 0.009 off where k*/d = 0.13 and 0.05
+off at 0.25, so k*/d itself must stay below 0.05; at α = 3 it is 0.003 off at k*/d = 0.32.
+(k*/d alone, the rule before, cut α = 3 runs at N = 2^21 for d = 1000, hiding the late
+range where Theorem 5's exponents move: docs/science/corrections.md.)"""
 MIN_POINTS = 3
 BOOTSTRAP_DRAWS = 200
 BOOTSTRAP_SEED = 0
@@ -108,8 +113,9 @@ RULES = (
     f"max({RTOL} |predicted|, {ATOL}), plus 2 slope_err for `mc` (exact data has no "
     "statistical error: its regression error measures curvature, which the drift judges). "
     "Axis values where the truncation of the spectrum at d (or the rank) cuts at least "
-    f"{FINITE_D_SHARE} of the rate-setting tail ((k*/d)^(alpha_T - 1 - beta), k*/d for the "
-    "lowdim target, at that value's k*) are left out of the fit while at least 3 values stay "
+    f"{FINITE_D_SHARE} of the rate-setting tail ((k*/d)^(alpha_T - 1 - beta), "
+    "(k*/d)^max(alpha - 1, 1) with the run's alpha for the lowdim target, at that value's k*) "
+    "are left out of the fit while at least 3 values stay "
     "below them (the notes say from where); the truncation column gives the share at the "
     "largest value fitted. "
     "Verdicts, first that applies: "
@@ -617,12 +623,13 @@ def _target(cube: _Cube, vals: dict[str, Any]) -> str | None:
         return None
 
 
-def truncated_share(kstar_over_d: float, p: Any) -> float:
+def truncated_share(kstar_over_d: float, p: Any, alpha: float) -> float:
     """The share of the rate-setting tail that truncating the spectrum at d removes, for a
-    cutoff at ``kstar_over_d`` of d (see :data:`FINITE_D_SHARE`); 1 once k* passes d."""
+    cutoff at ``kstar_over_d`` of d in a run of decay ``alpha`` (see
+    :data:`FINITE_D_SHARE`); 1 once k* passes d."""
     f = min(float(kstar_over_d), 1.0)
     if p.target == "lowdim":
-        return f
+        return f ** max(alpha - 1.0, 1.0)
     return f ** max(p.alpha_t - 1.0 - p.beta, 1e-9)
 
 
@@ -648,7 +655,7 @@ def _set_horizon(cube: _Cube, vals: dict[str, Any], role: str, series: Series) -
     width = min(p.d, rank or p.d)
     series.truncation_x = np.array([
         truncated_share(kstar_power(alpha, cutoff_threshold(float(t), gamma0, "lower")) / width,
-                        p) if np.isfinite(t) else math.nan for t in steps])
+                        p, alpha) if np.isfinite(t) else math.nan for t in steps])
     ok = usable(series.x, series.y)
     if ok.any():
         series.truncation = float(np.nanmax(series.truncation_x[ok]))
@@ -834,7 +841,7 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, ratio,
     _set_horizon(cube, vals, "t", horizon)
     if np.isfinite(kstar).any():  # the student's optimal cutoff must fit in d as well
         p = cube.point(vals)
-        student = np.array([truncated_share(k / min(p.d, p.r_s or p.d), p)
+        student = np.array([truncated_share(k / min(p.d, p.r_s or p.d), p, p.alpha_s)
                             if np.isfinite(k) else math.nan for k in kstar])
         horizon.truncation = np.nanmax([horizon.truncation, np.nanmax(student)])
         if horizon.truncation_x is not None:
