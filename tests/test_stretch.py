@@ -170,7 +170,9 @@ def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, monkeypatch: pytest
     """A map first asked for a long stretch needs only its slowest roots (a suffix); a later
     short one extends the suffix. C is built in row blocks inside the advance that needs the
     rows, which also reduces the h, w of new roots; a map small enough keeps C (forced on or
-    off here) and builds only the rows of new roots into it, others rebuild it. In
+    off here) from its second advance on (the first builds into scratch: a map used once
+    never touches an m × m buffer) and builds only the rows of new roots into it, others
+    rebuild it. In
     any order of the calls, every result must match stepping (1e-9). Planted bugs this
     catches: new rows of a kept map written or read at the buffer's start instead of the
     suffix's; kept rows marked valid before they are built; pending h, w never reduced (the
@@ -195,6 +197,8 @@ def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, monkeypatch: pytest
             res = sm.advance(a0, s2, n, t)
             assert res is not None and not sm.failed
             seen.append(sm.lo)
+            if len(seen) == 1:
+                assert sm._rows is None  # first use: scratch only
             np.testing.assert_allclose(res[0], ref[n][0], rtol=1e-9)
             np.testing.assert_allclose(res[1], ref[n][1], rtol=1e-9)
         assert (sm._rows is not None) == keep

@@ -68,8 +68,11 @@ from scipy.linalg.lapack import dlasd4
 from ktsweep.engines.moments import curvature
 
 _KEEP_ROWS = 2048 * 2048
-"""Maps whose C has at most this many entries (32 MB) keep it, so applying them again reads
-it instead of rebuilding it; larger ones build C in row blocks at every use."""
+"""Maps whose C has at most this many entries (32 MB) keep it from their second use on, so
+applying them again reads it instead of rebuilding it; larger ones build C in row blocks at
+every use. The first use builds into a small scratch block instead: a map used once (every
+map of a lone point) then never writes, and first-touches, an m × m buffer, which cost more
+than the build itself (about 9 ms of page faults for 8 MB at m = 1000)."""
 
 _CACHE_BYTES = 512 << 20
 """Stretch maps are reused across runs and points (same λ, γ, B): geometric schedules of any
@@ -94,8 +97,8 @@ class StretchMap:
     per-root array is allocated once at full length m and filled from the back as the suffix
     grows (no copies). C is built block by block inside the advance that first needs its
     rows, which also reduces the h, w of those roots on the way; a map with at most
-    ``_KEEP_ROWS`` entries of C keeps the rows in an m × m buffer filled from the back the
-    same way, larger ones rebuild them at every advance.
+    ``_KEEP_ROWS`` entries of C keeps the rows, from its second advance on, in an m × m
+    buffer filled from the back the same way; larger ones rebuild them at every advance.
     """
 
     def __init__(self, live: np.ndarray, d: np.ndarray, g: np.ndarray, ratio: np.ndarray,
@@ -117,6 +120,7 @@ class StretchMap:
         self._h = np.zeros(m)
         self._w = np.zeros(m)
         self._keep = m * m <= _KEEP_ROWS
+        self._used = False  # keep C only once the map is applied a second time
         self._rows: np.ndarray | None = None  # (m, m) when kept: rows [_kept, m) are valid
         self._kept = m
         self._ready = m  # h and w are computed for roots [_ready, m)
@@ -203,7 +207,8 @@ class StretchMap:
         else into a reused scratch block, valid only until the next one); the h, w of roots
         that lack them are reduced from their block on the way."""
         m, step = self.d.size, max(16, _BLOCK_BYTES // (8 * max(self.d.size, 1)))
-        keep = self._keep
+        keep = self._keep and self._used
+        self._used = True
         if keep and self._rows is None:
             self._rows = np.empty((m, m))
         scratch = None if keep else np.empty((min(step, m - self.lo), m))
