@@ -235,3 +235,22 @@ def test_committed_project_table_covers_every_claim():
     counts = pd.Series(list(rows.values())).value_counts()
     summary = ", ".join(f"{int(counts[v])} {v}" for v in claims.CLAIM_VERDICTS if v in counts)
     assert f"{len(rows)} claims: {summary}." in text
+
+
+def test_failing_theorem5_rate_claims_point_to_the_measured_late_law(ds):
+    """A Theorem 5 rate claim that fails names where the docs explain it; a claim that holds,
+    or another family's failure, does not (mutations: the pointer on every reason, or on
+    none of the W2S claims)."""
+    w2s = {c.key: c for c in claims.CLAIMS if c.key in ("w2s_min_risk", "w2s_gap", "w2s_nopt")}
+    assert len(w2s) == 3
+    for key, fam in (("w2s_min_risk", "w2s_min_risk"), ("w2s_gap", "w2s_gap"),
+                     ("w2s_nopt", "w2s_nopt_paper")):
+        bad = pd.DataFrame([_row(fam, "inconsistent", slope=-0.75)])
+        out = w2s[key].check(claims.Evidence(ds, bad))
+        assert out.verdict == "fails"
+        assert "corrections.md#theorem-5-in-the-exact-model" in out.reason
+        good = w2s[key].check(claims.Evidence(ds, pd.DataFrame([_row(fam, "consistent")])))
+        assert good.verdict == "holds" and good.reason == ""
+    teacher = next(c for c in claims.CLAIMS if c.key == "teacher_rate")
+    out = teacher.check(claims.Evidence(ds, pd.DataFrame([_row("teacher", "inconsistent")])))
+    assert out.verdict == "fails" and "theorem-5" not in out.reason
