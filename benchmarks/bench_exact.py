@@ -6,6 +6,7 @@ Prints ONE JSON object.
     python benchmarks/bench_exact.py           # all parts (about 10 minutes on 2 cores)
     python benchmarks/bench_exact.py --quick   # seconds (smoke test; no workflow sweep)
     python benchmarks/bench_exact.py --only horizons,big_d,sweep   # issue 8's parts only
+    python benchmarks/bench_exact.py --only revisits   # a sweep revisiting more maps than fit
 
 Horizons (issue 8): one point (all four runs), d = 1000, α_T = 1.5, α_S = 2, N = n ∈ {2^12,
 2^20, 2^30, 2^40}, each timed from a cold cache of stretch maps (``cold``: a lone point) and
@@ -41,10 +42,10 @@ from ktsweep.model.spectra import checkpoint_steps
 REPO = Path(__file__).resolve().parents[1]
 HORIZONS = {"d": 1000, "exps": [12, 20, 30, 40], "step_exps": [12, 20], "big_d": 10_000,
             "big_exp": 30, "sweep_d": 200, "sweep_axis": 10, "sweep_part": (2, 2, 10, 10, 5),
-            "repeat": 3}
+            "repeat": 3, "revisit_exp": 20}
 HORIZONS_QUICK = {"d": 60, "exps": [8, 12, 20], "step_exps": [8, 12], "big_d": 200,
                   "big_exp": 16, "sweep_d": 20, "sweep_axis": 3, "sweep_part": (1, 1, 3, 3, 1),
-                  "repeat": 1}
+                  "repeat": 1, "revisit_exp": 12}
 
 DEFAULT = {"d": 1000, "samples": 100_000, "mc_samples": 10_000, "replicates": 256,
            "stack_points": 32, "stack_samples": 10_000}
@@ -139,6 +140,23 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def revisits(size: dict[str, Any]) -> dict[str, Any]:
+    """Six (α_T, α_S) points swept three times (d, N = n = 2^20): their stretch maps with C kept
+    exceed the cache budget, so the passes after the first show what the cache keeps (roots
+    first, C only while there is room)."""
+    pts = [make_point({"alpha_t": a, "alpha_s": a + 0.5, "N": 2 ** size["revisit_exp"],
+                       "n": 2 ** size["revisit_exp"], "sigma2": 0.1, "d": size["d"]})
+           for a in (1.5, 1.75, 2.0, 2.25, 2.5, 2.75)]
+    ck = checkpoint_steps(pts[0].steps_max)
+    stretch.clear_cache()
+    passes = [clocked(lambda: [exact.evaluate([p], ck) for p in pts])[2] for _ in range(3)]
+    held = sum(v.nbytes for v in stretch._cache.values() if v is not None)
+    return {"revisit_cpu_seconds_per_pass": passes, "revisit_points": len(pts),
+            "revisit_speedup_third_over_first": passes[0] / passes[2],
+            "revisit_cache_mb_held": held / 2**20,
+            "revisit_cache_mb_budget": stretch._CACHE_BYTES / 2**20}
+
+
 def big_d(size: dict[str, Any]) -> dict[str, Any]:
     """One point at d = 10^4, N = n = 2^30 (closed form, cold cache)."""
     p = horizon_point(size["big_d"], size["big_exp"])
@@ -197,10 +215,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (min reported)")
     parser.add_argument("--only", default="", help="comma list of parts: mc, horizons, "
-                        "big_d, sweep (default: all)")
+                        "big_d, revisits, sweep (default: all)")
     args = parser.parse_args(argv)
     parts = set(filter(None, args.only.split(","))) or (
-        {"mc", "horizons", "big_d"} if args.quick else {"mc", "horizons", "big_d", "sweep"})
+        {"mc", "horizons", "big_d", "revisits"} if args.quick
+        else {"mc", "horizons", "big_d", "revisits", "sweep"})
     load_start = os.getloadavg()[0]
     hsize = HORIZONS_QUICK if args.quick else HORIZONS
     extra: dict[str, Any] = {}
@@ -208,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         extra.update(horizons(hsize))
     if "big_d" in parts:
         extra.update(big_d(hsize))
+    if "revisits" in parts:
+        extra.update(revisits(hsize))
     if "sweep" in parts:
         extra.update(sweep(hsize))
     if "mc" not in parts:

@@ -58,6 +58,8 @@ def test_benchmark_quick_json(script: str) -> None:
         assert out["numpy_mean_risk_t2s"] > 0
     elif script == "bench_exact.py":
         assert "extrapolat" in out["mc_extrapolation"]
+        assert len(out["revisit_cpu_seconds_per_pass"]) == 3
+        assert out["revisit_cache_mb_held"] <= out["revisit_cache_mb_budget"]
 
 
 def test_gpu_benchmark_skips_or_runs() -> None:

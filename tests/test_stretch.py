@@ -224,3 +224,40 @@ def test_blas_limit_is_restored_and_reentrant() -> None:
             assert set(blas()) <= {1}
         assert set(blas()) <= {1}
     assert blas() == before
+
+
+def test_cache_over_budget_drops_kept_c_before_roots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over ``_CACHE_BYTES`` the least recently used map gives up its kept C but keeps its
+    roots (they cost more to find than C to rebuild), the budget holds at every lookup (C is
+    kept after a map is cached, so checking only at insertion lets it grow without bound),
+    and a map whose C was dropped still steps right. Mutations: trimming only when a map is
+    inserted; popping whole maps before releasing C; a release that leaves C marked kept."""
+    from ktsweep.engines import stretch
+    from ktsweep.engines.moments import _step_stretch
+
+    m, inv_b, s2 = 300, 1.0, 0.1
+    lam = np.arange(1, m + 1, dtype=np.float64) ** -1.5
+    a0 = np.random.default_rng(1).uniform(0.1, 1.0, m) * lam
+    c_bytes = 8 * m * m
+    monkeypatch.setattr(stretch, "_CACHE_BYTES", int(1.5 * c_bytes))
+    stretch.clear_cache()
+    try:
+        key = stretch.spectrum_key(lam)
+        first = stretch.stretch_map(lam, 0.2, inv_b, key)
+        for _ in range(2):  # second use keeps C
+            assert first.advance(a0, s2, 500, np.zeros(0, dtype=np.int64)) is not None
+        assert first._rows is not None
+        second = stretch.stretch_map(lam, 0.1, inv_b, key)
+        for _ in range(2):
+            second.advance(a0, s2, 500, np.zeros(0, dtype=np.int64))
+        stretch.stretch_map(lam, 0.1, inv_b, key)  # a lookup (cache hit) enforces the budget
+        total = sum(v.nbytes for v in stretch._cache.values() if v is not None)
+        assert total <= stretch._CACHE_BYTES
+        assert first._rows is None and second._rows is not None
+        assert stretch.stretch_map(lam, 0.2, inv_b, key) is first  # roots kept, not popped
+        assert first.lo < m
+        res = first.advance(a0, s2, 500, np.zeros(0, dtype=np.int64))
+        ref = _step_stretch(lam, a0, s2, 0.2, inv_b, 500, np.zeros(0, dtype=np.int64), np.inf)
+        np.testing.assert_allclose(res[0], ref[0], rtol=1e-9)
+    finally:
+        stretch.clear_cache()

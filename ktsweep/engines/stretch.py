@@ -76,7 +76,8 @@ than the build itself (about 9 ms of page faults for 8 MB at m = 1000)."""
 
 _CACHE_BYTES = 512 << 20
 """Stretch maps are reused across runs and points (same λ, γ, B): geometric schedules of any
-horizon share their step sizes γ0·2^-j, and the T2S and ceiling students share everything."""
+horizon share their step sizes γ0·2^-j, and the T2S and ceiling students share everything.
+Over this size the least recently used maps first give up their kept C, then whole maps go."""
 
 _GROW_MIN = 64
 """Fewest roots one extension of a map's root set adds (see :meth:`StretchMap.ensure`)."""
@@ -137,6 +138,16 @@ class StretchMap:
     def nbytes(self) -> int:
         rows = 0 if self._rows is None else 8 * (self.d.size - self._kept) * self.d.size
         return 8 * 11 * self.d.size + rows
+
+    def release(self) -> int:
+        """Drop the kept C (the next advance rebuilds it) and return the bytes freed; the
+        roots, which cost more to find than C to rebuild, stay."""
+        with self.lock:
+            if self._rows is None:
+                return 0
+            freed = 8 * (self.d.size - self._kept) * self.d.size
+            self._rows, self._kept = None, self.d.size
+            return freed
 
     def ensure(self, cut: float) -> bool:
         """Compute every root with δ ≤ ``cut`` (and possibly more); False on failure. Their
@@ -346,14 +357,27 @@ def stretch_map(lam: np.ndarray, gamma: float, inv_b: float,
     with _LOCK:
         if key in _cache:
             _cache.move_to_end(key)
-            return _cache[key]
-        sm = _solve(lam, gamma, inv_b, psi)
-        _cache[key] = sm
-        total = sum(v.nbytes for v in _cache.values() if v is not None)
-        while total > _CACHE_BYTES and len(_cache) > 1:
-            _, old = _cache.popitem(last=False)
-            total -= 0 if old is None else old.nbytes
-        return sm
+        else:
+            _cache[key] = _solve(lam, gamma, inv_b, psi)
+        _trim()
+        return _cache[key]
+
+
+def _trim() -> None:
+    """Hold the cache to ``_CACHE_BYTES`` (checked at every lookup, since kept C grows after a
+    map is cached): the least recently used maps give up their C first, then whole maps go;
+    the map just asked for (the last) is spared. Caller holds ``_LOCK``."""
+    total = sum(v.nbytes for v in _cache.values() if v is not None)
+    if total <= _CACHE_BYTES:
+        return
+    for old in list(_cache.values())[:-1]:  # least recently used first
+        if total <= _CACHE_BYTES:
+            return
+        if old is not None:  # its C goes first: rebuilding it is cheaper than its roots
+            total -= old.release()
+    while total > _CACHE_BYTES and len(_cache) > 1:
+        _, old = _cache.popitem(last=False)
+        total -= 0 if old is None else old.nbytes
 
 
 def clear_cache() -> None:
