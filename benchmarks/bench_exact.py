@@ -102,6 +102,7 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
             stretch.clear_cache()
             cold_runs.append(clocked(lambda p=p, ck=ck: exact.evaluate([p], ck)))
         fast, cold, cold_cpu = min(cold_runs, key=lambda r: r[2])
+        work = stretch.cache_stats()  # what the cold point needed, free of timing noise
         # warm: the steady state of a sweep, where every map has been used before (a map
         # keeps its C from its second use on, so the best of two more calls)
         again = [clocked(lambda p=p, ck=ck: exact.evaluate([p], ck))
@@ -109,6 +110,7 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
         _, warm, warm_cpu = min(again, key=lambda r: r[2])
         row = {"exp": e, "fast_cold_seconds": cold, "fast_warm_seconds": warm,
                "fast_cold_cpu_seconds": cold_cpu, "fast_warm_cpu_seconds": warm_cpu,
+               "maps": work["maps"], "roots": work["roots"],
                "risk_t2s": float(fast["risk_t2s"][0])}
         if e in size["step_exps"]:
             ref, wall, cpu = min((clocked(  # best of as many as the closed form gets
@@ -126,10 +128,12 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
         "horizon_rows": rows,
         "flatness_cold": by[hi]["fast_cold_seconds"] / by[lo]["fast_cold_seconds"],
         "flatness_cold_cpu": by[hi]["fast_cold_cpu_seconds"] / by[lo]["fast_cold_cpu_seconds"],
+        "flatness_roots": by[hi]["roots"] / by[lo]["roots"],
         "flatness_warm_cpu": by[hi]["fast_warm_cpu_seconds"] / by[lo]["fast_warm_cpu_seconds"],
         "flatness_what": f"cost at N = n = 2^{hi} / at 2^{lo} (issue 8 must: <= 1.5); cold: "
                          "no stretch map cached (a lone point); warm: its maps cached and "
-                         "used before, the steady state of a sweep over N and n",
+                         "used before, the steady state of a sweep over N and n; roots: "
+                         "the secular roots a cold point needs, its cost without the noise",
         "speedup_over_steps": by[lo]["steps_seconds"] / by[lo]["fast_cold_seconds"],
         "speedup_over_steps_cpu": by[lo]["steps_cpu_seconds"] / by[lo]["fast_cold_cpu_seconds"],
         "speedup_over_steps_warm_cpu": by[lo]["steps_cpu_seconds"]
@@ -150,7 +154,7 @@ def revisits(size: dict[str, Any]) -> dict[str, Any]:
     ck = checkpoint_steps(pts[0].steps_max)
     stretch.clear_cache()
     passes = [clocked(lambda: [exact.evaluate([p], ck) for p in pts])[2] for _ in range(3)]
-    held = sum(v.nbytes for v in stretch._cache.values() if v is not None)
+    held = stretch.cache_stats()["bytes"]
     return {"revisit_cpu_seconds_per_pass": passes, "revisit_points": len(pts),
             "revisit_speedup_third_over_first": passes[0] / passes[2],
             "revisit_cache_mb_held": held / 2**20,

@@ -59,6 +59,7 @@ def test_benchmark_quick_json(script: str) -> None:
     elif script == "bench_exact.py":
         assert "extrapolat" in out["mc_extrapolation"]
         assert len(out["revisit_cpu_seconds_per_pass"]) == 3
+        assert out["horizon_rows"][-1]["roots"] > 0 and out["flatness_roots"] > 0
         assert out["revisit_cache_mb_held"] <= out["revisit_cache_mb_budget"]
 
 

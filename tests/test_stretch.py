@@ -251,11 +251,12 @@ def test_cache_over_budget_drops_kept_c_before_roots(monkeypatch: pytest.MonkeyP
         for _ in range(2):
             second.advance(a0, s2, 500, np.zeros(0, dtype=np.int64))
         stretch.stretch_map(lam, 0.1, inv_b, key)  # a lookup (cache hit) enforces the budget
-        total = sum(v.nbytes for v in stretch._cache.values() if v is not None)
-        assert total <= stretch._CACHE_BYTES
+        stats = stretch.cache_stats()
+        assert stats["bytes"] <= stretch._CACHE_BYTES and stats["maps"] == 2
         assert first._rows is None and second._rows is not None
         assert stretch.stretch_map(lam, 0.2, inv_b, key) is first  # roots kept, not popped
         assert first.lo < m
+        assert stretch.cache_stats()["roots"] == (m - first.lo) + (m - second.lo)
         res = first.advance(a0, s2, 500, np.zeros(0, dtype=np.int64))
         ref = _step_stretch(lam, a0, s2, 0.2, inv_b, 500, np.zeros(0, dtype=np.int64), np.inf)
         np.testing.assert_allclose(res[0], ref[0], rtol=1e-9)
