@@ -48,6 +48,11 @@ ALSO_CARRY = {
     "typing-extensions": "pydantic needs >= 4.16; the machine's copy only follows torch (>= 4.10)",
 }
 """Packages the GPU machine has, carried anyway because its version may be too old."""
+LEAVE_OUT = {
+    "numba": "its llvmlite wheel alone is 60 MB, over the carry; without it the exact engine "
+             "takes LAPACK's roots and numpy's products (engines/stretch.py: compiled)",
+}
+"""Runtime dependencies not carried, and why (the code runs without them)."""
 BUILD_MARK = "# no wheel on the index: built here from the sdist"
 
 
@@ -70,7 +75,9 @@ def roots() -> list[Requirement]:
     """The project's runtime dependencies (pyproject) the GPU machine does not have."""
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     machine = read_pins(MACHINE_LIST)
-    return [r for r in map(Requirement, deps) if canonicalize_name(r.name) not in machine]
+    return [r for r in map(Requirement, deps)
+            if canonicalize_name(r.name) not in machine and canonicalize_name(r.name)
+            not in LEAVE_OUT]
 
 
 def marker_env(python: str) -> dict[str, str]:

@@ -53,13 +53,25 @@ def _compare(p: Point) -> None:
         assert fast[k][0] == ref[k][0], k
 
 
+@pytest.mark.parametrize("numba", [True, False])
 @pytest.mark.parametrize("case", COVER)
-def test_closed_form_matches_step_recursion(case: dict, small_point: Callable[..., Point]
-                                            ) -> None:
-    """Planted bugs this catches: E_k(t) computed as (1 − μ^t)/δ with μ^t = (1 − δ)^t rounded
-    (tail modes off by ~1e-7 at these lengths), h_k dropped from Σa, the λ = 0 modes not folded
-    into the noise (rank cases), a checkpoint read one step late."""
-    _compare(small_point(**{"gamma0_t": 0.3, "gamma0_s": 0.2, **case}))
+def test_closed_form_matches_step_recursion(case: dict, numba: bool,
+                                            small_point: Callable[..., Point],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the compiled kernels and without them (numba missing: LAPACK roots, numpy
+    products). Planted bugs this catches: E_k(t) computed as (1 − μ^t)/δ with μ^t = (1 − δ)^t
+    rounded (tail modes off by ~1e-7 at these lengths), h_k dropped from Σa, the λ = 0 modes
+    not folded into the noise (rank cases), a checkpoint read one step late."""
+    from ktsweep.engines import stretch
+
+    monkeypatch.setattr(stretch, "_COMPILED_FROM", 0)  # these maps are small
+    if not numba:
+        monkeypatch.setattr(stretch, "compiled", lambda: None)
+    stretch.clear_cache()
+    try:
+        _compare(small_point(**{"gamma0_t": 0.3, "gamma0_s": 0.2, **case}))
+    finally:
+        stretch.clear_cache()
 
 
 def _exact_stretch(lam: list[float], a0: list[float], s2: float, gamma: float, batch: int,
@@ -164,16 +176,17 @@ def test_runs_sharing_a_map_advance_together_as_alone(small_point: Callable[...,
     _compare(pts[1])
 
 
+@pytest.mark.parametrize("numba", [True, False])
 @pytest.mark.parametrize("keep", [False, True])
-def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, monkeypatch: pytest.MonkeyPatch
-                                                  ) -> None:
+def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, numba: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A map first asked for a long stretch needs only its slowest roots (a suffix); a later
     short one extends the suffix. C is built in row blocks inside the advance that needs the
     rows, which also reduces the h, w of new roots; a map small enough keeps C (forced on or
-    off here) from its second advance on (the first builds into scratch: a map used once
-    never touches an m × m buffer) and builds only the rows of new roots into it, others
-    rebuild it. In
-    any order of the calls, every result must match stepping (1e-9). Planted bugs this
+    off here) from its third advance on (the first two apply C row by row without storing it:
+    a lone point's maps never touch an m × m buffer) and builds only the rows of new roots
+    into it, others rebuild it. In any order of the calls, every result must match stepping
+    (1e-9), with the compiled kernels and with numpy's (numba missing). Planted bugs this
     catches: new rows of a kept map written or read at the buffer's start instead of the
     suffix's; kept rows marked valid before they are built; pending h, w never reduced (the
     map then fails and silently steps: asserted against too) or reduced for offset rows."""
@@ -181,6 +194,9 @@ def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, monkeypatch: pytest
     from ktsweep.engines.moments import _step_stretch
 
     monkeypatch.setattr(stretch, "_KEEP_ROWS", 10**9 if keep else 0)
+    monkeypatch.setattr(stretch, "_COMPILED_FROM", 0)  # a small map: compiled all the same
+    if not numba:  # the GPU machine's case: LAPACK roots, numpy products
+        monkeypatch.setattr(stretch, "compiled", lambda: None)
     monkeypatch.setattr(stretch, "_BLOCK_BYTES", 0)  # the fewest rows per block: 16
     m, gamma, inv_b, s2 = 400, 0.3, 0.5, 0.1
     lam = np.arange(1, m + 1, dtype=np.float64) ** -1.0
@@ -197,8 +213,8 @@ def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, monkeypatch: pytest
             res = sm.advance(a0, s2, n, t)
             assert res is not None and not sm.failed
             seen.append(sm.lo)
-            if len(seen) == 1:
-                assert sm._rows is None  # first use: scratch only
+            if len(seen) < stretch._KEEP_FROM:
+                assert sm._rows is None  # first uses: C applied row by row, not stored
             np.testing.assert_allclose(res[0], ref[n][0], rtol=1e-9)
             np.testing.assert_allclose(res[1], ref[n][1], rtol=1e-9)
         assert (sm._rows is not None) == keep
@@ -244,11 +260,11 @@ def test_cache_over_budget_drops_kept_c_before_roots(monkeypatch: pytest.MonkeyP
     try:
         key = stretch.spectrum_key(lam)
         first = stretch.stretch_map(lam, 0.2, inv_b, key)
-        for _ in range(2):  # second use keeps C
+        for _ in range(stretch._KEEP_FROM):  # keeps C from this use on
             assert first.advance(a0, s2, 500, np.zeros(0, dtype=np.int64)) is not None
         assert first._rows is not None
         second = stretch.stretch_map(lam, 0.1, inv_b, key)
-        for _ in range(2):
+        for _ in range(stretch._KEEP_FROM):
             second.advance(a0, s2, 500, np.zeros(0, dtype=np.int64))
         stretch.stretch_map(lam, 0.1, inv_b, key)  # a lookup (cache hit) enforces the budget
         stats = stretch.cache_stats()

@@ -43,14 +43,17 @@ order, computed on demand and cached; the cost of a stretch is O(d × roots need
 
 **Accuracy near μ = 1.** Tail modes have δ_k ≈ d_k ≈ 2γλ_k tiny while the stretch length t
 can be 2^35: μ^t needs δ_k to *relative* precision, which μ_k = 1 − δ_k in float64 cannot
-hold. So roots are found in the inverted problem: when 1 − Σ_i g_i/d_i > 0 (exactly the
+hold. So each root is found as its offset from the nearer pole, τ_k = δ_k − d_{o_k}, to full
+relative precision: by the compiled solver of :mod:`ktsweep.engines.secular` (the secular
+equation with its poles shifted to d_{o_k} before any sum), or, where that does not
+converge, by LAPACK ``dlasd4`` in the inverted problem: when 1 − Σ_i g_i/d_i > 0 (exactly the
 condition that every δ_k > 0, i.e. spectral radius < 1),
 
     (diag(d) − √g √gᵀ)⁻¹ = diag(1/d) + u uᵀ / (1 − Σ_i g_i/d_i),   u_i = √g_i / d_i,
 
 a positive rank-one update of a positive diagonal (Sherman–Morrison), whose eigenvalues
-1/δ_k LAPACK ``dlasd4`` finds with the differences 1/d_j − 1/δ_k to high relative accuracy.
-Each root is stored as (nearest pole o_k, offset τ_k = δ_k − d_{o_k}), so C_{k,o_k} = −1/τ_k
+1/δ_k it finds with the differences 1/d_j − 1/δ_k to high relative accuracy (the tests
+hold the two to each other). With the root stored as (o_k, τ_k), C_{k,o_k} = −1/τ_k
 is exact to rounding and the other C_{k,j} = 1/((d_j − d_{o_k}) − τ_k) lose at most the
 relative gap between poles. Powers use exp(t·log1p(−δ)) and E_k uses expm1, so neither
 rounds μ. A stretch whose map is not strictly stable (1 − Σ g/d ≤ 0), or whose poles are
@@ -61,6 +64,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 from scipy.linalg.lapack import dlasd4
@@ -68,11 +72,17 @@ from scipy.linalg.lapack import dlasd4
 from ktsweep.engines.moments import curvature
 
 _KEEP_ROWS = 2048 * 2048
-"""Maps whose C has at most this many entries (32 MB) keep it from their second use on, so
-applying them again reads it instead of rebuilding it; larger ones build C in row blocks at
-every use. The first use builds into a small scratch block instead: a map used once (every
-map of a lone point) then never writes, and first-touches, an m × m buffer, which cost more
+"""Maps whose C has at most this many entries (32 MB) keep it from use :data:`_KEEP_FROM` on,
+so applying them again reads it instead of rebuilding it. Earlier uses, and every use of a
+larger map, build C one row at a time inside a compiled loop that applies each row at once
+(:func:`ktsweep.engines.secular.apply_rows`; numpy's scratch blocks without numba) and
+store none of it: a lone point's maps never first-touch an m × m buffer, which costs more
 than the build itself (about 9 ms of page faults for 8 MB at m = 1000)."""
+
+_KEEP_FROM = 3
+"""The use from which a map keeps C. A lone point applies some maps twice (the direct
+student shares the T2S and ceiling students' steps when N = n), and building a kept buffer
+then costs more than applying the rows once more; a sweep applies them many times."""
 
 _CACHE_BYTES = 512 << 20
 """Stretch maps are reused across runs and points (same λ, γ, B): geometric schedules of any
@@ -83,11 +93,35 @@ _GROW_MIN = 64
 """Fewest roots one extension of a map's root set adds (see :meth:`StretchMap.ensure`)."""
 
 _BLOCK_BYTES = 256 << 10
-"""C is built and applied in blocks of rows of about this size (at least 16 rows), so a block
-is still in cache for its reductions and products and no temporary the size of C is made."""
+"""A kept C is built and read in blocks of rows of about this size (at least 16 rows), so a
+block is still in cache for its reductions and products."""
 
 _TINY = 1e-18
 """Relative size (against the state's scale) below which a decaying component is dropped."""
+
+
+_COMPILED_FROM = 512
+"""Maps with at least this many live modes use the compiled kernels. Loading numba costs a
+process about 1.1 s once (its import, then its cached machine code), and saves about 11 ms
+per map at m = 1000 but 1 ms at m = 200: a sweep job at d = 200 would lose (its benchmark
+lost 13 % of its points per second), one at d = 1000 gains after about a hundred maps."""
+
+_COMPILED: Any = None
+_LOADED = False
+
+
+def compiled() -> Any:
+    """:mod:`ktsweep.engines.secular` (numba loads on first use, not on import), or None where
+    numba is missing: the GPU machine, whose carried wheels cannot hold llvmlite (60 MB). The
+    engine then takes LAPACK's roots and numpy's products, the same numbers more slowly."""
+    global _COMPILED, _LOADED
+    if not _LOADED:
+        try:
+            from ktsweep.engines import secular
+        except ImportError:
+            secular = None
+        _COMPILED, _LOADED = secular, True
+    return _COMPILED
 
 
 class StretchMap:
@@ -98,8 +132,9 @@ class StretchMap:
     per-root array is allocated once at full length m and filled from the back as the suffix
     grows (no copies). C is built block by block inside the advance that first needs its
     rows, which also reduces the h, w of those roots on the way; a map with at most
-    ``_KEEP_ROWS`` entries of C keeps the rows, from its second advance on, in an m × m
-    buffer filled from the back the same way; larger ones rebuild them at every advance.
+    ``_KEEP_ROWS`` entries of C keeps the rows, from its ``_KEEP_FROM``-th advance on, in an
+    m × m buffer filled from the back the same way; earlier uses, and larger maps at every
+    advance, build and apply C row by row without storing it.
     """
 
     def __init__(self, live: np.ndarray, d: np.ndarray, g: np.ndarray, ratio: np.ndarray,
@@ -121,7 +156,7 @@ class StretchMap:
         self._h = np.zeros(m)
         self._w = np.zeros(m)
         self._keep = m * m <= _KEEP_ROWS
-        self._used = False  # keep C only once the map is applied a second time
+        self._uses = 0  # advances so far: C is kept from the _KEEP_FROM-th on
         self._rows: np.ndarray | None = None  # (m, m) when kept: rows [_kept, m) are valid
         self._kept = m
         self._ready = m  # h and w are computed for roots [_ready, m)
@@ -174,16 +209,36 @@ class StretchMap:
         self.lo = lo
         return True
 
+    def _kernels(self) -> Any:
+        """The compiled kernels for a map this large (:data:`_COMPILED_FROM`), else None."""
+        return compiled() if self.d.size >= _COMPILED_FROM else None
+
     def _roots(self, lo: int, hi: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
-        """Roots lo … hi−1 by LAPACK ``dlasd4`` (one call per root, the loop kept minimal):
-        nearest pole o, offset τ = δ − d_o to full relative precision, and δ.
+        """Roots lo … hi−1: nearest pole o, offset τ = δ − d_o to full relative precision,
+        and δ, by the compiled solver :func:`ktsweep.engines.secular.roots` (about 4 µs a
+        root at m = 1000 against about 12 µs for LAPACK), or by :meth:`_roots_lapack` for
+        the whole range if one root does not converge (and for small maps, or where numba is
+        missing)."""
+        kernels = self._kernels()
+        if kernels is None:
+            return self._roots_lapack(lo, hi)
+        m = self.d.size
+        origin, tau, delta = np.empty(m, np.int64), np.empty(m), np.empty(m)
+        if kernels.roots(self.d, self.g, lo, hi, origin, tau, delta):
+            return origin[lo:hi], tau[lo:hi], delta[lo:hi]
+        return self._roots_lapack(lo, hi)
 
-        Each call is O(m) work per iteration, the bulk of a cold map's cost (about 10 µs a
-        root at m = 1000, 140 µs at m = 10⁴, on the 2-core machine). The Python call is not:
-        calling the same routine through a bare C pointer (ctypes, no argument wrapping)
-        measured the same 17 µs a root at m = 1000 as the f2py wrapper, so a compiled loop
-        (numba) around it would save a few percent, not the two code paths it would cost."""
+    def _roots_lapack(self, lo: int, hi: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
+        """The same roots by LAPACK ``dlasd4`` in the inverted problem (one call per root):
+        the fallback of :meth:`_roots` and the reference its tests compare with.
+
+        Each call is O(m) work per iteration (about 12 µs a root at m = 1000, 140 µs at
+        m = 10⁴, on the 2-core machine); the f2py call itself costs little (a bare C pointer
+        measured the same). For a single live mode (m = 1) LAPACK returns no differences,
+        so τ is wrong there; C then cancels from every result (r α = y), which keeps it
+        harmless, and :meth:`_roots` gets τ = −g right."""
         D, z, rho = self._D, self._z, self._rho
         m = self.d.size
         count = hi - lo
@@ -212,14 +267,14 @@ class StretchMap:
         rows -= self._tau[lo:hi, None]
         return np.reciprocal(rows, out=rows)
 
-    def _chunks(self):
+    def _chunks(self, keep: bool):
         """(slice into the computed suffix, C rows) in blocks covering every computed root,
-        each block read from the kept buffer or built (into the buffer when the map keeps C,
-        else into a reused scratch block, valid only until the next one); the h, w of roots
-        that lack them are reduced from their block on the way."""
+        each block read from the kept buffer or built (into the buffer when ``keep``, else
+        into a reused scratch block, valid only until the next one); the h, w of roots that
+        lack them are reduced from their block on the way. Without ``keep`` this is the
+        numpy twin of :func:`ktsweep.engines.secular.apply_rows`, used where numba is
+        missing."""
         m, step = self.d.size, max(16, _BLOCK_BYTES // (8 * max(self.d.size, 1)))
-        keep = self._keep and self._used
-        self._used = True
         if keep and self._rows is None:
             self._rows = np.empty((m, m))
         scratch = None if keep else np.empty((min(step, m - self.lo), m))
@@ -301,9 +356,18 @@ class StretchMap:
         decay = np.exp(np.asarray(length, dtype=np.float64)[:, None] * log_mu[None, :])
         alpha = np.empty((a.shape[0], self.delta.size))
         out = np.zeros((a.shape[0], self.d.size))
-        for sl, c in self._chunks():  # one pass: a root's coefficient needs only its own row
-            alpha[:, sl] = (y @ c.T) / self.w[sl]
-            out += (decay[:, sl] * alpha[:, sl]) @ c
+        self._uses += 1
+        keep = self._keep and self._uses >= _KEEP_FROM  # C kept (or rebuilt into it)
+        kernels = None if keep else self._kernels()
+        if kernels is None:
+            for sl, c in self._chunks(keep):  # one pass: a coefficient needs only its row
+                alpha[:, sl] = (y @ c.T) / self.w[sl]
+                out += (decay[:, sl] * alpha[:, sl]) @ c
+        else:  # first uses, or C too big to keep: rows built and applied one at a time
+            kernels.apply_rows(self.d, self._origin[self.lo:], self._tau[self.lo:], self.g,
+                               np.ascontiguousarray(y), decay, alpha, out,
+                               self._h[self.lo:], self._w[self.lo:])
+            self._ready = self.d.size  # h, w of every computed root were reduced now
         if self._ready > self.lo and not self._sound():
             return None
         new = a.copy()

@@ -1,0 +1,231 @@
+"""Compiled kernels of the closed form per stretch (:mod:`ktsweep.engines.stretch`).
+
+Two loops dominate a cold stretch map at d ≈ 1000, and both are O(m) per root:
+
+- :func:`roots`: the secular equation 1 = Σ_j g_j / (d_j − δ) (d descending, g > 0), one root
+  δ_k in each (d_{k+1}, d_k) with d_m = 0, returned as its nearest pole o and the offset
+  τ = δ − d_o to full relative precision (what C = 1/((d_j − d_o) − τ) needs).
+- :func:`apply_rows`: the rows of C built one at a time, their h, w and both products with the
+  states, without storing C (a map used once never needs it).
+
+**Roots.** With the poles shifted to the origin, s_j = d_j − d_o, the equation reads
+φ(τ) = Σ_j g_j / (s_j − τ) − 1 = 0, increasing in τ between its poles. The start is first
+order in the pole's own weight, τ₀ = −g_k / (1 − Σ_{j≠k} g_j / s_j), which is already exact to
+rounding for the tail roots of a small step (their rank-one part is tiny next to the pole
+gaps). Each step fits the two-pole model c + B₁/(s_k − τ) + B₂/(s_{k+1} − τ) to the value and
+slope of the two partial sums (j ≤ k and j > k) and takes its root, inside a bracket that
+bisection keeps when the model leaves it (the scheme of LAPACK's ``dlaed4``/``dlasd4``, here
+without their inverted coordinates). A root found in the lower half of its interval is solved
+again from the lower pole, so that τ is always measured from the nearer pole.
+
+**Rounding.** The shifted poles s_j are formed once per root, by plain subtraction, before any
+sum: a compiler allowed to reassociate (``fastmath``) would otherwise turn (d_j − d_o) − τ into
+d_j − (d_o + τ) and round τ against d_o, losing up to half its digits for tail roots (found
+so: the sums then stalled at 1e-8 relative error). Only the reductions are compiled with
+``fastmath``, to vectorise.
+
+A root that does not converge in :data:`MAX_STEPS` steps is reported (``ok`` False); the caller
+falls back to LAPACK ``dlasd4`` for the map. Tests hold both kernels to the LAPACK roots and
+to the numpy products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+MAX_STEPS = 60
+_EPS = 2.220446049250313e-16
+_ACCEPT = 1e-9
+"""A model step below this share of |τ| ends the iteration: the model converges
+quadratically, so the step after it would be below rounding."""
+
+
+@njit(cache=True)
+def _shift(d, origin, out):  # no fastmath: the subtraction must happen as written
+    for j in range(d.size):
+        out[j] = d[j] - origin
+
+
+@njit(cache=True, fastmath=True)
+def _sums(s, g, tau, k):
+    """Σ g/(s − τ) and Σ g/(s − τ)² over j ≤ k, then over j > k."""
+    p1 = 0.0
+    q1 = 0.0
+    for j in range(k + 1):
+        c = 1.0 / (s[j] - tau)
+        gc = g[j] * c
+        p1 += gc
+        q1 += gc * c
+    p2 = 0.0
+    q2 = 0.0
+    for j in range(k + 1, s.size):
+        c = 1.0 / (s[j] - tau)
+        gc = g[j] * c
+        p2 += gc
+        q2 += gc * c
+    return p1, q1, p2, q2
+
+
+@njit(cache=True, fastmath=True)
+def _others(s, g, k):
+    """1 − Σ_{j≠k} g_j / s_j (s_k = 0): the denominator of the first-order start."""
+    acc = 0.0
+    for j in range(s.size):
+        if j != k:
+            acc += g[j] / s[j]
+    return 1.0 - acc
+
+
+@njit(cache=True)
+def _model_root(p1, q1, p2, q2, tau, su, sl, last):
+    """Root in (sl, su) of the two-pole model matched at τ (``last``: no pole below)."""
+    e1 = su - tau
+    b1 = q1 * e1 * e1
+    a1 = p1 - b1 / e1
+    if last:
+        c0 = a1 + p2 - 1.0
+        if c0 == 0.0:
+            return np.nan
+        return su + b1 / c0
+    e2 = sl - tau
+    b2 = q2 * e2 * e2
+    a2 = p2 - b2 / e2
+    c0 = a1 + a2 - 1.0
+    # c0 (su − x)(sl − x) + b1 (sl − x) + b2 (su − x) = 0, in y = x − sl for accuracy near sl
+    # and in z = x − su near su: solve in the coordinate of the nearer pole.
+    if abs(tau - su) <= abs(tau - sl):
+        # x = su + z: c0 z (z + su − sl) − b1 (z + su − sl) − b2 z = 0
+        w = su - sl
+        qa = c0
+        qb = c0 * w - b1 - b2
+        qc = -b1 * w
+        base = su
+    else:
+        # x = sl + y: c0 (y − w)(y) ... with w = su − sl: c0 (w − y)(−y) + b1 (−y) + b2 (w − y) = 0
+        w = su - sl
+        qa = c0
+        qb = -c0 * w - b1 - b2
+        qc = b2 * w
+        base = sl
+    if qa == 0.0:
+        if qb == 0.0:
+            return np.nan
+        return base - qc / qb
+    disc = qb * qb - 4.0 * qa * qc
+    if disc < 0.0:
+        disc = 0.0
+    sq = np.sqrt(disc)
+    r1 = (-qb - sq) / (2.0 * qa) if qb >= 0.0 else (-qb + sq) / (2.0 * qa)
+    r2 = qc / (qa * r1) if r1 != 0.0 else 0.0
+    lo_, hi_ = sl - base, su - base
+    if lo_ < r1 < hi_ and not (lo_ < r2 < hi_):
+        return base + r1
+    if lo_ < r2 < hi_ and not (lo_ < r1 < hi_):
+        return base + r2
+    # both or neither inside: the one of smaller size (the root near the origin pole)
+    return base + (r1 if abs(r1) <= abs(r2) else r2)
+
+
+@njit(cache=True)
+def _solve_from(d, g, s, k, o, a, b, tau):
+    """Iterate root k from pole o, bracket (a, b) around the start τ; (τ, ok)."""
+    m = d.size
+    last = k + 1 >= m
+    do = d[o]
+    su = d[k] - do
+    sl = (d[k + 1] - do) if not last else -do
+    for _ in range(MAX_STEPS):
+        p1, q1, p2, q2 = _sums(s, g, tau, k)
+        f = p1 + p2 - 1.0
+        if f == 0.0:
+            return tau, True
+        if f > 0.0:
+            b = tau
+        else:
+            a = tau
+        x = _model_root(p1, q1, p2, q2, tau, su, sl, last)
+        if np.isfinite(x) and abs(x - tau) <= _ACCEPT * abs(tau) and a <= x <= b:
+            return x, True
+        if not (np.isfinite(x) and a < x < b):
+            x = 0.5 * (a + b)
+        tau = x
+        if b - a <= 4.0 * _EPS * max(abs(a), abs(b)):
+            return tau, True
+    return tau, False
+
+
+@njit(cache=True)
+def roots(d, g, lo, hi, origin, tau, delta):
+    """Roots lo … hi−1 into ``origin``, ``tau``, ``delta`` (indexed by root); True when all
+    converged."""
+    m = d.size
+    s = np.empty(m)
+    for k in range(lo, hi):
+        up = d[k]
+        low = d[k + 1] if k + 1 < m else 0.0
+        _shift(d, up, s)
+        fo = _others(s, g, k)
+        start = -g[k] / fo if fo > 0.0 else 0.5 * (low - up)
+        half = 0.5 * (low - up)  # τ of the midpoint, from the upper pole
+        if not (half < start < 0.0):
+            start = 0.5 * half
+        t, ok = _solve_from(d, g, s, k, k, low - up, 0.0, start)
+        o = k
+        if ok and t < half and k + 1 < m:  # in the lower half: measure from the lower pole
+            o = k + 1
+            _shift(d, low, s)
+            t, ok = _solve_from(d, g, s, k, o, 0.0, up - low, (up + t) - low)
+        if not ok:
+            return False
+        origin[k] = o
+        tau[k] = t
+        delta[k] = d[o] + t
+    return True
+
+
+@njit(cache=True)
+def _fill_row(d, do, t, row):  # no fastmath: (d_j − d_o) − τ exactly as written
+    for j in range(d.size):
+        row[j] = 1.0 / ((d[j] - do) - t)
+
+
+@njit(cache=True, fastmath=True)
+def _reduce_row(row, g):
+    """h = Σ g·row and w = Σ g·row²."""
+    h = 0.0
+    w = 0.0
+    for j in range(row.size):
+        gc = g[j] * row[j]
+        h += gc
+        w += gc * row[j]
+    return h, w
+
+
+@njit(cache=True, fastmath=True)
+def _dot(a, b):
+    acc = 0.0
+    for j in range(a.size):
+        acc += a[j] * b[j]
+    return acc
+
+
+@njit(cache=True)
+def apply_rows(d, origin, tau, g, y, decay, alpha, out, h, w):
+    """Rows k of C, 1/((d_j − d_{o_k}) − τ_k), one at a time: h_k = Σ g C, w_k = Σ g C²,
+    α[p, k] = (y_p · C_k) / w_k and out[p] += decay[p, k] α[p, k] C_k for every state p."""
+    m = d.size
+    row = np.empty(m)
+    for k in range(origin.size):
+        _fill_row(d, d[origin[k]], tau[k], row)
+        hk, wk = _reduce_row(row, g)
+        h[k] = hk
+        w[k] = wk
+        for p in range(y.shape[0]):
+            a = _dot(y[p], row) / wk
+            alpha[p, k] = a
+            coef = decay[p, k] * a
+            if coef != 0.0:
+                op = out[p]
+                for j in range(m):
+                    op[j] += coef * row[j]
