@@ -14,9 +14,10 @@ order in the pole's own weight, τ₀ = −g_k / (1 − Σ_{j≠k} g_j / s_j), w
 rounding for the tail roots of a small step (their rank-one part is tiny next to the pole
 gaps). Each step fits the two-pole model c + B₁/(s_k − τ) + B₂/(s_{k+1} − τ) to the value and
 slope of the two partial sums (j ≤ k and j > k) and takes its root, inside a bracket that
-bisection keeps when the model leaves it (the scheme of LAPACK's ``dlaed4``/``dlasd4``, here
-without their inverted coordinates). A root found in the lower half of its interval is solved
-again from the lower pole, so that τ is always measured from the nearer pole.
+bisection keeps when the model leaves it (a simplified form of the rational interpolation
+LAPACK's ``dlaed4`` uses, without its inverted coordinates). A root found in the lower half
+of its interval is solved again from the lower pole, so that τ is always measured from the
+nearer pole.
 
 **Rounding.** The shifted poles s_j are formed once per root, by plain subtraction, before any
 sum: a compiler allowed to reassociate (``fastmath``) would otherwise turn (d_j − d_o) − τ into
@@ -24,9 +25,9 @@ d_j − (d_o + τ) and round τ against d_o, losing up to half its digits for ta
 so: the sums then stalled at 1e-8 relative error). Only the reductions are compiled with
 ``fastmath``, to vectorise.
 
-A root that does not converge in :data:`MAX_STEPS` steps is reported (``ok`` False); the caller
-falls back to LAPACK ``dlasd4`` for the map. Tests hold both kernels to the LAPACK roots and
-to the numpy products.
+A root that does not converge in :data:`MAX_STEPS` steps makes :func:`roots` return False; the
+caller then takes LAPACK ``dlasd4``'s roots for the whole range. Tests hold both kernels to
+the LAPACK roots and to the numpy products.
 """
 
 from __future__ import annotations
