@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ktsweep.engines import secular, stretch
-from ktsweep.engines.moments import curvature
+pytest.importorskip("numba")  # the GPU machine's carried site has none (.ci/gpu_wheels.py)
+
+from ktsweep.engines import secular, stretch  # noqa: E402
+from ktsweep.engines.moments import curvature  # noqa: E402
 
 
 def _map(lam: np.ndarray, gamma: float, inv_b: float) -> tuple[np.ndarray, np.ndarray]:
