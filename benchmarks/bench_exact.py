@@ -86,6 +86,17 @@ def clocked(fn) -> tuple[Any, float, float]:
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
+def best_of(fn, repeat: int, before=None) -> tuple[Any, float, float]:
+    """:func:`clocked` ``repeat`` times (``before`` run untimed ahead of each): the run with
+    the least CPU, since single timings on this machine vary by 50 %."""
+    runs = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        runs.append(clocked(fn))
+    return min(runs, key=lambda r: r[2])
+
+
 def horizons(size: dict[str, Any]) -> dict[str, Any]:
     """Closed form (cold and warm cache) against the step recursion at growing N = n.
 
@@ -97,25 +108,22 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
     for e in size["exps"]:
         p = horizon_point(size["d"], e)
         ck = checkpoint_steps(p.steps_max)
-        cold_runs = []
-        for _ in range(size["repeat"]):  # the best of a few: single timings here vary by 50 %
-            stretch.clear_cache()
-            cold_runs.append(clocked(lambda p=p, ck=ck: exact.evaluate([p], ck)))
-        fast, cold, cold_cpu = min(cold_runs, key=lambda r: r[2])
+
+        def run(p=p, ck=ck):
+            return exact.evaluate([p], ck)
+
+        fast, cold, cold_cpu = best_of(run, size["repeat"], before=stretch.clear_cache)
         work = stretch.cache_stats()  # what the cold point needed, free of timing noise
         # warm: the steady state of a sweep, where every map has been used before (a map
         # keeps its C from its third use on, so the best of several more calls)
-        again = [clocked(lambda p=p, ck=ck: exact.evaluate([p], ck))
-                 for _ in range(size["repeat"] + 1)]
-        _, warm, warm_cpu = min(again, key=lambda r: r[2])
+        _, warm, warm_cpu = best_of(run, size["repeat"] + 1)
         row = {"exp": e, "fast_cold_seconds": cold, "fast_warm_seconds": warm,
                "fast_cold_cpu_seconds": cold_cpu, "fast_warm_cpu_seconds": warm_cpu,
                "maps": work["maps"], "roots": work["roots"],
                "risk_t2s": float(fast["risk_t2s"][0])}
         if e in size["step_exps"]:
-            ref, wall, cpu = min((clocked(  # best of as many as the closed form gets
-                lambda p=p, ck=ck: exact.evaluate([p], ck, solver=evolve_steps))
-                for _ in range(size["repeat"])), key=lambda r: r[2])
+            ref, wall, cpu = best_of(  # best of as many as the closed form gets
+                lambda p=p, ck=ck: exact.evaluate([p], ck, solver=evolve_steps), size["repeat"])
             row["steps_seconds"], row["steps_cpu_seconds"] = wall, cpu
             row["max_rel_diff_risks"] = max(
                 abs(float(fast[k][0]) / float(ref[k][0]) - 1.0)

@@ -171,16 +171,17 @@ class StretchMap:
 
     @property
     def nbytes(self) -> int:
-        rows = 0 if self._rows is None else 8 * (self.d.size - self._kept) * self.d.size
-        return 8 * 11 * self.d.size + rows
+        return 8 * 11 * self.d.size + self._kept_bytes()
+
+    def _kept_bytes(self) -> int:
+        """Bytes of the valid rows of the kept C (0 when none is kept)."""
+        return 0 if self._rows is None else 8 * (self.d.size - self._kept) * self.d.size
 
     def release(self) -> int:
         """Drop the kept C (the next advance rebuilds it) and return the bytes freed; the
         roots, which cost more to find than C to rebuild, stay."""
         with self.lock:
-            if self._rows is None:
-                return 0
-            freed = 8 * (self.d.size - self._kept) * self.d.size
+            freed = self._kept_bytes()
             self._rows, self._kept = None, self.d.size
             return freed
 
