@@ -242,6 +242,33 @@ def test_blas_limit_is_restored_and_reentrant() -> None:
     assert blas() == before
 
 
+def test_exact_bookkeeping_runs_blas_single_threaded(monkeypatch: pytest.MonkeyPatch,
+                                                    small_point: Callable[..., Point]) -> None:
+    """Outside the solver too: exact.evaluate_detail, which every exact caller goes through
+    (the sweep's tasks, bounds, the Monte Carlo tuner), holds BLAS to one thread, since a
+    multi-threaded product there leaves OpenBLAS's threads spinning. Planted bug: the limit
+    only in exact.evaluate, which the sweep's tasks do not call."""
+    from threadpoolctl import threadpool_info
+
+    from ktsweep.engines import exact as exact_mod
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    if max(blas(), default=1) < 2:
+        pytest.skip("BLAS runs one thread here already: the test would prove nothing")
+    seen: list[int] = []
+    inner = exact_mod.fourth_moment
+
+    def spy(*args):
+        seen.extend(blas())
+        return inner(*args)
+
+    monkeypatch.setattr(exact_mod, "fourth_moment", spy)
+    exact_mod.evaluate_detail([small_point()])
+    assert seen and set(seen) == {1}
+
+
 def test_cache_over_budget_drops_kept_c_before_roots(monkeypatch: pytest.MonkeyPatch) -> None:
     """Over ``_CACHE_BYTES`` the least recently used map gives up its kept C but keeps its
     roots (they cost more to find than C to rebuild), the budget holds at every lookup (C is

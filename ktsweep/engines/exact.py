@@ -132,11 +132,17 @@ def _edge(p: Point, role: str, chosen: float) -> float:
     return float(chosen in (min(grid), max(grid)))
 
 
+@one_blas_thread()
 def evaluate_detail(
     points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve,
     general: bool = False,
 ) -> tuple[dict[str, np.ndarray], Detail]:
     """Exact quantities and the moments behind them for points sharing ``d``.
+
+    BLAS runs single-threaded throughout, not only inside the solver: a multi-threaded call
+    in the bookkeeping around it leaves OpenBLAS's threads spinning (measured: 0.1 s of CPU
+    on a 0.4 s cold point at d = 1000). Every exact caller (the sweep's tasks, bounds, the
+    Monte Carlo tuner) comes through here.
 
     ``solver`` is :func:`~ktsweep.engines.moments.evolve` (closed form per stretch) or the
     reference :func:`~ktsweep.engines.moments.evolve_steps` (every step; tests only).
@@ -271,12 +277,8 @@ def evaluate_detail(
 def evaluate(
     points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
 ) -> dict[str, np.ndarray]:
-    """Exact quantities for any points (grouped by ``d`` internally; per-mode arrays padded).
-    BLAS runs single-threaded throughout, not only inside the solver: a multi-threaded call
-    in the bookkeeping around it leaves OpenBLAS's threads spinning (measured: 0.1 s of CPU
-    on a 0.4 s cold point at d = 1000)."""
-    with one_blas_thread():
-        return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints, solver)[0])
+    """Exact quantities for any points (grouped by ``d`` internally; per-mode arrays padded)."""
+    return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints, solver)[0])
 
 
 def group_by_d(points: Sequence[Point], fn) -> dict[str, np.ndarray]:
