@@ -8,7 +8,16 @@ Two loops dominate a cold stretch map at d ≈ 1000, and both are O(m) per root:
 - :func:`apply_rows`: the rows of C built one at a time, their h, w and both products with the
   states, without storing C (a map used once never needs it).
 
-**Roots.** With the poles shifted to the origin, s_j = d_j − d_o, the equation reads
+**Roots, one pass.** Most roots of a small step sit so close to their upper pole that the
+rest of the sum is a short power series there: with s_j = d_j − d_k,
+Σ_{j≠k} g_j/(s_j − τ) = Σ_p τ^p Σ_{j≠k} g_j/s_j^(p+1). One pass over the poles gives the first
+:data:`ORDER` of these moments and a bound on the remainder; Newton on the truncated equation
+(the pole's own term −g_k/τ kept exact) then gives τ, accepted only where the bound proves it
+right to 2^-56 relative (:func:`_expanded`). At d = 1000 this settles 97 % of the roots of
+a point at N = n = 2^20 and 99 % at 2^40 (all but the head roots of large steps), in one pass
+where the iteration below takes three to five.
+
+**Roots, iterated.** With the poles shifted to the origin, s_j = d_j − d_o, the equation reads
 φ(τ) = Σ_j g_j / (s_j − τ) − 1 = 0, increasing in τ between its poles. The start is first
 order in the pole's own weight, τ₀ = −g_k / (1 − Σ_{j≠k} g_j / s_j), which is already exact to
 rounding for the tail roots of a small step (their rank-one part is tiny next to the pole
@@ -23,7 +32,9 @@ nearer pole.
 sum: a compiler allowed to reassociate (``fastmath``) would otherwise turn (d_j − d_o) − τ into
 d_j − (d_o + τ) and round τ against d_o, losing up to half its digits for tail roots (found
 so: the sums then stalled at 1e-8 relative error). Only the reductions are compiled with
-``fastmath``, to vectorise.
+``fastmath``, to vectorise; every kernel uses numpy's error model (a division by zero gives
+inf, which the checks catch) because Python's adds a test per division that stops the loops
+from vectorising at all (4x slower, measured).
 
 A root that does not converge in :data:`MAX_STEPS` steps makes :func:`roots` return False; the
 caller then takes LAPACK ``dlasd4``'s roots for the whole range. Tests hold both kernels to
@@ -36,19 +47,22 @@ import numpy as np
 from numba import njit
 
 MAX_STEPS = 60
+ORDER = 6
+"""Terms of the expansion :func:`_expanded` keeps (the pass of :func:`_moments` is written out
+for this many)."""
 _EPS = 2.220446049250313e-16
 _ACCEPT = 1e-9
 """A model step below this share of |τ| ends the iteration: the model converges
 quadratically, so the step after it would be below rounding."""
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _shift(d, origin, out):  # no fastmath: the subtraction must happen as written
     for j in range(d.size):
         out[j] = d[j] - origin
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, error_model="numpy")
 def _sums(s, g, tau, k):
     """Σ g/(s − τ) and Σ g/(s − τ)² over j ≤ k, then over j > k."""
     p1 = 0.0
@@ -68,7 +82,7 @@ def _sums(s, g, tau, k):
     return p1, q1, p2, q2
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, error_model="numpy")
 def _others(s, g, k):
     """1 − Σ_{j≠k} g_j / s_j (s_k = 0): the denominator of the first-order start."""
     acc = 0.0
@@ -78,7 +92,7 @@ def _others(s, g, k):
     return 1.0 - acc
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _model_root(p1, q1, p2, q2, tau, su, sl, last):
     """Root in (sl, su) of the two-pole model matched at τ (``last``: no pole below)."""
     e1 = su - tau
@@ -128,7 +142,7 @@ def _model_root(p1, q1, p2, q2, tau, su, sl, last):
     return base + (r1 if abs(r1) <= abs(r2) else r2)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _solve_from(d, g, s, k, o, a, b, tau):
     """Iterate root k from pole o, bracket (a, b) around the start τ; (τ, ok)."""
     m = d.size
@@ -156,15 +170,94 @@ def _solve_from(d, g, s, k, o, a, b, tau):
     return tau, False
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True, error_model="numpy")
+def _moment_sums(d, g, dk, lo, hi):
+    """The sums of :func:`_moments` over poles lo … hi−1 (a loop without a branch, so that it
+    vectorises)."""
+    q0 = q1 = q2 = q3 = q4 = q5 = t = 0.0
+    for j in range(lo, hi):
+        c = 1.0 / (d[j] - dk)
+        a = g[j] * c
+        q0 += a
+        a *= c
+        q1 += a
+        a *= c
+        q2 += a
+        a *= c
+        q3 += a
+        a *= c
+        q4 += a
+        a *= c
+        q5 += a
+        t += abs(a * c)
+    return q0, q1, q2, q3, q4, q5, t
+
+
+@njit(cache=True, error_model="numpy")
+def _moments(d, g, k, q):
+    """q[p] = Σ_{j≠k} g_j / s_j^(p+1) for p < ORDER and q[ORDER] = Σ_{j≠k} g_j / |s_j|^(ORDER+1),
+    s_j = d_j − d_k, in one pass (its single subtraction has nothing to reassociate)."""
+    a = _moment_sums(d, g, d[k], 0, k)
+    b = _moment_sums(d, g, d[k], k + 1, d.size)
+    for p in range(ORDER + 1):
+        q[p] = a[p] + b[p]
+
+
+@njit(cache=True, error_model="numpy")
+def _expanded(g_k, q, half):
+    """Root τ ∈ (half, 0) of the secular equation expanded about its upper pole, or 0.0 when
+    the expansion cannot vouch for it to rounding (the caller then iterates on the full sums).
+
+    With the pole's own term kept exact, −g_k/τ + Σ_{p<ORDER} q_p τ^p − 1 = 0; the rest of
+    Σ_{j≠k} g_j/(s_j − τ) is at most 2|τ|^ORDER q[ORDER] in size on the upper half of the
+    interval (there |s_j − τ| ≥ |s_j|/2 for the poles below and ≥ s_j above), and the true
+    function rises at least g_k/τ² there, so the root found moves by at most a relative
+    2|τ|^(ORDER+1) q[ORDER]/g_k: accepted below 2^-56."""
+    if not 1.0 - q[0] > 0.0:
+        return 0.0
+    tau = -g_k / (1.0 - q[0])
+    for _ in range(30):
+        f = -g_k / tau - 1.0
+        fp = g_k / (tau * tau)
+        power = 1.0
+        for p in range(ORDER):
+            if p:
+                fp += p * q[p] * power
+                power *= tau
+            f += q[p] * power
+        if not (fp > 0.0 and np.isfinite(f)):
+            return 0.0
+        step = f / fp
+        tau -= step
+        if not half < tau < 0.0:
+            return 0.0
+        if abs(step) <= _ACCEPT * abs(tau):
+            size = abs(tau)
+            if 2.0 * size ** (ORDER + 1) * q[ORDER] <= 2.0**-56 * g_k:
+                return tau
+            return 0.0
+    return 0.0
+
+
+@njit(cache=True, error_model="numpy")
 def roots(d, g, lo, hi, origin, tau, delta):
     """Roots lo … hi−1 into ``origin``, ``tau``, ``delta`` (indexed by root); True when all
-    converged."""
+    converged. Most roots of a small step are settled by :func:`_expanded` after one pass
+    over the poles; the others iterate on the full sums (:func:`_solve_from`)."""
     m = d.size
     s = np.empty(m)
+    q = np.empty(ORDER + 1)
     for k in range(lo, hi):
         up = d[k]
         low = d[k + 1] if k + 1 < m else 0.0
+        if m > 1:
+            _moments(d, g, k, q)
+            t = _expanded(g[k], q, 0.5 * (low - up))
+            if t < 0.0:
+                origin[k] = k
+                tau[k] = t
+                delta[k] = up + t
+                continue
         _shift(d, up, s)
         fo = _others(s, g, k)
         start = -g[k] / fo if fo > 0.0 else 0.5 * (low - up)
@@ -185,13 +278,13 @@ def roots(d, g, lo, hi, origin, tau, delta):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fill_row(d, do, t, row):  # no fastmath: (d_j − d_o) − τ exactly as written
     for j in range(d.size):
         row[j] = 1.0 / ((d[j] - do) - t)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, error_model="numpy")
 def _reduce_row(row, g):
     """h = Σ g·row and w = Σ g·row²."""
     h = 0.0
@@ -203,7 +296,7 @@ def _reduce_row(row, g):
     return h, w
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, error_model="numpy")
 def _dot(a, b):
     acc = 0.0
     for j in range(a.size):
@@ -211,7 +304,7 @@ def _dot(a, b):
     return acc
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def apply_rows(d, origin, tau, g, y, decay, alpha, out, h, w):
     """Rows k of C, 1/((d_j − d_{o_k}) − τ_k), one at a time: h_k = Σ g C, w_k = Σ g C²,
     α[p, k] = (y_p · C_k) / w_k and out[p] += decay[p, k] α[p, k] C_k for every state p."""
