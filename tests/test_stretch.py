@@ -122,6 +122,35 @@ def test_tail_modes_near_one_at_huge_length() -> None:
     assert np.max(np.abs(naive_tail[kept] / exact_tail[kept] - 1)) > 1e-7
 
 
+def test_roots_needed_down_to_the_last_roots_lower_bound() -> None:
+    """The last root lies above f0·d_{m−1}, not above d_{m−1}: near the stability limit
+    (f0 = 0.015) it is 40x below the last pole, so a stretch long enough to damp every pole
+    still needs it, and the closed form then agrees with stepping; a much longer stretch needs
+    no root at all and lands on the fixed point. Mutations: the last interval's lower end
+    taken as d_{m−1} (this stretch then skips its one slow root); taken as 0 (the long
+    stretch computes roots it cannot use)."""
+    from ktsweep.engines import stretch
+    from ktsweep.engines.moments import _step_stretch
+
+    m, gamma, s2 = 20, 0.23, 0.1
+    lam = np.arange(1, m + 1, dtype=np.float64) ** -0.5
+    a0 = np.random.default_rng(4).uniform(0.1, 1.0, m) * lam
+    none = np.zeros(0, dtype=np.int64)
+    sm = stretch._solve(lam, gamma, 1.0)
+    assert sm is not None and sm.f0 < 0.02
+    res = sm.advance(a0, s2, 2000, none)
+    assert res is not None
+    assert sm.d[-1] * 2000 > 150 and sm.lo == m - 1  # every pole damped, one root kept
+    ref = _step_stretch(lam, a0, s2, gamma, 1.0, 2000, none, np.inf)
+    np.testing.assert_allclose(res[0], ref[0], rtol=1e-9)
+
+    fresh = stretch._solve(lam, gamma, 1.0)
+    res = fresh.advance(a0, s2, 2**40, none)
+    assert res is not None and fresh.lo == m  # no root computed
+    fixed = (sm.g / sm.d) * s2 / (1.0 - np.sum(sm.g / sm.d))  # Sherman–Morrison
+    np.testing.assert_allclose(res[0][sm.live], fixed, rtol=1e-12)
+
+
 def test_checkpoint_inside_a_stretch_uses_the_closed_form(small_point: Callable[..., Point]
                                                           ) -> None:
     """A constant schedule is one stretch; curves at many steps inside it match stepping.
@@ -296,6 +325,8 @@ def test_cache_over_budget_drops_kept_c_before_roots(monkeypatch: pytest.MonkeyP
         stretch.stretch_map(lam, 0.1, inv_b, key)  # a lookup (cache hit) enforces the budget
         stats = stretch.cache_stats()
         assert stats["bytes"] <= stretch._CACHE_BYTES and stats["maps"] == 2
+        # the running byte count the budget is checked against is the sum it stands for
+        assert stretch._base_total + stretch._kept_total == stats["bytes"]
         assert first._rows is None and second._rows is not None
         assert stretch.stretch_map(lam, 0.2, inv_b, key) is first  # roots kept, not popped
         assert first.lo < m

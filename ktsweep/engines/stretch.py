@@ -141,7 +141,14 @@ class StretchMap:
                  f0: float, size: int) -> None:
         self.live, self.d, self.g = live, d, g
         self.lock = threading.RLock()  # sweep tasks share maps across dask worker threads
-        self.dead = np.flatnonzero(~np.isin(np.arange(size), live))
+        dead = np.ones(size, dtype=bool)
+        dead[live] = False
+        self.dead = np.flatnonzero(dead)
+        # every mode live and already in the order of d (a power law's λ descends): states
+        # are then read and written whole, without gathering (which costs as much as the rest
+        # of an advance's bookkeeping at d = 1000)
+        self.whole = live.size == size and bool((live == np.arange(size)).all())
+        self.f0 = f0
         self.fixed = ratio / f0  # a_∞ / s²
         m = d.size
         self._D = 1.0 / np.sqrt(d)
@@ -159,6 +166,7 @@ class StretchMap:
         self._uses = 0  # advances so far: C is kept from the _KEEP_FROM-th on
         self._rows: np.ndarray | None = None  # (m, m) when kept: rows [_kept, m) are valid
         self._kept = m
+        self.cached = False  # in the cache, whose byte count then follows its kept C
         self._ready = m  # h and w are computed for roots [_ready, m)
         self.failed = False
 
@@ -177,12 +185,22 @@ class StretchMap:
         """Bytes of the valid rows of the kept C (0 when none is kept)."""
         return 0 if self._rows is None else 8 * (self.d.size - self._kept) * self.d.size
 
-    def release(self) -> int:
+    def _set_kept(self, rows: np.ndarray | None, kept: int) -> None:
+        """Change the kept C and tell the cache's byte count (:data:`_kept_total`)."""
+        before = self._kept_bytes()
+        self._rows, self._kept = rows, kept
+        if self.cached:
+            _count_kept(self._kept_bytes() - before)
+
+    def release(self, forever: bool = False) -> int:
         """Drop the kept C (the next advance rebuilds it) and return the bytes freed; the
-        roots, which cost more to find than C to rebuild, stay."""
+        roots, which cost more to find than C to rebuild, stay. ``forever``: the map left the
+        cache, so it keeps no C again (a call still holding it builds rows as it goes)."""
         with self.lock:
             freed = self._kept_bytes()
-            self._rows, self._kept = None, self.d.size
+            self._set_kept(None, self.d.size)
+            if forever:
+                self._keep = self.cached = False
             return freed
 
     def ensure(self, cut: float) -> bool:
@@ -195,12 +213,17 @@ class StretchMap:
         m = self.d.size
         if self.failed:
             return False
-        upper = np.append(self.d[1:], 0.0)  # lower end of root i's interval
+        if not m:
+            return True
+        # lower end of root i's interval: d_{i+1}, and for the last root f0·d_{m−1} (from
+        # Σ_i g_i/(d_i − δ) ≤ (1 − f0) d_{m−1}/(d_{m−1} − δ) below the last pole), so a cut
+        # under it needs no root at all: every component has decayed (long stretches)
+        upper = np.append(self.d[1:], self.f0 * self.d[-1])
         lo = int(np.searchsorted(-upper, -cut, side="left"))  # first i with d_{i+1} < cut
-        lo = min(lo, m - 1) if m else 0
         if lo >= self.lo:
             return True
-        lo = max(0, min(lo, self.lo - max(_GROW_MIN, m - self.lo)))
+        grow = max(_GROW_MIN, m - self.lo) if self.lo < m else 0  # a first extension: as asked
+        lo = max(0, min(lo, self.lo - grow))
         origin, tau, delta = self._roots(lo, self.lo)
         if origin is None:
             self.failed = True
@@ -277,7 +300,7 @@ class StretchMap:
         missing."""
         m, step = self.d.size, max(16, _BLOCK_BYTES // (8 * max(self.d.size, 1)))
         if keep and self._rows is None:
-            self._rows = np.empty((m, m))
+            self._set_kept(np.empty((m, m)), m)
         scratch = None if keep else np.empty((min(step, m - self.lo), m))
         for lo in range(self.lo, m, step):
             hi = min(m, lo + step)
@@ -291,7 +314,7 @@ class StretchMap:
                 self._w[lo:lo + k] = np.square(rows[:k]) @ self.g
             yield slice(lo - self.lo, hi - self.lo), rows
         if keep:
-            self._kept = self.lo
+            self._set_kept(self._rows, self.lo)
 
     def _sound(self) -> bool:
         """Check the h, w reduced in the last pass (finite, w > 0); mark the map failed (and
@@ -301,7 +324,7 @@ class StretchMap:
         if np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all():
             return True
         self.failed = True
-        self._rows = None
+        self._set_kept(None, self.d.size)
         return False
 
     def advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
@@ -334,18 +357,22 @@ class StretchMap:
         rows) are dropped. Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with 0 < μ_k < 1 bounds the peak
         by Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
         """
-        x = a[:, self.live]
-        still = a[:, self.dead].sum(axis=1)
+        if self.whole:
+            x, still = a, np.zeros(a.shape[0])
+        else:
+            x, still = a[:, self.live], a[:, self.dead].sum(axis=1)
         s2 = noise + still
         fixed = s2[:, None] * self.fixed[None, :]
         y = x - fixed
         counts = np.fromiter(map(len, times), dtype=np.int64, count=len(times))
-        at = np.concatenate(times).astype(np.float64) if len(times) else np.zeros(0)
         t_min = np.asarray(length, dtype=np.float64).copy()
-        some = np.flatnonzero(counts)
-        if some.size:  # the earliest time asked for per row (segments of ``at``)
+        if counts.any():  # the earliest time asked for per row (segments of ``at``)
+            at = np.concatenate(times).astype(np.float64)
+            some = np.flatnonzero(counts)
             starts = np.cumsum(counts) - counts
             t_min[some] = np.minimum(t_min[some], np.minimum.reduceat(at, starts[some]))
+        else:
+            at = np.zeros(0)
         spread = np.sqrt(float(self.g.max()) * (np.square(y) @ (1.0 / self.g)))
         scale = np.maximum(np.maximum(np.abs(x).sum(axis=1), fixed.sum(axis=1)), 1e-300)
         need = spread > 0
@@ -371,15 +398,21 @@ class StretchMap:
             self._ready = self.d.size  # h, w of every computed root were reduced now
         if self._ready > self.lo and not self._sound():
             return None
-        new = a.copy()
-        new[:, self.live] = fixed + self.g * out
+        if self.whole:
+            new = fixed + self.g * out
+        else:
+            new = a.copy()
+            new[:, self.live] = fixed + self.g * out
         base = fixed.sum(axis=1) + still
         ha = self.h * alpha
-        owner = np.repeat(np.arange(len(times)), counts)
-        flat = 0.5 * (base[owner] + np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]),
-                                              ha[owner]))
-        ends = np.cumsum(counts).tolist()
-        curves = [flat[e - n:e] for e, n in zip(ends, counts.tolist(), strict=True)]
+        if at.size:
+            owner = np.repeat(np.arange(len(times)), counts)
+            flat = 0.5 * (base[owner] + np.einsum(
+                "pk,pk->p", np.exp(at[:, None] * log_mu[None, :]), ha[owner]))
+            ends = np.cumsum(counts).tolist()
+            curves = [flat[e - n:e] for e, n in zip(ends, counts.tolist(), strict=True)]
+        else:
+            curves = [at] * len(times)
         peak = base + np.abs(ha).sum(axis=1) + _TINY * scale
         return new, curves, peak
 
@@ -406,6 +439,19 @@ def _solve(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0) -> Str
 
 _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
 _LOCK = threading.Lock()
+_base_total = 0
+"""Bytes of the cached maps' roots and spectra (:meth:`StretchMap.nbytes` without kept C),
+kept up to date as maps come and go, so a lookup need not sum over every map."""
+_kept_total = 0
+"""Bytes of the cached maps' kept C, kept up to date by :meth:`StretchMap._set_kept`."""
+_KEPT_LOCK = threading.Lock()  # taken alone, never while waiting for another lock
+
+
+def _count_kept(change: int) -> None:
+    global _kept_total
+    if change:
+        with _KEPT_LOCK:
+            _kept_total += change
 
 
 def spectrum_key(lam: np.ndarray) -> tuple[int, int]:
@@ -419,11 +465,15 @@ def stretch_map(lam: np.ndarray, gamma: float, inv_b: float,
     ``key``: :func:`spectrum_key` of ``lam``, when the caller already has it."""
     key = (*(spectrum_key(lam) if key is None else key), float(gamma), float(inv_b),
            float(psi))
+    global _base_total
     with _LOCK:
         if key in _cache:
             _cache.move_to_end(key)
         else:
-            _cache[key] = _solve(lam, gamma, inv_b, psi)
+            new = _cache[key] = _solve(lam, gamma, inv_b, psi)
+            if new is not None:
+                new.cached = True
+                _base_total += new.nbytes
         _trim()
         return _cache[key]
 
@@ -432,17 +482,19 @@ def _trim() -> None:
     """Hold the cache to ``_CACHE_BYTES`` (checked at every lookup, since kept C grows after a
     map is cached): the least recently used maps give up their C first, then whole maps go;
     the map just asked for (the last) is spared. Caller holds ``_LOCK``."""
-    total = sum(v.nbytes for v in _cache.values() if v is not None)
-    if total <= _CACHE_BYTES:
+    global _base_total
+    if _base_total + _kept_total <= _CACHE_BYTES:
         return
     for old in list(_cache.values())[:-1]:  # least recently used first
-        if total <= _CACHE_BYTES:
+        if _base_total + _kept_total <= _CACHE_BYTES:
             return
         if old is not None:  # its C goes first: rebuilding it is cheaper than its roots
-            total -= old.release()
-    while total > _CACHE_BYTES and len(_cache) > 1:
+            old.release()
+    while _base_total + _kept_total > _CACHE_BYTES and len(_cache) > 1:
         _, old = _cache.popitem(last=False)
-        total -= 0 if old is None else old.nbytes
+        if old is not None:
+            old.release(forever=True)
+            _base_total -= old.nbytes
 
 
 def cache_stats() -> dict[str, int]:
@@ -456,5 +508,10 @@ def cache_stats() -> dict[str, int]:
 
 def clear_cache() -> None:
     """Forget every cached map (benchmarks time cold starts with it)."""
+    global _base_total
     with _LOCK:
+        for old in _cache.values():
+            if old is not None:
+                old.release(forever=True)
         _cache.clear()
+        _base_total = 0
