@@ -72,12 +72,13 @@ from scipy.linalg.lapack import dlasd4
 from ktsweep.engines.moments import curvature
 
 _KEEP_ROWS = 2048 * 2048
-"""Maps whose C has at most this many entries (32 MB) keep it from use :data:`_KEEP_FROM` on,
-so applying them again reads it instead of rebuilding it. Earlier uses, and every use of a
-larger map, build C one row at a time inside a compiled loop that applies each row at once
-(:func:`ktsweep.engines.secular.apply_rows`; numpy's scratch blocks without numba) and
-store none of it: a lone point's maps never first-touch an m × m buffer, which costs more
-than the build itself (about 9 ms of page faults for 8 MB at m = 1000)."""
+"""Maps on numpy's path (below :data:`_COMPILED_FROM` modes, or without numba) whose C has
+at most this many entries (32 MB) keep it from use :data:`_KEEP_FROM` on, so applying them
+again reads it instead of rebuilding it; earlier uses build C into scratch blocks and store
+none of it (a lone point's maps never first-touch an m × m buffer: about 9 ms of page faults
+for 8 MB at m = 1000). Compiled maps never keep C: their loop rebuilds and applies each row
+faster than the products read a kept 8 MB C back from memory (a warm point at d = 1000,
+2^20: 0.08 s rebuilding, 0.17 s reading kept C)."""
 
 _KEEP_FROM = 3
 """The use from which a map keeps C. A lone point applies some maps twice (the direct
@@ -131,10 +132,10 @@ class StretchMap:
     so δ_i ∈ (d_{i+1}, d_i) with d_m = 0: the small roots are the suffix ``[lo, m)``. Every
     per-root array is allocated once at full length m and filled from the back as the suffix
     grows (no copies). C is built block by block inside the advance that first needs its
-    rows, which also reduces the h, w of those roots on the way; a map with at most
-    ``_KEEP_ROWS`` entries of C keeps the rows, from its ``_KEEP_FROM``-th advance on, in an
-    m × m buffer filled from the back the same way; earlier uses, and larger maps at every
-    advance, build and apply C row by row without storing it.
+    rows, which also reduces the h, w of those roots on the way; a map on numpy's path with at
+    most ``_KEEP_ROWS`` entries of C keeps the rows, from its ``_KEEP_FROM``-th advance on, in
+    an m × m buffer filled from the back the same way; earlier uses, larger maps and compiled
+    maps build and apply C row by row without storing it.
     """
 
     def __init__(self, live: np.ndarray, d: np.ndarray, g: np.ndarray, ratio: np.ndarray,
@@ -385,13 +386,13 @@ class StretchMap:
         alpha = np.empty((a.shape[0], self.delta.size))
         out = np.zeros((a.shape[0], self.d.size))
         self._uses += 1
-        keep = self._keep and self._uses >= _KEEP_FROM  # C kept (or rebuilt into it)
-        kernels = None if keep else self._kernels()
+        kernels = self._kernels()
+        keep = kernels is None and self._keep and self._uses >= _KEEP_FROM  # C kept or rebuilt
         if kernels is None:
             for sl, c in self._chunks(keep):  # one pass: a coefficient needs only its row
                 alpha[:, sl] = (y @ c.T) / self.w[sl]
                 out += (decay[:, sl] * alpha[:, sl]) @ c
-        else:  # first uses, or C too big to keep: rows built and applied one at a time
+        else:  # compiled: rows built and applied one at a time, none kept
             kernels.apply_rows(self.d, self._origin[self.lo:], self._tau[self.lo:], self.g,
                                np.ascontiguousarray(y), decay, alpha, out,
                                self._h[self.lo:], self._w[self.lo:])
