@@ -161,67 +161,69 @@ def evaluate_detail(
     geo = geometry(points, force=general)  # None: every point aligned
     energy_s = target_side(geo, energy)
 
-    # Phase 1: runs that do not depend on the teacher.
-    specs: list[_Spec] = []
+    # Phase 1: the teachers.
     psi = [fourth_moment(p.inputs, p.inputs_nu) for p in points]
+    specs = [_Spec(i, "teacher", lam_t[i], energy[i], p.sigma2, p.batch_t, p.steps_t,
+                   p.schedule_t, p.plan_t, resolve_gamma0(p.gamma0_t, lam_t[i]), psi[i])
+             for i, p in enumerate(points)]
+    runs, labels = _expand(specs)
+    m1 = solver(runs, ck)
+    best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
+    a_t, p_t, div_t = m1.a[best], m1.contraction[best], m1.diverged[best]  # one spec a point
+    u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t  # E[u_T,i²]
+    decay = [None] * P if geo is None else [
+        None if not geo.fixed_target[i] else offdiag_decay(
+            lam_t[i], runs.phases[best[i]], int(runs.steps[best[i]]), 1.0 / p.batch_t)
+        for i, p in enumerate(points)]
+    _, a_t_s, u_t_sq_s, cross_s = teacher_side(geo, energy, a_t, p_t, decay)
+
+    # Phase 2: every student in one call, so that the three go through the stretch maps they
+    # share together (one pass over each map's eigenvectors instead of two). The direct and
+    # ceiling students learn the target; the T2S student learns the frozen teacher, error
+    # e = u_S − u_T, without label noise.
+    specs2: list[_Spec] = []
     for i, p in enumerate(points):
         gs = resolve_gamma0(p.gamma0_s, lam_s[i])
-        specs += [
-            _Spec(i, "teacher", lam_t[i], energy[i], p.sigma2, p.batch_t, p.steps_t,
-                  p.schedule_t, p.plan_t, resolve_gamma0(p.gamma0_t, lam_t[i]), psi[i]),
+        specs2 += [
             _Spec(i, "direct", lam_s[i], energy_s[i], p.sigma2, p.batch_s, p.steps_direct,
                   p.schedule_s, None, gs, psi[i]),
             _Spec(i, "ceiling", lam_s[i], energy_s[i], p.sigma2, p.batch_s, p.steps_s,
                   p.schedule_s, p.plan_s, gs, psi[i]),
+            _Spec(i, "t2s", lam_s[i], u_t_sq_s[i], 0.0, p.batch_s, p.steps_s, p.schedule_s,
+                  p.plan_s, gs, psi[i]),
         ]
-    runs, labels = _expand(specs)
-    m1 = solver(runs, ck)
+    runs2, labels2 = _expand(specs2)
+    m2 = solver(runs2, ck)
     # rotated students with non-Gaussian inputs: full matrices (engines/general.py)
     full = [] if geo is None else [i for i, p in enumerate(points)
                                    if not p.aligned and psi[i] != 3.0]
     if full:
-        start = {i: geo.q[i].T @ target_second_moment(points[i]) @ geo.q[i] for i in full}
-        overwrite_full(m1, runs, ck, {
-            row: (geo.q[specs[s].point], start[specs[s].point], psi[specs[s].point])
-            for s, row, _ in labels if specs[s].point in start and specs[s].role != "teacher"})
-    best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
-    pick = {(s.point, s.role): (best[k], g_best[k]) for k, s in enumerate(specs)}
+        start = {"direct": {}, "ceiling": {}, "t2s": {}}
+        for i in full:
+            start["direct"][i] = start["ceiling"][i] = (
+                geo.q[i].T @ target_second_moment(points[i]) @ geo.q[i])
+            start["t2s"][i] = geo.q[i].T @ teacher_matrices(
+                energy[i], a_t[i], p_t[i], bool(geo.fixed_target[i]), decay[i])[2] @ geo.q[i]
+        overwrite_full(m2, runs2, ck, {
+            row: (geo.q[specs2[s].point], start[specs2[s].role][specs2[s].point],
+                  psi[specs2[s].point])
+            for s, row, _ in labels2 if specs2[s].point in start["t2s"]})
+    owner = np.array([specs2[s].point for s, _, _ in labels2])
+    mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross_s[owner] + a_t_s[owner])
+    is_t2s = np.array([specs2[s].role == "t2s" for s, _, _ in labels2])
+    score = np.where(is_t2s, mode_t2s_all.sum(axis=1), m2.risk)
+    best2, g2_all = _best(score, m2.diverged, labels2, len(specs2))
+    pick = {(s.point, s.role): (best2[k], g2_all[k]) for k, s in enumerate(specs2)}
 
     def take(role: str, arr: np.ndarray) -> np.ndarray:
         return np.array([arr[pick[(i, role)][0]] for i in range(P)])
 
-    a_t, p_t = take("teacher", m1.a), take("teacher", m1.contraction)
-    div_t = take("teacher", m1.diverged)
-    u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t  # E[u_T,i²]
-    decay = [None] * P if geo is None else [
-        None if not geo.fixed_target[i] else offdiag_decay(
-            lam_t[i], runs.phases[pick[(i, "teacher")][0]],
-            int(runs.steps[pick[(i, "teacher")][0]]), 1.0 / p.batch_t)
-        for i, p in enumerate(points)]
-    _, a_t_s, u_t_sq_s, cross_s = teacher_side(geo, energy, a_t, p_t, decay)
-
-    # Phase 2: the T2S student learns the frozen teacher, error e = u_S − u_T.
-    specs2 = [
-        _Spec(i, "t2s", lam_s[i], u_t_sq_s[i], 0.0, p.batch_s, p.steps_s, p.schedule_s,
-              p.plan_s, resolve_gamma0(p.gamma0_s, lam_s[i]), psi[i])
-        for i, p in enumerate(points)
-    ]
-    runs2, labels2 = _expand(specs2)
-    m2 = solver(runs2, ck)
-    if full:
-        u_full = {i: geo.q[i].T @ teacher_matrices(energy[i], a_t[i], p_t[i],
-                                                   bool(geo.fixed_target[i]), decay[i])[2]
-                  @ geo.q[i] for i in full}
-        overwrite_full(m2, runs2, ck, {row: (geo.q[specs2[s].point], u_full[specs2[s].point],
-                                             psi[specs2[s].point])
-                                       for s, row, _ in labels2 if specs2[s].point in u_full})
-    owner = np.array([specs2[s].point for s, _, _ in labels2])
-    mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross_s[owner] + a_t_s[owner])
-    best2, g2 = _best(mode_t2s_all.sum(axis=1), m2.diverged, labels2, P)
+    rows_t2s = np.array([pick[(i, "t2s")][0] for i in range(P)], dtype=np.int64)
+    g2 = np.array([pick[(i, "t2s")][1] for i in range(P)])
 
     # T2S learning curve: needs P^S at every checkpoint, not only at the end.
     curve_t2s = np.full((P, len(ck)), np.nan)
-    for i, row in enumerate(best2):
+    for i, row in enumerate(rows_t2s):
         ok = (ck <= points[i].steps_s) & np.isfinite(m2.curve[row])
         if ok.any():
             pt = phase_products(runs2.phases[row], ck[ok], lam_s[i])
@@ -229,12 +231,12 @@ def evaluate_detail(
 
     out: dict[str, np.ndarray] = {
         "mode_teacher": 0.5 * a_t_s,
-        "mode_direct": 0.5 * take("direct", m1.a),
-        "mode_ceiling": 0.5 * take("ceiling", m1.a),
-        "mode_t2s": mode_t2s_all[best2],
-        "curve_teacher": take("teacher", m1.curve),
+        "mode_direct": 0.5 * take("direct", m2.a),
+        "mode_ceiling": 0.5 * take("ceiling", m2.a),
+        "mode_t2s": mode_t2s_all[rows_t2s],
+        "curve_teacher": m1.curve[best],
         "curve_t2s": curve_t2s,
-        "gamma0_t": np.array([pick[(i, "teacher")][1] for i in range(P)]),
+        "gamma0_t": g_best,
         "gamma0_direct": np.array([pick[(i, "direct")][1] for i in range(P)]),
         "gamma0_ceiling": np.array([pick[(i, "ceiling")][1] for i in range(P)]),
         "gamma0_s": g2,
@@ -245,9 +247,9 @@ def evaluate_detail(
     # the teacher, the direct and ceiling students do not.
     blank = {
         "teacher": div_t,
-        "direct": take("direct", m1.diverged),
-        "ceiling": take("ceiling", m1.diverged),
-        "t2s": div_t | m2.diverged[best2],
+        "direct": take("direct", m2.diverged),
+        "ceiling": take("ceiling", m2.diverged),
+        "t2s": div_t | m2.diverged[rows_t2s],
     }
     for name, bad in blank.items():
         for k in (f"mode_{name}", f"risk_{name}", f"curve_{name}"):
@@ -255,9 +257,8 @@ def evaluate_detail(
                 out[k][bad] = np.nan
     diverged = np.logical_or.reduce(list(blank.values()))
     out["status"] = np.where(diverged, "diverged", "ok")
-    tuned = {"teacher": "tune_edge_t", "direct": "tune_edge_direct",
-             "ceiling": "tune_edge_ceiling"}
-    for role, key in tuned.items():
+    out["tune_edge_t"] = np.array([_edge(points[i], "teacher", g_best[i]) for i in range(P)])
+    for role, key in (("direct", "tune_edge_direct"), ("ceiling", "tune_edge_ceiling")):
         out[key] = np.array([_edge(points[i], role, pick[(i, role)][1]) for i in range(P)])
     out["tune_edge_s"] = np.array([_edge(points[i], "t2s", g2[i]) for i in range(P)])
     with_ratios(out)
@@ -266,8 +267,8 @@ def evaluate_detail(
     out["w2s_ratio"][no_w2s] = np.nan
     detail = Detail(
         energy=energy, lam_t=lam_t, lam_s=lam_s, a_teacher=a_t, p_teacher=p_t,
-        a_t2s=m2.a[best2], p_t2s=m2.contraction[best2], u_teacher_sq=u_t_sq,
-        a_direct=take("direct", m1.a), a_ceiling=take("ceiling", m1.a),
+        a_t2s=m2.a[rows_t2s], p_t2s=m2.contraction[rows_t2s], u_teacher_sq=u_t_sq,
+        a_direct=take("direct", m2.a), a_ceiling=take("ceiling", m2.a),
         gamma0={k: out[k] for k in ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")},
         energy_s=energy_s, a_teacher_s=a_t_s, u_teacher_sq_s=u_t_sq_s,
     )
