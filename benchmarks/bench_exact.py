@@ -86,44 +86,52 @@ def clocked(fn) -> tuple[Any, float, float]:
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-def best_of(fn, repeat: int, before=None) -> tuple[Any, float, float]:
-    """:func:`clocked` ``repeat`` times (``before`` run untimed ahead of each): the run with
-    the least CPU, since single timings on this machine vary by 50 %."""
-    runs = []
-    for _ in range(repeat):
-        if before is not None:
-            before()
-        runs.append(clocked(fn))
-    return min(runs, key=lambda r: r[2])
-
-
 def horizons(size: dict[str, Any]) -> dict[str, Any]:
     """Closed form (cold and warm cache) against the step recursion at growing N = n.
 
     Every cost is given as wall and CPU seconds, the best (least CPU) of ``repeat`` runs for
-    both engines alike; ratios are taken in the same run on both.
+    both engines alike; ratios are taken in the same run on both. The horizons take turns
+    within each repeat (2^12, 2^20, …, then again), so that a slow spell of this shared
+    machine, which lasts seconds, lands on every horizon alike instead of on whichever was
+    being timed (timing each horizon's repeats back to back once gave a flatness of 2.1 where
+    interleaved runs of the same code gave 1.4).
     """
-    rows = []
+    points = {e: horizon_point(size["d"], e) for e in size["exps"]}
+    cks = {e: checkpoint_steps(p.steps_max) for e, p in points.items()}
+
+    def run(e: int, solver=None):
+        if solver is None:
+            return exact.evaluate([points[e]], cks[e])
+        return exact.evaluate([points[e]], cks[e], solver=solver)
+
+    cold: dict[int, list] = {e: [] for e in points}
+    steps: dict[int, list] = {e: [] for e in size["step_exps"]}
+    work = {}
+    for _ in range(size["repeat"]):
+        for e in points:
+            stretch.clear_cache()
+            cold[e].append(clocked(lambda e=e: run(e)))
+            work[e] = stretch.cache_stats()  # what the cold point needed, free of noise
+            if e in steps:
+                steps[e].append(clocked(lambda e=e: run(e, evolve_steps)))
+    # warm: the steady state of a sweep, every horizon's maps cached and used before
     stretch.clear_cache()
-    for e in size["exps"]:
-        p = horizon_point(size["d"], e)
-        ck = checkpoint_steps(p.steps_max)
-
-        def run(p=p, ck=ck):
-            return exact.evaluate([p], ck)
-
-        fast, cold, cold_cpu = best_of(run, size["repeat"], before=stretch.clear_cache)
-        work = stretch.cache_stats()  # what the cold point needed, free of timing noise
-        # warm: the steady state of a sweep, where every map has been used before (a map
-        # keeps its C from its third use on, so the best of several more calls)
-        _, warm, warm_cpu = best_of(run, size["repeat"] + 1)
-        row = {"exp": e, "fast_cold_seconds": cold, "fast_warm_seconds": warm,
+    for e in points:
+        run(e)
+    warm: dict[int, list] = {e: [] for e in points}
+    for _ in range(size["repeat"]):
+        for e in points:
+            warm[e].append(clocked(lambda e=e: run(e)))
+    rows = []
+    for e in points:
+        fast, cold_wall, cold_cpu = min(cold[e], key=lambda r: r[2])
+        _, warm_wall, warm_cpu = min(warm[e], key=lambda r: r[2])
+        row = {"exp": e, "fast_cold_seconds": cold_wall, "fast_warm_seconds": warm_wall,
                "fast_cold_cpu_seconds": cold_cpu, "fast_warm_cpu_seconds": warm_cpu,
-               "maps": work["maps"], "roots": work["roots"],
+               "maps": work[e]["maps"], "roots": work[e]["roots"],
                "risk_t2s": float(fast["risk_t2s"][0])}
-        if e in size["step_exps"]:
-            ref, wall, cpu = best_of(  # best of as many as the closed form gets
-                lambda p=p, ck=ck: exact.evaluate([p], ck, solver=evolve_steps), size["repeat"])
+        if e in steps:
+            ref, wall, cpu = min(steps[e], key=lambda r: r[2])
             row["steps_seconds"], row["steps_cpu_seconds"] = wall, cpu
             row["max_rel_diff_risks"] = max(
                 abs(float(fast[k][0]) / float(ref[k][0]) - 1.0)
@@ -153,9 +161,9 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
 
 
 def revisits(size: dict[str, Any]) -> dict[str, Any]:
-    """Six (α_T, α_S) points swept three times (d, N = n = 2^20): their stretch maps with C kept
-    exceed the cache budget, so the passes after the first show what the cache keeps (roots
-    first, C only while there is room)."""
+    """Six (α_T, α_S) points swept three times (d, N = n = 2^20): the first pass finds every
+    map's roots, the later ones reuse them from the cache (compiled maps keep no C, so at
+    d = 1000 the cache holds roots only, about 90 KB a map)."""
     pts = [make_point({"alpha_t": a, "alpha_s": a + 0.5, "N": 2 ** size["revisit_exp"],
                        "n": 2 ** size["revisit_exp"], "sigma2": 0.1, "d": size["d"]})
            for a in (1.5, 1.75, 2.0, 2.25, 2.5, 2.75)]

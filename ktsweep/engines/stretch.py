@@ -81,9 +81,9 @@ faster than the products read a kept 8 MB C back from memory (a warm point at d 
 2^20: 0.08 s rebuilding, 0.17 s reading kept C)."""
 
 _KEEP_FROM = 3
-"""The use from which a map keeps C. A lone point applies some maps twice (the direct
-student shares the T2S and ceiling students' steps when N = n), and building a kept buffer
-then costs more than applying the rows once more; a sweep applies them many times."""
+"""The use from which a map keeps C: a map reused this often belongs to a sweep, which will
+apply it many more times; a lone point applies each map once or twice (its three students
+share theirs in one advance), and building a kept buffer costs more than rebuilding rows."""
 
 _CACHE_BYTES = 512 << 20
 """Stretch maps are reused across runs and points (same λ, γ, B): geometric schedules of any
