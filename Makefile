@@ -52,7 +52,7 @@ docs: setup
 	$(BIN)/mkdocs build --strict
 
 # The project's claim table (docs/science/claim-table.md): every theory sweep of config/theory/
-# (about an hour on 2 cores; a sweep already complete is not recomputed, but its fits and
+# (about 20 minutes on 2 cores; a sweep already complete is not recomputed, but its fits and
 # claims are redone with the current analysis code), then one verdict per claim over all
 # their claims.csv. Not part of CI.
 THEORY := $(sort $(basename $(notdir $(wildcard config/theory/*.yaml))))

@@ -550,10 +550,10 @@ def combined_markdown(df: pd.DataFrame, provenance: str = "") -> str:
     lines = ["# The claim table of the project", "",
              "Every claim of arXiv 2606.01292 that ktsweep tests, judged over the theory sweeps "
              "of `config/theory/` together. Regenerate it with `make claim-table` (it runs each "
-             "theory sweep, about an hour on 2 cores, then combines their `claims.csv`). A claim "
-             "**fails** if any sweep contradicts it, **holds** if at least one sweep shows it "
-             "and none contradicts it, and otherwise keeps the undecided verdict that says "
-             "what to raise first. How each sweep judges a claim: [claims](claims.md).", "",
+             "theory sweep, about 20 minutes on 2 cores, then combines their `claims.csv`). "
+             "A claim **fails** if any sweep contradicts it, **holds** if at least one sweep "
+             "shows it and none contradicts it, and otherwise keeps the undecided verdict that "
+             "says what to raise first. How each sweep judges a claim: [claims](claims.md).", "",
              f"{len(df)} claims: {summary}." + (f" {provenance}" if provenance else ""), "",
              "| claim | source | verdict | decided by | reason |", "|---|---|---|---|---|"]
     for r in df.itertuples(index=False):
