@@ -212,13 +212,15 @@ def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, numba: bool,
     """A map first asked for a long stretch needs only its slowest roots (a suffix); a later
     short one extends the suffix. C is built in row blocks inside the advance that needs the
     rows, which also reduces the h, w of new roots; a map on numpy's path small enough keeps C
-    (forced on or off here; a compiled map never does) from its third advance on (the first two apply C row by row without storing it:
-    a lone point's maps never touch an m × m buffer) and builds only the rows of new roots
-    into it, others rebuild it. In any order of the calls, every result must match stepping
-    (1e-9), with the compiled kernels and with numpy's (numba missing). Planted bugs this
+    (forced on or off here; a compiled map never does) from its third advance on (the first
+    two apply C row by row without storing it: a lone point's maps never touch an m × m
+    buffer) and builds only the rows of new roots into it, others rebuild it. In any order of
+    the calls, every result must match stepping (1e-9), with the compiled kernels and with
+    numpy's (numba missing). Planted bugs this
     catches: new rows of a kept map written or read at the buffer's start instead of the
     suffix's; kept rows marked valid before they are built; pending h, w never reduced (the
-    map then fails and silently steps: asserted against too) or reduced for offset rows."""
+    map then fails and silently steps: asserted against too) or reduced for offset rows, or
+    marked reduced when an advance applied only the roots after them."""
     from ktsweep.engines import stretch
     from ktsweep.engines.moments import _step_stretch
 
@@ -232,9 +234,11 @@ def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, numba: bool,
     a0 = np.random.default_rng(0).uniform(0.1, 1.0, m) * lam
     none = np.zeros(0, dtype=np.int64)  # roots: 171 for long, 344 for mid, all for short
     long, mid, short = (2**14, none), (2**12, none), (3000, np.array([150, 900, 3000]))
+    near = (11_000, none)  # a little more than long needs: the extension doubles past it
     ref = {n: _step_stretch(lam, a0, s2, gamma, inv_b, n, t, np.inf)
-           for n, t in (long, mid, short)}
-    for order in ((long, long, mid, mid, short), (short, long, long), (long, short, long)):
+           for n, t in (long, mid, short, near)}
+    for order in ((long, long, mid, mid, short), (short, long, long), (long, short, long),
+                  (long, near, short)):
         sm = stretch._solve(lam, gamma, inv_b)
         assert sm is not None
         seen = []
@@ -249,6 +253,40 @@ def test_root_suffix_grows_alike_kept_or_rebuilt(keep: bool, numba: bool,
         assert (sm._rows is not None) == (keep and not numba)  # compiled maps never keep C
         if order[2] is mid:
             assert m > seen[0] > seen[2] > seen[-1]  # a suffix first, then extended twice
+        if order[1] is near:  # roots computed past the need, their h, w left pending
+            assert seen[1] == seen[0] - (m - seen[0])
+
+
+def test_long_stretch_applies_only_the_roots_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map that holds every root from a short stretch applies, for a long stretch of the
+    same step, only the slow roots that one needs (a sweep shares maps between horizons: the
+    2^20 schedule's step sizes recur in the 2^40 one), and still agrees with stepping.
+    Mutation: applying every computed root (right numbers, 1.7x the work at 2^40 warm)."""
+    pytest.importorskip("numba")
+    from ktsweep.engines import secular, stretch
+    from ktsweep.engines.moments import _step_stretch
+
+    applied: list[int] = []
+    real = secular.apply_rows
+
+    def spy(d, origin, *args):
+        applied.append(origin.size)
+        return real(d, origin, *args)
+
+    monkeypatch.setattr(secular, "apply_rows", spy)
+    monkeypatch.setattr(stretch, "_COMPILED_FROM", 0)
+    m, gamma, s2 = 200, 0.2, 0.1
+    lam = np.arange(1, m + 1, dtype=np.float64) ** -1.0
+    a0 = np.random.default_rng(5).uniform(0.1, 1.0, m) * lam
+    none = np.zeros(0, dtype=np.int64)
+    sm = stretch._solve(lam, gamma, 1.0)
+    assert sm is not None
+    assert sm.advance(a0, s2, 50, none) is not None and sm.lo == 0  # short: every root
+    res = sm.advance(a0, s2, 2**14, none)
+    assert res is not None
+    assert applied[0] == m and 0 < applied[1] < m // 2
+    ref = _step_stretch(lam, a0, s2, gamma, 1.0, 2**14, none, np.inf)
+    np.testing.assert_allclose(res[0], ref[0], rtol=1e-9)
 
 
 def test_blas_limit_is_restored_and_reentrant() -> None:

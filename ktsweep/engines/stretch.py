@@ -214,13 +214,7 @@ class StretchMap:
         m = self.d.size
         if self.failed:
             return False
-        if not m:
-            return True
-        # lower end of root i's interval: d_{i+1}, and for the last root f0·d_{m−1} (from
-        # Σ_i g_i/(d_i − δ) ≤ (1 − f0) d_{m−1}/(d_{m−1} − δ) below the last pole), so a cut
-        # under it needs no root at all: every component has decayed (long stretches)
-        upper = np.append(self.d[1:], self.f0 * self.d[-1])
-        lo = int(np.searchsorted(-upper, -cut, side="left"))  # first i with d_{i+1} < cut
+        lo = self._needed(cut)
         if lo >= self.lo:
             return True
         grow = max(_GROW_MIN, m - self.lo) if self.lo < m else 0  # a first extension: as asked
@@ -233,6 +227,16 @@ class StretchMap:
         self._delta[lo:self.lo] = delta
         self.lo = lo
         return True
+
+    def _needed(self, cut: float) -> int:
+        """The first root that may have δ ≤ ``cut`` (roots are in descending δ): root i lies
+        above d_{i+1}, and the last root above f0·d_{m−1} (from Σ_i g_i/(d_i − δ) ≤
+        (1 − f0) d_{m−1}/(d_{m−1} − δ) below the last pole), so a cut under that needs no
+        root at all: every component has decayed (long stretches at large steps)."""
+        if not self.d.size:
+            return 0
+        upper = np.append(self.d[1:], self.f0 * self.d[-1])
+        return int(np.searchsorted(-upper, -cut, side="left"))
 
     def _kernels(self) -> Any:
         """The compiled kernels for a map this large (:data:`_COMPILED_FROM`), else None."""
@@ -292,18 +296,18 @@ class StretchMap:
         rows -= self._tau[lo:hi, None]
         return np.reciprocal(rows, out=rows)
 
-    def _chunks(self, keep: bool):
-        """(slice into the computed suffix, C rows) in blocks covering every computed root,
-        each block read from the kept buffer or built (into the buffer when ``keep``, else
-        into a reused scratch block, valid only until the next one); the h, w of roots that
-        lack them are reduced from their block on the way. Without ``keep`` this is the
-        numpy twin of :func:`ktsweep.engines.secular.apply_rows`, used where numba is
-        missing."""
+    def _chunks(self, keep: bool, start: int):
+        """(slice into roots ``start`` … m−1, C rows) in blocks covering those roots (a
+        suffix of the computed ones), each block read from the kept buffer or built (into the
+        buffer when ``keep``, else into a reused scratch block, valid only until the next
+        one); the h, w of roots that lack them are reduced from their block on the way.
+        Without ``keep`` this is the numpy twin of
+        :func:`ktsweep.engines.secular.apply_rows`, used where numba is missing."""
         m, step = self.d.size, max(16, _BLOCK_BYTES // (8 * max(self.d.size, 1)))
         if keep and self._rows is None:
             self._set_kept(np.empty((m, m)), m)
-        scratch = None if keep else np.empty((min(step, m - self.lo), m))
-        for lo in range(self.lo, m, step):
+        scratch = None if keep else np.empty((min(step, m - start), m))
+        for lo in range(start, m, step):
             hi = min(m, lo + step)
             if keep and lo >= self._kept:
                 rows = self._rows[lo:hi]
@@ -313,15 +317,14 @@ class StretchMap:
                 k = min(self._ready, hi) - lo
                 self._h[lo:lo + k] = rows[:k] @ self.g
                 self._w[lo:lo + k] = np.square(rows[:k]) @ self.g
-            yield slice(lo - self.lo, hi - self.lo), rows
+            yield slice(lo - start, hi - start), rows
         if keep:
-            self._set_kept(self._rows, self.lo)
+            self._set_kept(self._rows, min(self._kept, start))
 
-    def _sound(self) -> bool:
-        """Check the h, w reduced in the last pass (finite, w > 0); mark the map failed (and
-        drop its buffer) if not."""
-        h, w = self._h[self.lo:self._ready], self._w[self.lo:self._ready]
-        self._ready = self.lo
+    def _sound(self, lo: int, hi: int) -> bool:
+        """Check the h, w of roots lo … hi−1, reduced in the last pass (finite, w > 0); mark
+        the map failed (and drop its buffer) if not."""
+        h, w = self._h[lo:hi], self._w[lo:hi]
         if np.isfinite(h).all() and np.isfinite(w).all() and (w > 0).all():
             return True
         self.failed = True
@@ -355,8 +358,9 @@ class StretchMap:
         Dropping root k changes a_i(t) by at most √g_i ‖W⁻¹y‖ μ_k^t (y = a(0) − a_∞, W =
         diag √g: an orthogonal projection in the symmetric coordinates), so roots with
         μ_k^t ≤ _TINY · scale / (√g_max ‖W⁻¹y‖) at the shortest time asked for (over all
-        rows) are dropped. Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with 0 < μ_k < 1 bounds the peak
-        by Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
+        rows) are dropped, also where the map holds them from an earlier, shorter stretch
+        (a sweep shares maps between horizons). Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with
+        0 < μ_k < 1 bounds the peak by Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
         """
         if self.whole:
             x, still = a, np.zeros(a.shape[0])
@@ -377,35 +381,41 @@ class StretchMap:
         spread = np.sqrt(float(self.g.max()) * (np.square(y) @ (1.0 / self.g)))
         scale = np.maximum(np.maximum(np.abs(x).sum(axis=1), fixed.sum(axis=1)), 1e-300)
         need = spread > 0
+        start = self.d.size  # the roots this call applies: start … m−1
         if need.any():
             cut = np.log(spread[need] / (_TINY * scale[need])).clip(0.0) / t_min[need]
-            if not self.ensure(max(float(cut.max()), 1e-300)):
+            top = max(float(cut.max()), 1e-300)
+            if not self.ensure(top):
                 return None
-        log_mu = np.log1p(-self.delta)
+            # a map may hold roots an earlier, shorter stretch needed and this one does not
+            start = max(self.lo, self._needed(top))
+        log_mu = np.log1p(-self._delta[start:])
         decay = np.exp(np.asarray(length, dtype=np.float64)[:, None] * log_mu[None, :])
-        alpha = np.empty((a.shape[0], self.delta.size))
+        alpha = np.empty((a.shape[0], log_mu.size))
         out = np.zeros((a.shape[0], self.d.size))
+        fresh = self._ready  # the h, w of roots start … fresh−1 are reduced in this pass
         self._uses += 1
         kernels = self._kernels()
         keep = kernels is None and self._keep and self._uses >= _KEEP_FROM  # C kept or rebuilt
         if kernels is None:
-            for sl, c in self._chunks(keep):  # one pass: a coefficient needs only its row
-                alpha[:, sl] = (y @ c.T) / self.w[sl]
+            w = self._w[start:]
+            for sl, c in self._chunks(keep, start):  # one pass: a coefficient needs its row
+                alpha[:, sl] = (y @ c.T) / w[sl]
                 out += (decay[:, sl] * alpha[:, sl]) @ c
         else:  # compiled: rows built and applied one at a time, none kept
-            kernels.apply_rows(self.d, self._origin[self.lo:], self._tau[self.lo:], self.g,
+            kernels.apply_rows(self.d, self._origin[start:], self._tau[start:], self.g,
                                np.ascontiguousarray(y), decay, alpha, out,
-                               self._h[self.lo:], self._w[self.lo:])
-            self._ready = self.d.size  # h, w of every computed root were reduced now
-        if self._ready > self.lo and not self._sound():
+                               self._h[start:], self._w[start:])
+        if start < fresh and not self._sound(start, fresh):
             return None
+        self._ready = min(fresh, start)
         if self.whole:
             new = fixed + self.g * out
         else:
             new = a.copy()
             new[:, self.live] = fixed + self.g * out
         base = fixed.sum(axis=1) + still
-        ha = self.h * alpha
+        ha = self._h[start:] * alpha
         if at.size:
             owner = np.repeat(np.arange(len(times)), counts)
             flat = 0.5 * (base[owner] + np.einsum(
