@@ -144,11 +144,16 @@ def test_roots_needed_down_to_the_last_roots_lower_bound() -> None:
     ref = _step_stretch(lam, a0, s2, gamma, 1.0, 2000, none, np.inf)
     np.testing.assert_allclose(res[0], ref[0], rtol=1e-9)
 
-    fresh = stretch._solve(lam, gamma, 1.0)
-    res = fresh.advance(a0, s2, 2**40, none)
+    # with a mode that does not learn (λ = 0: its a stays and acts as label noise), and a
+    # learning curve asked for deep inside the stretch
+    lam0, a00 = np.append(lam, 0.0), np.append(a0, 0.3)
+    fresh = stretch._solve(lam0, gamma, 1.0)
+    res = fresh.advance(a00, s2, 2**40, np.array([2**39, 2**40]))
     assert res is not None and fresh.lo == m  # no root computed
-    fixed = (sm.g / sm.d) * s2 / (1.0 - np.sum(sm.g / sm.d))  # Sherman–Morrison
+    fixed = (sm.g / sm.d) * (s2 + 0.3) / (1.0 - np.sum(sm.g / sm.d))  # Sherman–Morrison
     np.testing.assert_allclose(res[0][sm.live], fixed, rtol=1e-12)
+    assert res[0][m] == 0.3
+    np.testing.assert_allclose(res[1], 0.5 * (fixed.sum() + 0.3), rtol=1e-12)
 
 
 def test_checkpoint_inside_a_stretch_uses_the_closed_form(small_point: Callable[..., Point]

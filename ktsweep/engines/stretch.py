@@ -151,6 +151,8 @@ class StretchMap:
         self.whole = live.size == size and bool((live == np.arange(size)).all())
         self.f0 = f0
         self.fixed = ratio / f0  # a_∞ / s²
+        self._inv_g = 1.0 / g
+        self._g_max = float(g.max()) if g.size else 0.0
         m = d.size
         self._D = 1.0 / np.sqrt(d)
         u = np.sqrt(g) / d
@@ -378,7 +380,7 @@ class StretchMap:
             t_min[some] = np.minimum(t_min[some], np.minimum.reduceat(at, starts[some]))
         else:
             at = np.zeros(0)
-        spread = np.sqrt(float(self.g.max()) * (np.square(y) @ (1.0 / self.g)))
+        spread = np.sqrt(self._g_max * (np.square(y) @ self._inv_g))
         scale = np.maximum(np.maximum(np.abs(x).sum(axis=1), fixed.sum(axis=1)), 1e-300)
         need = spread > 0
         start = self.d.size  # the roots this call applies: start … m−1
@@ -389,6 +391,13 @@ class StretchMap:
                 return None
             # a map may hold roots an earlier, shorter stretch needed and this one does not
             start = max(self.lo, self._needed(top))
+        base = fixed.sum(axis=1) + still
+        if start == self.d.size:  # every component decayed: the fixed point, Σa = base
+            new = fixed if self.whole else a.copy()
+            if not self.whole:
+                new[:, self.live] = fixed
+            return new, [np.full(n, 0.5 * b) for n, b in zip(counts.tolist(), base.tolist(),
+                                                             strict=True)], base + _TINY * scale
         log_mu = np.log1p(-self._delta[start:])
         decay = np.exp(np.asarray(length, dtype=np.float64)[:, None] * log_mu[None, :])
         alpha = np.empty((a.shape[0], log_mu.size))
@@ -414,7 +423,6 @@ class StretchMap:
         else:
             new = a.copy()
             new[:, self.live] = fixed + self.g * out
-        base = fixed.sum(axis=1) + still
         ha = self._h[start:] * alpha
         if at.size:
             owner = np.repeat(np.arange(len(times)), counts)
@@ -441,10 +449,12 @@ def _solve(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0) -> Str
     f0 = 1.0 - float(ratio.sum())
     if not f0 > 0:  # spectral radius ≥ 1
         return None
-    order = np.argsort(-d, kind="stable")
-    live, d, g, ratio = live[order], d[order], g[order], ratio[order]
-    if live.size > 1 and not (d[1:] < d[:-1] * (1 - 1e-13)).all():
-        return None  # (near-)equal poles: not separable in float64
+    apart = live.size < 2 or bool((d[1:] < d[:-1] * (1 - 1e-13)).all())
+    if not apart:  # not in descending order (a power law's are), or poles too close
+        order = np.argsort(-d, kind="stable")
+        live, d, g, ratio = live[order], d[order], g[order], ratio[order]
+        if not (d[1:] < d[:-1] * (1 - 1e-13)).all():
+            return None  # (near-)equal poles: not separable in float64
     return StretchMap(live, d, g, ratio, f0, lam.size)
 
 
