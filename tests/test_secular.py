@@ -114,9 +114,10 @@ def test_single_mode_root_is_exact() -> None:
 
 
 def test_rows_applied_one_at_a_time_match_the_matrix_products() -> None:
-    """h = C g, w = C² g, α = (y Cᵀ)/w and out = (decay ∘ α) C for several states, against
-    numpy on the full C (1e-12). Mutations: decay read at the state's row instead of the
-    root's column; w without the square; out overwritten instead of accumulated."""
+    """h = C g, w = C² g, α = (y Cᵀ)/w, out = (μ^length ∘ α) C, Σ|h α| and the curve's
+    Σ_k h_k α_{owner,k} μ_k^t for several states, against numpy on the full C (1e-12).
+    Mutations: the decay read at another state's length; w without the square; out
+    overwritten instead of accumulated; the curve's coefficient taken from the wrong state."""
     rng = np.random.default_rng(3)
     lam = np.arange(1, 301, dtype=np.float64) ** -1.5
     d, g = _map(lam, 0.2, 1.0)
@@ -124,20 +125,43 @@ def test_rows_applied_one_at_a_time_match_the_matrix_products() -> None:
     origin, tau, delta = np.empty(m, np.int64), np.empty(m), np.empty(m)
     assert secular.roots(d, g, 0, m, origin, tau, delta)
     lo = 40  # a suffix of roots, as the engine computes them
-    o, t = origin[lo:], tau[lo:]
+    o, t, dl = origin[lo:], tau[lo:], delta[lo:]
     y = rng.normal(size=(3, m))
-    decay = rng.uniform(0.0, 1.0, (3, m - lo))
+    length = np.array([30.0, 300.0, 3000.0])
+    at = np.array([5.0, 50.0, 7.0, 900.0])
+    owner = np.array([0, 0, 1, 2])
     C = 1.0 / ((d[None, :] - d[o][:, None]) - t[:, None])
     h_ref, w_ref = C @ g, np.square(C) @ g
     alpha_ref = (y @ C.T) / w_ref
-    out_ref = 0.5 + (decay * alpha_ref) @ C
-    alpha, out = np.empty((3, m - lo)), np.full((3, m), 0.5)
+    log_mu = np.log1p(-dl)
+    out_ref = 0.5 + (np.exp(length[:, None] * log_mu) * alpha_ref) @ C
+    ha = h_ref * alpha_ref
+    curve_ref = 0.25 + np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu), ha[owner])
+    out, absha, curve = np.full((3, m), 0.5), np.zeros(3), np.full(4, 0.25)
     h, w = np.empty(m - lo), np.empty(m - lo)
-    secular.apply_rows(d, o, t, g, y, decay, alpha, out, h, w)
+    secular.apply_rows(d, o, t, dl, g, y, length, at, owner, out, h, w, absha, curve)
     np.testing.assert_allclose(h, h_ref, rtol=1e-12)
     np.testing.assert_allclose(w, w_ref, rtol=1e-12)
-    np.testing.assert_allclose(alpha, alpha_ref, rtol=1e-10, atol=1e-12 * np.abs(alpha_ref).max())
+    np.testing.assert_allclose(absha, np.abs(ha).sum(axis=1), rtol=1e-10)
     np.testing.assert_allclose(out, out_ref, rtol=1e-10, atol=1e-12 * np.abs(out_ref).max())
+    np.testing.assert_allclose(curve, curve_ref, rtol=1e-10,
+                               atol=1e-12 * np.abs(curve_ref).max())
+
+
+def test_prepare_matches_numpy() -> None:
+    """The fixed point, y = x − fixed, Σ y²/g and the scale, against their numpy forms
+    (mutations: the scale without the fixed point's sum; y measured from 0)."""
+    rng = np.random.default_rng(8)
+    x = rng.uniform(0.0, 1.0, (3, 50))
+    s2 = np.array([0.1, 0.0, 100.0])  # the last: the fixed point outweighs x
+    ratio, g = rng.uniform(0.01, 0.1, 50), rng.uniform(1e-6, 1e-2, 50)
+    y, fixed = np.empty_like(x), np.empty_like(x)
+    norm, scale = secular.prepare(x, s2, ratio, 1.0 / g, y, fixed)
+    f_ref = s2[:, None] * ratio[None, :]
+    np.testing.assert_allclose(fixed, f_ref, rtol=1e-15)
+    np.testing.assert_allclose(y, x - f_ref, rtol=1e-14)
+    np.testing.assert_allclose(norm, np.square(x - f_ref) @ (1.0 / g), rtol=1e-12)
+    np.testing.assert_allclose(scale, np.maximum(np.abs(x).sum(1), f_ref.sum(1)), rtol=1e-12)
 
 
 def test_unconverged_roots_fall_back_to_lapack(monkeypatch: pytest.MonkeyPatch) -> None:

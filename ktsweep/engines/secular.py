@@ -5,8 +5,8 @@ Two loops dominate a cold stretch map at d ≈ 1000, and both are O(m) per root:
 - :func:`roots`: the secular equation 1 = Σ_j g_j / (d_j − δ) (d descending, g > 0), one root
   δ_k in each (d_{k+1}, d_k) with d_m = 0, returned as its nearest pole o and the offset
   τ = δ − d_o to full relative precision (what C = 1/((d_j − d_o) − τ) needs).
-- :func:`apply_rows`: the rows of C built one at a time, their h, w and both products with the
-  states, without storing C (a map used once never needs it).
+- :func:`apply_rows`: the rows of C built one at a time, their h, w, both products with the
+  states and the learning curve's sums, without storing C (a map used once never needs it).
 
 **Roots, one pass.** Most roots of a small step sit so close to their upper pole that the
 rest of the sum is a short power series there: with s_j = d_j − d_k,
@@ -305,21 +305,59 @@ def _dot(a, b):
 
 
 @njit(cache=True, error_model="numpy")
-def apply_rows(d, origin, tau, g, y, decay, alpha, out, h, w):
-    """Rows k of C, 1/((d_j − d_{o_k}) − τ_k), one at a time: h_k = Σ g C, w_k = Σ g C²,
-    α[p, k] = (y_p · C_k) / w_k and out[p] += decay[p, k] α[p, k] C_k for every state p."""
+def apply_rows(d, origin, tau, delta, g, y, length, at, owner, out, h, w, absha, curve):
+    """Rows k of C, 1/((d_j − d_{o_k}) − τ_k), one at a time, each applied at once to every
+    state p: h_k = Σ g C, w_k = Σ g C², α_pk = (y_p · C_k) / w_k, and with μ_k = 1 − δ_k
+    (its powers as exp(t·log1p(−δ_k)), never rounding μ_k)
+
+        out[p] += μ_k^length[p] α_pk C_k,   absha[p] += |h_k α_pk|,
+        curve[i] += h_k α_{owner[i], k} μ_k^at[i]   (the learning curve's times).
+
+    Everything an advance needs from the roots in one pass, with no m × m or P × roots
+    array: the numpy twin is :meth:`ktsweep.engines.stretch.StretchMap._chunks` and the
+    products around it."""
     m = d.size
     row = np.empty(m)
+    coef = np.empty(y.shape[0])
     for k in range(origin.size):
         _fill_row(d, d[origin[k]], tau[k], row)
         hk, wk = _reduce_row(row, g)
         h[k] = hk
         w[k] = wk
+        log_mu = np.log1p(-delta[k])
         for p in range(y.shape[0]):
             a = _dot(y[p], row) / wk
-            alpha[p, k] = a
-            coef = decay[p, k] * a
-            if coef != 0.0:
+            coef[p] = hk * a
+            absha[p] += abs(hk * a)
+            c = np.exp(length[p] * log_mu) * a
+            if c != 0.0:
                 op = out[p]
                 for j in range(m):
-                    op[j] += coef * row[j]
+                    op[j] += c * row[j]
+        for i in range(at.size):
+            curve[i] += coef[owner[i]] * np.exp(at[i] * log_mu)
+
+
+@njit(cache=True, fastmath=True, error_model="numpy")
+def prepare(x, s2, fixed_ratio, inv_g, y, fixed):
+    """fixed[p] = s2[p]·a_∞/s² and y[p] = x[p] − fixed[p] for every state; returns, per
+    state, ‖W⁻¹y‖² = Σ y²/g and the state's scale max(Σ|x|, Σ fixed) (the quantities the
+    root cut of an advance needs), in one pass instead of a dozen numpy calls."""
+    rows, m = x.shape
+    norm = np.empty(rows)
+    scale = np.empty(rows)
+    for p in range(rows):
+        acc = 0.0
+        sx = 0.0
+        sf = 0.0
+        for j in range(m):
+            f = s2[p] * fixed_ratio[j]
+            v = x[p, j] - f
+            fixed[p, j] = f
+            y[p, j] = v
+            acc += v * v * inv_g[j]
+            sx += abs(x[p, j])
+            sf += f
+        norm[p] = acc
+        scale[p] = max(sx, sf, 1e-300)
+    return norm, scale

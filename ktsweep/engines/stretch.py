@@ -142,23 +142,21 @@ class StretchMap:
                  f0: float, size: int) -> None:
         self.live, self.d, self.g = live, d, g
         self.lock = threading.RLock()  # sweep tasks share maps across dask worker threads
-        dead = np.ones(size, dtype=bool)
-        dead[live] = False
-        self.dead = np.flatnonzero(dead)
         # every mode live and already in the order of d (a power law's λ descends): states
         # are then read and written whole, without gathering (which costs as much as the rest
         # of an advance's bookkeeping at d = 1000)
-        self.whole = live.size == size and bool((live == np.arange(size)).all())
+        self.whole = live.size == size and bool((live[1:] > live[:-1]).all())
+        if self.whole:
+            self.dead = np.zeros(0, dtype=np.int64)
+        else:
+            dead = np.ones(size, dtype=bool)
+            dead[live] = False
+            self.dead = np.flatnonzero(dead)
         self.f0 = f0
         self.fixed = ratio / f0  # a_∞ / s²
         self._inv_g = 1.0 / g
         self._g_max = float(g.max()) if g.size else 0.0
         m = d.size
-        self._D = 1.0 / np.sqrt(d)
-        u = np.sqrt(g) / d
-        nu = float(np.sqrt(np.sum(u * u)))
-        self._z = u / nu if m else u
-        self._rho = nu * nu / f0 if m else 1.0
         self.lo = m
         self._origin = np.zeros(m, dtype=np.int64)
         self._tau = np.zeros(m)
@@ -270,7 +268,10 @@ class StretchMap:
         measured the same). For a single live mode (m = 1) LAPACK returns no differences,
         so τ is wrong there; C then cancels from every result (r α = y), which keeps it
         harmless, and :meth:`_roots` gets τ = −g right."""
-        D, z, rho = self._D, self._z, self._rho
+        D = 1.0 / np.sqrt(self.d)  # the inverted problem: diag(1/d) + ρ z zᵀ
+        u = np.sqrt(self.g) / self.d
+        nu = float(np.sqrt(np.sum(u * u)))
+        z, rho = u / nu, nu * nu / self.f0
         m = self.d.size
         count = hi - lo
         sig = np.empty(count)
@@ -369,8 +370,17 @@ class StretchMap:
         else:
             x, still = a[:, self.live], a[:, self.dead].sum(axis=1)
         s2 = noise + still
-        fixed = s2[:, None] * self.fixed[None, :]
-        y = x - fixed
+        kernels = self._kernels()
+        if kernels is None:
+            fixed = s2[:, None] * self.fixed[None, :]
+            y = x - fixed
+            norm = np.square(y) @ self._inv_g
+            scale = np.maximum(np.maximum(np.abs(x).sum(axis=1), fixed.sum(axis=1)), 1e-300)
+        else:
+            fixed, y = np.empty(x.shape), np.empty(x.shape)
+            norm, scale = kernels.prepare(np.ascontiguousarray(x), s2, self.fixed, self._inv_g,
+                                          y, fixed)
+        spread = np.sqrt(self._g_max * norm)
         counts = np.fromiter(map(len, times), dtype=np.int64, count=len(times))
         t_min = np.asarray(length, dtype=np.float64).copy()
         if counts.any():  # the earliest time asked for per row (segments of ``at``)
@@ -380,8 +390,6 @@ class StretchMap:
             t_min[some] = np.minimum(t_min[some], np.minimum.reduceat(at, starts[some]))
         else:
             at = np.zeros(0)
-        spread = np.sqrt(self._g_max * (np.square(y) @ self._inv_g))
-        scale = np.maximum(np.maximum(np.abs(x).sum(axis=1), fixed.sum(axis=1)), 1e-300)
         need = spread > 0
         start = self.d.size  # the roots this call applies: start … m−1
         if need.any():
@@ -398,23 +406,28 @@ class StretchMap:
                 new[:, self.live] = fixed
             return new, [np.full(n, 0.5 * b) for n, b in zip(counts.tolist(), base.tolist(),
                                                              strict=True)], base + _TINY * scale
-        log_mu = np.log1p(-self._delta[start:])
-        decay = np.exp(np.asarray(length, dtype=np.float64)[:, None] * log_mu[None, :])
-        alpha = np.empty((a.shape[0], log_mu.size))
+        owner = np.repeat(np.arange(len(times)), counts)
         out = np.zeros((a.shape[0], self.d.size))
         fresh = self._ready  # the h, w of roots start … fresh−1 are reduced in this pass
         self._uses += 1
-        kernels = self._kernels()
-        keep = kernels is None and self._keep and self._uses >= _KEEP_FROM  # C kept or rebuilt
+        length = np.asarray(length, dtype=np.float64)
         if kernels is None:
+            keep = self._keep and self._uses >= _KEEP_FROM  # C kept (or rebuilt into it)
+            log_mu = np.log1p(-self._delta[start:])
+            decay = np.exp(length[:, None] * log_mu[None, :])
+            alpha = np.empty((a.shape[0], log_mu.size))
             w = self._w[start:]
             for sl, c in self._chunks(keep, start):  # one pass: a coefficient needs its row
                 alpha[:, sl] = (y @ c.T) / w[sl]
                 out += (decay[:, sl] * alpha[:, sl]) @ c
+            ha = self._h[start:] * alpha
+            absha = np.abs(ha).sum(axis=1)
+            curve = np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]), ha[owner])
         else:  # compiled: rows built and applied one at a time, none kept
-            kernels.apply_rows(self.d, self._origin[start:], self._tau[start:], self.g,
-                               np.ascontiguousarray(y), decay, alpha, out,
-                               self._h[start:], self._w[start:])
+            absha, curve = np.zeros(a.shape[0]), np.zeros(at.size)
+            kernels.apply_rows(self.d, self._origin[start:], self._tau[start:],
+                               self._delta[start:], self.g, y, length, at, owner, out,
+                               self._h[start:], self._w[start:], absha, curve)
         if start < fresh and not self._sound(start, fresh):
             return None
         self._ready = min(fresh, start)
@@ -423,16 +436,13 @@ class StretchMap:
         else:
             new = a.copy()
             new[:, self.live] = fixed + self.g * out
-        ha = self._h[start:] * alpha
         if at.size:
-            owner = np.repeat(np.arange(len(times)), counts)
-            flat = 0.5 * (base[owner] + np.einsum(
-                "pk,pk->p", np.exp(at[:, None] * log_mu[None, :]), ha[owner]))
+            flat = 0.5 * (base[owner] + curve)
             ends = np.cumsum(counts).tolist()
             curves = [flat[e - n:e] for e, n in zip(ends, counts.tolist(), strict=True)]
         else:
             curves = [at] * len(times)
-        peak = base + np.abs(ha).sum(axis=1) + _TINY * scale
+        peak = base + absha + _TINY * scale
         return new, curves, peak
 
 
