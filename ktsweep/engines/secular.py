@@ -82,16 +82,6 @@ def _sums(s, g, tau, k):
     return p1, q1, p2, q2
 
 
-@njit(cache=True, fastmath=True, error_model="numpy")
-def _others(s, g, k):
-    """1 − Σ_{j≠k} g_j / s_j (s_k = 0): the denominator of the first-order start."""
-    acc = 0.0
-    for j in range(s.size):
-        if j != k:
-            acc += g[j] / s[j]
-    return 1.0 - acc
-
-
 @njit(cache=True, error_model="numpy")
 def _model_root(p1, q1, p2, q2, tau, su, sl, last):
     """Root in (sl, su) of the two-pole model matched at τ (``last``: no pole below)."""
@@ -250,20 +240,19 @@ def roots(d, g, lo, hi, origin, tau, delta):
     for k in range(lo, hi):
         up = d[k]
         low = d[k + 1] if k + 1 < m else 0.0
-        if m > 1:
-            _moments(d, g, k, q)
-            t = _expanded(g[k], q, 0.5 * (low - up))
-            if t < 0.0:
-                origin[k] = k
-                tau[k] = t
-                delta[k] = up + t
-                continue
-        _shift(d, up, s)
-        fo = _others(s, g, k)
-        start = -g[k] / fo if fo > 0.0 else 0.5 * (low - up)
         half = 0.5 * (low - up)  # τ of the midpoint, from the upper pole
+        _moments(d, g, k, q)
+        t = _expanded(g[k], q, half)
+        if t < 0.0:
+            origin[k] = k
+            tau[k] = t
+            delta[k] = up + t
+            continue
+        fo = 1.0 - q[0]  # 1 − Σ_{j≠k} g_j / s_j, from the same pass: the first-order start
+        start = -g[k] / fo if fo > 0.0 else half
         if not (half < start < 0.0):
             start = 0.5 * half
+        _shift(d, up, s)
         t, ok = _solve_from(d, g, s, k, k, low - up, 0.0, start)
         o = k
         if ok and t < half and k + 1 < m:  # in the lower half: measure from the lower pole
