@@ -103,9 +103,10 @@ _TINY = 1e-18
 
 _COMPILED_FROM = 512
 """Maps with at least this many live modes use the compiled kernels. Loading numba costs a
-process about 1.1 s once (its import, then its cached machine code), and saves about 11 ms
-per map at m = 1000 but 1 ms at m = 200: a sweep job at d = 200 would lose (its benchmark
-lost 13 % of its points per second), one at d = 1000 gains after about a hundred maps."""
+process once (0.25–1.1 s: its import, then its cached machine code). At d = 200 the kernels
+save nothing measurable (1200 points took the same 7.7–7.9 s of CPU either way: Python's
+bookkeeping is the cost there), so a sweep job at small d would only pay the load; at
+d = 1000 they save several ms a map."""
 
 _COMPILED: Any = None
 _LOADED = False
@@ -171,12 +172,8 @@ class StretchMap:
         self._ready = m  # h and w are computed for roots [_ready, m)
         self.failed = False
 
-    # the computed suffix [lo, m) of each per-root array (views, no copies)
-    origin = property(lambda self: self._origin[self.lo:])
-    tau = property(lambda self: self._tau[self.lo:])
+    # the computed suffix [lo, m) of the roots' δ (a view; tests read it)
     delta = property(lambda self: self._delta[self.lo:])
-    h = property(lambda self: self._h[self.lo:])
-    w = property(lambda self: self._w[self.lo:])
 
     @property
     def nbytes(self) -> int:
@@ -204,29 +201,30 @@ class StretchMap:
                 self._keep = self.cached = False
             return freed
 
-    def ensure(self, cut: float) -> bool:
-        """Compute every root with δ ≤ ``cut`` (and possibly more); False on failure. Their
-        h and w follow in the next advance's pass over C.
+    def ensure(self, cut: float) -> int | None:
+        """Compute every root with δ ≤ ``cut`` (and possibly more) and return the first of
+        them (:meth:`_needed`: the roots before it are not needed); None on failure. Their h
+        and w follow in the next advance's pass over C.
 
         The root set grows at least geometrically (each extension at least doubles it), so
         a map asked for ever more roots is extended O(log d) times, not once per call.
         """
         m = self.d.size
         if self.failed:
-            return False
-        lo = self._needed(cut)
+            return None
+        needed = lo = self._needed(cut)
         if lo >= self.lo:
-            return True
+            return needed
         grow = max(_GROW_MIN, m - self.lo) if self.lo < m else 0  # a first extension: as asked
         lo = max(0, min(lo, self.lo - grow))
         origin, tau, delta = self._roots(lo, self.lo)
         if origin is None:
             self.failed = True
-            return False
+            return None
         self._origin[lo:self.lo], self._tau[lo:self.lo] = origin, tau
         self._delta[lo:self.lo] = delta
         self.lo = lo
-        return True
+        return needed
 
     def _needed(self, cut: float) -> int:
         """The first root that may have δ ≤ ``cut`` (roots are in descending δ): root i lies
@@ -245,8 +243,8 @@ class StretchMap:
     def _roots(self, lo: int, hi: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
         """Roots lo … hi−1: nearest pole o, offset τ = δ − d_o to full relative precision,
-        and δ, by the compiled solver :func:`ktsweep.engines.secular.roots` (about 4 µs a
-        root at m = 1000 against about 12 µs for LAPACK), or by :meth:`_roots_lapack` for
+        and δ, by the compiled solver :func:`ktsweep.engines.secular.roots` (1–3 µs a root
+        at m = 1000 against about 12 µs for LAPACK), or by :meth:`_roots_lapack` for
         the whole range if one root does not converge (and for small maps, or where numba is
         missing)."""
         kernels = self._kernels()
@@ -394,48 +392,23 @@ class StretchMap:
         start = self.d.size  # the roots this call applies: start … m−1
         if need.any():
             cut = np.log(spread[need] / (_TINY * scale[need])).clip(0.0) / t_min[need]
-            top = max(float(cut.max()), 1e-300)
-            if not self.ensure(top):
-                return None
             # a map may hold roots an earlier, shorter stretch needed and this one does not
-            start = max(self.lo, self._needed(top))
+            start = self.ensure(max(float(cut.max()), 1e-300))
+            if start is None:
+                return None
         base = fixed.sum(axis=1) + still
-        if start == self.d.size:  # every component decayed: the fixed point, Σa = base
-            new = fixed if self.whole else a.copy()
-            if not self.whole:
-                new[:, self.live] = fixed
-            return new, [np.full(n, 0.5 * b) for n, b in zip(counts.tolist(), base.tolist(),
-                                                             strict=True)], base + _TINY * scale
         owner = np.repeat(np.arange(len(times)), counts)
-        out = np.zeros((a.shape[0], self.d.size))
-        fresh = self._ready  # the h, w of roots start … fresh−1 are reduced in this pass
-        self._uses += 1
-        length = np.asarray(length, dtype=np.float64)
-        if kernels is None:
-            keep = self._keep and self._uses >= _KEEP_FROM  # C kept (or rebuilt into it)
-            log_mu = np.log1p(-self._delta[start:])
-            decay = np.exp(length[:, None] * log_mu[None, :])
-            alpha = np.empty((a.shape[0], log_mu.size))
-            w = self._w[start:]
-            for sl, c in self._chunks(keep, start):  # one pass: a coefficient needs its row
-                alpha[:, sl] = (y @ c.T) / w[sl]
-                out += (decay[:, sl] * alpha[:, sl]) @ c
-            ha = self._h[start:] * alpha
-            absha = np.abs(ha).sum(axis=1)
-            curve = np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]), ha[owner])
-        else:  # compiled: rows built and applied one at a time, none kept
-            absha, curve = np.zeros(a.shape[0]), np.zeros(at.size)
-            kernels.apply_rows(self.d, self._origin[start:], self._tau[start:],
-                               self._delta[start:], self.g, y, length, at, owner, out,
-                               self._h[start:], self._w[start:], absha, curve)
-        if start < fresh and not self._sound(start, fresh):
-            return None
-        self._ready = min(fresh, start)
+        if start == self.d.size:  # every component decayed: the fixed point, Σa = base
+            live_part, absha, curve = fixed, np.zeros(a.shape[0]), np.zeros(at.size)
+        else:
+            live_part, absha, curve = self._apply(y, fixed, length, at, owner, start, kernels)
+            if live_part is None:
+                return None
         if self.whole:
-            new = fixed + self.g * out
+            new = live_part
         else:
             new = a.copy()
-            new[:, self.live] = fixed + self.g * out
+            new[:, self.live] = live_part
         if at.size:
             flat = 0.5 * (base[owner] + curve)
             ends = np.cumsum(counts).tolist()
@@ -444,6 +417,38 @@ class StretchMap:
             curves = [at] * len(times)
         peak = base + absha + _TINY * scale
         return new, curves, peak
+
+    def _apply(self, y: np.ndarray, fixed: np.ndarray, length: np.ndarray, at: np.ndarray,
+               owner: np.ndarray, start: int, kernels: Any
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
+        """Roots ``start`` … m−1 applied to the states y: the live modes' new values, Σ|h α|
+        per state and the learning curve's root sums at ``at`` (state ``owner``); Nones when
+        a root's h, w came out unsound (the map is then marked failed)."""
+        out = np.zeros((y.shape[0], self.d.size))
+        fresh = self._ready  # the h, w of roots start … fresh−1 are reduced in this pass
+        self._uses += 1
+        length = np.asarray(length, dtype=np.float64)
+        if kernels is None:
+            keep = self._keep and self._uses >= _KEEP_FROM  # C kept (or rebuilt into it)
+            log_mu = np.log1p(-self._delta[start:])
+            decay = np.exp(length[:, None] * log_mu[None, :])
+            alpha = np.empty((y.shape[0], log_mu.size))
+            w = self._w[start:]
+            for sl, c in self._chunks(keep, start):  # one pass: a coefficient needs its row
+                alpha[:, sl] = (y @ c.T) / w[sl]
+                out += (decay[:, sl] * alpha[:, sl]) @ c
+            ha = self._h[start:] * alpha
+            absha = np.abs(ha).sum(axis=1)
+            curve = np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]), ha[owner])
+        else:  # compiled: rows built and applied one at a time, none kept
+            absha, curve = np.zeros(y.shape[0]), np.zeros(at.size)
+            kernels.apply_rows(self.d, self._origin[start:], self._tau[start:],
+                               self._delta[start:], self.g, y, length, at, owner, out,
+                               self._h[start:], self._w[start:], absha, curve)
+        if start < fresh and not self._sound(start, fresh):
+            return None, None, None
+        self._ready = min(fresh, start)
+        return fixed + self.g * out, absha, curve
 
 
 def _solve(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0) -> StretchMap | None:
