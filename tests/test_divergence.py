@@ -80,6 +80,26 @@ def test_tune_never_picks_a_diverged_step_and_flags_the_edge() -> None:
     assert len(warnings) == 1 and "gamma0_t = 0.03" in warnings[0]
 
 
+def test_each_runs_edge_flag_follows_its_own_choice() -> None:
+    """Each of the four runs tunes γ0 on its own, and its flag says whether its own choice
+    sits at an end of the list. On these two points the runs choose differently (the T2S
+    student 0.2 where the direct and ceiling students take 0.6; the teacher 0.2 where the
+    students take 0.6), so a flag read from another run's choice fails (mutations: the T2S
+    flag from the direct student's γ0; the teacher's from a student's)."""
+    tune = {"tune": [0.05, 0.2, 0.6]}
+    pts = [make_point({"alpha_t": 1.5, "alpha_s": 2.0, "N": 64, "n": n, "sigma2": s2, "d": 50,
+                       "gamma0_t": tune, "gamma0_s": tune})
+           for n, s2 in ((4096, 0.01), (64, 1.0))]
+    out = exact.evaluate(pts)
+    runs = {"t": "gamma0_t", "direct": "gamma0_direct", "ceiling": "gamma0_ceiling",
+            "s": "gamma0_s"}
+    for run, key in runs.items():
+        np.testing.assert_array_equal(out[f"tune_edge_{run}"],
+                                      np.isin(out[key], [0.05, 0.6]).astype(float), err_msg=run)
+    assert out["gamma0_s"][0] != out["gamma0_direct"][0]
+    assert out["gamma0_t"][1] != out["gamma0_direct"][1]
+
+
 @pytest.mark.parametrize("gamma0_t", [0.6, 0.9, 1.2, 1.34, 2.0, 2.9])
 def test_no_negative_or_nonfinite_risk_is_ok(gamma0_t: float) -> None:
     """The scan's failure classes over γ0 ∈ [0.5, 3): whatever the verdict, an ok run has a

@@ -213,33 +213,31 @@ def evaluate_detail(
     is_t2s = np.array([specs2[s].role == "t2s" for s, _, _ in labels2])
     score = np.where(is_t2s, mode_t2s_all.sum(axis=1), m2.risk)
     best2, g2_all = _best(score, m2.diverged, labels2, len(specs2))
-    pick = {(s.point, s.role): (best2[k], g2_all[k]) for k, s in enumerate(specs2)}
-
-    def take(role: str, arr: np.ndarray) -> np.ndarray:
-        return np.array([arr[pick[(i, role)][0]] for i in range(P)])
-
-    rows_t2s = np.array([pick[(i, "t2s")][0] for i in range(P)], dtype=np.int64)
-    g2 = np.array([pick[(i, "t2s")][1] for i in range(P)])
+    # each student role's chosen row and γ0, by point (specs2 runs in point order)
+    row = {r: np.array([best2[k] for k, s in enumerate(specs2) if s.role == r])
+           for r in ("direct", "ceiling", "t2s")}
+    g2 = {r: np.array([g2_all[k] for k, s in enumerate(specs2) if s.role == r])
+          for r in ("direct", "ceiling", "t2s")}
 
     # T2S learning curve: needs P^S at every checkpoint, not only at the end.
     curve_t2s = np.full((P, len(ck)), np.nan)
-    for i, row in enumerate(rows_t2s):
-        ok = (ck <= points[i].steps_s) & np.isfinite(m2.curve[row])
+    for i, r in enumerate(row["t2s"]):
+        ok = (ck <= points[i].steps_s) & np.isfinite(m2.curve[r])
         if ok.any():
-            pt = phase_products(runs2.phases[row], ck[ok], lam_s[i])
-            curve_t2s[i, ok] = m2.curve[row, ok] - pt @ cross_s[i] + 0.5 * a_t[i].sum()
+            pt = phase_products(runs2.phases[r], ck[ok], lam_s[i])
+            curve_t2s[i, ok] = m2.curve[r, ok] - pt @ cross_s[i] + 0.5 * a_t[i].sum()
 
     out: dict[str, np.ndarray] = {
         "mode_teacher": 0.5 * a_t_s,
-        "mode_direct": 0.5 * take("direct", m2.a),
-        "mode_ceiling": 0.5 * take("ceiling", m2.a),
-        "mode_t2s": mode_t2s_all[rows_t2s],
+        "mode_direct": 0.5 * m2.a[row["direct"]],
+        "mode_ceiling": 0.5 * m2.a[row["ceiling"]],
+        "mode_t2s": mode_t2s_all[row["t2s"]],
         "curve_teacher": m1.curve[best],
         "curve_t2s": curve_t2s,
         "gamma0_t": g_best,
-        "gamma0_direct": np.array([pick[(i, "direct")][1] for i in range(P)]),
-        "gamma0_ceiling": np.array([pick[(i, "ceiling")][1] for i in range(P)]),
-        "gamma0_s": g2,
+        "gamma0_direct": g2["direct"],
+        "gamma0_ceiling": g2["ceiling"],
+        "gamma0_s": g2["t2s"],
     }
     for name in ("teacher", "direct", "t2s", "ceiling"):
         out[f"risk_{name}"] = out[f"mode_{name}"].sum(axis=1)
@@ -247,9 +245,9 @@ def evaluate_detail(
     # the teacher, the direct and ceiling students do not.
     blank = {
         "teacher": div_t,
-        "direct": take("direct", m2.diverged),
-        "ceiling": take("ceiling", m2.diverged),
-        "t2s": div_t | m2.diverged[rows_t2s],
+        "direct": m2.diverged[row["direct"]],
+        "ceiling": m2.diverged[row["ceiling"]],
+        "t2s": div_t | m2.diverged[row["t2s"]],
     }
     for name, bad in blank.items():
         for k in (f"mode_{name}", f"risk_{name}", f"curve_{name}"):
@@ -257,18 +255,18 @@ def evaluate_detail(
                 out[k][bad] = np.nan
     diverged = np.logical_or.reduce(list(blank.values()))
     out["status"] = np.where(diverged, "diverged", "ok")
-    out["tune_edge_t"] = np.array([_edge(points[i], "teacher", g_best[i]) for i in range(P)])
-    for role, key in (("direct", "tune_edge_direct"), ("ceiling", "tune_edge_ceiling")):
-        out[key] = np.array([_edge(points[i], role, pick[(i, role)][1]) for i in range(P)])
-    out["tune_edge_s"] = np.array([_edge(points[i], "t2s", g2[i]) for i in range(P)])
+    chosen = {"teacher": g_best, **g2}
+    for role, key in (("teacher", "tune_edge_t"), ("direct", "tune_edge_direct"),
+                      ("ceiling", "tune_edge_ceiling"), ("t2s", "tune_edge_s")):
+        out[key] = np.array([_edge(points[i], role, chosen[role][i]) for i in range(P)])
     with_ratios(out)
     no_w2s = np.array([math.isinf(p.n) for p in points])
     out["pgr"][no_w2s] = np.nan  # n = ∞: no weak-to-strong question (issue 8)
     out["w2s_ratio"][no_w2s] = np.nan
     detail = Detail(
         energy=energy, lam_t=lam_t, lam_s=lam_s, a_teacher=a_t, p_teacher=p_t,
-        a_t2s=m2.a[rows_t2s], p_t2s=m2.contraction[rows_t2s], u_teacher_sq=u_t_sq,
-        a_direct=take("direct", m2.a), a_ceiling=take("ceiling", m2.a),
+        a_t2s=m2.a[row["t2s"]], p_t2s=m2.contraction[row["t2s"]], u_teacher_sq=u_t_sq,
+        a_direct=m2.a[row["direct"]], a_ceiling=m2.a[row["ceiling"]],
         gamma0={k: out[k] for k in ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")},
         energy_s=energy_s, a_teacher_s=a_t_s, u_teacher_sq_s=u_t_sq_s,
     )
