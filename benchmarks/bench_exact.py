@@ -100,10 +100,8 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
     points = {e: horizon_point(size["d"], e) for e in size["exps"]}
     cks = {e: checkpoint_steps(p.steps_max) for e, p in points.items()}
 
-    def run(e: int, solver=None):
-        if solver is None:
-            return exact.evaluate([points[e]], cks[e])
-        return exact.evaluate([points[e]], cks[e], solver=solver)
+    def run(e: int, **kw):
+        return exact.evaluate([points[e]], cks[e], **kw)
 
     cold: dict[int, list] = {e: [] for e in points}
     steps: dict[int, list] = {e: [] for e in size["step_exps"]}
@@ -114,7 +112,7 @@ def horizons(size: dict[str, Any]) -> dict[str, Any]:
             cold[e].append(clocked(lambda e=e: run(e)))
             work[e] = stretch.cache_stats()  # what the cold point needed, free of noise
             if e in steps:
-                steps[e].append(clocked(lambda e=e: run(e, evolve_steps)))
+                steps[e].append(clocked(lambda e=e: run(e, solver=evolve_steps)))
     # warm: the steady state of a sweep, every horizon's maps cached and used before
     stretch.clear_cache()
     for e in points:
