@@ -1,6 +1,7 @@
 # ktsweep: one command each to set up and run the default sweep, or to run the tests.
 #   make run    # fresh machine -> .venv -> snakemake --cores 2 on config/config.yaml
-#   make test   # fresh machine -> .venv -> ruff + workflow lint + GPU rehearsal + pytest + strict docs
+#   make test   # fresh machine -> .venv -> ruff + workflow lint + GPU rehearsal + `pip install .`
+#                 alone in a fresh venv (.ci/fresh-install) + pytest + strict docs
 #                 (what CI runs, via .ci/run)
 #   make docs   # the documentation site (docs/ -> site/), warnings as errors
 PYTHON ?= python3
@@ -38,10 +39,13 @@ test: setup
 	BIN=$(BIN) bash .ci/lint-workflow
 	mkdir -p gpu-check
 	$(MAKE) --no-print-directory gpu-rehearsal > gpu-check/rehearsal.log 2>&1 & rehearsal=$$!; \
+	PYTHON=$(PYTHON) bash .ci/fresh-install > gpu-check/fresh-install.log 2>&1 & fresh=$$!; \
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q -n $(TEST_WORKERS) --dist loadfile \
 	  --no-loadscope-reorder; tests=$$?; \
 	if wait $$rehearsal; then echo "GPU rehearsal passed (gpu-check/rehearsal.log)"; \
 	else cat gpu-check/rehearsal.log; echo "GPU rehearsal FAILED (log above)"; exit 1; fi; \
+	if wait $$fresh; then tail -n 1 gpu-check/fresh-install.log; \
+	else cat gpu-check/fresh-install.log; echo "fresh install FAILED (log above)"; exit 1; fi; \
 	exit $$tests
 	$(MAKE) --no-print-directory docs
 
