@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import sys
@@ -14,7 +15,9 @@ import numpy as np
 import yaml
 
 from ktsweep.engines.dispatch import METHODS, run
-from ktsweep.model.params import ParameterError, make_point
+from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES
+from ktsweep.model.params import PARAMETERS, ParameterError, make_point, unused_settings
+from ktsweep.model.quantities import RATIOS, RISKS, STEP_SIZES
 from ktsweep.model.spectra import checkpoint_steps
 from ktsweep.sweep.config import MCConfig, OutputsConfig
 
@@ -24,14 +27,19 @@ class UsageError(Exception):
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """KEY=VALUE words → dict, each VALUE read as YAML (so ``'{scale: 0.3}'`` works)."""
+    """KEY=VALUE words → dict, each VALUE read as YAML (so ``'{scale: 0.3}'`` works); a key
+    given twice is an error (the first would be dropped silently)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise UsageError(f"{item!r} is not KEY=VALUE (e.g. alpha_t=1.5)")
+        if key in out:
+            raise UsageError(f"parameter {key!r} is given twice ({key}={out[key]!r} and "
+                             f"{item}); give it once")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            out[key] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             raise UsageError(f"value of {key!r} is not valid YAML: {err}") from None
     return out
@@ -50,18 +58,24 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def point_record(results: dict[str, dict[str, np.ndarray]], steps: np.ndarray) -> dict[str, Any]:
+def point_record(results: dict[str, dict[str, np.ndarray]], steps: np.ndarray,
+                 arrays: Sequence[str] = ("mode", "curve")) -> dict[str, Any]:
     """Flatten per-method results for one point into one JSON-ready mapping.
 
     With one method the keys are the quantity names; with several, each is prefixed by its
     method (``exact_risk_t2s``, ``mc_risk_t2s_se``) except bound quantities, which are unique.
+    Per-mode (``mode_*``) and per-step (``curve_*``, with ``step``) arrays are kept only for
+    the kinds named in ``arrays``.
     """
-    record: dict[str, Any] = {"step": steps}
+    record: dict[str, Any] = {"step": steps} if "curve" in arrays else {}
     methods = list(results)
     prefixed = len([m for m in methods if m != "bound"]) > 1
     statuses = []
     for m in methods:
         for k, v in results[m].items():
+            kind = k.split("_", 1)[0]
+            if kind in ("mode", "curve") and kind not in arrays:
+                continue
             if k.startswith(("gamma0_", "tune_edge_")):  # per point, not per method
                 record[k] = v[0]
             elif k == "status":
@@ -87,17 +101,80 @@ def tune_edge_warnings(record: dict[str, Any]) -> list[str]:
     return out
 
 
+TABLE_ROWS = (*RISKS, *RATIOS)
+"""The per-estimator quantities of the readable ``ktsweep point`` table, in this order."""
+
+
+def point_table(results: dict[str, dict[str, np.ndarray]]) -> str:
+    """The readable view of one point's results: a row per quantity, a column per estimator
+    (Monte Carlo as mean ± standard error), then γ0 per run and the bound quantities.
+
+    PGR is marked undefined where the ceiling is not below the teacher (there is no gap to
+    recover; docs/science/quantities.md), and a diverged estimator says so in its column."""
+    methods = [m for m in results if m != "bound"]
+
+    def cell(m: str, k: str) -> str:
+        res = results[m]
+        v = float(res[k][0])
+        if not math.isfinite(v) and str(res["status"][0]) == "diverged":
+            return "diverged"  # this run, or the teacher it learns from, diverged
+        se = res.get(f"{k}_se")
+        text = (f"{v:.6g}" + (f" ± {float(se[0]):.2g}" if se is not None else "")
+                if math.isfinite(v) else "undefined")
+        if k == "pgr" and not res["risk_ceiling"][0] < res["risk_teacher"][0]:
+            text += " (no gap: ceiling not below teacher)"
+        return text
+
+    rows = [["", *methods], *([k, *(cell(m, k) for m in methods)] for k in TABLE_ROWS)]
+    widths = [max(len(r[c]) for r in rows) + 2 for c in range(len(rows[0]))]
+    lines = ["".join(text.ljust(w) for text, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    first = results[methods[0]] if methods else results["bound"]
+    steps = [f"{k} = {float(first[k][0]):.6g}" for k in STEP_SIZES if k in first
+             and math.isfinite(float(first[k][0]))]
+    if steps:
+        lines.append("step sizes used: " + ", ".join(steps))
+    if "bound" in results:
+        lines.append("bounds (docs/science/bounds.md):")
+        for k in BOUND_NAMES:
+            value = float(results["bound"][k][0])
+            if k in BOUND_FLAGS:
+                text = "undetermined" if math.isnan(value) else ("yes" if value else "no")
+            else:
+                text = f"{value:.6g}"
+            lines.append(f"  {k:26s} {text}")
+    return "\n".join(lines)
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    """' (did you mean X?)' for a misspelt name, else ''."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def cmd_point(args: argparse.Namespace) -> int:
+    given = parse_assignments(args.assignments)
+    for key in given:
+        if key not in PARAMETERS:
+            raise UsageError(f"unknown parameter {key!r}{_suggest(key, PARAMETERS)}; known "
+                             f"parameters are: {', '.join(PARAMETERS)}")
     try:
-        point = make_point(parse_assignments(args.assignments))
+        point = make_point(given)
     except ParameterError as err:
         raise UsageError(str(err)) from None
     methods = list(METHODS) if args.method == "all" else [args.method]
+    if "mc" in methods and not (math.isfinite(point.N) and math.isfinite(point.n)):
+        raise UsageError("Monte Carlo cannot run infinitely many samples (N or n = inf is the "
+                         "exact engine's limit): use --method exact, or give finite N and n")
     settings = _mc_config(args).settings()
     steps = checkpoint_steps(point.steps_max, _per_decade(args))
     if "mc" in methods:
         _check_mc_memory(point, settings, len(steps))
-    record = point_record(_run_with_progress(point, methods, steps, settings), steps)
+    for warning in unused_settings(given, {point.target}):
+        print(f"warning: {warning}", file=sys.stderr)
+    results = _run_with_progress(point, methods, steps, settings)
+    arrays = [k for k, on in (("mode", args.modes), ("curve", args.curves)) if on]
+    record = point_record(results, steps, arrays)
     for warning in tune_edge_warnings(record):
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
@@ -105,9 +182,11 @@ def cmd_point(args: argparse.Namespace) -> int:
         return 0
     print(f"point {point.key}: " + " ".join(f"{k}={v}" for k, v in point.as_dict().items()
                                               if v is not None))
-    for k, v in record.items():
-        if not isinstance(v, list):
-            print(f"  {k:28s} {v}")
+    print(point_table(results))
+    for kind in arrays:
+        for k, v in record.items():
+            if k.split("_", 1)[0] == kind or (kind == "curve" and k == "step"):
+                print(f"{k}: {v}")
     return 0
 
 
@@ -121,15 +200,16 @@ def _run_with_progress(point, methods: list[str], steps: np.ndarray, settings
     from ktsweep.engines import mc
 
     out: dict[str, dict[str, np.ndarray]] = {}
+    quiet = not sys.stderr.isatty()  # a bar in a log file or a pipe is only noise
     analytic = [m for m in methods if m != "mc"]
     if analytic:
         with tqdm(total=1, desc=" + ".join(analytic), file=sys.stderr, delay=2,
-                  bar_format="{desc}: {elapsed}", leave=False):
+                  bar_format="{desc}: {elapsed}", leave=False, disable=quiet):
             out.update(run([point], analytic, steps, settings))
     if "mc" in methods:
         with tqdm(total=mc.work_steps([point]), desc=f"mc ({settings.replicates} replicates)",
-                  unit="step", unit_scale=True, file=sys.stderr, delay=2, leave=False) as bar, \
-                mc.reporting(bar.update):
+                  unit="step", unit_scale=True, file=sys.stderr, delay=2, leave=False,
+                  disable=quiet) as bar, mc.reporting(bar.update):
             out.update(run([point], ["mc"], steps, settings))
     return {m: out[m] for m in methods}
 
@@ -495,6 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints-per-decade", type=int, help="default "
                    f"{OutputsConfig.model_fields['checkpoints_per_decade'].default}")
     p.add_argument("--json", action="store_true", help="print one flat JSON object")
+    p.add_argument("--modes", action="store_true", help="also print the per-mode risks "
+                   "(mode_*, d numbers each)")
+    p.add_argument("--curves", action="store_true", help="also print the learning curves "
+                   "(curve_* at the checkpoint steps in step)")
     p.set_defaults(func=cmd_point)
 
     p = sub.add_parser("plan", help="say what a sweep will do before running it")

@@ -43,7 +43,7 @@ def point_json(*args: str) -> dict[str, Any]:
 
 
 def test_exact_json_has_every_key() -> None:
-    rec = point_json(*SMALL)
+    rec = point_json(*SMALL, "--modes", "--curves")
     assert set(POINT_KEYS) <= set(rec)
     assert rec["status"] == "ok"
     assert all(isinstance(rec[k], float) and rec[k] > 0 for k in RISK_KEYS)
@@ -57,7 +57,8 @@ def test_exact_json_has_every_key() -> None:
 
 
 def test_mc_json_has_standard_errors() -> None:
-    rec = point_json(*SMALL, "--method", "mc", "--replicates", "16", "--device", "cpu")
+    rec = point_json(*SMALL, "--method", "mc", "--replicates", "16", "--device", "cpu",
+                     "--modes", "--curves")
     assert set(POINT_KEYS) <= set(rec)
     for k in RISK_KEYS + ["der", "w2s_ratio"] + MODE_KEYS + CURVE_KEYS:
         assert k + "_se" in rec, k
@@ -68,7 +69,7 @@ def test_mc_json_has_standard_errors() -> None:
 def test_yaml_values() -> None:
     rec = point_json("alpha_t=1.0", "alpha_s=1.0", "N=1e3", "n=500", "sigma2=1", "d=40",
                      "gamma0_s={scale: 0.3}", "target=lowdim", "k_dagger=10", "amplitude=0.1",
-                     "gamma0_t={tune: [0.05, 0.1]}")
+                     "gamma0_t={tune: [0.05, 0.1]}", "--curves")
     assert rec["status"] == "ok"
     assert rec["gamma0_s"] == pytest.approx(0.3 / np.sum(1.0 / np.arange(1, 41)))
     assert rec["gamma0_t"] in (0.05, 0.1)
@@ -86,6 +87,10 @@ def test_yaml_values() -> None:
         ([*SMALL, "target=lowdim"], "'k_dagger'"),  # missing dependency
         ([*SMALL, "schedule_s"], "'schedule_s'"),  # missing '='
         ([*SMALL[1:]], "'alpha_t'"),  # missing required
+        ([*SMALL, "alhpa_s=2"], "did you mean 'alpha_s'?"),  # misspelt key
+        ([*SMALL, "alpha_t=2.5"], "'alpha_t' is given twice"),  # repeated key
+        ([*SMALL[:2], "N=inf", *SMALL[3:], "--method", "mc"], "infinitely many samples"),
+        ([*SMALL, "amplitude=1e200", "target=lowdim", "k_dagger=2"], "'amplitude'"),
     ],
 )
 def test_bad_input_exits_2_without_traceback(args: list[str], needle: str) -> None:
@@ -96,7 +101,8 @@ def test_bad_input_exits_2_without_traceback(args: list[str], needle: str) -> No
 
 
 def test_method_all_prefixes_and_bounds() -> None:
-    rec = point_json(*SMALL, "--method", "all", "--replicates", "8", "--device", "cpu")
+    rec = point_json(*SMALL, "--method", "all", "--replicates", "8", "--device", "cpu",
+                     "--modes", "--curves")
     for k in RISK_KEYS + RATIO_KEYS + MODE_KEYS + CURVE_KEYS:
         assert f"exact_{k}" in rec and f"mc_{k}" in rec, k
         assert k not in rec
@@ -119,3 +125,54 @@ def test_help_is_plain_text() -> None:
         text = cli.build_parser().format_help() if not argv else \
             cli.build_parser()._subparsers._group_actions[0].choices[argv[0]].format_help()
         assert "``" not in text and ":func:" not in text and ":data:" not in text, argv
+
+
+def test_json_leaves_out_arrays_unless_asked() -> None:
+    """The default JSON is the scalars (about 1 KB); --modes and --curves add their arrays.
+    Planted bug: the filter ignoring the flags (every array printed, 280 KB at d = 1000)."""
+    plain = point_json(*SMALL)
+    assert not [k for k in plain if k.startswith(("mode_", "curve_")) or k == "step"]
+    assert plain["risk_t2s"] > 0 and plain["status"] == "ok"
+    modes = point_json(*SMALL, "--modes")
+    assert len(modes["mode_t2s"]) == 20 and not [k for k in modes if k.startswith("curve_")]
+
+
+def test_readable_table_marks_what_is_not_a_value() -> None:
+    """The default output is a table: a diverged teacher blanks the teacher and T2S rows
+    ("diverged") but shows the direct and ceiling students, which do not learn from it; a
+    PGR beside a ceiling above the teacher says there is no gap. Warnings name ignored
+    settings and α <= 1. Planted bugs: every row marked diverged; PGR unmarked."""
+    res = ktsweep("point", SMALL[0], "alpha_s=1", *SMALL[2:], "gamma0_t=5", "amplitude=2")
+    assert res.returncode == 0, res.stderr
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in res.stdout.splitlines()[2:9]}
+    assert rows["risk_teacher"] == rows["risk_t2s"] == "diverged"
+    assert float(rows["risk_direct"]) > 0 and float(rows["risk_ceiling"]) > 0
+    assert "'amplitude' = 2 is ignored" in res.stderr and "alpha_s = 1 <= 1" in res.stderr
+    ok = ktsweep("point", *SMALL)
+    pgr = next(line for line in ok.stdout.splitlines() if line.startswith("pgr"))
+    assert "no gap: ceiling not below teacher" in pgr  # this KD point: ceiling > teacher
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch, capsys) -> None:
+    """A bar written to a log file or a pipe is noise: tqdm is disabled unless stderr is a
+    terminal. Planted bug: ``disable`` left at its default (the bars reach the log)."""
+    import io
+
+    import tqdm
+
+    from ktsweep import cli
+
+    made = []
+
+    class Spy(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("disable"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm, "tqdm", Spy)
+    for tty in (False, True):
+        stream = io.StringIO()
+        stream.isatty = lambda tty=tty: tty  # type: ignore[method-assign]
+        monkeypatch.setattr("sys.stderr", stream)
+        cli.main(["point", *SMALL, "--method", "all", "--replicates", "2", "--json"])
+    assert made == [True, True, False, False]

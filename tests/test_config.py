@@ -239,7 +239,8 @@ def test_point_and_sweep_share_checkpoints(tmp_path, capsys) -> None:
                                  "fixed": {k: v for k, v in values.items() if k != "N"}})
     from ktsweep import cli as ktsweep_cli
 
-    assert ktsweep_cli.main(["point", *(f"{k}={v}" for k, v in values.items()), "--json"]) == 0
+    assert ktsweep_cli.main(["point", *(f"{k}={v}" for k, v in values.items()), "--json",
+                             "--curves"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == layout.checkpoints.tolist()
     assert layout.checkpoints[-1] >= 256
 

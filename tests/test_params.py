@@ -40,6 +40,9 @@ PINNED_HASH = "0668fac0e9e0c8da"
         ({"target": "sparse"}, "target"),
         ({"target": "lowdim"}, "k_dagger"),
         ({"beta": -0.5}, "beta"),
+        ({"target": "power", "beta": 40}, "beta"),  # i^beta overflows float32 draws
+        ({"target": "lowdim", "k_dagger": 2, "amplitude": 1e200}, "amplitude"),  # overflow
+        ({"sigma2": 1e13}, "sigma2"),
         ({"batch_t": 0}, "batch_t"),
         ({"schedule_s": "cosine"}, "schedule_s"),
         ({"horizon_t": 999}, "horizon_t"),

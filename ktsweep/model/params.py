@@ -26,6 +26,14 @@ MAX_D = 10_000
 """Largest d: per-mode state is O(d) per point and the exact moments O(d) per step."""
 MAX_SAMPLES = 2**40
 """Largest N and n: beyond it step counts stop being exact in float64 schedules."""
+MAX_AMPLITUDE = 1e6
+"""Largest |amplitude| of the lowdim target: its energies a²·λ_i and the Monte Carlo labels
+(float32 by default, up to 3.4e38) stay far from overflow for every N, n and d allowed."""
+MAX_SIGMA2 = 1e12
+"""Largest label-noise variance σ², for the same reason (Monte Carlo labels σ·ε in float32)."""
+MAX_BETA = 16.0
+"""Largest source exponent β of the power target: c_i² = i^β reaches 10^64 at d = 10^4, and
+i^(β/2) must stay finite in float32 Monte Carlo draws (10^32 < 3.4e38)."""
 
 Gamma0 = float | dict[str, Any]
 
@@ -255,8 +263,8 @@ def make_point(values: Mapping[str, Any]) -> Point:
         if not (1 <= v[name] <= MAX_SAMPLES or v[name] == math.inf):
             raise _fail(name, values.get(name), f"sample count must be in 1..2^40 ({MAX_SAMPLES}) "
                         "or inf (the limit, exact engine)")
-    if v["sigma2"] < 0:
-        raise _fail("sigma2", v["sigma2"], "noise variance must be >= 0")
+    if not 0 <= v["sigma2"] <= MAX_SIGMA2:
+        raise _fail("sigma2", v["sigma2"], f"noise variance must be in 0..{MAX_SIGMA2:g}")
     d = v["d"]
     if d is None:  # a measured spectrum sets d to its length (the shorter one if two)
         d = min([m.values.size for m in measured.values()], default=DEFAULT_D)
@@ -280,9 +288,12 @@ def make_point(values: Mapping[str, Any]) -> Point:
     if v["k_dagger"] is not None and not 1 <= v["k_dagger"] <= d:
         raise _fail("k_dagger", v["k_dagger"], f"support size must be in 1..d (d = {d})")
     v["amplitude"] = 1.0 if v["amplitude"] is None else v["amplitude"]
+    if not abs(v["amplitude"]) <= MAX_AMPLITUDE:
+        raise _fail("amplitude", v["amplitude"], f"|amplitude| must be at most "
+                    f"{MAX_AMPLITUDE:g} (larger targets overflow the float32 Monte Carlo)")
     v["beta"] = 0.0 if v["beta"] is None else v["beta"]
-    if v["beta"] < 0:
-        raise _fail("beta", v["beta"], "source exponent must be >= 0")
+    if not 0 <= v["beta"] <= MAX_BETA:
+        raise _fail("beta", v["beta"], f"source exponent must be in 0..{MAX_BETA:g}")
     for name in ("batch_t", "batch_s"):
         v[name] = 1 if v[name] is None else v[name]
         if v[name] < 1:
@@ -306,6 +317,30 @@ def make_point(values: Mapping[str, Any]) -> Point:
         raise ParameterError(str(err)) from None
     _check_geometry(v, d)
     return Point(**v)
+
+
+TARGET_PARAMETERS: dict[str, tuple[str, ...]] = {"k_dagger": ("lowdim",),
+                                                 "amplitude": ("lowdim",), "beta": ("power",)}
+"""Parameters that only some targets read (the others ignore them)."""
+
+
+def unused_settings(given: Mapping[str, Any], points_targets: set[str]) -> list[str]:
+    """Messages for parameters given (``given``: name -> value) that no target among
+    ``points_targets`` reads, and for α ≤ 1, which lies outside every theorem (the rates
+    need α > 1); warnings, not errors: the point is still evaluated."""
+    out = []
+    for name, targets in TARGET_PARAMETERS.items():
+        if name in given and given[name] is not None and not points_targets & set(targets):
+            out.append(f"parameter {name!r} = {given[name]!r} is ignored: only the "
+                       f"{' / '.join(targets)} target reads it (target: "
+                       f"{', '.join(sorted(points_targets))})")
+    for name in ("alpha_t", "alpha_s"):
+        value = given.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 1:
+            out.append(f"{name} = {value:g} <= 1 lies outside the theory (every theorem "
+                       "assumes a decay α > 1; the trace of the spectrum grows with d): "
+                       "evaluated, but no rate is predicted")
+    return out
 
 
 HASH_NEUTRAL: dict[str, Any] = {"inputs": NEUTRAL_INPUTS, "inputs_nu": None,
