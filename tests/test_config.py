@@ -284,3 +284,70 @@ def test_n_inf_survives_the_layout_file() -> None:
                                 "fixed": {"alpha_t": 1.5, "alpha_s": 2.0, "sigma2": 0.1,
                                           "d": 10, "n": float("inf")}})
     assert Layout.from_json(fixed.to_json()).fixed["n"] == float("inf")
+
+
+def test_estimators_listed_once() -> None:
+    """``methods: [exact, exact]`` once planned 16 evaluations for 8 points. Planted bug: the
+    uniqueness validator dropped (the config passes)."""
+    with pytest.raises(ConfigError, match="'exact' is listed twice"):
+        Layout.from_config({"name": "a", "grid": {"N": [10]}, "methods": ["exact", "exact"],
+                            "fixed": {"alpha_t": 1.5, "alpha_s": 2, "n": 10, "sigma2": 0.1}})
+
+
+@pytest.mark.parametrize(("grid", "fixed", "mc", "path"), [
+    ({"N": [200, float("inf")]}, {"n": 100}, {}, ("mc", "subgrid")),
+    ({"N": [200]}, {"n": "inf"}, {}, ("fixed", "n")),
+    ({"N": [200], "n": [100, ".inf"]}, {}, {"stride": {"N": 1}}, ("mc", "subgrid")),
+])
+def test_monte_carlo_at_infinite_samples_is_refused(grid, fixed, mc, path) -> None:
+    """A cube with Monte Carlo at N or n = inf could never complete (its rule failed with
+    ``missing: {mc: 4}`` on every rerun); refused at plan time, and accepted once the sub-grid
+    leaves inf out. Planted bugs: the check skipped; the check ignoring the sub-grid."""
+    cfg = {"name": "a", "grid": {**grid, "alpha_t": [1.5]}, "methods": ["exact", "mc"],
+           "fixed": {"alpha_s": 2, "sigma2": 0.1, "d": 8, **fixed}, "mc": mc}
+    with pytest.raises(ConfigError, match="cannot simulate infinitely many") as err:
+        Layout.from_config(cfg)
+    assert err.value.path == path
+    infinite = {"inf", ".inf", str(float("inf"))}
+    axis = next((a for a in ("N", "n") if {str(v) for v in grid.get(a, [])} & infinite), None)
+    if axis:
+        finite = [v for v in grid[axis] if str(v) not in infinite]
+        Layout.from_config({**cfg, "mc": {"subgrid": {axis: finite}}})
+
+
+def test_job_graph_too_large_is_refused_before_it_is_built(monkeypatch) -> None:
+    """2000 x 2000 x 2 points once went on to a 3.5 GB job graph; more than MAX_JOBS jobs is
+    refused with the memory estimate and the points_per_job that fits. Planted bug: the size
+    check after the per-point checks (minutes of validation before the refusal)."""
+    from ktsweep.sweep.layout import MAX_JOBS
+
+    cfg = {"name": "a", "grid": {"N": list(range(1, 2001)), "n": list(range(1, 2001)),
+                                 "alpha_t": [1.5, 2.0]},
+           "fixed": {"alpha_s": 2, "sigma2": 0.1, "d": 8}, "jobs": {"points_per_job": 16}}
+    from ktsweep.sweep import layout as layout_module
+
+    def no_point_checks(*args):
+        raise AssertionError("the points were validated before the size was checked")
+
+    monkeypatch.setattr(layout_module, "_check_points", no_point_checks)
+    with pytest.raises(ConfigError, match=r"GiB to plan more than .* raise "
+                       r"jobs.points_per_job to at least (\d+)") as err:
+        Layout.from_config(cfg)
+    need = int(str(err.value).rsplit("at least ", 1)[1].split()[0])
+    assert -(-8_000_000 // need) <= MAX_JOBS
+
+
+def test_settings_no_point_reads_are_warned_about() -> None:
+    """amplitude with only the gaussian target is ignored: a warning, not an error; with a
+    lowdim point on the grid it is read (no warning). alpha <= 1 is outside the theory.
+    Planted bug: the warning given whenever amplitude is set."""
+    from ktsweep.sweep.layout import config_warnings
+
+    base = {"name": "a", "grid": {"N": [10], "alpha_t": [1.0, 1.5]},
+            "fixed": {"alpha_s": 2, "n": 10, "sigma2": 0.1, "amplitude": 0.1, "k_dagger": 2}}
+    warned = config_warnings(Layout.from_config(base))
+    assert any("'amplitude' = 0.1 is ignored" in w for w in warned)
+    assert any("'k_dagger' = 2 is ignored" in w for w in warned)
+    assert any("alpha_t = 1 <= 1" in w for w in warned)
+    mixed = {**base, "grid": {**base["grid"], "target": ["gaussian", "lowdim"]}}
+    assert not [w for w in config_warnings(Layout.from_config(mixed)) if "ignored" in w]

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -61,6 +62,8 @@ def number_or_text(raw: Any) -> Any:
     """
     if not isinstance(raw, str):
         return raw
+    if raw.strip().lower() in (".inf", "+.inf"):  # YAML's spelling, quoted
+        return math.inf
     try:
         value = float(raw)
     except ValueError:
@@ -84,6 +87,13 @@ def _param_value(raw: Any) -> Any:
             raise ValueError(f"{dict(raw)!r} is invalid: "
                              f"{str(err).partition(' is invalid: ')[2]}") from None
     raise ValueError(f"expected a number, a text or a gamma0 map, got {raw!r}")
+
+
+def _unique_methods(methods: list[str]) -> list[str]:
+    seen = [m for i, m in enumerate(methods) if m in methods[:i]]
+    if seen:
+        raise ValueError(f"{seen[0]!r} is listed twice; give each estimator once")
+    return methods
 
 
 class Gamma0Scale(BaseModel):
@@ -221,7 +231,8 @@ class SweepConfig(_Section):
     tie: dict[ParamName, ParamName] = Field(
         default_factory=dict, description="parameter -> grid axis whose value it takes at "
                                           "every point")
-    methods: Annotated[list[Literal[METHODS]], Field(min_length=1)] = Field(  # type: ignore
+    methods: Annotated[list[Literal[METHODS]], Field(min_length=1),  # type: ignore
+                       AfterValidator(_unique_methods)] = Field(
         default_factory=lambda: ["exact"], json_schema_extra={"uniqueItems": True},
         description="estimators to run (docs/science/exact.md, montecarlo.md, bounds.md)")
     mc: MCConfig = Field(default_factory=MCConfig)

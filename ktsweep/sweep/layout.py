@@ -30,6 +30,7 @@ from ktsweep.model.params import (
     Point,
     make_point,
     steps_run,
+    unused_settings,
 )
 from ktsweep.model.quantities import SCHEMA_VERSION
 from ktsweep.model.spectra import checkpoint_steps
@@ -81,9 +82,81 @@ def validate_config(config: Mapping[str, Any] | SweepConfig) -> SweepConfig:
         if axis not in grid:
             raise ConfigError(f"config key 'jobs.chunks.{axis}': {axis!r} is not a grid axis "
                               f"(axes: {', '.join(grid)})", ("jobs", "chunks", axis))
+    layout = Layout(cfg)
+    _check_size(layout)
     _check_points(grid, fixed, tie)
-    _check_memory(Layout(cfg))
+    _check_mc_samples(layout)
+    _check_memory(layout)
     return cfg
+
+
+MAX_JOBS = 100_000
+"""Most chunk jobs of one sweep: Snakemake holds its whole job graph in memory, about
+:data:`JOB_BYTES` a job, before it submits the first one."""
+JOB_BYTES = 22_000
+"""Snakemake's memory per chunk job while it plans (measured: 1.07 GB for 50 000 jobs in
+``snakemake -n``)."""
+
+
+def planning_bytes(layout: Layout) -> int:
+    """Estimated memory Snakemake needs to plan the sweep's jobs (the workflow's own share;
+    ``ktsweep plan`` states it)."""
+    return layout.n_chunks * JOB_BYTES
+
+
+def _check_size(layout: Layout) -> None:
+    """Refuse a grid whose job graph would not fit a workstation before anything is built."""
+    if layout.n_chunks > MAX_JOBS:
+        per_job = math.prod(layout.chunks)
+        raise ConfigError(
+            f"config key 'grid': {layout.n_points} points in {layout.n_chunks} jobs of about "
+            f"{per_job} points; Snakemake would need about "
+            f"{planning_bytes(layout) / 2**30:.1f} GiB to plan more than {MAX_JOBS} jobs; "
+            f"raise jobs.points_per_job to at least {-(-layout.n_points // MAX_JOBS)} or "
+            "split the sweep", ("jobs",) if "points_per_job" in layout.config.jobs.
+            model_fields_set else ("grid",))
+
+
+def _check_mc_samples(layout: Layout) -> None:
+    """Monte Carlo cannot run infinitely many samples: N or n = inf must lie outside its
+    sub-grid (the cube could never be completed)."""
+    if "mc" not in layout.methods:
+        return
+    for name in ("N", "n"):
+        axis = layout.tie.get(name, name)
+        values = layout.axes.get(axis, [layout.fixed.get(name)])
+        for i, v in enumerate(values):
+            if not (isinstance(v, int | float) and math.isinf(v)) and str(v).strip().lower() \
+                    not in ("inf", ".inf", "+inf", "infinity"):
+                continue
+            selected = layout.mc_mask.any() if axis not in layout.axes else bool(
+                np.take(layout.mc_mask, i, axis=list(layout.axes).index(axis)).any())
+            if selected:
+                where = ("mc", "subgrid") if axis in layout.axes else ("fixed", name)
+                raise ConfigError(
+                    f"{name} = inf with Monte Carlo: it cannot simulate infinitely many "
+                    f"samples (the exact engine's limit); keep inf out of its sub-grid, e.g. "
+                    f"mc: {{subgrid: {{{axis}: [the finite values]}}}}", where)
+
+
+def config_warnings(layout: Layout) -> list[str]:
+    """Settings no point of the sweep reads (a parameter its targets ignore) and decays
+    α <= 1 (outside the theory): warnings, printed when the workflow or ``ktsweep plan``
+    starts."""
+    given = {**layout.fixed}
+    for name, values in layout.axes.items():
+        given[name] = values[0]
+    for name, axis in layout.tie.items():
+        given[name] = layout.axes[axis][0]
+    targets = {str(t) for t in layout._param_values("target")} - {"None"} or {"gaussian"}
+    out = unused_settings({k: v for k, v in given.items() if k not in ("alpha_t", "alpha_s")},
+                          targets)
+    for name in ("alpha_t", "alpha_s"):
+        low = sorted({float(v) for v in layout._param_values(name)
+                      if isinstance(v, int | float) and v <= 1})
+        if low:
+            out += unused_settings({name: low[0]}, targets)
+    return out
 
 
 def mc_task_bytes(layout: Layout) -> int:
