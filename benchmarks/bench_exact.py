@@ -212,7 +212,7 @@ def sweep(size: dict[str, Any]) -> dict[str, Any]:
         path.write_text(json.dumps(cfg))
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
                "--directory", str(work), "--configfile", str(path), "--cores", "2",
-               "results/exact_rate/cube.json", "-q"]
+               "sweep", "-q"]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True,

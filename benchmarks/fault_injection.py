@@ -1,7 +1,7 @@
 """Fault injection: kills, full disks, config switches and store damage, each followed by the
 README's recovery procedure only, then compared with a clean reference cube.
 
-Trials (small config, 12 points in 2 chunks, sweep target ``results/fi/cube.json``):
+Trials (small config, 12 points in 2 chunks, sweep target ``sweep``: the cube and its summary):
 
 - ``kill``: ``kill -9`` of the workflow's process group at a random moment, and at named
   points (``KTSWEEP_FAILPOINT``: while creating the cube, after a task is staged, between a
@@ -39,7 +39,7 @@ import xarray as xr
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET = "results/fi/cube.json"
+TARGET = "sweep"
 EXACT = ("risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling", "der", "pgr", "w2s_ratio")
 FAILPOINTS = ("init", "stage", "values", "status", "publish")
 DAMAGE = ("delete_data_chunk", "delete_status_chunk", "bit_flip", "chunk_copied_over",

@@ -262,16 +262,15 @@ def _per_decade(args: argparse.Namespace) -> int:
                             ) from None
 
 
-def _layout_file(path: str):
-    """The layout JSON file the workflow writes (``results/NAME/.ktsweep/layout.json``)."""
-    from ktsweep.sweep.config import ConfigError
-    from ktsweep.sweep.layout import Layout
+def _cube_layout(cube: str):
+    """The layout a cube was created for (its ``ktsweep_config`` attribute)."""
+    from ktsweep.sweep.store import StoreError, layout_of
 
     try:
-        return Layout.from_json(Path(path).read_text())
-    except (ConfigError, OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"layout file {path}: {err} (written by the workflow when it "
-                         "plans; rerun snakemake)") from None
+        return layout_of(cube)
+    except (StoreError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"cube {cube}: {err} (the workflow's init_cube rule creates it)"
+                         ) from None
 
 
 def _config_file(path: str):
@@ -284,29 +283,10 @@ def _config_file(path: str):
         raise UsageError(str(err)) from None
 
 
-def cmd_init_cube(args: argparse.Namespace) -> int:
-    from ktsweep.sweep.store import StoreError, commits_dir, init_cube
-
-    layout = _layout_file(args.layout)
-    try:
-        what = init_cube(layout, args.cube)
-    except StoreError as err:
-        raise UsageError(str(err)) from None
-    print(f"cube {args.cube}: {what}; {layout.n_points} points in {layout.n_chunks} chunks")
-    _write_atomic(str(commits_dir(args.cube) / "init.json"),
-                  json.dumps({"cube": args.cube, "result": what}))
-    return 0
-
-
 def _write_atomic(path: str, text: str) -> None:
-    import os
-    from pathlib import Path
+    from ktsweep.sweep.integrity import write_json_atomic
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    write_json_atomic(Path(path), json.loads(text))
 
 
 def cmd_run_chunk(args: argparse.Namespace) -> int:
@@ -321,13 +301,16 @@ def cmd_run_chunk(args: argparse.Namespace) -> int:
     import distributed  # noqa: F401  (its import configures the "distributed" logger at INFO)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    layout = _layout_file(args.layout)
+    layout = _cube_layout(args.cube).with_execution(
+        device=args.device, require_device=args.require_device,
+        points_per_task=args.points_per_task, scheduler=args.scheduler,
+        processes=args.processes)
     if args.chunk not in layout.chunk_ids():
         raise UsageError(f"chunk {args.chunk!r} does not exist: this sweep has chunks "
                          f"c{0:05d}..c{layout.n_chunks - 1:05d}")
     try:
         run_chunk(layout, args.chunk, args.cube, threads=args.threads,
-                  scheduler=args.scheduler, report=lambda s: print(s, flush=True))
+                  report=lambda s: print(s, flush=True))
     except StoreError as err:
         raise UsageError(str(err)) from None
     return 0
@@ -337,7 +320,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     from ktsweep.sweep.runner import summarize
     from ktsweep.sweep.store import StoreError
 
-    layout = _layout_file(args.layout)
+    layout = _cube_layout(args.cube)
     try:
         summary = summarize(layout, args.cube, args.link)
     except StoreError as err:
@@ -349,23 +332,22 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 def _cubes_of(target: str) -> list:
     """Cubes named by a results folder (its linked cube, else every cube in cubes/) or path."""
-    from pathlib import Path
-
     p = Path(target)
     if (p / "zarr.json").exists() or p.suffix == ".zarr":
         return [p]
     if (p / "cube.zarr").is_symlink() and (p / "cube.zarr").exists():
         return [(p / "cube.zarr").resolve()]
-    found = sorted(c for c in (p / "cubes").glob("*.zarr") if not c.name.startswith("."))
+    found = sorted(c for c in (p / "cubes").glob("*.zarr") if not c.name.startswith(".")
+                   and c.name.count(".") == 1)  # set-aside cubes carry a second suffix
     if not found:
         raise UsageError(f"no cube under {p}: give results/NAME or a cube path")
     return found
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ktsweep.sweep.store import repair, verify
+    """Inspect cubes against their records: every file hashed (``--quick``: only files whose
+    size or mtime changed), damage named by variable and chunk; ``--repair`` resets it."""
+    from ktsweep.sweep.store import StoreError, health, repair
 
     bad = 0
     folder = Path(args.target)
@@ -374,19 +356,24 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{folder}/cube.zarr is missing although cube.json says the sweep finished; "
               "rerun the same snakemake command to publish it again")
     for cube in _cubes_of(args.target):
-        report = verify(cube, full=not args.quick)
-        status = "damaged" if report["problems"] else "ok"
-        print(f"{cube}: {status}; {len(report['uncommitted_chunks'])} chunks not computed yet")
-        for problem in report["problems"]:
-            print(f"  {problem}")
-        if report["problems"]:
+        try:
+            found = health(cube, full=not args.quick)
+        except StoreError as err:
+            print(f"{cube}: unreadable: {err}")
             bad += 1
-            if args.repair:
-                for line in repair(cube, report):
-                    print(f"  repaired: {line}")
-            else:
+            continue
+        status = "damaged" if not found.ok else "ok"
+        print(f"{cube}: {status}; {len(found.uncommitted)} chunks not computed yet")
+        for problem in found.problems():
+            print(f"  {problem}")
+        if not found.ok:
+            bad += 1
+            if not args.repair:
                 print("  run `ktsweep check ... --repair`, then the same snakemake command, "
                       "to recompute what is damaged")
+        if args.repair or (found.ok and found.stale):  # new times, same content: recorded
+            for line in repair(cube, found):
+                print(f"  repaired: {line}")
     return 1 if bad else 0
 
 
@@ -588,24 +575,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the short timing run that estimates compute")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("init-cube", help="create the result cube for a layout (workflow step)")
-    p.add_argument("layout", help="layout JSON file written by the workflow")
-    p.add_argument("--cube", required=True, help="the content-addressed cube path")
-    p.set_defaults(func=cmd_init_cube)
-
     p = sub.add_parser("run-chunk", help="compute one chunk (one Snakemake job)")
-    p.add_argument("layout", help="layout JSON file written by the workflow")
+    p.add_argument("cube", help="the content-addressed cube (its config is read from it)")
     p.add_argument("chunk", help="chunk id, e.g. c00003")
-    p.add_argument("--cube", required=True)
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="dask workers of the local cluster")
     p.add_argument("--scheduler", default=None,
                    help="address of an existing dask scheduler (overrides the config)")
+    p.add_argument("--processes", action="store_true",
+                   help="local dask workers are processes instead of threads")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="Monte Carlo device (default: the config the cube was made with)")
+    p.add_argument("--require-device", action="store_true", default=None,
+                   help="with --device cuda, fail instead of falling back to the CPU")
+    p.add_argument("--points-per-task", type=_positive_int, default=None,
+                   help="largest stack of points in one dask task")
     p.set_defaults(func=cmd_run_chunk)
 
     p = sub.add_parser("summarize", help="verify the cube, check it is complete, publish it")
-    p.add_argument("layout", help="layout JSON file written by the workflow")
-    p.add_argument("--cube", required=True)
+    p.add_argument("cube", help="the content-addressed cube")
     p.add_argument("--link", help="symlink to point at the cube once complete")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
@@ -613,9 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="verify a cube: every chunk of every variable, by name")
     p.add_argument("target", help="results/NAME (its cubes) or a cube path")
     p.add_argument("--quick", action="store_true",
-                   help="compare sizes and times with the commit records only (no data read)")
+                   help="hash only the files whose size or time differ from their records "
+                   "(the default hashes every file, so it also finds a same-size swap)")
     p.add_argument("--repair", action="store_true",
-                   help="reset damaged chunks so the next run recomputes them")
+                   help="reset damaged chunks so the next run recomputes them, restore "
+                   "damaged metadata from its recorded copies")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("status", help="points done / total per method and an ETA of a sweep",

@@ -60,6 +60,9 @@ def direct(layout: Layout) -> dict[str, dict[str, np.ndarray]]:
 
 
 def assert_cube_equals_direct(cube: Path, layout: Layout) -> None:
+    """The cube holds exactly what the engines give when called directly on every point:
+    exact and bound to 1e-12, Monte Carlo bit for bit on its sub-grid and missing elsewhere
+    (each estimator checked where the layout runs it)."""
     ds = open_cube(cube)
     ref = direct(layout)
     flat = {k: ds[k].values.reshape((layout.n_points,) + ds[k].shape[len(layout.axes):])
@@ -68,12 +71,18 @@ def assert_cube_equals_direct(cube: Path, layout: Layout) -> None:
     for k in ("risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling", "der", "w2s_ratio",
               "pgr"):
         np.testing.assert_allclose(flat[k][:, e], ref["exact"][k], rtol=1e-12, atol=0, err_msg=k)
-    np.testing.assert_allclose(flat["curve_t2s"][:, e], ref["exact"]["curve_t2s"], rtol=1e-6)
-    np.testing.assert_allclose(flat["mode_teacher"][:, e], ref["exact"]["mode_teacher"],
-                               rtol=1e-6)
+    if layout.config.outputs.curves:
+        np.testing.assert_allclose(flat["curve_t2s"][:, e], ref["exact"]["curve_t2s"],
+                                   rtol=1e-6)
+    if layout.config.outputs.modes:
+        np.testing.assert_allclose(flat["mode_teacher"][:, e], ref["exact"]["mode_teacher"],
+                                   rtol=1e-6)
     assert (flat["status"][:, e] == 1).all()
-    np.testing.assert_allclose(flat["bound_upper_teacher"], ref["bound"]["bound_upper_teacher"],
-                               rtol=1e-12)
+    if "bound" in layout.methods:
+        np.testing.assert_allclose(flat["bound_upper_teacher"],
+                                   ref["bound"]["bound_upper_teacher"], rtol=1e-12)
+    if "mc" not in layout.methods:
+        return
     m = layout.estimators.index("mc")
     sel = ref["mc_index"]["i"]
     for k in ("risk_teacher", "risk_t2s", "der"):
@@ -82,8 +91,6 @@ def assert_cube_equals_direct(cube: Path, layout: Layout) -> None:
     others = np.setdiff1d(np.arange(layout.n_points), sel)
     assert np.isnan(flat["risk_teacher"][others, m]).all()
     assert (flat["status"][others, m] == 0).all()
-
-
 
 
 def assert_cubes_equal(a: Path, b: Path) -> None:

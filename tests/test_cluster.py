@@ -90,7 +90,7 @@ def local_tiny(tiny_run):
 def test_slurm_sweep_equals_local_run(slurm_cluster, local_tiny, tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml")
     snakemake(
-        tmp_path, "results/tiny/cube.json", "--configfile", str(cfg),  # the cube: no figures
+        tmp_path, "sweep", "--configfile", str(cfg),  # the cube: no figures
         "--profile", str(REPO / "workflow" / "profiles" / "slurm"),
         "--jobs", "4",
         # this test cluster has no accounting database and one 2-core node:
@@ -151,7 +151,7 @@ def dask_cluster():
 
 def test_external_dask_cluster_equals_local_run(dask_cluster, local_tiny, tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml")
-    snakemake(tmp_path, "results/tiny/cube.json", "--configfile", str(cfg), "--config",
+    snakemake(tmp_path, "sweep", "--configfile", str(cfg), "--config",
               f"dask={{scheduler: '{dask_cluster}'}}")
     from distributed import Client
 

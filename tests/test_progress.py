@@ -76,9 +76,7 @@ def test_status_counts_committed_staged_and_running_chunks(tmp_path, capsys):
     store.stage(cube, first, [0], res)
     assert progress.measure(layout, cube).done["exact"] == owed["exact"] + 2
 
-    # the command, from a results folder and from the config file
-    (results / "prog" / ".ktsweep").mkdir(parents=True)
-    (results / "prog" / ".ktsweep" / "layout.json").write_text(layout.to_json())
+    # the command, from a results folder (the cube carries its config) and from the file
     assert cli.main(["status", str(results / "prog"), "--json"]) == 0
     line, js = capsys.readouterr().out.splitlines()
     assert line.startswith("prog: ") and "1/" in line

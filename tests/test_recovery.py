@@ -32,7 +32,7 @@ def test_killed_job_recovers(tmp_path):
     layout = Layout(load_config(str(cfg)))
     flag = tmp_path / "killed"
     cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-           "--cores", "1", "results/slow/cube.json", "--configfile", str(cfg)]
+           "--cores", "1", "sweep", "--configfile", str(cfg)]
     proc = subprocess.run(cmd, capture_output=True, start_new_session=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO),
                                "KTSWEEP_FAILPOINT": f"stage:{flag}"})
@@ -48,7 +48,7 @@ def test_killed_job_recovers(tmp_path):
     # A killed Snakemake leaves its lock behind: unlock, then rerun (as README says); the
     # profile's rerun-incomplete reruns the killed job without a flag.
     snakemake(tmp_path, "--configfile", str(cfg), "--unlock")
-    out = snakemake(tmp_path, "results/slow/cube.json", "--configfile", str(cfg))
+    out = snakemake(tmp_path, "sweep", "--configfile", str(cfg))
     assert "Using workflow specific profile" in out.stdout + out.stderr
     summary = json.loads((tmp_path / "results" / "slow" / "cube.json").read_text())
     assert summary["missing"] == {}
@@ -67,20 +67,20 @@ def _published_copy(tiny_run, tmp_path):
     work, cfg, _ = tiny_run
     copy = tmp_path / "copy"
     shutil.copytree(work, copy, symlinks=True)
-    snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))
+    snakemake(copy, "sweep", "--configfile", str(cfg))
     return copy, cfg, copy / "results" / "tiny" / "cube.zarr"
 
 
 def test_store_damage_reruns_what_it_hit(tiny_run, tmp_path):
     """The fast subset of benchmarks/fault_injection.py: four kinds of damage at once on a
     copy of a finished sweep; the damaged reads fail by name; the README procedure (the same
-    command again) recomputes only the hit chunks and restores the clean numbers.
+    command again) repairs first and recomputes only the hit chunks, to the clean numbers.
 
-    Mutations caught: the plan-time check not comparing the commit records (the rerun says
-    "Nothing to be done" and the damage stays); open_cube not verifying, or looking for the
-    records beside the symlink instead of the cube (a chunk copied over another then read
-    as numbers: found by the fault-injection benchmark); the cube rule not relinking a
-    removed cube.zarr.
+    Mutations caught: the look before planning not hashing files whose times changed (the
+    rerun says "Nothing to be done" and the damage stays); open_cube reading without the
+    verified store (a chunk copied over another is read as numbers); the repair checkpoint
+    not removing the published outputs (the summary is never redone); the cube rule not
+    relinking a removed cube.zarr.
     """
     import shutil
 
@@ -95,22 +95,29 @@ def test_store_damage_reruns_what_it_hit(tiny_run, tmp_path):
     data[len(data) // 2] ^= 8
     chunks[0].write_bytes(bytes(data))  # one bit flipped
     shutil.copyfile(chunks[2], chunks[1])  # a chunk copied over another
-    with pytest.raises(StoreError, match="changed since its commit"):
-        open_cube(link)  # through the symlink users open, records found beside the cube
-    next(p for p in (cube / "status" / "c").rglob("*") if p.is_file()
-         and p.parts[-4:] == chunks[3].parts[-4:]).unlink()  # a status chunk deleted
-    with pytest.raises(StoreError, match="is damaged: chunk c0000"):
-        open_cube(link)
+    ds = open_cube(link)  # through the symlink users open: records found beside the cube
+    with pytest.raises(StoreError, match=r"variable risk_t2s, chunk c0000[01] .* does not "
+                       "match its commit record"):
+        ds["risk_t2s"].load()
+    status = next(p for p in (cube / "status" / "c").rglob("*") if p.is_file()
+                  and p.parts[-4:] == chunks[3].parts[-4:])
+    status.unlink()  # a status chunk deleted
+    with pytest.raises(StoreError, match="variable status, chunk c0000.* missing"):
+        open_cube(link)["status"].load()
     link.unlink()  # rm cube.zarr
-    out = snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))
+    dry = snakemake(copy, "sweep", "-n", "--configfile", str(cfg))
+    text = dry.stdout + dry.stderr
+    assert text.count("content differs from its commit record: it is reset") == 2, text
+    assert "status/c/" in text and "missing: it is reset" in text
+    out = snakemake(copy, "sweep", "--configfile", str(cfg))
     text = out.stdout + out.stderr
     assert "Nothing to be done" not in text
-    assert text.count("rule simulate") <= 3  # only the three damaged chunks
+    assert text.count("rule simulate") == 3  # only the three damaged chunks
     fixed = open_cube(link).load()
     for name in clean.data_vars:
         np.testing.assert_array_equal(fixed[name].values, clean[name].values, err_msg=name)
     assert "Nothing to be done" in (lambda o: o.stdout + o.stderr)(
-        snakemake(copy, "results/tiny/cube.json", "-n", "--configfile", str(cfg)))
+        snakemake(copy, "sweep", "-n", "--configfile", str(cfg)))
 
 
 @pytest.mark.slow
@@ -124,10 +131,10 @@ def test_config_switch_back_reuses_the_cube(tiny_run, tmp_path):
     copy, cfg, link = _published_copy(tiny_run, tmp_path)
     a = open_cube(link).load()
     b_cfg = write_config(tmp_path / "b.yaml", **{"fixed.sigma2": 0.2, "methods": ["exact"]})
-    snakemake(copy, "results/tiny/cube.json", "--configfile", str(b_cfg))
+    snakemake(copy, "sweep", "--configfile", str(b_cfg))
     b = open_cube(link).load()
     assert not np.allclose(b["risk_teacher"].values[..., 0], a["risk_teacher"].values[..., 0])
-    out = snakemake(copy, "results/tiny/cube.json", "--configfile", str(cfg))
+    out = snakemake(copy, "sweep", "--configfile", str(cfg))
     assert "rule simulate" not in out.stdout + out.stderr
     back = open_cube(link).load()
     for name in a.data_vars:

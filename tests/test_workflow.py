@@ -72,7 +72,7 @@ def test_extended_grid_computes_only_new_points(tiny_run, tmp_path):
     work, cfg, _ = tiny_run
     old = open_cube(work / "results" / "tiny" / "cube.zarr").load()
     bigger = write_config(tmp_path / "bigger.yaml", **{"grid.alpha_t": [1.5, 2.5, 3.5]})
-    snakemake(work, "results/tiny/cube.json", "--configfile", str(bigger))
+    snakemake(work, "sweep", "--configfile", str(bigger))
     summary = json.loads((work / "results" / "tiny" / "cube.json").read_text())
     # 3 alpha_s x 2 N new points for alpha_t = 3.5; Monte Carlo only where N = 256.
     assert summary["computed"] == {"exact": 6, "mc": 3, "bound": 6}

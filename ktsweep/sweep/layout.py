@@ -325,6 +325,23 @@ class Layout:
         """Rebuild a layout written by :meth:`to_json` (types re-checked, points not)."""
         return cls(parse(json.loads(text)))
 
+    def with_execution(self, **settings: Any) -> Layout:
+        """This layout with other execution settings (``device``, ``require_device``,
+        ``points_per_task``, ``scheduler``, ``processes``; None keeps the layout's own): how a
+        job runs, never what it computes, so the cube key is unchanged."""
+        cfg = self.config
+        where = {"device": "mc", "require_device": "mc", "points_per_task": "jobs",
+                 "scheduler": "dask", "processes": "dask"}
+        updates: dict[str, dict[str, Any]] = {}
+        for name, value in settings.items():
+            if value is not None:
+                updates.setdefault(where[name], {})[name] = value
+        if not updates:
+            return self
+        sections = {sec: getattr(cfg, sec).model_copy(update=vals)
+                    for sec, vals in updates.items()}
+        return Layout(cfg.model_copy(update=sections))
+
     def to_json(self) -> str:
         """The resolved config as JSON; key order kept (grid order = cube dimension order)."""
         return json.dumps(self.config.to_dict(), indent=1)

@@ -182,16 +182,29 @@ def measure(layout: Layout, cube: str | os.PathLike, now: float | None = None) -
 def locate(target: str | os.PathLike) -> tuple[Layout, Path]:
     """The layout and cube of a results folder (results/NAME) or of a config file.
 
-    A config file is resolved the way the workflow does, relative to the current directory
-    (run it where you run snakemake).
+    In a results folder, the cube a chunk job is computing now, else the one cube.zarr links
+    to, else the most recently started one (each carries its own config). A config file is
+    resolved the way the workflow does, relative to the current directory (run it where you
+    run snakemake).
     """
     p = Path(target)
     if p.is_dir():
-        layout_file = p / ".ktsweep" / "layout.json"
-        if not layout_file.exists():
-            raise FileNotFoundError(f"{p} has no .ktsweep/layout.json: give results/NAME of "
-                                    "a sweep that snakemake has started, or its config file")
-        layout = Layout.from_json(layout_file.read_text())
-        return layout, store.cube_path(layout, p.parent)
+        cubes = [c for c in sorted((p / "cubes").glob("*.zarr"))
+                 if not c.name.startswith(".") and c.name.count(".") == 1]
+        if not cubes:
+            raise FileNotFoundError(f"{p} holds no cube: give results/NAME of a sweep that "
+                                    "snakemake has started, or its config file")
+        running = [c for c in cubes if any(store.staging_dir(c).glob(f"*/{MARKER}"))]
+        link = p / "cube.zarr"
+        linked = [link.resolve()] if link.is_symlink() and link.exists() else []
+
+        def started(c: Path) -> float:
+            try:
+                return (store.commits_dir(c) / "init.json").stat().st_mtime
+            except OSError:
+                return 0.0
+
+        cube = (running or linked or sorted(cubes, key=started))[-1]
+        return store.layout_of(cube), cube
     layout = Layout.from_file(p)
     return layout, store.cube_path(layout)

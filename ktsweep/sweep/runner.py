@@ -348,12 +348,14 @@ def summarize(layout: Layout, cube: str | os.PathLike,
     next run recomputes it, and raised as :class:`StoreError`. A complete cube gets
     consolidated metadata and ``link_at`` (results/NAME/cube.zarr) is pointed at it.
     """
-    check = store.verify(cube, full=True)
-    if check["problems"]:
-        done = store.repair(cube, check)
-        raise store.StoreError("the cube is damaged:\n  " + "\n  ".join(check["problems"])
+    check = store.health(cube, layout, full=True)
+    if not check.ok:
+        done = store.repair(cube, check, layout)
+        raise store.StoreError("the cube is damaged:\n  " + "\n  ".join(check.problems())
                                + "\n" + "\n".join(done) + "\nrerun the same snakemake "
                                "command to recompute what was damaged")
+    if check.stale:  # copied files, same content: their records learn the new times
+        store.repair(cube, check, layout)
     ds = store.open_cube(cube, check=False)  # verified in full just above
     out: dict[str, Any] = {"name": layout.name, "cube_key": store.cube_key(layout),
                            "cube": str(cube), "points": layout.n_points,
@@ -374,14 +376,18 @@ def summarize(layout: Layout, cube: str | os.PathLike,
     jobs = [json.loads(p.read_text()) for p in sorted(store.commits_dir(cube).glob("c*.json"))]
     out["computed"] = {m: sum(j["computed"].get(m, 0) for j in jobs) for m in layout.methods}
     out["job_seconds"] = float(sum(j.get("seconds", 0.0) for j in jobs))
-    out["unrecorded_chunks"] = check["unrecorded_chunks"]
+    out["unrecorded_chunks"] = check.unrecorded
     if "mc" in layout.methods:
         used = sorted({d for j in jobs for d in j.get("mc_devices", [])})
         out["mc_device"] = ",".join(used) or "none"
-        zarr.open_group(str(cube), mode="r+", use_consolidated=False).attrs["mc_device"] = \
-            out["mc_device"]
-    if not out["missing"] and not check["uncommitted_chunks"]:
-        store.consolidate(cube)
+        group = zarr.open_group(str(cube), mode="r+", use_consolidated=False)
+        if group.attrs.get("mc_device") != out["mc_device"]:
+            group.attrs["mc_device"] = out["mc_device"]
+            store.record_skeleton(cube, layout)
+    if not out["missing"] and not check.uncommitted:
+        if not store.is_consolidated(cube):
+            store.consolidate(cube)
+            store.record_skeleton(cube, layout)  # its metadata as ktsweep just wrote it
         store.failpoint("publish")
         if link_at is not None:
             store.link(cube, link_at)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import functools
 import hashlib
 import json
 import os
@@ -40,6 +39,8 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from ktsweep.model.cubespec import RISK_NOTE, STATUS_VARS, VarSpec
 from ktsweep.model.cubespec import variables as spec_variables
 from ktsweep.model.quantities import SCHEMA_VERSION
+from ktsweep.sweep import integrity
+from ktsweep.sweep.integrity import IntegrityError, StoreError
 from ktsweep.sweep.layout import Layout, coordinate
 
 if TYPE_CHECKING:  # xarray and dask.array are imported by the functions that use them: a
@@ -48,10 +49,6 @@ if TYPE_CHECKING:  # xarray and dask.array are imported by the functions that us
 
 WRITE = {"write_empty_chunks": True}
 """Every chunk of a committed block exists as a file, so a missing file means damage."""
-
-
-class StoreError(RuntimeError):
-    """The cube on disk is missing, broken or belongs to another sweep; says how to fix it."""
 
 
 def failpoint(name: str) -> None:
@@ -73,6 +70,11 @@ def cube_key(layout: Layout) -> str:
              "axes": {a: [str(coordinate([v])[0]) for v in vals]
                       for a, vals in layout.axes.items()},
              "methods": list(layout.methods), "chunks": list(layout.chunks)}
+    mc = layout.config.mc
+    if "mc" in layout.methods and (mc.subgrid or mc.stride):  # which points Monte Carlo owes
+        ident["mc_points"] = {"subgrid": {a: [str(coordinate([v])[0]) for v in vals]
+                                          for a, vals in mc.subgrid.items()},
+                              "stride": dict(mc.stride)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -193,8 +195,8 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
         return dict(zarr.open_group(str(p), mode="r", use_consolidated=False).attrs)
     except Exception as err:  # zarr raises several types for a broken store
         raise StoreError(f"{p} is not a readable zarr store ({type(err).__name__}: {err}); "
-                         f"run `ktsweep check {p.parent} --repair` or move it aside and rerun "
-                         "the sweep to rebuild it") from None
+                         f"run `ktsweep check {p.parent.parent} --repair` or move it aside and "
+                         "rerun the sweep to rebuild it") from None
 
 
 def _consolidated(path: Path) -> bool:
@@ -207,33 +209,54 @@ def _consolidated(path: Path) -> bool:
 def open_cube(path: str | os.PathLike, check: bool = True) -> xr.Dataset:
     """Open a cube as an xarray Dataset (lazy), checking that it is an intact ktsweep cube.
 
-    ``check`` runs the cheap verification (metadata, and every chunk file against its
-    commit record by size and mtime), so a damaged chunk is an error naming it, never a
-    number; every chunk read is also crc32c-checked by zarr.
+    ``check`` compares the cube's skeleton (metadata, consolidated metadata included, and
+    coordinates) with its record first, so edited metadata is an error naming the file, never
+    rescaled numbers. Every read then goes through :class:`~ktsweep.sweep.integrity.
+    VerifiedStore`: a chunk file whose content differs from its commit record raises an error
+    naming the variable and the chunk, so no damaged value is returned as a number.
     """
-    attrs = read_attrs(path)
+    import xarray as xr
+    from zarr.storage import LocalStore
+
+    cube = _real(path)
+    attrs = read_attrs(cube)
     if "ktsweep_config" not in attrs:
         raise StoreError(f"{path} is a zarr store but not a ktsweep cube (no ktsweep_config "
                          "attribute)")
+    layout = Layout.from_json(attrs["ktsweep_config"])
+    commits = commits_dir(cube)
     if check:
-        problems = verify(path, full=False)["problems"]
-        if problems:
-            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise StoreError(f"cube {path} is damaged: " + "; ".join(problems[:3]) + more
-                             + "; run `ktsweep check RESULTS_FOLDER --repair`, then rerun "
-                             "the sweep")
-    import xarray as xr
-
+        found = integrity.inspect(cube, {}, commits, STATUS_VARS)
+        if not (commits / integrity.SKELETON).exists():
+            found.skeleton += check_metadata(cube, layout)
+        if found.skeleton:
+            more = f" (and {len(found.skeleton) - 3} more)" if len(found.skeleton) > 3 else ""
+            raise StoreError(f"cube {path} is damaged: " + "; ".join(found.skeleton[:3]) + more
+                             + "; run `ktsweep check RESULTS_FOLDER --repair`, then rerun the "
+                             "sweep")
+    store = integrity.VerifiedStore(LocalStore(str(cube), read_only=True), commits,
+                                    layout.chunk_grid, variables(layout))
     try:
-        return xr.open_zarr(path, consolidated=_consolidated(Path(path)))
+        return xr.open_zarr(store, consolidated=_consolidated(cube))
+    except IntegrityError as err:
+        raise StoreError(f"cube {path}: {err}") from None
     except Exception as err:
         raise StoreError(f"cube {path} cannot be opened ({type(err).__name__}: {err}); run "
                          "`ktsweep check` on its results folder") from None
 
 
 def layout_of(path: str | os.PathLike) -> Layout:
-    """The layout a cube was created for (from its ``ktsweep_config`` attribute)."""
-    attrs = read_attrs(path)
+    """The layout a cube was created for (its ``ktsweep_config`` attribute), read from the
+    recorded copy of its root metadata when the live one is damaged."""
+    cube = _real(path)
+    try:
+        attrs = read_attrs(cube)
+    except StoreError as err:
+        copy = commits_dir(cube) / integrity.SKELETON_COPIES / "zarr.json"
+        try:
+            attrs = json.loads(copy.read_text())["attributes"]
+        except (OSError, ValueError, KeyError):
+            raise err from None
     if "ktsweep_config" not in attrs:
         raise StoreError(f"{path} is a zarr store but not a ktsweep cube")
     return Layout.from_json(attrs["ktsweep_config"])
@@ -244,23 +267,30 @@ def init_cube(layout: Layout, path: str | os.PathLike) -> str:
     """Create the cube for ``layout`` at ``path`` unless a complete one is already there.
 
     The new cube is built under a temporary name and renamed into place, so a cube under
-    its final name is always complete. Points already committed in a sibling cube with the
-    same result key (another grid of the same physics) are copied in; siblings are never
-    modified. A cube whose metadata is damaged is set aside, never deleted.
+    its final name is always complete; its skeleton is recorded before the rename. Points
+    already committed in a sibling cube with the same result key (another grid of the same
+    physics) are copied in; siblings are never modified. A cube whose metadata is damaged
+    beyond repair is set aside, never deleted.
     """
     p = Path(path)
+    commits = commits_dir(p)
     if p.exists():
-        problems = check_metadata(p, layout)
-        if not problems:
+        found = health(p, layout)
+        if not found.skeleton:
+            if not (commits / integrity.SKELETON).exists():  # its records were deleted
+                record_skeleton(p, layout)
+                return "unchanged; its skeleton recorded again"
             return "unchanged"
-        aside = _set_aside(p, "damaged")
-        note = f"; damaged cube set aside at {aside} ({problems[0]})"
+        if found.restorable:
+            return "metadata restored: " + "; ".join(integrity.restore_skeleton(p, commits))
+        aside = integrity.set_aside(p, commits, "damaged")
+        note = f"; damaged cube set aside at {aside} ({found.skeleton[0]})"
     else:
         note = ""
     p.parent.mkdir(parents=True, exist_ok=True)
     for stale in p.parent.glob(f".{p.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)  # a killed init's half-built cube
-    shutil.rmtree(commits_dir(p), ignore_errors=True)  # records of a cube no longer there
+    shutil.rmtree(commits, ignore_errors=True)  # records of a cube no longer there
     tmp = p.with_name(f".{p.name}.tmp-{uuid.uuid4().hex[:8]}")
     new = template(layout)
     new.to_zarr(tmp, mode="w-", compute=False, encoding=_encoding(new), consolidated=False)
@@ -271,21 +301,11 @@ def init_cube(layout: Layout, path: str | os.PathLike) -> str:
         _fill_committed_chunks(tmp, layout)
         copied = f"; {n} committed points copied from {source.name}"
     _fsync_tree(tmp)
+    integrity.write_skeleton(tmp, commits, variables(layout))
     failpoint("init")
     os.rename(tmp, p)
     _fsync_dir(p.parent)
     return "created" + copied + note
-
-
-def _set_aside(p: Path, why: str) -> Path:
-    p = _real(p)
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
-    aside = p.with_name(f"{p.name.removesuffix('.zarr')}.{why}-{stamp}.zarr")
-    os.rename(p, aside)
-    commits = commits_dir(p)
-    if commits.exists():
-        os.rename(commits, commits_dir(aside))
-    return aside
 
 
 def _best_sibling(p: Path, layout: Layout, new: xr.Dataset) -> Path | None:
@@ -298,7 +318,7 @@ def _best_sibling(p: Path, layout: Layout, new: xr.Dataset) -> Path | None:
             attrs = read_attrs(other)
             if attrs.get("ktsweep_result_key") != layout.result_key():
                 continue
-            if verify(other)["problems"]:
+            if not health(other, full=True).ok:
                 continue  # a damaged cube is never a source of numbers
             old = open_cube(other, check=False)
         except StoreError:
@@ -408,19 +428,13 @@ def _chunk_coords(layout: Layout, chunk: str, spec: VarSpec) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(idx, layout.chunk_grid)) + (0,) * len(spec.dims)
 
 
-@functools.lru_cache(maxsize=8)
-def _key_encoders(cube: str, key: str, names: tuple[str, ...]) -> dict[str, Any]:
-    """Each variable's chunk-key encoder, read once per cube (not once per chunk)."""
-    group = zarr.open_group(cube, mode="r", use_consolidated=False)
-    return {name: group[name].metadata.encode_chunk_key for name in names}
-
-
 def chunk_files(cube: str | os.PathLike, layout: Layout, chunk: str) -> dict[str, Path]:
-    """Variable → the file holding that variable's values for ``chunk``."""
-    specs = variables(layout)
-    encode = _key_encoders(str(_real(cube)), cube_key(layout), tuple(specs))
-    return {name: Path(cube) / name / encode[name](_chunk_coords(layout, chunk, spec))
-            for name, spec in specs.items()}
+    """Variable → the file holding that variable's values for ``chunk``: zarr v3's default
+    chunk key, ``NAME/c/i/j/…`` (the encoding every cube is written with; a test holds it to
+    zarr's own), computed without reading any metadata, so a cube whose metadata is damaged
+    can still be inspected chunk by chunk."""
+    return {name: Path(cube).joinpath(name, "c", *map(str, _chunk_coords(layout, chunk, spec)))
+            for name, spec in variables(layout).items()}
 
 
 def empty_block(layout: Layout, chunk: str) -> dict[str, np.ndarray]:
@@ -482,30 +496,21 @@ def commit_block(path: str | os.PathLike, layout: Layout, chunk: str,
 
 def manifest(cube: str | os.PathLike, files: Mapping[str, Path]) -> dict[str, list]:
     """Relative path → [size, mtime_ns, sha256] of each file (the chunk's commit record)."""
-    out = {}
-    for path in files.values():
-        st = path.stat()
-        out[str(path.relative_to(cube))] = [st.st_size, st.st_mtime_ns,
-                                            hashlib.sha256(path.read_bytes()).hexdigest()]
-    return out
+    return {str(path.relative_to(cube)): integrity.entry(path) for path in files.values()}
 
 
 def write_record(cube: str | os.PathLike, chunk: str, record: Mapping[str, Any]) -> Path:
     """Write a chunk's commit record (also the workflow's marker) atomically."""
     path = commits_dir(cube) / f"{chunk}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    integrity.write_json_atomic(path, dict(record))
     return path
 
 
 def reset_chunk(cube: str | os.PathLike, layout: Layout, chunk: str) -> None:
     """Mark a chunk uncomputed: drop its status files and commit record (values stay hidden)."""
-    for name, f in chunk_files(cube, layout, chunk).items():
-        if name in STATUS_VARS:
-            f.unlink(missing_ok=True)
-    (commits_dir(cube) / f"{chunk}.json").unlink(missing_ok=True)
+    files = chunk_files(_real(cube), layout, chunk)
+    integrity.reset_chunk(commits_dir(cube), [f for n, f in files.items() if n in STATUS_VARS],
+                          chunk)
 
 
 # -- staging: work kept per dask task --------------------------------------------------------
@@ -570,7 +575,8 @@ def check_compatible(path: str | os.PathLike, layout: Layout) -> None:
 
 # -- verification --------------------------------------------------------------------------
 def check_metadata(path: str | os.PathLike, layout: Layout | None = None) -> list[str]:
-    """Cheap structural check: root and every variable's metadata readable, axes as laid out."""
+    """Structural check: root and every variable's metadata readable, axes as laid out (the
+    check where no skeleton record exists yet, and before a cube is reused)."""
     p = Path(path)
     try:
         attrs = read_attrs(p)
@@ -602,77 +608,59 @@ def check_metadata(path: str | os.PathLike, layout: Layout | None = None) -> lis
     return problems
 
 
+def health(path: str | os.PathLike, layout: Layout | None = None, full: bool = False
+           ) -> integrity.Health:
+    """What is damaged in a cube: its skeleton (metadata and coordinates) and every chunk
+    against their records (:mod:`ktsweep.sweep.integrity`; reads only). ``full`` hashes every
+    file; otherwise only files whose size or mtime changed are hashed."""
+    cube = _real(path)
+    commits = commits_dir(cube)
+    layout = layout or layout_of(cube)
+    recorded = (commits / integrity.SKELETON).exists()
+    structure = [] if recorded else check_metadata(cube, layout)
+    files = {chunk: chunk_files(cube, layout, chunk) for chunk in layout.chunk_ids()}
+    found = integrity.inspect(cube, files, commits, STATUS_VARS, full=full, structure=structure)
+    if structure:
+        found.restorable = False
+    return found
+
+
 def verify(path: str | os.PathLike, full: bool = True) -> dict[str, Any]:
-    """Check a cube: metadata, then every chunk of every variable against its commit record.
-
-    ``full`` decodes every chunk (crc32c) and compares SHA-256 with the record; otherwise
-    only file presence, size and mtime are compared (cheap: no data read). Returns
-    ``problems`` (by variable and chunk), ``damaged_chunks``, ``uncommitted_chunks`` (not
-    computed yet) and ``unrecorded_chunks`` (values and status written, record not yet).
-    """
-    p = Path(path)
-    problems = check_metadata(p)
-    report: dict[str, Any] = {"cube": str(p), "problems": problems, "damaged_chunks": [],
-                              "uncommitted_chunks": [], "unrecorded_chunks": []}
-    if problems:
-        return report
-    layout = layout_of(p)
-    group = zarr.open_group(str(p), mode="r", use_consolidated=False)
-    for chunk in layout.chunk_ids():
-        files = chunk_files(p, layout, chunk)
-        record = _read_record(commits_dir(p) / f"{chunk}.json")
-        committed = any(files[n].exists() for n in STATUS_VARS if n in files)
-        if record is None and not committed:
-            report["uncommitted_chunks"].append(chunk)
-            continue
-        bad = []
-        for name, f in files.items():
-            rel = str(f.relative_to(p))
-            if not f.exists():
-                bad.append(f"variable {name}: chunk file {rel} missing")
-                continue
-            want = (record or {}).get(rel)
-            st = f.stat()
-            if want is not None and [st.st_size, st.st_mtime_ns] != want[:2] and not full:
-                bad.append(f"variable {name}: chunk file {rel} changed since its commit")
-            if full:
-                if want is not None and hashlib.sha256(f.read_bytes()).hexdigest() != want[2]:
-                    bad.append(f"variable {name}: chunk file {rel} content does not match "
-                               "its commit record")
-                    continue
-                try:
-                    group[name][layout.chunk_slices(chunk)]
-                except Exception as err:
-                    bad.append(f"variable {name}: chunk file {rel} unreadable "
-                               f"({type(err).__name__}: {err})")
-        if record is None:  # killed between the status write and the record: rerun commits
-            report["unrecorded_chunks"].append(chunk)
-        if bad:
-            report["damaged_chunks"].append(chunk)
-            problems.extend(f"chunk {chunk}: {b}" for b in bad)
-    return report
+    """:func:`health` as a plain report (``problems`` by variable and chunk,
+    ``damaged_chunks``, ``uncommitted_chunks``, ``unrecorded_chunks``, ``stale``)."""
+    return health(path, full=full).to_dict()
 
 
-def _read_record(path: Path) -> dict[str, list] | None:
-    try:
-        return json.loads(path.read_text())["manifest"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def repair(path: str | os.PathLike, report: Mapping[str, Any]) -> list[str]:
-    """Make the damage in ``report`` recomputable: reset damaged chunks, set aside a cube
-    whose metadata is broken. Nothing is deleted but status files and commit records."""
-    p = Path(path)
+def repair(path: str | os.PathLike, found: integrity.Health | Mapping[str, Any],
+           layout: Layout | None = None) -> list[str]:
+    """Make the damage found recomputable: metadata restored from its recorded copies (or the
+    cube set aside, never deleted, when they cannot restore it), damaged chunks reset so the
+    next run recomputes them. Stale record times are refreshed. Returns what was done."""
+    cube = _real(path)
+    commits = commits_dir(cube)
+    if isinstance(found, Mapping):
+        found = health(cube, layout, full=True)
     done = []
-    if report["problems"] and not report["damaged_chunks"]:
-        aside = _set_aside(p, "damaged")
-        return [f"cube metadata damaged: set aside at {aside}; the next run rebuilds it"]
-    layout = layout_of(p)
-    for chunk in report["damaged_chunks"]:
-        reset_chunk(p, layout, chunk)
+    if found.skeleton:
+        if not found.restorable:
+            aside = integrity.set_aside(cube, commits, "damaged")
+            return [f"cube metadata damaged ({found.skeleton[0]}) with no intact copy: set "
+                    f"aside at {aside}; the next run rebuilds it"]
+        done += integrity.restore_skeleton(cube, commits)
+    layout = layout or layout_of(cube)
+    for chunk in found.damaged:
+        reset_chunk(cube, layout, chunk)
         done.append(f"chunk {chunk} reset: the next run recomputes it")
+    if found.stale:
+        n = integrity.refresh(cube, commits, found)
+        done.append(f"{n} record lines given the files' new times (same content)")
     return done
+
+
+def record_skeleton(cube: str | os.PathLike, layout: Layout) -> None:
+    """Record the cube's skeleton as it is now (after ktsweep itself wrote it)."""
+    cube = _real(cube)
+    integrity.write_skeleton(cube, commits_dir(cube), variables(layout))
 
 
 def link(cube: str | os.PathLike, at: str | os.PathLike) -> None:
@@ -687,63 +675,11 @@ def link(cube: str | os.PathLike, at: str | os.PathLike) -> None:
     os.replace(tmp, at)
 
 
+def is_consolidated(cube: str | os.PathLike) -> bool:
+    """Whether the cube's root metadata already holds consolidated metadata."""
+    return _consolidated(_real(cube))
+
+
 def consolidate(cube: str | os.PathLike) -> None:
     """Write consolidated metadata (once the sweep is complete) so readers open it in one go."""
     zarr.consolidate_metadata(str(cube))
-
-
-def plan_check(layout: Layout, root: str | os.PathLike = "results") -> list[str]:
-    """Cheap checks before the workflow plans its jobs; returns what was reset.
-
-    A commit record whose chunk files vanished or changed (size or mtime) is removed with
-    the chunk's status files, so that chunk reruns; a cube whose metadata is broken is set
-    aside with its records, so it is rebuilt; a summary (cube.json) of another cube or of a
-    link that no longer resolves to this cube is removed, so the cube is verified and
-    published again. No data file is read, none is deleted.
-    """
-    cube = cube_path(layout, root)
-    commits = commits_dir(cube)
-    lines: list[str] = []
-    if (commits / "init.json").exists():
-        if not cube.exists():
-            shutil.rmtree(commits)
-            lines.append(f"{cube} is gone: its records removed, it will be rebuilt")
-        else:
-            problems = check_metadata(cube, layout)
-            if problems:
-                aside = _set_aside(cube, "damaged")
-                lines.append(f"{cube}: {problems[0]}; set aside at {aside}, rebuilt now")
-    for record in sorted(commits.glob("c*.json")) if commits.exists() else []:
-        try:
-            files = json.loads(record.read_text())["manifest"]
-        except (OSError, ValueError, KeyError, TypeError):
-            record.unlink(missing_ok=True)
-            lines.append(f"{record.name}: unreadable commit record removed; chunk reruns")
-            continue
-        changed = []
-        for rel, (size, mtime, _) in files.items():
-            try:
-                st = (cube / rel).stat()
-            except OSError:
-                changed.append(f"{rel} missing")
-                continue
-            if (st.st_size, st.st_mtime_ns) != (size, mtime):
-                changed.append(f"{rel} changed")
-        if changed:
-            for rel in files:
-                if rel.split("/")[0] in STATUS_VARS:
-                    (cube / rel).unlink(missing_ok=True)
-            record.unlink(missing_ok=True)
-            lines.append(f"chunk {record.stem}: {', '.join(changed)}; reset, it reruns")
-    summary = Path(root) / layout.name / "cube.json"
-    if summary.exists():
-        try:
-            key = json.loads(summary.read_text()).get("cube_key")
-        except (OSError, ValueError):
-            key = None
-        at = link_path(layout, root)
-        linked = at.is_symlink() and at.resolve() == cube.resolve() and cube.exists()
-        if key != cube_key(layout) or not linked or lines:
-            summary.unlink()
-            lines.append(f"{summary} does not describe the current cube: it is rebuilt")
-    return lines

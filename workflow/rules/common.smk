@@ -1,12 +1,22 @@
 # Config validation and input functions; rule files hold rules only.
-import os
+#
+# Parsing this file changes nothing in the results tree: a dry run, --lint, --summary,
+# --report and every remote job's parse leave it as they found it. The main process only looks
+# at the results (read-only) and says what it found; what must change happens in rules
+# (ktsweep/sweep/rules.py).
 import sys
 
 from snakemake.exceptions import WorkflowError
 
+from ktsweep.sweep import rules as steps
 from ktsweep.sweep.config import ConfigError
-from ktsweep.sweep.layout import Layout, config_for_workflow
-from ktsweep.sweep.store import commits_dir, cube_path, plan_check
+from ktsweep.sweep.layout import Layout, config_for_workflow, config_warnings
+from ktsweep.sweep.store import commits_dir, cube_path
+
+# `snakemake --config verify=full` hashes every file of the cube before planning (the default
+# hashes only files whose size or time changed): it also finds a same-size file swapped in
+# with its time set back. A way to run, not part of the sweep: taken out before validation.
+VERIFY_FULL = str(config.pop("verify", "")).lower() == "full"
 
 try:
     # Types the config (ktsweep/sweep/config.py, whose schema is workflow/schemas/), fills its
@@ -21,42 +31,34 @@ OUT = f"results/{NAME}"
 CUBE = f"{OUT}/cube.zarr"  # the path users open: a symlink to CUBE_DIR once complete
 CUBE_DIR = str(cube_path(LAYOUT))  # content-addressed: results/NAME/cubes/<key>.zarr
 COMMITS = str(commits_dir(CUBE_DIR))  # init.json and one commit record per chunk
-LAYOUT_FILE = f"{OUT}/.ktsweep/layout.json"
 LOGS = f"logs/{NAME}"
 KTSWEEP = f"{sys.executable} -m ktsweep.cli"
+RUN = steps.run_id()
 
-# Cheap check of what exists before Snakemake plans: commit records whose chunk files
-# changed or vanished, a cube whose metadata is broken, a summary of another cube. Each is
-# reset so the affected jobs rerun (nothing but records and status files is removed).
-for _line in plan_check(LAYOUT):
-    print(f"ktsweep: {_line}", file=sys.stderr)
-
-
-def write_layout(path, text):
-    """Write the layout file (the rules' one way to receive the layout) atomically, and only
-    when its content changes: rules take it as ancient() input, so a rewrite reruns nothing;
-    what a change of layout must rerun follows from the content-addressed cube paths."""
-    import os
-
-    try:
-        with open(path) as fh:
-            if fh.read() == text:
-                return
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+onstart:
+    # A run that computes something records the new times of copied files (same content).
+    steps.refresh_times(LAYOUT)
 
 
-write_layout(LAYOUT_FILE, LAYOUT.to_json())
+def after_repair():
+    """When the look found something to repair, the repair checkpoint runs first and
+    Snakemake plans again after it (with what it removed now missing). Called by the input
+    functions of the rules without outputs, `all` and `sweep`, which Snakemake always runs:
+    a rule whose outputs exist is never rerun for a missing input, so a file target named
+    on the command line does not wait for repairs (the look says so)."""
+    if LOOK.needs_repair:
+        checkpoints.repair.get(run=RUN)
 
 
 def chunk_markers(wildcards=None):
     """One commit record per chunk of the current cube (Snakemake's markers)."""
-    return expand(f"{COMMITS}/{{chunk}}.json", chunk=LAYOUT.chunk_ids())
+    return [ancient(f"{COMMITS}/{c}.json") for c in LAYOUT.chunk_ids()]
+
+
+def sweep_outputs(wildcards=None):
+    """The cube and its summary, without the analysis (`snakemake sweep`)."""
+    after_repair()
+    return [f"{OUT}/cube.json"]
 
 
 def figure_outputs():
@@ -72,7 +74,9 @@ def figure_outputs():
     return outputs
 
 
-def final_outputs():
+def final_outputs(wildcards=None, repair=True):
+    if repair:
+        after_repair()
     return [
         f"{OUT}/cube.json",
         f"{OUT}/fits.csv",
@@ -94,6 +98,38 @@ def simulate_gpus():
     )
 
 
-def scheduler_flag():
-    address = LAYOUT.config.dask.scheduler
-    return f"--scheduler {address}" if address else ""
+def execution_flags():
+    """How a chunk job runs (not what it computes: that comes from the cube), as words of
+    its command line."""
+    flags = steps.execution_flags(LAYOUT)
+    words = [f"--device {flags['device']}", f"--points-per-task {flags['points_per_task']}"]
+    if flags["scheduler"]:
+        words.append(f"--scheduler {flags['scheduler']}")
+    if flags["processes"]:
+        words.append("--processes")
+    if flags["require_device"]:
+        words.append("--require-device")
+    return " ".join(words)
+
+
+EXECUTION = execution_flags()
+
+
+# The main process looks at the results before Snakemake plans; remote jobs (and the
+# subprocesses of run: blocks) do not: they run one job each and change nothing else.
+def published():
+    """The workflow's final outputs as plain paths (what the repair checkpoint may remake)."""
+    return [str(p) for p in final_outputs(repair=False)]
+
+
+if workflow.is_main_process:
+    for _line in config_warnings(LAYOUT):
+        print(f"ktsweep: warning: {_line}", file=sys.stderr)
+    LOOK = steps.look(LAYOUT, published(), full=VERIFY_FULL)
+    for _line in LOOK.lines():
+        print(f"ktsweep: {_line}", file=sys.stderr)
+    if LOOK.needs_repair:
+        print("ktsweep: repairs run before the targets `all` (the default) and `sweep`; a "
+              "file named as a target is made only once they are done", file=sys.stderr)
+else:
+    LOOK = steps.Look(cube_path(LAYOUT))

@@ -1,25 +1,34 @@
-# The sweep: create the cube, compute it chunk by chunk, verify and publish.
+# The sweep: create the cube, compute it chunk by chunk, verify and publish; repair first
+# when the look before planning found damage.
 
 
 rule init_cube:
-    input:
-        layout=ancient(LAYOUT_FILE),
     output:
         f"{COMMITS}/init.json",
     log:
         f"{LOGS}/init_cube.log",
     localrule: True
-    params:
-        ktsweep=KTSWEEP,
-        cube=CUBE_DIR,
-    shell:
-        "{params.ktsweep} init-cube {input.layout} --cube {params.cube} > {log} 2>&1"
+    run:
+        with open(log[0], "w") as fh:
+            print(steps.init(LAYOUT, CUBE_DIR, output[0]), file=fh)
+
+
+checkpoint repair:
+    output:
+        f"{OUT}/.ktsweep/repairs/{{run}}.json",
+    log:
+        f"{LOGS}/repair/{{run}}.log",
+    localrule: True
+    run:
+        with open(log[0], "w") as fh:
+            for line in steps.repair(LAYOUT, published(), "results", output[0], VERIFY_FULL):
+                print(f"ktsweep: repaired: {line}", file=fh)
+                print(f"ktsweep: repaired: {line}", file=sys.stderr)
 
 
 rule simulate:
     input:
-        layout=ancient(LAYOUT_FILE),
-        init=rules.init_cube.output,
+        init=ancient(rules.init_cube.output),
     output:
         f"{COMMITS}/{{chunk}}.json",
     log:
@@ -32,20 +41,20 @@ rule simulate:
         runtime=lambda wc, attempt: LAYOUT.config.jobs.runtime * attempt,
         gpu=simulate_gpus(),
     params:
-        ktsweep=KTSWEEP,
         cube=CUBE_DIR,
-        scheduler=scheduler_flag(),
     # The job's progress goes to its log (follow it with `tail -f`, or the whole sweep with
     # `ktsweep watch results/NAME`); its last line, the chunk's and the sweep's progress, is
-    # echoed into Snakemake's own output.
+    # echoed into Snakemake's own output. KTSWEEP (the interpreter) and EXECUTION (how the job
+    # runs) are globals written into the command, not params: moving the project or changing
+    # where jobs run changes no number, so it must not rerun a chunk (the profile leaves out
+    # the `code` trigger, and `params` holds only what a job computes from).
     shell:
-        "{params.ktsweep} run-chunk {input.layout} {wildcards.chunk} --cube {params.cube} "
-        "--threads {threads} {params.scheduler} > {log} 2>&1 && tail -n 1 {log}"
+        "{KTSWEEP} run-chunk {params.cube} {wildcards.chunk} --threads {threads} "
+        "{EXECUTION} > {log} 2>&1 && tail -n 1 {log}"
 
 
 rule cube:
     input:
-        layout=ancient(LAYOUT_FILE),
         chunks=chunk_markers,
     output:
         f"{OUT}/cube.json",
@@ -53,9 +62,8 @@ rule cube:
         f"{LOGS}/cube.log",
     localrule: True
     params:
-        ktsweep=KTSWEEP,
         cube=CUBE_DIR,
         link=CUBE,
     shell:
-        "{params.ktsweep} summarize {input.layout} --cube {params.cube} --link {params.link} "
-        "--out {output} > {log} 2>&1"
+        "{KTSWEEP} summarize {params.cube} --link {params.link} --out {output} "
+        "> {log} 2>&1"
