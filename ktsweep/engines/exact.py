@@ -249,6 +249,13 @@ def evaluate_detail(
         "ceiling": m2.diverged[row["ceiling"]],
         "t2s": div_t | m2.diverged[row["t2s"]],
     }
+    # The status rule: a run reported ok has finite per-mode risks and a finite risk ≥ 0;
+    # one that has not (no float64 value represents it) is diverged, never ok with a gap.
+    with np.errstate(invalid="ignore"):
+        for name in blank:
+            sound = np.isfinite(out[f"mode_{name}"]).all(axis=1) & (out[f"risk_{name}"] >= 0)
+            blank[name] = blank[name] | ~sound
+    blank["t2s"] |= blank["teacher"]
     for name, bad in blank.items():
         for k in (f"mode_{name}", f"risk_{name}", f"curve_{name}"):
             if k in out:

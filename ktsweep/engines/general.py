@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ktsweep.engines.moments import Moments, Runs, divergence_limit
+from ktsweep.engines.moments import Moments, Runs, divergence_limit, settle
 from ktsweep.model.geometry import student_basis
 from ktsweep.model.params import Point
-from ktsweep.model.spectra import Phases, step_sizes, target_coefficients
+from ktsweep.model.spectra import Phases, phase_product, step_sizes, target_coefficients
 
 
 @dataclass
@@ -167,8 +167,9 @@ def step_full(lam: np.ndarray, q: np.ndarray, a0: np.ndarray, noise: float, batc
 def overwrite_full(m: Moments, runs: Runs, checkpoints: np.ndarray,
                    rows: dict[int, tuple[np.ndarray, np.ndarray, float]]) -> None:
     """Replace, in place, the solver's results for ``rows`` (row → Q, full start Ã(0) in the
-    student's basis, ψ) by :func:`step_full`'s; the mean's contraction needs no change (ψ
-    does not enter it)."""
+    student's basis, ψ) by :func:`step_full`'s, the divergence verdict included. The mean's
+    contraction does not involve ψ, but the aligned solver's is NaN where its own (diagonal)
+    run diverged, so it is recomputed for every row the full run keeps."""
     for row, (q, a0, psi) in rows.items():
         steps = int(runs.steps[row])
         if steps < 0:
@@ -182,6 +183,10 @@ def overwrite_full(m: Moments, runs: Runs, checkpoints: np.ndarray,
         m.a[row], m.curve[row], m.diverged[row] = a, curve, bad
         if bad:
             m.contraction[row] = np.nan
+        else:
+            with np.errstate(all="ignore"):
+                m.contraction[row] = phase_product(runs.phases[row], steps, runs.lam[row])
+    settle(m)
 
 
 def evolve_full(

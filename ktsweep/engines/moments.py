@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ktsweep.engines.onestep import curvature, one_step
+from ktsweep.engines.stretch import spectrum_key, stretch_map
 from ktsweep.model.spectra import Phases, phase_product
 
 DIVERGED_FACTOR = 1e4
@@ -69,18 +71,6 @@ _STEP_BELOW = 1
 """Stretch pieces shorter than this many steps per mode are stepped, not decomposed."""
 
 
-def curvature(inv_b: float | np.ndarray, psi: float | np.ndarray = 3.0
-              ) -> float | np.ndarray:
-    """c = 1 + (ψ − 2)/B, the coefficient of γ²λ_i² a_i in the diagonal recursion.
-
-    For independent unit-variance symmetric coordinates with E z_i⁴ = ψ, the diagonal of
-    E[zzᵀ A zzᵀ] is tr A + (ψ − 1) A_ii; averaging B such draws gives
-    (1 + (ψ − 2)/B) A_ii + tr A / B (docs/science/inputs.md). Gaussian ψ = 3: 1 + 1/B,
-    bit for bit (3.0 − 2.0 is exact). Every solver builds its coefficients from here.
-    """
-    return 1.0 + (psi - 2.0) * inv_b
-
-
 def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """The bound on Σ_i a_i + s² above which a run is diverged (one place for the rule)."""
     return DIVERGED_FACTOR * np.maximum(np.asarray(untrained) + np.asarray(noise), 1e-300)
@@ -121,29 +111,36 @@ class Moments:
 
 def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int, psi: float = 3.0
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Per-step factors D, g and the k-step operators for a constant step γ.
+    """Per-step factors D, g and the k-step operators for a constant step γ; None when they
+    do not fit in float64 (the map grows by more than about 10^308 within k steps).
 
     Within a constant-γ stretch, S_j = Σ_i a_i(t+j) + s² obeys the renewal equation
-    S_j = Σ_i D_i^j a_i(t) + s² + Σ_{l<j} κ_{j−1−l} S_l with κ_q = Σ_i D_i^q g_i, so k steps
-    cost two small matrix products instead of 4k passes over the modes.
+    S_j = x_j + Σ_{l<j} κ_{j−1−l} S_l, x_j = Σ_i D_i^j a_i(t) + s², κ_q = Σ_i D_i^q g_i: a
+    unit lower-triangular Toeplitz system. Its solution is S = R x with R the Toeplitz matrix
+    of the renewal sequence ρ_0 = 1, ρ_j = Σ_{l<j} κ_{j−1−l} ρ_l (S's response to x = e_0),
+    which is computed by that recursion, not by inverting the system: the entries of an
+    unstable map's system overflow, and a general inverse of them then depends on the BLAS
+    kernel (a singular-matrix error on one, inf on another). So k steps cost two small
+    matrix products instead of 4k passes over the modes.
     """
     gl = gamma * lam
     decay = 1.0 - 2.0 * gl + gl * gl * curvature(inv_b, psi)
     gain = gl * gl * inv_b
     powers = np.empty((k, lam.size))
     powers[0] = 1.0
-    if k > 1:
-        np.cumprod(np.broadcast_to(decay, (k - 1, lam.size)), axis=0, out=powers[1:])
-    kappa = powers @ gain
-    if not (np.isfinite(powers[-1]).all() and np.isfinite(kappa).all()):
+    with np.errstate(all="ignore"):
+        if k > 1:
+            np.cumprod(np.broadcast_to(decay, (k - 1, lam.size)), axis=0, out=powers[1:])
+        kappa = powers @ gain
+        rho = np.empty(k)
+        rho[0] = 1.0
+        for j in range(1, k):
+            rho[j] = kappa[j - 1::-1] @ rho[:j]
+    if not (np.isfinite(powers[-1]).all() and np.isfinite(rho).all()):
         return None
-    lower = np.eye(k)
-    for j in range(1, k):
-        lower[j, :j] = -kappa[j - 1 :: -1][:j]
-    inverse = np.linalg.inv(lower)  # unit lower-triangular: always invertible when finite
-    if not np.isfinite(inverse).all():
-        return None
-    return decay, gain, powers, inverse
+    lag = np.subtract.outer(np.arange(k), np.arange(k))
+    renewal = np.where(lag >= 0, rho[np.maximum(lag, 0)], 0.0)
+    return decay, gain, powers, renewal
 
 
 def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
@@ -192,14 +189,14 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     decay = np.ones((rows, d))
     gain = np.zeros((rows, d))
     powers = np.ones((rows, k, d))
-    inverse = np.broadcast_to(np.eye(k), (rows, k, k)).copy()
+    renewal = np.broadcast_to(np.eye(k), (rows, k, k)).copy()
     limit = divergence_limit(a.sum(axis=1), noise)
     diverged = np.zeros(rows, dtype=bool)
 
     def freeze(idx: np.ndarray) -> None:
         diverged[idx] = True
         decay[idx], gain[idx], powers[idx], a[idx] = 1.0, 0.0, 1.0, np.nan
-        inverse[idx] = np.eye(k)
+        renewal[idx] = np.eye(k)
 
     t, active = 0, rows
     with np.errstate(all="ignore"):
@@ -218,14 +215,14 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
                 if ops is None:  # the step explodes within one block: diverged
                     freeze(np.array([row]))
                 else:
-                    decay[row], gain[row], powers[row], inverse[row] = ops
+                    decay[row], gain[row], powers[row], renewal[row] = ops
             nxt = bounds[np.searchsorted(bounds, t, side="right")]
             m = int(min(k, nxt - t))
             cur = a[:active]
             pw = powers[:active, :m]
             x = np.matmul(pw, cur[:, :, None])[:, :, 0]
             x += noise[:active, None]
-            s = np.matmul(inverse[:active, :m, :m], x[:, :, None])[:, :, 0]
+            s = np.matmul(renewal[:active, :m, :m], x[:, :, None])[:, :, 0]
             lo, hi = np.searchsorted(ck_sorted, [t + 1, t + m])
             for c in ck_order[lo:hi]:
                 curve[:active, c] = 0.5 * (s[:, ckpt[c] - t] - noise[:active])
@@ -250,8 +247,8 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     contraction[diverged] = np.nan
     inverse_order = np.empty_like(order)
     inverse_order[order] = np.arange(rows)
-    return Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
-                   diverged[inverse_order])
+    return settle(Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
+                          diverged[inverse_order]))
 
 
 _OPS: dict[tuple, tuple | None] = {}
@@ -277,13 +274,13 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
         _OPS[key] = ops
     if ops is None:
         return a, curve, True
-    decay, gain, powers, inverse = ops
+    decay, gain, powers, renewal = ops
     t = 0
     with np.errstate(all="ignore"):
         while t < length:
             m = min(block, length - t)
             pw = powers[:m]
-            s = inverse[:m, :m] @ (pw @ a + noise)
+            s = renewal[:m, :m] @ (pw @ a + noise)
             for j, tj in enumerate(times):
                 if t < tj <= t + m - 1:
                     curve[j] = 0.5 * (s[tj - t] - noise)
@@ -320,8 +317,6 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     that bound reaches the limit is Σa evaluated along the stretch (64 log-spaced steps). A
     stretch that is not strictly stable is stepped until it ends or crosses the limit.
     """
-    from ktsweep.engines.stretch import spectrum_key, stretch_map
-
     rows, d = runs.a0.shape
     ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
     curve = np.full((rows, len(ckpt)), np.nan)
@@ -419,7 +414,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                     else:
                         blew = False
                         if not res[2][k] + noise[r] < limit[r]:
-                            probe = np.unique(np.geomspace(1, length - head, 64).astype(np.int64))
+                            probe = _probes(length - head, sm.oscillates)
                             along = sm.advance(a_out[r], float(noise[r]), length - head, probe)
                             blew = along is None or not (2.0 * along[1].max() + noise[r] < limit[r])
                         a_out[r], vals[later] = res[0][k], res[1][k]
@@ -433,37 +428,67 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
         if not diverged[r]:
             contraction[r] = phase_product(runs.phases[r], int(steps[r]), lam[r])
             curve[r, ckpt > steps[r]] = np.nan
-    a_out[diverged] = np.nan
-    contraction[diverged] = np.nan
-    return Moments(a_out, contraction, curve, diverged)
+    return settle(Moments(a_out, contraction, curve, diverged))
+
+
+def settle(m: Moments) -> Moments:
+    """The solvers' last word on each row, in place (and returned): a row is diverged when
+    its Σa + s² crossed the limit (:data:`DIVERGED_FACTOR`, decided along the run) or when
+    any of its final second moments or contractions is not a finite number, or Σa < 0 (no
+    float64 value represents it: an overflow, or an operation that had no answer); a
+    diverged row's a and contraction are NaN. A row that is not diverged therefore has only
+    finite numbers, and Σa ≥ 0."""
+    with np.errstate(all="ignore"):
+        sound = (np.isfinite(m.a).all(axis=1) & np.isfinite(m.contraction).all(axis=1)
+                 & (m.a.sum(axis=1) >= 0.0))
+    m.diverged |= ~sound
+    m.a[m.diverged] = np.nan
+    m.contraction[m.diverged] = np.nan
+    return m
+
+
+def _probes(length: int, oscillates: bool) -> np.ndarray:
+    """The steps of a stretch at which Σa is read when its peak bound reaches the divergence
+    limit: 64 log-spaced steps, and each one's successor too where the map has a negative
+    eigenvalue (its component alternates in sign from step to step)."""
+    probe = np.geomspace(1, length, 64).astype(np.int64)
+    if oscillates:
+        probe = np.concatenate([probe, np.minimum(probe + 1, length)])
+    return np.unique(probe)
 
 
 def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, kind: str,
                   gamma0: float, psi: float = 3.0) -> tuple[np.ndarray, np.ndarray] | None:
     """a and P after infinitely many steps of a schedule planned for its own horizon.
 
-    The limit exists iff the first step's map is strictly stable, 1 − Σ_i g_i/d_i > 0 (the
-    step only shrinks afterwards and stability is monotone in γ; see
-    :mod:`ktsweep.engines.stretch`); otherwise None (diverged). Modes with λ_i = 0 keep a_i
-    and P_i = 1; every live mode has |1 − γλ_i| < 1, so P_i → 0. Live second moments go to
-    the fixed point of the last step: for ``constant`` that is γ0's,
-    a_∞,i = (g_i/d_i) s_eff² / (1 − Σ_j g_j/d_j) with s_eff² = s² + Σ_{λ_j=0} a_j (the
-    unlearnable modes act as label noise); for the decaying schedules the step tends to 0,
-    so does the fixed point, and a_i → 0. Derivation: docs/science/limits.md.
+    The limit exists iff every step size of the schedule gives a strictly stable map
+    (:func:`~ktsweep.engines.onestep.strictly_stable`: every eigenvalue in (−1, 1)), since
+    each stretch lasts unboundedly long; otherwise None (diverged). The steps are γ0 and,
+    for the decaying schedules, γ0·2^-j: the upper edge of the condition is monotone in γ,
+    and the lower one holds by itself once every d_i < 2, so the halvings are checked until
+    then. Modes with λ_i = 0 keep a_i and P_i = 1; every live mode has |1 − γλ_i| < 1 (a
+    stable map drives a_i ≥ (E η_i)² to its fixed point from any start, also without noise,
+    where that is 0), so P_i → 0. Live second moments go to the fixed point of the last
+    step: for ``constant`` that is γ0's, a_∞,i = (g_i/d_i) s_eff² / (1 − Σ_j g_j/d_j) with
+    s_eff² = s² + Σ_{λ_j=0} a_j (the unlearnable modes act as label noise); for the
+    decaying schedules the step tends to 0, so does the fixed point, and a_i → 0.
+    Derivation: docs/science/limits.md.
     """
-    live = lam > 0
-    x = gamma0 * lam[live]
-    c = curvature(inv_b, psi)
-    d = x * (2.0 - x * c)
-    ratio = x * inv_b / (2.0 - x * c)
-    f0 = 1.0 - float(ratio.sum())
-    if not ((d > 0).all() and f0 > 0):
+    step = one_step(lam, gamma0, inv_b, psi)
+    if not step.stable:
         return None
+    later, gamma = step, gamma0
+    while kind != "constant" and later.d.size and later.d.max() >= 2.0:
+        gamma *= 0.5
+        later = one_step(lam, gamma, inv_b, psi)
+        if not later.stable:
+            return None
+    live = step.live
     a = np.array(a0, dtype=np.float64)
     contraction = np.ones_like(a)
     contraction[live] = 0.0
     if kind == "constant":
-        a[live] = ratio * (noise + float(a[~live].sum())) / f0
+        a[live] = step.ratio * (noise + float(np.delete(a, live).sum())) / step.f0
     else:
         a[live] = 0.0
     return a, contraction

@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg.lapack import dlasd4
 
-from ktsweep.engines.moments import curvature
+from ktsweep.engines.onestep import one_step
 
 _KEEP_ROWS = 2048 * 2048
 """Maps on numpy's path (below :data:`_COMPILED_FROM` modes, or without numba) whose C has
@@ -157,6 +157,9 @@ class StretchMap:
         self.fixed = ratio / f0  # a_∞ / s²
         self._inv_g = 1.0 / g
         self._g_max = float(g.max()) if g.size else 0.0
+        # |μ| of every root with δ > 1 (a negative eigenvalue) is below d_max − 1: 0 if none
+        self._flip = float(d.max()) - 1.0 if d.size and d.max() > 1.0 else 0.0
+        self.oscillates = self._flip > 0.0  # may have a negative eigenvalue
         m = d.size
         self.lo = m
         self._origin = np.zeros(m, dtype=np.int64)
@@ -227,11 +230,20 @@ class StretchMap:
         return needed
 
     def _needed(self, cut: float) -> int:
-        """The first root that may have δ ≤ ``cut`` (roots are in descending δ): root i lies
-        above d_{i+1}, and the last root above f0·d_{m−1} (from Σ_i g_i/(d_i − δ) ≤
-        (1 − f0) d_{m−1}/(d_{m−1} − δ) below the last pole), so a cut under that needs no
-        root at all: every component has decayed (long stretches at large steps)."""
+        """The first root whose |μ| may exceed exp(−``cut``), the roots after it being needed
+        as well (roots are in descending δ).
+
+        A root with δ ≤ 1 decays at the rate −log(1 − δ) ≥ δ, so it is needed only if
+        δ ≤ ``cut``: root i lies above d_{i+1}, and the last root above f0·d_{m−1} (from
+        Σ_i g_i/(d_i − δ) ≤ (1 − f0) d_{m−1}/(d_{m−1} − δ) below the last pole), so a cut
+        under that needs no root at all: every component has decayed (long stretches at
+        large steps). A root with δ > 1 (μ < 0, ψ < 2 only) decays at the rate
+        −log(δ − 1), slower than δ and slowest for the largest δ, the first roots; all of
+        them have |μ| < d_0 − 1, so unless that bound is below exp(−cut) every root is
+        needed (the set stays a suffix)."""
         if not self.d.size:
+            return 0
+        if self._flip > np.exp(-cut):
             return 0
         upper = np.append(self.d[1:], self.f0 * self.d[-1])
         return int(np.searchsorted(-upper, -cut, side="left"))
@@ -430,16 +442,16 @@ class StretchMap:
         length = np.asarray(length, dtype=np.float64)
         if kernels is None:
             keep = self._keep and self._uses >= _KEEP_FROM  # C kept (or rebuilt into it)
-            log_mu = np.log1p(-self._delta[start:])
-            decay = np.exp(length[:, None] * log_mu[None, :])
-            alpha = np.empty((y.shape[0], log_mu.size))
+            delta = self._delta[start:]
+            decay = powers(delta, length)
+            alpha = np.empty((y.shape[0], delta.size))
             w = self._w[start:]
             for sl, c in self._chunks(keep, start):  # one pass: a coefficient needs its row
                 alpha[:, sl] = (y @ c.T) / w[sl]
                 out += (decay[:, sl] * alpha[:, sl]) @ c
             ha = self._h[start:] * alpha
             absha = np.abs(ha).sum(axis=1)
-            curve = np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]), ha[owner])
+            curve = np.einsum("pk,pk->p", powers(delta, at), ha[owner])
         else:  # compiled: rows built and applied one at a time, none kept
             absha, curve = np.zeros(y.shape[0]), np.zeros(at.size)
             kernels.apply_rows(self.d, self._origin[start:], self._tau[start:],
@@ -451,26 +463,37 @@ class StretchMap:
         return fixed + self.g * out, absha, curve
 
 
+def powers(delta: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """μ_k^t for μ_k = 1 − δ_k (rows: the times t, columns: the roots), without rounding μ:
+    exp(t·log1p(−δ)) where δ ≤ 1, and (−1)^t exp(t·log(δ − 1)) where δ > 1 (a negative
+    eigenvalue, possible only for inputs with ψ < 2; δ − 1 is exact in float64 there).
+    Every |μ_k| < 1 in a strictly stable map, so each power is at most 1 in size."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_mu = np.log1p(-delta)
+    flip = delta > 1.0
+    if not flip.any():
+        return np.exp(t[:, None] * log_mu[None, :])
+    log_mu[flip] = np.log(delta[flip] - 1.0)
+    out = np.exp(t[:, None] * log_mu[None, :])
+    odd = np.fmod(t, 2.0) == 1.0
+    out[np.ix_(odd, flip)] *= -1.0
+    return out
+
+
 def _solve(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0) -> StretchMap | None:
-    """Set up the map of step γ; None when it is not strictly stable or not separable."""
-    live = np.flatnonzero(lam > 0)
-    x = gamma * lam[live]
-    c = curvature(inv_b, psi)  # psi: the inputs' fourth moment, in the diagonal only
-    d = x * (2.0 - x * c)
-    g = x * x * inv_b
-    if not (d > 0).all():
+    """Set up the map of step γ; None when it is not strictly stable
+    (:func:`~ktsweep.engines.onestep.strictly_stable`) or not separable."""
+    step = one_step(lam, gamma, inv_b, psi)  # psi: the inputs' fourth moment, in c only
+    if not step.stable:
         return None
-    ratio = x * inv_b / (2.0 - x * c)  # g/d without cancellation
-    f0 = 1.0 - float(ratio.sum())
-    if not f0 > 0:  # spectral radius ≥ 1
-        return None
+    live, d, g, ratio = step.live, step.d, step.g, step.ratio
     apart = live.size < 2 or bool((d[1:] < d[:-1] * (1 - 1e-13)).all())
     if not apart:  # not in descending order (a power law's are), or poles too close
         order = np.argsort(-d, kind="stable")
         live, d, g, ratio = live[order], d[order], g[order], ratio[order]
         if not (d[1:] < d[:-1] * (1 - 1e-13)).all():
             return None  # (near-)equal poles: not separable in float64
-    return StretchMap(live, d, g, ratio, f0, lam.size)
+    return StretchMap(live, d, g, ratio, step.f0, lam.size)
 
 
 _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
