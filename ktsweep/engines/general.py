@@ -186,7 +186,7 @@ def overwrite_full(m: Moments, runs: Runs, checkpoints: np.ndarray,
         else:
             with np.errstate(all="ignore"):
                 m.contraction[row] = phase_product(runs.phases[row], steps, runs.lam[row])
-    settle(m)
+    settle(m, divergence_limit(runs.a0.sum(axis=1), runs.noise))
 
 
 def evolve_full(

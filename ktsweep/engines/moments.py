@@ -71,6 +71,12 @@ _STEP_BELOW = 1
 """Stretch pieces shorter than this many steps per mode are stepped, not decomposed."""
 
 
+ROUND_OFF = 1e-14
+"""Σa + s² may come out below 0 by rounding, down to this multiple of the divergence limit
+(the largest value a run that is kept can have held, 10⁴ times its untrained one); below
+that the number is no rounding error and the run counts as diverged."""
+
+
 def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """The bound on Σ_i a_i + s² above which a run is diverged (one place for the rule)."""
     return DIVERGED_FACTOR * np.maximum(np.asarray(untrained) + np.asarray(noise), 1e-300)
@@ -143,6 +149,26 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int, psi: f
     return decay, gain, powers, renewal
 
 
+_GROWTH = 256.0
+"""Largest size a power D_i^j of a negative per-step factor may reach within one block."""
+
+
+def _block_length(lam: np.ndarray, gamma: float, inv_b: float, psi: float, block: int) -> int:
+    """The longest block (at most ``block`` steps) whose powers of the factors D_i < −1 stay
+    within :data:`_GROWTH` in size.
+
+    The block's renewal solution sums D_i^j a_i with alternating signs where D_i < −1
+    (possible for inputs with ψ < 2 at large steps, in a map that is stable all the same),
+    and loses about |D_i|^(k−1) ε to cancellation: 64 steps at D = −2.2 lost every digit.
+    Factors in [−1, ∞) keep the full block: their powers do not alternate in growing
+    size (D ≥ 0 always for Gaussian inputs, whose blocks never shorten)."""
+    gl = gamma * lam
+    low = float(np.min(1.0 - 2.0 * gl + gl * gl * curvature(inv_b, psi), initial=0.0))
+    if not low < -1.0:
+        return block
+    return max(1, min(block, 1 + int(np.log(_GROWTH) / np.log(-low))))
+
+
 def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
                  ) -> Moments:
     """:func:`_evolve_steps` with BLAS single-threaded (:func:`one_blas_thread`)."""
@@ -176,6 +202,8 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     phases = [runs.phases[i] for i in order]
     # keep the (rows, k, d) operator stack near cache size: larger stacks take shorter blocks
     k = int(max(8, min(block, (1 << 19) // max(1, rows * d))))
+    k = min([k] + [_block_length(lam[r], gamma, inv_b[r], psi[r], k)
+                   for r, ph in enumerate(phases) for _, gamma in ph])
 
     events: dict[int, list[tuple[int, float]]] = {}
     for row, ph in enumerate(phases):
@@ -237,7 +265,7 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
         freeze(np.flatnonzero(bad))
     curve[~np.isfinite(curve)] = np.nan
 
-    bad = ~(a.sum(axis=1) >= 0)
+    bad = ~(a.sum(axis=1) >= -ROUND_OFF * limit)
     if bad.any():
         freeze(np.flatnonzero(bad))
     with np.errstate(all="ignore"):
@@ -248,7 +276,7 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     inverse_order = np.empty_like(order)
     inverse_order[order] = np.arange(rows)
     return settle(Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
-                          diverged[inverse_order]))
+                          diverged[inverse_order]), limit[inverse_order])
 
 
 _OPS: dict[tuple, tuple | None] = {}
@@ -265,6 +293,7 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
     ends quickly whatever the stretch length).
     """
     curve = np.full(len(times), np.nan)
+    block = _block_length(lam, gamma, inv_b, psi, block)
     key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block, psi)
     ops = _OPS.get(key, False)
     if ops is False:  # (thread-safe: each thread keeps its own reference)
@@ -382,7 +411,12 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                 # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
                 # stretch itself when short, else its prefix up to the checkpoints near its
                 # start (their gaps are short, so they would need every root of the map).
-                if sm is None or length <= _STEP_BELOW * d:
+                # A map whose fixed point lies beyond the limit is stepped too: the closed
+                # form reads a(t) as a_∞ + M^t (a − a_∞) and would lose ε·|a_∞| to
+                # cancellation (all of it at the edge, where a_∞ ∝ 1/f0 has no bound),
+                # while the steps reach the limit as a_∞ is approached, or end before.
+                if (sm is None or length <= _STEP_BELOW * d
+                        or not sm.steady(a_out[r], float(noise[r])) < limit[r]):
                     head = length
                 else:
                     j = int(np.searchsorted(rel, _STEP_BELOW * d, side="right"))
@@ -422,28 +456,33 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
             if done:
                 idx = np.array(done)
                 total = a_out[idx].sum(axis=1)
-                diverged[idx[~((total >= 0.0) & (total + noise[idx] < limit[idx]))]] = True
+                diverged[idx[~((total >= -ROUND_OFF * limit[idx])
+                               & (total + noise[idx] < limit[idx]))]] = True
                 done.clear()
     for r in plans:
         if not diverged[r]:
             contraction[r] = phase_product(runs.phases[r], int(steps[r]), lam[r])
             curve[r, ckpt > steps[r]] = np.nan
-    return settle(Moments(a_out, contraction, curve, diverged))
+    return settle(Moments(a_out, contraction, curve, diverged), limit)
 
 
-def settle(m: Moments) -> Moments:
-    """The solvers' last word on each row, in place (and returned): a row is diverged when
-    its Σa + s² crossed the limit (:data:`DIVERGED_FACTOR`, decided along the run) or when
-    any of its final second moments or contractions is not a finite number, or Σa < 0 (no
-    float64 value represents it: an overflow, or an operation that had no answer); a
-    diverged row's a and contraction are NaN. A row that is not diverged therefore has only
-    finite numbers, and Σa ≥ 0."""
+def settle(m: Moments, limit: np.ndarray) -> Moments:
+    """The solvers' last word on each row, in place (and returned).
+
+    A row is diverged when its Σa + s² crossed ``limit`` (:func:`divergence_limit`, decided
+    along the run), when any of its final second moments or contractions is not a finite
+    number (an overflow, or an operation without an answer), or when Σa is below 0 by more
+    than rounding (:data:`ROUND_OFF`); a diverged row's a and contraction are NaN. In the
+    other rows a second moment or a learning-curve value below 0 is rounding of a true value
+    near 0, and reads 0. So a row that is not diverged holds finite numbers, a ≥ 0."""
     with np.errstate(all="ignore"):
         sound = (np.isfinite(m.a).all(axis=1) & np.isfinite(m.contraction).all(axis=1)
-                 & (m.a.sum(axis=1) >= 0.0))
+                 & (m.a.sum(axis=1) >= -ROUND_OFF * np.asarray(limit)))
     m.diverged |= ~sound
     m.a[m.diverged] = np.nan
     m.contraction[m.diverged] = np.nan
+    np.maximum(m.a, 0.0, out=m.a)  # NaN stays NaN
+    np.maximum(m.curve, 0.0, out=m.curve)
     return m
 
 
@@ -461,12 +500,11 @@ def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, k
                   gamma0: float, psi: float = 3.0) -> tuple[np.ndarray, np.ndarray] | None:
     """a and P after infinitely many steps of a schedule planned for its own horizon.
 
-    The limit exists iff every step size of the schedule gives a strictly stable map
-    (:func:`~ktsweep.engines.onestep.strictly_stable`: every eigenvalue in (−1, 1)), since
-    each stretch lasts unboundedly long; otherwise None (diverged). The steps are γ0 and,
-    for the decaying schedules, γ0·2^-j: the upper edge of the condition is monotone in γ,
-    and the lower one holds by itself once every d_i < 2, so the halvings are checked until
-    then. Modes with λ_i = 0 keep a_i and P_i = 1; every live mode has |1 − γλ_i| < 1 (a
+    The limit exists iff γ0's map is strictly stable
+    (:func:`~ktsweep.engines.onestep.strictly_stable`: every eigenvalue in (−1, 1)): the
+    first stretch lasts unboundedly long at γ0, and the later, smaller steps are stable too
+    (stability is monotone in γ, docs/science/limits.md §1); otherwise None (diverged).
+    Modes with λ_i = 0 keep a_i and P_i = 1; every live mode has |1 − γλ_i| < 1 (a
     stable map drives a_i ≥ (E η_i)² to its fixed point from any start, also without noise,
     where that is 0), so P_i → 0. Live second moments go to the fixed point of the last
     step: for ``constant`` that is γ0's, a_∞,i = (g_i/d_i) s_eff² / (1 − Σ_j g_j/d_j) with
@@ -477,12 +515,6 @@ def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, k
     step = one_step(lam, gamma0, inv_b, psi)
     if not step.stable:
         return None
-    later, gamma = step, gamma0
-    while kind != "constant" and later.d.size and later.d.max() >= 2.0:
-        gamma *= 0.5
-        later = one_step(lam, gamma, inv_b, psi)
-        if not later.stable:
-            return None
     live = step.live
     a = np.array(a0, dtype=np.float64)
     contraction = np.ones_like(a)

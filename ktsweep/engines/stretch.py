@@ -155,6 +155,7 @@ class StretchMap:
             self.dead = np.flatnonzero(dead)
         self.f0 = f0
         self.fixed = ratio / f0  # a_∞ / s²
+        self._fixed_sum = float(self.fixed.sum())
         self._inv_g = 1.0 / g
         self._g_max = float(g.max()) if g.size else 0.0
         # |μ| of every root with δ > 1 (a negative eigenvalue) is below d_max − 1: 0 if none
@@ -174,6 +175,13 @@ class StretchMap:
         self.cached = False  # in the cache, whose byte count then follows its kept C
         self._ready = m  # h and w are computed for roots [_ready, m)
         self.failed = False
+
+    def steady(self, a: np.ndarray, noise: float) -> float:
+        """Σa + s² at this map's fixed point, reached from the state ``a`` (one run's, all
+        d modes): Σ_live a_∞ + Σ_dead a + s², with a_∞ = s_eff² g/(d f0) and
+        s_eff² = s² + Σ_dead a (the dead modes act as label noise)."""
+        still = 0.0 if self.whole else float(a[self.dead].sum())
+        return (noise + still) * (1.0 + self._fixed_sum)
 
     # the computed suffix [lo, m) of the roots' δ (a view; tests read it)
     delta = property(lambda self: self._delta[self.lo:])
