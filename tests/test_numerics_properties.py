@@ -278,13 +278,11 @@ def test_tune_list_takes_the_best_finite_candidate(drawn, factors: list[float]) 
     """A student ``{tune: [...]}`` list whose candidates straddle the stability edge: each
     student run takes the candidate whose own point (γ0_s fixed at it) gives the lowest
     finite risk, and is diverged only when every candidate is.
-    Planted bugs caught: a non-finite score read as 0 or as a value (a diverged or NaN
-    candidate chosen), a candidate with a NaN contraction dropped although its risk is
-    finite (the rotated non-Gaussian case), the T2S student scored by the direct risk."""
+    Planted bug caught: the T2S student scored by the direct student's risk."""
     p, _, _ = drawn
     gmax = largest_stable_step(student_spectrum(p), p.batch_s,
                                fourth_moment(p.inputs, p.inputs_nu))
-    grid = sorted(f * gmax for f in factors)
+    grid = [f * gmax for f in factors]
     values = {k: getattr(p, k) for k in ("alpha_t", "alpha_s", "N", "n", "sigma2", "d",
                                          "batch_t", "batch_s", "schedule_t", "schedule_s",
                                          "target", "angle", "inputs", "inputs_nu",
@@ -295,6 +293,7 @@ def test_tune_list_takes_the_best_finite_candidate(drawn, factors: list[float]) 
     for run, key in (("direct", "gamma0_direct"), ("ceiling", "gamma0_ceiling"),
                      ("t2s", "gamma0_s")):
         risks = each[f"risk_{run}"]
+        event(f"{run}: {np.isnan(risks).sum()} of {risks.size} candidates diverged")
         if np.isnan(risks).all():
             assert np.isnan(tuned[f"risk_{run}"][0]), run
             continue
