@@ -139,10 +139,10 @@ def test_closed_form_and_step_recursion_follow_the_literal_loop(problem) -> None
     Checkpoints at every step, on the log grid or only at the ends (then a stretch asks for
     no time before its end and the closed form drops the roots that have decayed by then).
     Planted bugs caught: μ^t of a negative eigenvalue without its sign, or as
-    exp(t·log1p(−δ)) (NaN: converging Rademacher runs read diverged), roots with δ > 1
-    dropped by the δ-rate rule, the renewal sequence's recursion off by one lag, blocks of
-    64 steps whatever D_i < −1 (cancellation), the closed form taken where the fixed point
-    lies beyond the limit (cancellation against a_∞ ∝ 1/f0 at the edge)."""
+    exp(t·log1p(−δ)) (NaN: converging Rademacher runs read diverged), the renewal
+    sequence's recursion off by one lag, blocks of 64 steps whatever D_i < −1
+    (cancellation), the closed form taken where the fixed point lies beyond the limit
+    (cancellation against a_∞ ∝ 1/f0 at the edge)."""
     lam, psi, batch, kind, gamma0, steps, energies, noise, grid = problem
     phases = [schedule_phases(kind, gamma0, s, s) for s in steps]
     runs = Runs(lam=np.stack([lam, lam]), a0=np.stack([e * (lam > 0) + e * (lam == 0)
@@ -243,9 +243,9 @@ def test_exact_follows_the_full_matrix_recursion(drawn) -> None:
     its largest stable step: exact's status obeys the rule, its per-run verdict is the full
     recursion's where that is clear, and every risk and learning curve it keeps equals the
     full recursion's (both solvers, ``evolve`` and ``evolve_steps``).
-    Planted bugs caught: a rotated non-Gaussian student keeping the aligned solver's NaN
-    contraction (ok with NaN ratios), a negative eigenvalue's power without its sign, the
-    T2S run kept when its teacher diverged, a non-finite per-mode risk let through as ok."""
+    Planted bugs caught: a negative eigenvalue's power without its sign, or as
+    exp(t·log1p(−δ)), the renewal sequence off by one lag, the closed form taken where the
+    fixed point lies beyond the limit."""
     p, _, _ = drawn
     ref = full_point(p)
     ck = checkpoint_steps(max(p.steps_t, p.steps_s))
