@@ -7,11 +7,14 @@ of steps. Two solvers share the :class:`Runs` / :class:`Moments` records:
 - :func:`evolve` advances each constant-step stretch in closed form
   (:mod:`ktsweep.engines.stretch`), at a cost independent of its length; a stretch whose
   map is not strictly stable is stepped.
-- :func:`evolve_steps` walks every step (blocks of 64): the reference the closed form is
-  tested against, with cost Σ_rows steps·d.
+- :func:`evolve_steps` walks every step (blocks of up to 64, solved by the renewal
+  recursion): the reference the closed form is tested against, with cost Σ_rows steps·d.
 
-Divergence has one definition for every estimator (:data:`DIVERGED_FACTOR`,
-:func:`divergence_limit`).
+Both take the one-step map's coefficients and its stability from
+:mod:`ktsweep.engines.onestep`. Divergence has one definition for every estimator
+(:data:`DIVERGED_FACTOR`, :func:`divergence_limit`), and every solver ends with
+:func:`settle`, which turns a number float64 cannot hold (an overflow, a NaN) into a
+diverged row: no outcome of a run depends on the BLAS kernel beyond rounding.
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ Within a stretch of constant γ (batch B, spectrum λ, label noise s²) docs/sci
     a ← M a + s² g,   M = diag(q) + g 1ᵀ,
     q_i = 1 − 2γλ_i + γ²λ_i² c,   g_i = γ²λ_i²/B,   c = 1 + (ψ − 2)/B
 
-(ψ = E z_i⁴ of the inputs, 3 for Gaussian ones: c = 1 + 1/B; :func:`moments.curvature`).
+(ψ = E z_i⁴ of the inputs, 3 for Gaussian ones: c = 1 + 1/B; the coefficients and the
+stability verdict come from :mod:`ktsweep.engines.onestep`).
 
 Modes with λ_i = 0 have q_i = 1, g_i = 0: they keep their value and only add a constant to
 S = Σ_j a_j + s², so they are folded into the noise (exact deflation). For the live modes
-(g_i > 0) write d_i = 1 − q_i = γλ_i(2 − γλ_i(1 + 1/B)), which is computed with full relative
+(g_i > 0) write d_i = 1 − q_i = γλ_i(2 − γλ_i c), which is computed with full relative
 accuracy however small γλ_i is; every quantity below is expressed through d, never through q,
 because q_i rounds to 1 for tail modes and would lose all their information.
 
@@ -35,11 +36,22 @@ Sherman–Morrison gives in closed form, a_∞,i = (g_i/d_i) s² / (1 − Σ_j g
 
     a(t) = a_∞ + M^t (a(0) − a_∞) = a_∞ + Σ_k r_k μ_k^t l_kᵀ(a(0) − a_∞) / w_k.
 
-A root with δ_k t beyond a few hundred contributes below any float64 resolution (the bound
-used is in :meth:`StretchMap.advance`), so a stretch needs only the roots with δ_k below that
-cut over its length: long stretches at a large step need few. Roots interlace with the
-poles (δ_k lies between consecutive d's), so the needed ones are a known suffix of the sorted
+A root whose |μ_k|^t is below about 10⁻¹⁸ of the state contributes below any float64
+resolution (the bound used is in :meth:`StretchMap.advance`), so a stretch needs only the
+roots that decay slower than that over its length: long stretches at a large step need few.
+For δ_k ≤ 1 the decay rate −log(1 − δ_k) is at least δ_k; roots interlace with the poles
+(δ_k lies between consecutive d's), so the needed ones are a known suffix of the sorted
 order, computed on demand and cached; the cost of a stretch is O(d × roots needed).
+
+**Negative eigenvalues.** For Gaussian inputs every q_i ≥ 0 and every μ_k > 0. Inputs with
+ψ < 2 (Rademacher, uniform) make c < 1 and allow q_i < 0 at large steps (q_i < −1 for
+Rademacher at batch 1), so some μ_k = 1 − δ_k lie in (−1, 0): δ_k ∈ (1, 2). M stays
+entrywise non-negative (q_i + g_i ≥ (1 − γλ_i)², as ψ ≥ 1), so by Perron–Frobenius the
+largest eigenvalue is also the largest in size and the stability test of the upper edge
+alone keeps every |μ_k| < 1. Their powers are (−1)^t exp(t·log(δ_k − 1)) (:func:`powers`;
+δ − 1 is exact), and they decay at the rate −log(δ_k − 1), slowest for the largest δ, the
+first roots: a map with such roots keeps every root unless all of them have decayed
+(:meth:`StretchMap._needed`).
 
 **Accuracy near μ = 1.** Tail modes have δ_k ≈ d_k ≈ 2γλ_k tiny while the stretch length t
 can be 2^35: μ^t needs δ_k to *relative* precision, which μ_k = 1 − δ_k in float64 cannot
@@ -47,7 +59,7 @@ hold. So each root is found as its offset from the nearer pole, τ_k = δ_k − 
 relative precision: by the compiled solver of :mod:`ktsweep.engines.secular` (the secular
 equation with its poles shifted to d_{o_k} before any sum), or, where that does not
 converge, by LAPACK ``dlasd4`` in the inverted problem: when 1 − Σ_i g_i/d_i > 0 (exactly the
-condition that every δ_k > 0, i.e. spectral radius < 1),
+condition that every δ_k > 0, i.e. spectral radius < 1, see above),
 
     (diag(d) − √g √gᵀ)⁻¹ = diag(1/d) + u uᵀ / (1 − Σ_i g_i/d_i),   u_i = √g_i / d_i,
 
@@ -57,7 +69,9 @@ hold the two to each other). With the root stored as (o_k, τ_k), C_{k,o_k} = �
 is exact to rounding and the other C_{k,j} = 1/((d_j − d_{o_k}) − τ_k) lose at most the
 relative gap between poles. Powers use exp(t·log1p(−δ)) and E_k uses expm1, so neither
 rounds μ. A stretch whose map is not strictly stable (1 − Σ g/d ≤ 0), or whose poles are
-too close to separate, returns ``None`` and the caller steps it (the step recursion).
+too close to separate, returns ``None`` and the caller steps it (the step recursion); so
+does the caller for a map whose fixed point lies beyond the divergence limit
+(:meth:`StretchMap.steady`), where the split above would cancel ε·|a_∞| away.
 """
 
 from __future__ import annotations
@@ -376,12 +390,12 @@ class StretchMap:
         upper bound on Σa over its stretch (for the divergence rule); None if a root could not
         be found. Rows share the map's roots and eigenvectors: two matrix products for all.
 
-        Dropping root k changes a_i(t) by at most √g_i ‖W⁻¹y‖ μ_k^t (y = a(0) − a_∞, W =
+        Dropping root k changes a_i(t) by at most √g_i ‖W⁻¹y‖ |μ_k|^t (y = a(0) − a_∞, W =
         diag √g: an orthogonal projection in the symmetric coordinates), so roots with
-        μ_k^t ≤ _TINY · scale / (√g_max ‖W⁻¹y‖) at the shortest time asked for (over all
+        |μ_k|^t ≤ _TINY · scale / (√g_max ‖W⁻¹y‖) at the shortest time asked for (over all
         rows) are dropped, also where the map holds them from an earlier, shorter stretch
         (a sweep shares maps between horizons). Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with
-        0 < μ_k < 1 bounds the peak by Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
+        |μ_k| < 1 bounds the peak by Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
         """
         if self.whole:
             x, still = a, np.zeros(a.shape[0])
