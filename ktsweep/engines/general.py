@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ktsweep.engines.moments import Moments, Runs, divergence_limit, settle
+from ktsweep.engines.moments import ROUND_OFF, Moments, Runs, divergence_limit, settle
 from ktsweep.model.geometry import student_basis
 from ktsweep.model.params import Point
 from ktsweep.model.spectra import Phases, phase_product, step_sizes, target_coefficients
@@ -141,7 +141,8 @@ def step_full(lam: np.ndarray, q: np.ndarray, a0: np.ndarray, noise: float, batc
 
     The fourth-moment term is diagonal in the semantic basis, so in the student's it couples
     every entry of Ã back into the diagonal; 2 d³ per step. Returns the final diagonal of Ã,
-    ½ tr Ã at ``checkpoints`` (NaN past the run) and whether tr Ã + s² crossed ``limit``.
+    ½ tr Ã at ``checkpoints`` (NaN past the run) and whether tr Ã + s² crossed ``limit`` or
+    stopped being a number (an overflow, or tr Ã below 0 beyond rounding).
     """
     a = np.array(a0, dtype=np.float64)
     curve = np.full(len(checkpoints), np.nan)
@@ -150,17 +151,18 @@ def step_full(lam: np.ndarray, q: np.ndarray, a0: np.ndarray, noise: float, batc
     outer = np.outer(lam, lam)
     lsum = lam[:, None] + lam[None, :]
     gammas = step_sizes(phases, steps)
-    for t, gamma in enumerate(gammas, start=1):
-        sem_diag = np.einsum("ki,ki->k", q @ a, q)  # Dg(Q Ã Q^T)
-        kurt = (q.T * sem_diag) @ q * outer
-        tr = np.trace(a)
-        a = a * (1.0 - gamma * lsum + gamma**2 * (1.0 + inv_b) * outer)
-        a += gamma**2 * inv_b * (psi - 3.0) * kurt
-        a[np.diag_indices_from(a)] += gamma**2 * inv_b * (tr + noise) * lam**2
-        total = np.trace(a)
-        curve[checkpoints == t] = 0.5 * total
-        if not (total + noise < limit and total >= 0.0):
-            return np.full(lam.size, np.nan), curve, True
+    with np.errstate(all="ignore"):  # an overflow is caught below, as divergence
+        for t, gamma in enumerate(gammas, start=1):
+            sem_diag = np.einsum("ki,ki->k", q @ a, q)  # Dg(Q Ã Q^T)
+            kurt = (q.T * sem_diag) @ q * outer
+            tr = np.trace(a)
+            a = a * (1.0 - gamma * lsum + gamma**2 * (1.0 + inv_b) * outer)
+            a += gamma**2 * inv_b * (psi - 3.0) * kurt
+            a[np.diag_indices_from(a)] += gamma**2 * inv_b * (tr + noise) * lam**2
+            total = np.trace(a)
+            curve[checkpoints == t] = 0.5 * total
+            if not (total + noise < limit and total >= -ROUND_OFF * limit):
+                return np.full(lam.size, np.nan), curve, True
     return np.diag(a).copy(), curve, False
 
 

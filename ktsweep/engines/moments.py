@@ -451,7 +451,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                     else:
                         blew = False
                         if not res[2][k] + noise[r] < limit[r]:
-                            probe = _probes(length - head, sm.oscillates)
+                            probe = np.unique(np.geomspace(1, length - head, 64).astype(np.int64))
                             along = sm.advance(a_out[r], float(noise[r]), length - head, probe)
                             blew = along is None or not (2.0 * along[1].max() + noise[r] < limit[r])
                         a_out[r], vals[later] = res[0][k], res[1][k]
@@ -487,16 +487,6 @@ def settle(m: Moments, limit: np.ndarray) -> Moments:
     np.maximum(m.a, 0.0, out=m.a)  # NaN stays NaN
     np.maximum(m.curve, 0.0, out=m.curve)
     return m
-
-
-def _probes(length: int, oscillates: bool) -> np.ndarray:
-    """The steps of a stretch at which Σa is read when its peak bound reaches the divergence
-    limit: 64 log-spaced steps, and each one's successor too where the map has a negative
-    eigenvalue (its component alternates in sign from step to step)."""
-    probe = np.geomspace(1, length, 64).astype(np.int64)
-    if oscillates:
-        probe = np.concatenate([probe, np.minimum(probe + 1, length)])
-    return np.unique(probe)
 
 
 def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, kind: str,

@@ -174,7 +174,6 @@ class StretchMap:
         self._g_max = float(g.max()) if g.size else 0.0
         # |μ| of every root with δ > 1 (a negative eigenvalue) is below d_max − 1: 0 if none
         self._flip = float(d.max()) - 1.0 if d.size and d.max() > 1.0 else 0.0
-        self.oscillates = self._flip > 0.0  # may have a negative eigenvalue
         m = d.size
         self.lo = m
         self._origin = np.zeros(m, dtype=np.int64)
