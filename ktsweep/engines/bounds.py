@@ -113,7 +113,8 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
                                        if math.isfinite(risk) else math.nan)
             row[f"scope_{name}"] = float(scope[name])
         bias = alignment_bias(p)
-        if math.isinf(p.n) or math.isinf(p.N):
+        if math.isinf(p.n) or math.isinf(p.N) or not math.isfinite(ex["risk_t2s"][i]):
+            # no finite sample, or the moments it reads belong to a diverged run: no bound
             value, delta, k, term1, term2 = (math.nan,) * 5
         else:
             value, delta, k, term1, term2 = transfer_bound(

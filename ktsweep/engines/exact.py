@@ -21,7 +21,7 @@ from ktsweep.engines.general import (
     teacher_matrices,
     teacher_side,
 )
-from ktsweep.engines.moments import Runs, evolve, one_blas_thread
+from ktsweep.engines.moments import DIVERGED_FACTOR, ROUND_OFF, Runs, evolve, one_blas_thread
 from ktsweep.model.geometry import target_second_moment
 from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import Point
@@ -249,6 +249,22 @@ def evaluate_detail(
         "ceiling": m2.diverged[row["ceiling"]],
         "t2s": div_t | m2.diverged[row["t2s"]],
     }
+    # The status rule: a run reported ok has finite per-mode risks and a risk ≥ 0; one
+    # that has not (no float64 value represents it, or a negative risk beyond rounding) is
+    # diverged, never ok with a gap. Values below 0 by rounding (a true value near 0) read 0.
+    floor = -ROUND_OFF * DIVERGED_FACTOR * (energy.sum(axis=1) + np.array(
+        [p.sigma2 for p in points]))
+    with np.errstate(invalid="ignore"):
+        for name in blank:
+            sound = (np.isfinite(out[f"mode_{name}"]).all(axis=1)
+                     & (out[f"risk_{name}"] >= floor))
+            blank[name] = blank[name] | ~sound
+            for k in (f"mode_{name}", f"curve_{name}"):
+                if k in out:
+                    np.maximum(out[k], 0.0, out=out[k])
+            if (out[f"risk_{name}"] < 0).any():
+                out[f"risk_{name}"] = out[f"mode_{name}"].sum(axis=1)
+    blank["t2s"] |= blank["teacher"]
     for name, bad in blank.items():
         for k in (f"mode_{name}", f"risk_{name}", f"curve_{name}"):
             if k in out:

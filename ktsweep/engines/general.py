@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ktsweep.engines.moments import Moments, Runs, divergence_limit
+from ktsweep.engines.moments import ROUND_OFF, Moments, Runs, divergence_limit, settle
 from ktsweep.model.geometry import student_basis
 from ktsweep.model.params import Point
-from ktsweep.model.spectra import Phases, step_sizes, target_coefficients
+from ktsweep.model.spectra import Phases, phase_product, step_sizes, target_coefficients
 
 
 @dataclass
@@ -141,7 +141,8 @@ def step_full(lam: np.ndarray, q: np.ndarray, a0: np.ndarray, noise: float, batc
 
     The fourth-moment term is diagonal in the semantic basis, so in the student's it couples
     every entry of Ã back into the diagonal; 2 d³ per step. Returns the final diagonal of Ã,
-    ½ tr Ã at ``checkpoints`` (NaN past the run) and whether tr Ã + s² crossed ``limit``.
+    ½ tr Ã at ``checkpoints`` (NaN past the run) and whether tr Ã + s² crossed ``limit`` or
+    stopped being a number (an overflow, or tr Ã below 0 beyond rounding).
     """
     a = np.array(a0, dtype=np.float64)
     curve = np.full(len(checkpoints), np.nan)
@@ -150,25 +151,27 @@ def step_full(lam: np.ndarray, q: np.ndarray, a0: np.ndarray, noise: float, batc
     outer = np.outer(lam, lam)
     lsum = lam[:, None] + lam[None, :]
     gammas = step_sizes(phases, steps)
-    for t, gamma in enumerate(gammas, start=1):
-        sem_diag = np.einsum("ki,ki->k", q @ a, q)  # Dg(Q Ã Q^T)
-        kurt = (q.T * sem_diag) @ q * outer
-        tr = np.trace(a)
-        a = a * (1.0 - gamma * lsum + gamma**2 * (1.0 + inv_b) * outer)
-        a += gamma**2 * inv_b * (psi - 3.0) * kurt
-        a[np.diag_indices_from(a)] += gamma**2 * inv_b * (tr + noise) * lam**2
-        total = np.trace(a)
-        curve[checkpoints == t] = 0.5 * total
-        if not (total + noise < limit and total >= 0.0):
-            return np.full(lam.size, np.nan), curve, True
+    with np.errstate(all="ignore"):  # an overflow is caught below, as divergence
+        for t, gamma in enumerate(gammas, start=1):
+            sem_diag = np.einsum("ki,ki->k", q @ a, q)  # Dg(Q Ã Q^T)
+            kurt = (q.T * sem_diag) @ q * outer
+            tr = np.trace(a)
+            a = a * (1.0 - gamma * lsum + gamma**2 * (1.0 + inv_b) * outer)
+            a += gamma**2 * inv_b * (psi - 3.0) * kurt
+            a[np.diag_indices_from(a)] += gamma**2 * inv_b * (tr + noise) * lam**2
+            total = np.trace(a)
+            curve[checkpoints == t] = 0.5 * total
+            if not (total + noise < limit and total >= -ROUND_OFF * limit):
+                return np.full(lam.size, np.nan), curve, True
     return np.diag(a).copy(), curve, False
 
 
 def overwrite_full(m: Moments, runs: Runs, checkpoints: np.ndarray,
                    rows: dict[int, tuple[np.ndarray, np.ndarray, float]]) -> None:
     """Replace, in place, the solver's results for ``rows`` (row → Q, full start Ã(0) in the
-    student's basis, ψ) by :func:`step_full`'s; the mean's contraction needs no change (ψ
-    does not enter it)."""
+    student's basis, ψ) by :func:`step_full`'s, the divergence verdict included. The mean's
+    contraction does not involve ψ, but the aligned solver's is NaN where its own (diagonal)
+    run diverged, so it is recomputed for every row the full run keeps."""
     for row, (q, a0, psi) in rows.items():
         steps = int(runs.steps[row])
         if steps < 0:
@@ -182,6 +185,10 @@ def overwrite_full(m: Moments, runs: Runs, checkpoints: np.ndarray,
         m.a[row], m.curve[row], m.diverged[row] = a, curve, bad
         if bad:
             m.contraction[row] = np.nan
+        else:
+            with np.errstate(all="ignore"):
+                m.contraction[row] = phase_product(runs.phases[row], steps, runs.lam[row])
+    settle(m, divergence_limit(runs.a0.sum(axis=1), runs.noise))
 
 
 def evolve_full(

@@ -7,11 +7,14 @@ of steps. Two solvers share the :class:`Runs` / :class:`Moments` records:
 - :func:`evolve` advances each constant-step stretch in closed form
   (:mod:`ktsweep.engines.stretch`), at a cost independent of its length; a stretch whose
   map is not strictly stable is stepped.
-- :func:`evolve_steps` walks every step (blocks of 64): the reference the closed form is
-  tested against, with cost Σ_rows steps·d.
+- :func:`evolve_steps` walks every step (blocks of up to 64, solved by the renewal
+  recursion): the reference the closed form is tested against, with cost Σ_rows steps·d.
 
-Divergence has one definition for every estimator (:data:`DIVERGED_FACTOR`,
-:func:`divergence_limit`).
+Both take the one-step map's coefficients and its stability from
+:mod:`ktsweep.engines.onestep`. Divergence has one definition for every estimator
+(:data:`DIVERGED_FACTOR`, :func:`divergence_limit`), and every solver ends with
+:func:`settle`, which turns a number float64 cannot hold (an overflow, a NaN) into a
+diverged row: no outcome of a run depends on the BLAS kernel beyond rounding.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ktsweep.engines.onestep import curvature, one_step
+from ktsweep.engines.stretch import spectrum_key, stretch_map
 from ktsweep.model.spectra import Phases, phase_product
 
 DIVERGED_FACTOR = 1e4
@@ -69,16 +74,10 @@ _STEP_BELOW = 1
 """Stretch pieces shorter than this many steps per mode are stepped, not decomposed."""
 
 
-def curvature(inv_b: float | np.ndarray, psi: float | np.ndarray = 3.0
-              ) -> float | np.ndarray:
-    """c = 1 + (ψ − 2)/B, the coefficient of γ²λ_i² a_i in the diagonal recursion.
-
-    For independent unit-variance symmetric coordinates with E z_i⁴ = ψ, the diagonal of
-    E[zzᵀ A zzᵀ] is tr A + (ψ − 1) A_ii; averaging B such draws gives
-    (1 + (ψ − 2)/B) A_ii + tr A / B (docs/science/inputs.md). Gaussian ψ = 3: 1 + 1/B,
-    bit for bit (3.0 − 2.0 is exact). Every solver builds its coefficients from here.
-    """
-    return 1.0 + (psi - 2.0) * inv_b
+ROUND_OFF = 1e-14
+"""Σa + s² may come out below 0 by rounding, down to this multiple of the divergence limit
+(the largest value a run that is kept can have held, 10⁴ times its untrained one); below
+that the number is no rounding error and the run counts as diverged."""
 
 
 def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -121,29 +120,56 @@ class Moments:
 
 def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int, psi: float = 3.0
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Per-step factors D, g and the k-step operators for a constant step γ.
+    """Per-step factors D, g and the k-step operators for a constant step γ; None when they
+    do not fit in float64 (the map grows by more than about 10^308 within k steps).
 
     Within a constant-γ stretch, S_j = Σ_i a_i(t+j) + s² obeys the renewal equation
-    S_j = Σ_i D_i^j a_i(t) + s² + Σ_{l<j} κ_{j−1−l} S_l with κ_q = Σ_i D_i^q g_i, so k steps
-    cost two small matrix products instead of 4k passes over the modes.
+    S_j = x_j + Σ_{l<j} κ_{j−1−l} S_l, x_j = Σ_i D_i^j a_i(t) + s², κ_q = Σ_i D_i^q g_i: a
+    unit lower-triangular Toeplitz system. Its solution is S = R x with R the Toeplitz matrix
+    of the renewal sequence ρ_0 = 1, ρ_j = Σ_{l<j} κ_{j−1−l} ρ_l (S's response to x = e_0),
+    which is computed by that recursion, not by inverting the system: the entries of an
+    unstable map's system overflow, and a general inverse of them then depends on the BLAS
+    kernel (a singular-matrix error on one, inf on another). So k steps cost two small
+    matrix products instead of 4k passes over the modes.
     """
     gl = gamma * lam
     decay = 1.0 - 2.0 * gl + gl * gl * curvature(inv_b, psi)
     gain = gl * gl * inv_b
     powers = np.empty((k, lam.size))
     powers[0] = 1.0
-    if k > 1:
-        np.cumprod(np.broadcast_to(decay, (k - 1, lam.size)), axis=0, out=powers[1:])
-    kappa = powers @ gain
-    if not (np.isfinite(powers[-1]).all() and np.isfinite(kappa).all()):
+    with np.errstate(all="ignore"):
+        if k > 1:
+            np.cumprod(np.broadcast_to(decay, (k - 1, lam.size)), axis=0, out=powers[1:])
+        kappa = powers @ gain
+        rho = np.empty(k)
+        rho[0] = 1.0
+        for j in range(1, k):
+            rho[j] = kappa[j - 1::-1] @ rho[:j]
+    if not (np.isfinite(powers[-1]).all() and np.isfinite(rho).all()):
         return None
-    lower = np.eye(k)
-    for j in range(1, k):
-        lower[j, :j] = -kappa[j - 1 :: -1][:j]
-    inverse = np.linalg.inv(lower)  # unit lower-triangular: always invertible when finite
-    if not np.isfinite(inverse).all():
-        return None
-    return decay, gain, powers, inverse
+    lag = np.subtract.outer(np.arange(k), np.arange(k))
+    renewal = np.where(lag >= 0, rho[np.maximum(lag, 0)], 0.0)
+    return decay, gain, powers, renewal
+
+
+_GROWTH = 256.0
+"""Largest size a power D_i^j of a negative per-step factor may reach within one block."""
+
+
+def _block_length(lam: np.ndarray, gamma: float, inv_b: float, psi: float, block: int) -> int:
+    """The longest block (at most ``block`` steps) whose powers of the factors D_i < −1 stay
+    within :data:`_GROWTH` in size.
+
+    The block's renewal solution sums D_i^j a_i with alternating signs where D_i < −1
+    (possible for inputs with ψ < 2 at large steps, in a map that is stable all the same),
+    and loses about |D_i|^(k−1) ε to cancellation: 64 steps at D = −2.2 lost every digit.
+    Factors in [−1, ∞) keep the full block: their powers do not alternate in growing
+    size (D ≥ 0 always for Gaussian inputs, whose blocks never shorten)."""
+    gl = gamma * lam
+    low = float(np.min(1.0 - 2.0 * gl + gl * gl * curvature(inv_b, psi), initial=0.0))
+    if not low < -1.0:
+        return block
+    return max(1, min(block, 1 + int(np.log(_GROWTH) / np.log(-low))))
 
 
 def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
@@ -179,6 +205,8 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     phases = [runs.phases[i] for i in order]
     # keep the (rows, k, d) operator stack near cache size: larger stacks take shorter blocks
     k = int(max(8, min(block, (1 << 19) // max(1, rows * d))))
+    k = min([k] + [_block_length(lam[r], gamma, inv_b[r], psi[r], k)
+                   for r, ph in enumerate(phases) for _, gamma in ph])
 
     events: dict[int, list[tuple[int, float]]] = {}
     for row, ph in enumerate(phases):
@@ -192,14 +220,14 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     decay = np.ones((rows, d))
     gain = np.zeros((rows, d))
     powers = np.ones((rows, k, d))
-    inverse = np.broadcast_to(np.eye(k), (rows, k, k)).copy()
+    renewal = np.broadcast_to(np.eye(k), (rows, k, k)).copy()
     limit = divergence_limit(a.sum(axis=1), noise)
     diverged = np.zeros(rows, dtype=bool)
 
     def freeze(idx: np.ndarray) -> None:
         diverged[idx] = True
         decay[idx], gain[idx], powers[idx], a[idx] = 1.0, 0.0, 1.0, np.nan
-        inverse[idx] = np.eye(k)
+        renewal[idx] = np.eye(k)
 
     t, active = 0, rows
     with np.errstate(all="ignore"):
@@ -218,14 +246,14 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
                 if ops is None:  # the step explodes within one block: diverged
                     freeze(np.array([row]))
                 else:
-                    decay[row], gain[row], powers[row], inverse[row] = ops
+                    decay[row], gain[row], powers[row], renewal[row] = ops
             nxt = bounds[np.searchsorted(bounds, t, side="right")]
             m = int(min(k, nxt - t))
             cur = a[:active]
             pw = powers[:active, :m]
             x = np.matmul(pw, cur[:, :, None])[:, :, 0]
             x += noise[:active, None]
-            s = np.matmul(inverse[:active, :m, :m], x[:, :, None])[:, :, 0]
+            s = np.matmul(renewal[:active, :m, :m], x[:, :, None])[:, :, 0]
             lo, hi = np.searchsorted(ck_sorted, [t + 1, t + m])
             for c in ck_order[lo:hi]:
                 curve[:active, c] = 0.5 * (s[:, ckpt[c] - t] - noise[:active])
@@ -240,7 +268,7 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
         freeze(np.flatnonzero(bad))
     curve[~np.isfinite(curve)] = np.nan
 
-    bad = ~(a.sum(axis=1) >= 0)
+    bad = ~(a.sum(axis=1) >= -ROUND_OFF * limit)
     if bad.any():
         freeze(np.flatnonzero(bad))
     with np.errstate(all="ignore"):
@@ -250,8 +278,8 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     contraction[diverged] = np.nan
     inverse_order = np.empty_like(order)
     inverse_order[order] = np.arange(rows)
-    return Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
-                   diverged[inverse_order])
+    return settle(Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
+                          diverged[inverse_order]), limit[inverse_order])
 
 
 _OPS: dict[tuple, tuple | None] = {}
@@ -268,6 +296,7 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
     ends quickly whatever the stretch length).
     """
     curve = np.full(len(times), np.nan)
+    block = _block_length(lam, gamma, inv_b, psi, block)
     key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block, psi)
     ops = _OPS.get(key, False)
     if ops is False:  # (thread-safe: each thread keeps its own reference)
@@ -277,13 +306,13 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
         _OPS[key] = ops
     if ops is None:
         return a, curve, True
-    decay, gain, powers, inverse = ops
+    decay, gain, powers, renewal = ops
     t = 0
     with np.errstate(all="ignore"):
         while t < length:
             m = min(block, length - t)
             pw = powers[:m]
-            s = inverse[:m, :m] @ (pw @ a + noise)
+            s = renewal[:m, :m] @ (pw @ a + noise)
             for j, tj in enumerate(times):
                 if t < tj <= t + m - 1:
                     curve[j] = 0.5 * (s[tj - t] - noise)
@@ -320,8 +349,6 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     that bound reaches the limit is Σa evaluated along the stretch (64 log-spaced steps). A
     stretch that is not strictly stable is stepped until it ends or crosses the limit.
     """
-    from ktsweep.engines.stretch import spectrum_key, stretch_map
-
     rows, d = runs.a0.shape
     ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
     curve = np.full((rows, len(ckpt)), np.nan)
@@ -387,7 +414,12 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                 # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
                 # stretch itself when short, else its prefix up to the checkpoints near its
                 # start (their gaps are short, so they would need every root of the map).
-                if sm is None or length <= _STEP_BELOW * d:
+                # A map whose fixed point lies beyond the limit is stepped too: the closed
+                # form reads a(t) as a_∞ + M^t (a − a_∞) and would lose ε·|a_∞| to
+                # cancellation (all of it at the edge, where a_∞ ∝ 1/f0 has no bound),
+                # while the steps reach the limit as a_∞ is approached, or end before.
+                if (sm is None or length <= _STEP_BELOW * d
+                        or not sm.steady(a_out[r], float(noise[r])) < limit[r]):
                     head = length
                 else:
                     j = int(np.searchsorted(rel, _STEP_BELOW * d, side="right"))
@@ -427,43 +459,61 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
             if done:
                 idx = np.array(done)
                 total = a_out[idx].sum(axis=1)
-                diverged[idx[~((total >= 0.0) & (total + noise[idx] < limit[idx]))]] = True
+                diverged[idx[~((total >= -ROUND_OFF * limit[idx])
+                               & (total + noise[idx] < limit[idx]))]] = True
                 done.clear()
     for r in plans:
         if not diverged[r]:
             contraction[r] = phase_product(runs.phases[r], int(steps[r]), lam[r])
             curve[r, ckpt > steps[r]] = np.nan
-    a_out[diverged] = np.nan
-    contraction[diverged] = np.nan
-    return Moments(a_out, contraction, curve, diverged)
+    return settle(Moments(a_out, contraction, curve, diverged), limit)
+
+
+def settle(m: Moments, limit: np.ndarray) -> Moments:
+    """The solvers' last word on each row, in place (and returned).
+
+    A row is diverged when its Σa + s² crossed ``limit`` (:func:`divergence_limit`, decided
+    along the run), when any of its final second moments or contractions is not a finite
+    number (an overflow, or an operation without an answer), or when Σa is below 0 by more
+    than rounding (:data:`ROUND_OFF`); a diverged row's a and contraction are NaN. In the
+    other rows a second moment or a learning-curve value below 0 is rounding of a true value
+    near 0, and reads 0. So a row that is not diverged holds finite numbers, a ≥ 0."""
+    with np.errstate(all="ignore"):
+        sound = (np.isfinite(m.a).all(axis=1) & np.isfinite(m.contraction).all(axis=1)
+                 & (m.a.sum(axis=1) >= -ROUND_OFF * np.asarray(limit)))
+    m.diverged |= ~sound
+    m.a[m.diverged] = np.nan
+    m.contraction[m.diverged] = np.nan
+    np.maximum(m.a, 0.0, out=m.a)  # NaN stays NaN
+    np.maximum(m.curve, 0.0, out=m.curve)
+    return m
 
 
 def limit_moments(lam: np.ndarray, a0: np.ndarray, noise: float, inv_b: float, kind: str,
                   gamma0: float, psi: float = 3.0) -> tuple[np.ndarray, np.ndarray] | None:
     """a and P after infinitely many steps of a schedule planned for its own horizon.
 
-    The limit exists iff the first step's map is strictly stable, 1 − Σ_i g_i/d_i > 0 (the
-    step only shrinks afterwards and stability is monotone in γ; see
-    :mod:`ktsweep.engines.stretch`); otherwise None (diverged). Modes with λ_i = 0 keep a_i
-    and P_i = 1; every live mode has |1 − γλ_i| < 1, so P_i → 0. Live second moments go to
-    the fixed point of the last step: for ``constant`` that is γ0's,
-    a_∞,i = (g_i/d_i) s_eff² / (1 − Σ_j g_j/d_j) with s_eff² = s² + Σ_{λ_j=0} a_j (the
-    unlearnable modes act as label noise); for the decaying schedules the step tends to 0,
-    so does the fixed point, and a_i → 0. Derivation: docs/science/limits.md.
+    The limit exists iff γ0's map is strictly stable
+    (:func:`~ktsweep.engines.onestep.strictly_stable`: every eigenvalue in (−1, 1)): the
+    first stretch lasts unboundedly long at γ0, and the later, smaller steps are stable too
+    (stability is monotone in γ, docs/science/limits.md §1); otherwise None (diverged).
+    Modes with λ_i = 0 keep a_i and P_i = 1; every live mode has |1 − γλ_i| < 1 (a
+    stable map drives a_i ≥ (E η_i)² to its fixed point from any start, also without noise,
+    where that is 0), so P_i → 0. Live second moments go to the fixed point of the last
+    step: for ``constant`` that is γ0's, a_∞,i = (g_i/d_i) s_eff² / (1 − Σ_j g_j/d_j) with
+    s_eff² = s² + Σ_{λ_j=0} a_j (the unlearnable modes act as label noise); for the
+    decaying schedules the step tends to 0, so does the fixed point, and a_i → 0.
+    Derivation: docs/science/limits.md.
     """
-    live = lam > 0
-    x = gamma0 * lam[live]
-    c = curvature(inv_b, psi)
-    d = x * (2.0 - x * c)
-    ratio = x * inv_b / (2.0 - x * c)
-    f0 = 1.0 - float(ratio.sum())
-    if not ((d > 0).all() and f0 > 0):
+    step = one_step(lam, gamma0, inv_b, psi)
+    if not step.stable:
         return None
+    live = step.live
     a = np.array(a0, dtype=np.float64)
     contraction = np.ones_like(a)
     contraction[live] = 0.0
     if kind == "constant":
-        a[live] = ratio * (noise + float(a[~live].sum())) / f0
+        a[live] = step.ratio * (noise + float(np.delete(a, live).sum())) / step.f0
     else:
         a[live] = 0.0
     return a, contraction

@@ -297,7 +297,8 @@ def _dot(a, b):
 def apply_rows(d, origin, tau, delta, g, y, length, at, owner, out, h, w, absha, curve):
     """Rows k of C, 1/((d_j − d_{o_k}) − τ_k), one at a time, each applied at once to every
     state p: h_k = Σ g C, w_k = Σ g C², α_pk = (y_p · C_k) / w_k, and with μ_k = 1 − δ_k
-    (its powers as exp(t·log1p(−δ_k)), never rounding μ_k)
+    (its powers as exp(t·log1p(−δ_k)), never rounding μ_k; as ±exp(t·log(δ_k − 1)) where
+    δ_k > 1, a negative μ_k, as :func:`ktsweep.engines.stretch.powers` does)
 
         out[p] += μ_k^length[p] α_pk C_k,   absha[p] += |h_k α_pk|,
         curve[i] += h_k α_{owner[i], k} μ_k^at[i]   (the learning curve's times).
@@ -313,18 +314,28 @@ def apply_rows(d, origin, tau, delta, g, y, length, at, owner, out, h, w, absha,
         hk, wk = _reduce_row(row, g)
         h[k] = hk
         w[k] = wk
-        log_mu = np.log1p(-delta[k])
+        flip = delta[k] > 1.0  # μ_k < 0 (inputs with ψ < 2): |μ_k| = δ_k − 1, exact
+        log_mu = np.log(delta[k] - 1.0) if flip else np.log1p(-delta[k])
         for p in range(y.shape[0]):
             a = _dot(y[p], row) / wk
             coef[p] = hk * a
             absha[p] += abs(hk * a)
-            c = np.exp(length[p] * log_mu) * a
+            c = _power(log_mu, length[p], flip) * a
             if c != 0.0:
                 op = out[p]
                 for j in range(m):
                     op[j] += c * row[j]
         for i in range(at.size):
-            curve[i] += coef[owner[i]] * np.exp(at[i] * log_mu)
+            curve[i] += coef[owner[i]] * _power(log_mu, at[i], flip)
+
+
+@njit(cache=True, error_model="numpy")
+def _power(log_mu, t, flip):
+    """μ^t from log|μ| and the sign of μ (``flip``: negative), t a whole number of steps."""
+    v = np.exp(t * log_mu)
+    if flip and t % 2.0 == 1.0:
+        return -v
+    return v
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")

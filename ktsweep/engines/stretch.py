@@ -5,11 +5,12 @@ Within a stretch of constant γ (batch B, spectrum λ, label noise s²) docs/sci
     a ← M a + s² g,   M = diag(q) + g 1ᵀ,
     q_i = 1 − 2γλ_i + γ²λ_i² c,   g_i = γ²λ_i²/B,   c = 1 + (ψ − 2)/B
 
-(ψ = E z_i⁴ of the inputs, 3 for Gaussian ones: c = 1 + 1/B; :func:`moments.curvature`).
+(ψ = E z_i⁴ of the inputs, 3 for Gaussian ones: c = 1 + 1/B; the coefficients and the
+stability verdict come from :mod:`ktsweep.engines.onestep`).
 
 Modes with λ_i = 0 have q_i = 1, g_i = 0: they keep their value and only add a constant to
 S = Σ_j a_j + s², so they are folded into the noise (exact deflation). For the live modes
-(g_i > 0) write d_i = 1 − q_i = γλ_i(2 − γλ_i(1 + 1/B)), which is computed with full relative
+(g_i > 0) write d_i = 1 − q_i = γλ_i(2 − γλ_i c), which is computed with full relative
 accuracy however small γλ_i is; every quantity below is expressed through d, never through q,
 because q_i rounds to 1 for tail modes and would lose all their information.
 
@@ -35,11 +36,22 @@ Sherman–Morrison gives in closed form, a_∞,i = (g_i/d_i) s² / (1 − Σ_j g
 
     a(t) = a_∞ + M^t (a(0) − a_∞) = a_∞ + Σ_k r_k μ_k^t l_kᵀ(a(0) − a_∞) / w_k.
 
-A root with δ_k t beyond a few hundred contributes below any float64 resolution (the bound
-used is in :meth:`StretchMap.advance`), so a stretch needs only the roots with δ_k below that
-cut over its length: long stretches at a large step need few. Roots interlace with the
-poles (δ_k lies between consecutive d's), so the needed ones are a known suffix of the sorted
+A root whose |μ_k|^t is below about 10⁻¹⁸ of the state contributes below any float64
+resolution (the bound used is in :meth:`StretchMap.advance`), so a stretch needs only the
+roots that decay slower than that over its length: long stretches at a large step need few.
+For δ_k ≤ 1 the decay rate −log(1 − δ_k) is at least δ_k; roots interlace with the poles
+(δ_k lies between consecutive d's), so the needed ones are a known suffix of the sorted
 order, computed on demand and cached; the cost of a stretch is O(d × roots needed).
+
+**Negative eigenvalues.** For Gaussian inputs every q_i ≥ 0 and every μ_k > 0. Inputs with
+ψ < 2 (Rademacher, uniform) make c < 1 and allow q_i < 0 at large steps (q_i < −1 for
+Rademacher at batch 1), so some μ_k = 1 − δ_k lie in (−1, 0): δ_k ∈ (1, 2). M stays
+entrywise non-negative (q_i + g_i ≥ (1 − γλ_i)², as ψ ≥ 1), so by Perron–Frobenius the
+largest eigenvalue is also the largest in size and the stability test of the upper edge
+alone keeps every |μ_k| < 1. Their powers are (−1)^t exp(t·log(δ_k − 1)) (:func:`powers`;
+δ − 1 is exact), and they decay at the rate −log(δ_k − 1), slowest for the largest δ, the
+first roots: a map with such roots keeps every root unless all of them have decayed
+(:meth:`StretchMap._needed`).
 
 **Accuracy near μ = 1.** Tail modes have δ_k ≈ d_k ≈ 2γλ_k tiny while the stretch length t
 can be 2^35: μ^t needs δ_k to *relative* precision, which μ_k = 1 − δ_k in float64 cannot
@@ -47,7 +59,7 @@ hold. So each root is found as its offset from the nearer pole, τ_k = δ_k − 
 relative precision: by the compiled solver of :mod:`ktsweep.engines.secular` (the secular
 equation with its poles shifted to d_{o_k} before any sum), or, where that does not
 converge, by LAPACK ``dlasd4`` in the inverted problem: when 1 − Σ_i g_i/d_i > 0 (exactly the
-condition that every δ_k > 0, i.e. spectral radius < 1),
+condition that every δ_k > 0, i.e. spectral radius < 1, see above),
 
     (diag(d) − √g √gᵀ)⁻¹ = diag(1/d) + u uᵀ / (1 − Σ_i g_i/d_i),   u_i = √g_i / d_i,
 
@@ -57,7 +69,9 @@ hold the two to each other). With the root stored as (o_k, τ_k), C_{k,o_k} = �
 is exact to rounding and the other C_{k,j} = 1/((d_j − d_{o_k}) − τ_k) lose at most the
 relative gap between poles. Powers use exp(t·log1p(−δ)) and E_k uses expm1, so neither
 rounds μ. A stretch whose map is not strictly stable (1 − Σ g/d ≤ 0), or whose poles are
-too close to separate, returns ``None`` and the caller steps it (the step recursion).
+too close to separate, returns ``None`` and the caller steps it (the step recursion); so
+does the caller for a map whose fixed point lies beyond the divergence limit
+(:meth:`StretchMap.steady`), where the split above would cancel ε·|a_∞| away.
 """
 
 from __future__ import annotations
@@ -69,7 +83,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg.lapack import dlasd4
 
-from ktsweep.engines.moments import curvature
+from ktsweep.engines.onestep import one_step
 
 _KEEP_ROWS = 2048 * 2048
 """Maps on numpy's path (below :data:`_COMPILED_FROM` modes, or without numba) whose C has
@@ -155,8 +169,11 @@ class StretchMap:
             self.dead = np.flatnonzero(dead)
         self.f0 = f0
         self.fixed = ratio / f0  # a_∞ / s²
+        self._fixed_sum = float(self.fixed.sum())
         self._inv_g = 1.0 / g
         self._g_max = float(g.max()) if g.size else 0.0
+        # |μ| of every root with δ > 1 (a negative eigenvalue) is below d_max − 1: 0 if none
+        self._flip = float(d.max()) - 1.0 if d.size and d.max() > 1.0 else 0.0
         m = d.size
         self.lo = m
         self._origin = np.zeros(m, dtype=np.int64)
@@ -171,6 +188,13 @@ class StretchMap:
         self.cached = False  # in the cache, whose byte count then follows its kept C
         self._ready = m  # h and w are computed for roots [_ready, m)
         self.failed = False
+
+    def steady(self, a: np.ndarray, noise: float) -> float:
+        """Σa + s² at this map's fixed point, reached from the state ``a`` (one run's, all
+        d modes): Σ_live a_∞ + Σ_dead a + s², with a_∞ = s_eff² g/(d f0) and
+        s_eff² = s² + Σ_dead a (the dead modes act as label noise)."""
+        still = 0.0 if self.whole else float(a[self.dead].sum())
+        return (noise + still) * (1.0 + self._fixed_sum)
 
     # the computed suffix [lo, m) of the roots' δ (a view; tests read it)
     delta = property(lambda self: self._delta[self.lo:])
@@ -227,11 +251,20 @@ class StretchMap:
         return needed
 
     def _needed(self, cut: float) -> int:
-        """The first root that may have δ ≤ ``cut`` (roots are in descending δ): root i lies
-        above d_{i+1}, and the last root above f0·d_{m−1} (from Σ_i g_i/(d_i − δ) ≤
-        (1 − f0) d_{m−1}/(d_{m−1} − δ) below the last pole), so a cut under that needs no
-        root at all: every component has decayed (long stretches at large steps)."""
+        """The first root whose |μ| may exceed exp(−``cut``), the roots after it being needed
+        as well (roots are in descending δ).
+
+        A root with δ ≤ 1 decays at the rate −log(1 − δ) ≥ δ, so it is needed only if
+        δ ≤ ``cut``: root i lies above d_{i+1}, and the last root above f0·d_{m−1} (from
+        Σ_i g_i/(d_i − δ) ≤ (1 − f0) d_{m−1}/(d_{m−1} − δ) below the last pole), so a cut
+        under that needs no root at all: every component has decayed (long stretches at
+        large steps). A root with δ > 1 (μ < 0, ψ < 2 only) decays at the rate
+        −log(δ − 1), slower than δ and slowest for the largest δ, the first roots; all of
+        them have |μ| < d_0 − 1, so unless that bound is below exp(−cut) every root is
+        needed (the set stays a suffix)."""
         if not self.d.size:
+            return 0
+        if self._flip > np.exp(-cut):
             return 0
         upper = np.append(self.d[1:], self.f0 * self.d[-1])
         return int(np.searchsorted(-upper, -cut, side="left"))
@@ -356,12 +389,12 @@ class StretchMap:
         upper bound on Σa over its stretch (for the divergence rule); None if a root could not
         be found. Rows share the map's roots and eigenvectors: two matrix products for all.
 
-        Dropping root k changes a_i(t) by at most √g_i ‖W⁻¹y‖ μ_k^t (y = a(0) − a_∞, W =
+        Dropping root k changes a_i(t) by at most √g_i ‖W⁻¹y‖ |μ_k|^t (y = a(0) − a_∞, W =
         diag √g: an orthogonal projection in the symmetric coordinates), so roots with
-        μ_k^t ≤ _TINY · scale / (√g_max ‖W⁻¹y‖) at the shortest time asked for (over all
+        |μ_k|^t ≤ _TINY · scale / (√g_max ‖W⁻¹y‖) at the shortest time asked for (over all
         rows) are dropped, also where the map holds them from an earlier, shorter stretch
         (a sweep shares maps between horizons). Σa(t) = Σa_∞ + Σ_k h_k μ_k^t α_k with
-        0 < μ_k < 1 bounds the peak by Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
+        |μ_k| < 1 bounds the peak by Σa_∞ + Σ_k |h_k α_k| (plus the dropped part).
         """
         if self.whole:
             x, still = a, np.zeros(a.shape[0])
@@ -430,16 +463,16 @@ class StretchMap:
         length = np.asarray(length, dtype=np.float64)
         if kernels is None:
             keep = self._keep and self._uses >= _KEEP_FROM  # C kept (or rebuilt into it)
-            log_mu = np.log1p(-self._delta[start:])
-            decay = np.exp(length[:, None] * log_mu[None, :])
-            alpha = np.empty((y.shape[0], log_mu.size))
+            delta = self._delta[start:]
+            decay = powers(delta, length)
+            alpha = np.empty((y.shape[0], delta.size))
             w = self._w[start:]
             for sl, c in self._chunks(keep, start):  # one pass: a coefficient needs its row
                 alpha[:, sl] = (y @ c.T) / w[sl]
                 out += (decay[:, sl] * alpha[:, sl]) @ c
             ha = self._h[start:] * alpha
             absha = np.abs(ha).sum(axis=1)
-            curve = np.einsum("pk,pk->p", np.exp(at[:, None] * log_mu[None, :]), ha[owner])
+            curve = np.einsum("pk,pk->p", powers(delta, at), ha[owner])
         else:  # compiled: rows built and applied one at a time, none kept
             absha, curve = np.zeros(y.shape[0]), np.zeros(at.size)
             kernels.apply_rows(self.d, self._origin[start:], self._tau[start:],
@@ -451,26 +484,37 @@ class StretchMap:
         return fixed + self.g * out, absha, curve
 
 
+def powers(delta: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """μ_k^t for μ_k = 1 − δ_k (rows: the times t, columns: the roots), without rounding μ:
+    exp(t·log1p(−δ)) where δ ≤ 1, and (−1)^t exp(t·log(δ − 1)) where δ > 1 (a negative
+    eigenvalue, possible only for inputs with ψ < 2; δ − 1 is exact in float64 there).
+    Every |μ_k| < 1 in a strictly stable map, so each power is at most 1 in size."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_mu = np.log1p(-delta)
+    flip = delta > 1.0
+    if not flip.any():
+        return np.exp(t[:, None] * log_mu[None, :])
+    log_mu[flip] = np.log(delta[flip] - 1.0)
+    out = np.exp(t[:, None] * log_mu[None, :])
+    odd = np.fmod(t, 2.0) == 1.0
+    out[np.ix_(odd, flip)] *= -1.0
+    return out
+
+
 def _solve(lam: np.ndarray, gamma: float, inv_b: float, psi: float = 3.0) -> StretchMap | None:
-    """Set up the map of step γ; None when it is not strictly stable or not separable."""
-    live = np.flatnonzero(lam > 0)
-    x = gamma * lam[live]
-    c = curvature(inv_b, psi)  # psi: the inputs' fourth moment, in the diagonal only
-    d = x * (2.0 - x * c)
-    g = x * x * inv_b
-    if not (d > 0).all():
+    """Set up the map of step γ; None when it is not strictly stable
+    (:func:`~ktsweep.engines.onestep.strictly_stable`) or not separable."""
+    step = one_step(lam, gamma, inv_b, psi)  # psi: the inputs' fourth moment, in c only
+    if not step.stable:
         return None
-    ratio = x * inv_b / (2.0 - x * c)  # g/d without cancellation
-    f0 = 1.0 - float(ratio.sum())
-    if not f0 > 0:  # spectral radius ≥ 1
-        return None
+    live, d, g, ratio = step.live, step.d, step.g, step.ratio
     apart = live.size < 2 or bool((d[1:] < d[:-1] * (1 - 1e-13)).all())
     if not apart:  # not in descending order (a power law's are), or poles too close
         order = np.argsort(-d, kind="stable")
         live, d, g, ratio = live[order], d[order], g[order], ratio[order]
         if not (d[1:] < d[:-1] * (1 - 1e-13)).all():
             return None  # (near-)equal poles: not separable in float64
-    return StretchMap(live, d, g, ratio, f0, lam.size)
+    return StretchMap(live, d, g, ratio, step.f0, lam.size)
 
 
 _cache: OrderedDict[tuple, StretchMap | None] = OrderedDict()
