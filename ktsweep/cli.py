@@ -16,7 +16,13 @@ import yaml
 
 from ktsweep.engines.dispatch import METHODS, run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES
-from ktsweep.model.params import PARAMETERS, ParameterError, make_point, unused_settings
+from ktsweep.model.params import (
+    PARAMETERS,
+    ParameterError,
+    Point,
+    make_point,
+    unused_settings,
+)
 from ktsweep.model.quantities import RATIOS, RISKS, STEP_SIZES
 from ktsweep.model.spectra import checkpoint_steps
 from ktsweep.sweep.config import MCConfig, OutputsConfig
@@ -146,6 +152,30 @@ def point_table(results: dict[str, dict[str, np.ndarray]]) -> str:
     return "\n".join(lines)
 
 
+def divergence_hint(point: Point, record: dict[str, Any]) -> str:
+    """Why a point diverged, in numbers: the largest initial step whose first SGD step is
+    stable in expectation for the teacher's and the student's spectrum, beside the steps the
+    point used (docs/science/limits.md §1)."""
+    from ktsweep.engines.onestep import largest_stable_step
+    from ktsweep.model.inputs import fourth_moment
+    from ktsweep.model.spectra import student_spectrum, teacher_spectrum
+
+    psi = fourth_moment(point.inputs, point.inputs_nu)
+    runs = [("teacher", "gamma0_t", teacher_spectrum(point), point.batch_t),
+            ("students", "gamma0_s", student_spectrum(point), point.batch_s)]
+    parts = []
+    for who, key, lam, batch in runs:
+        limit = largest_stable_step(lam, batch, psi)
+        used = record.get(key)
+        over = used is not None and used >= limit
+        parts.append(f"{who}: {key} < {limit:.4g} is stable" + (
+            f" (this point used {used:.4g})" if used is not None else "")
+            + (" <- too large" if over else ""))
+    return ("the point diverged; the largest stable initial steps for its spectra are: "
+            + "; ".join(parts) + " (lower the step; a step just below the edge can still cross "
+            "the divergence limit on its way)")
+
+
 def _suggest(name: str, known: Sequence[str]) -> str:
     """' (did you mean X?)' for a misspelt name, else ''."""
     close = difflib.get_close_matches(name, known, n=1)
@@ -177,6 +207,8 @@ def cmd_point(args: argparse.Namespace) -> int:
     record = point_record(results, steps, arrays)
     for warning in tune_edge_warnings(record):
         print(f"warning: {warning}", file=sys.stderr)
+    if record["status"] == "diverged":
+        print(f"warning: {divergence_hint(point, record)}", file=sys.stderr)
     if args.json:
         print(json.dumps(record))
         return 0

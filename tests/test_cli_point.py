@@ -176,3 +176,25 @@ def test_progress_bars_only_on_a_terminal(monkeypatch, capsys) -> None:
         monkeypatch.setattr("sys.stderr", stream)
         cli.main(["point", *SMALL, "--method", "all", "--replicates", "2", "--json"])
     assert made == [True, True, False, False]
+
+
+def test_a_diverged_point_says_the_stable_range() -> None:
+    """gamma0_t = 5 diverges: the warning names the largest stable teacher step, which is the
+    edge of the one-step map's stability (stable 0.1 % below it, not 0.1 % above), and marks
+    the step that is too large. Planted bugs: a bisection that never narrows (it reports
+    2/lambda_max); the student's spectrum used for the teacher."""
+    import re
+
+    from ktsweep.engines.onestep import one_step
+    from ktsweep.model.spectra import spectrum
+
+    res = ktsweep("point", *SMALL, "gamma0_t=5")
+    assert res.returncode == 0
+    found = re.search(r"teacher: gamma0_t < ([0-9.e+-]+) is stable \(this point used 5\) "
+                      r"<- too large", res.stderr)
+    assert found, res.stderr
+    edge = float(found.group(1))
+    lam = spectrum(1.2, 20)
+    assert one_step(lam, 0.999 * edge, 1.0).stable and not one_step(lam, 1.001 * edge,
+                                                                       1.0).stable
+    assert "<- too large" not in res.stderr.split("students:")[1]

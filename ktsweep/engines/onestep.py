@@ -73,3 +73,20 @@ def strictly_stable(d: np.ndarray, g: np.ndarray, f0: float) -> bool:
     grows with γ), so a step smaller than a stable one is stable.
     """
     return bool((d > 0).all() and f0 > 0)
+
+
+def largest_stable_step(lam: np.ndarray, batch: int, psi: float = 3.0) -> float:
+    """The supremum of the steps γ whose one-step map is strictly stable (the condition is
+    monotone in γ, :func:`strictly_stable`), to a relative 1e-12 by bisection; every
+    schedule's first step must lie below it for the run to converge in expectation."""
+    live = lam[lam > 0]
+    if not live.size:
+        return float("inf")
+    inv_b = 1.0 / batch
+    lo, hi = 0.0, 2.0 / float(live.max())  # x_max = 2 makes some d_i <= 0 whatever c >= 0
+    while one_step(live, hi, inv_b, psi).stable:  # c < 1 (psi < 2) can stretch that edge
+        lo, hi = hi, 2.0 * hi
+    while hi - lo > 1e-12 * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if one_step(live, mid, inv_b, psi).stable else (lo, mid)
+    return lo
