@@ -8,15 +8,25 @@ Trials (small config, 12 points in 2 chunks, sweep target ``sweep``: the cube an
   chunk's values and its status, between the status and its record, before publishing);
 - ``disk``: a small tmpfs filled to a random level so the disk runs full mid-run; space is
   then freed (skipped cleanly where mounting is not allowed);
-- ``switch``: config A -> B -> A, and narrowing then widening a grid axis;
-- ``damage``: the nine kinds of store damage of issue 10.
+- ``switch``: config A -> B -> A, narrowing then widening a grid axis, and switches of the
+  Monte Carlo sub-grid and stride (A -> sub-grid -> stride -> A);
+- ``damage``: store damage, among it edited metadata (a ``scale_factor`` in the consolidated
+  metadata, a flipped byte order), a same-size chunk swapped in and bit rot with their times
+  set back, deleted commit records; before the procedure, a dry run must leave the tree as
+  it found it (``dry_run_changed_tree``), and ``open_cube``, ``ktsweep check`` and the
+  workflow's look must agree on which chunks are damaged (``disagree``);
+- ``move``: the finished tree copied without its times, moved, touched, restored from a tar:
+  a dry run must say "Nothing to be done" and a run must compute nothing
+  (``chunks_recomputed``);
+- ``dry_run_during_run``: a dry run of another config with the same name while a run starts.
 
 README procedure: ``snakemake --unlock``, then the same command again (once more if it
-says so). Outcomes: ``identical`` (exact to 1e-12, the rest bit for bit), ``silent_loss``
-(the workflow reports success but the cube differs), ``stuck`` (still failing). For damage,
-``read_as_number`` counts damaged values that ``open_cube`` returned without an error
-(``raw_xarray_read_as_number``: the same through plain ``xarray.open_zarr``, which checks
-crc32c but not the commit records). Prints one JSON line.
+says so); if a read of the cube then reports a file that does not match its record, the same
+command with ``--config verify=full``. Outcomes: ``identical`` (exact to 1e-12, the rest bit
+for bit), ``silent_loss`` (the workflow reports success but the cube differs), ``stuck``
+(still failing). For damage, ``read_as_number`` counts damaged values that ``open_cube``
+returned without an error (``raw_xarray_read_as_number``: the same through plain
+``xarray.open_zarr``, which checks crc32c but not the records). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -44,7 +54,9 @@ EXACT = ("risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling", "der", "pgr"
 FAILPOINTS = ("init", "stage", "values", "status", "publish")
 DAMAGE = ("delete_data_chunk", "delete_status_chunk", "bit_flip", "chunk_copied_over",
           "random_bytes", "truncated_array_json", "truncated_root_json", "deleted_variable",
-          "removed_cube")
+          "removed_cube", "metadata_scale_factor", "metadata_endian", "swap_time_kept",
+          "bit_rot_time_kept", "deleted_records")
+MOVES = ("copy_new_times", "move", "touch_all", "tar_restore")
 
 
 def config(**changes) -> dict:
@@ -78,23 +90,40 @@ def command(work: Path, cfg: Path, *args: str) -> list[str]:
 
 def run(work: Path, cfg: Path, *args: str, extra_env: dict | None = None,
         timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(command(work, cfg, *args, TARGET), capture_output=True, text=True,
+    return subprocess.run(command(work, cfg, TARGET, *args), capture_output=True, text=True,
                           env=env(**(extra_env or {})), timeout=timeout,
                           start_new_session=True)
 
 
 def readme_procedure(work: Path, cfg: Path) -> tuple[bool, str]:
-    """Unlock, rerun the same command, once more if it fails; then it must have settled."""
+    """Unlock, rerun the same command, once more if it fails; if a read of the cube then
+    names a file unlike its record, the same command with ``--config verify=full``; then it
+    must have settled."""
     subprocess.run(command(work, cfg, "--unlock"), capture_output=True, env=env(), timeout=300)
     out = run(work, cfg)
     if out.returncode:
         out = run(work, cfg)
+    if not out.returncode and read_error(work):
+        out = run(work, cfg, "--config", "verify=full")
     if out.returncode:
         return False, (out.stdout + out.stderr)[-1500:]
     again = run(work, cfg, "-n")
     if "Nothing to be done" not in again.stdout + again.stderr:
         return False, "a further run still had work to do:\n" + again.stdout[-1500:]
     return True, ""
+
+
+def read_error(work: Path) -> bool:
+    """Whether reading the published cube reports a file unlike its record."""
+    from ktsweep.sweep.store import StoreError
+
+    try:
+        load(work / "results" / "fi" / "cube.zarr")
+    except StoreError as err:
+        return "does not match" in str(err) or "missing although" in str(err)
+    except Exception:  # noqa: BLE001 - not the error this step answers
+        return False
+    return False
 
 
 def load(cube: Path, checked: bool = True) -> xr.Dataset:
@@ -130,7 +159,7 @@ def outcome(work: Path, cfg: Path, ref: xr.Dataset, counts: Counter, notes: list
         counts["stuck"] += 1
         notes.append(f"{label}: stuck: {why}")
         return
-    summary = json.loads((work / TARGET).read_text())
+    summary = json.loads((work / "results" / "fi" / "cube.json").read_text())
     try:
         bad = differences(load(work / "results" / "fi" / "cube.zarr"), ref)
     except Exception as err:  # noqa: BLE001 - any failure to read back is a finding
@@ -194,8 +223,80 @@ def damage(kind: str, work: Path, rng: random.Random) -> None:
         shutil.rmtree(cube / "risk_t2s")
     elif kind == "removed_cube":
         subprocess.run(["rm", "-rf", str(link)], check=True)
+    elif kind == "metadata_scale_factor":
+        root = json.loads((cube / "zarr.json").read_text())
+        meta = root["consolidated_metadata"]["metadata"]["risk_t2s"]
+        meta["attributes"]["scale_factor"] = 2.0
+        (cube / "zarr.json").write_text(json.dumps(root))
+    elif kind == "metadata_endian":
+        path = cube / "risk_t2s" / "zarr.json"
+        meta = json.loads(path.read_text())
+        for codec in meta["codecs"]:
+            if codec["name"] == "bytes":
+                codec["configuration"] = {"endian": "big"}
+        path.write_text(json.dumps(meta))
+    elif kind == "swap_time_kept":
+        pairs = [(a, b) for var in sorted(p for p in cube.iterdir() if (p / "c").is_dir())
+                 for a in sorted((var / "c").rglob("*")) for b in sorted((var / "c").rglob("*"))
+                 if a.is_file() and b.is_file() and a != b
+                 and a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()]
+        victim, other = rng.choice(pairs)
+        st = victim.stat()
+        shutil.copyfile(other, victim)
+        os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif kind == "bit_rot_time_kept":
+        st = target.stat()
+        data = bytearray(target.read_bytes())
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        target.write_bytes(bytes(data))
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif kind == "deleted_records":
+        shutil.rmtree(cube.with_name(cube.name.removesuffix(".zarr") + ".commits"))
     else:
         raise ValueError(kind)
+
+
+def tree(work: Path) -> dict[str, tuple[int, int]]:
+    """Every path under results/ with its size and mtime (a dry run must not change any)."""
+    out = {}
+    for p in sorted((work / "results").rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(work))] = (0 if p.is_dir() else st.st_size, st.st_mtime_ns)
+    return out
+
+
+def damaged_views(work: Path) -> dict[str, set[str]]:
+    """The damaged chunks as open_cube (reading every variable), `ktsweep check` and the
+    workflow's look see them."""
+    from ktsweep.sweep import rules, store
+    from ktsweep.sweep.layout import Layout, load_config
+
+    cube = (work / "results" / "fi" / "cube.zarr").resolve()
+    lay = Layout(load_config(str(work / "config.yaml")))
+    views: dict[str, set[str]] = {"open_cube": set(), "check": set(), "look": set()}
+    try:
+        ds = store.open_cube(cube)
+        for name in ds.data_vars:
+            try:
+                ds[name].load()
+            except store.StoreError as err:
+                views["open_cube"] |= {w.rstrip(" ,(") for w in str(err).split()
+                                       if w.startswith("c0")}
+    except store.StoreError:
+        views["open_cube"].add("cube")
+    try:
+        found = store.health(cube, lay, full=True)
+        views["check"] = set(found.damaged) | ({"cube"} if found.skeleton else set())
+    except store.StoreError:
+        views["check"].add("cube")
+    look = rules.look(lay, [], root=work / "results", full=True)
+    for line in look.repairs:
+        if line.startswith("chunk c"):
+            views["look"].add(line.split()[1].rstrip(":"))
+        elif line.startswith("metadata") or "gone" in line:
+            views["look"].add("cube")
+    # damaged metadata makes the whole cube unreadable: that is what every view must say
+    return {k: {"cube"} if "cube" in v else v for k, v in views.items()}
 
 
 def read_as_number(work: Path, ref: xr.Dataset, checked: bool) -> int:
@@ -205,6 +306,32 @@ def read_as_number(work: Path, ref: xr.Dataset, checked: bool) -> int:
     except Exception:  # noqa: BLE001 - an error is the wanted outcome
         return 0
     return int(bool(differences(ds, ref)))
+
+
+def move_trial(kind: str, clean: Path, root: Path) -> Path:
+    """The clean, finished folder copied, moved, touched or restored the way ``kind`` says
+    (never with Snakemake's own metadata: a new place)."""
+    dst = root / f"move-{kind}"
+    if kind == "copy_new_times":
+        shutil.copytree(clean, dst, symlinks=True, copy_function=shutil.copyfile)
+    elif kind == "move":
+        staged = copy_work(clean, root, "move-staged")
+        os.rename(staged, dst)
+    elif kind == "touch_all":
+        copy_work(clean, root, dst.name)
+        files = sorted((p for p in (dst / "results").rglob("*") if p.is_file()), reverse=True)
+        for i, p in enumerate(files):  # records and summaries end up the oldest
+            os.utime(p, ns=(time.time_ns() + i * 10**6,) * 2)
+    elif kind == "tar_restore":
+        archive = root / "results.tar"
+        subprocess.run(["tar", "-cf", str(archive), "-C", str(clean), "results",
+                        "config.yaml"], check=True)
+        dst.mkdir()
+        subprocess.run(["tar", "-xf", str(archive), "-C", str(dst), "-m"], check=True)
+    else:
+        raise ValueError(kind)
+    shutil.rmtree(dst / ".snakemake", ignore_errors=True)
+    return dst
 
 
 def copy_work(src: Path, root: Path, name: str) -> Path:
@@ -230,6 +357,8 @@ def main() -> None:
     parser.add_argument("--disk", type=int, default=4, help="full-disk trials (0: none)")
     parser.add_argument("--damage", nargs="*", default=list(DAMAGE), choices=DAMAGE)
     parser.add_argument("--no-switch", action="store_true")
+    parser.add_argument("--no-move", action="store_true",
+                        help="skip the move trials and the dry run during a run")
     parser.add_argument("--seed", type=int, default=2606)
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     parser.add_argument("--budget", type=float, default=float("inf"),
@@ -258,6 +387,15 @@ def main() -> None:
             cfg = work / "config.yaml"
             damage(kind, work, rng)
             entry: Counter = Counter()
+            before = tree(work)
+            run(work, cfg, "-n")
+            entry["dry_run_changed_tree"] = int(tree(work) != before)
+            if kind not in ("removed_cube", "deleted_records", "truncated_root_json"):
+                views = damaged_views(work)
+                seen = [v for k, v in views.items() if k != "open_cube" or v]
+                entry["disagree"] = int(any(v != seen[0] for v in seen))
+                if entry["disagree"]:
+                    notes.append(f"damage {kind}: views differ: {views}")
             entry["read_as_number"] = read_as_number(work, ref, checked=True)
             entry["raw_xarray_read_as_number"] = read_as_number(work, ref, checked=False)
             check = subprocess.run([sys.executable, "-m", "ktsweep.cli", "check",
@@ -296,8 +434,46 @@ def main() -> None:
             touched = [p for p, t in records.items() if not p.exists()
                        or p.stat().st_mtime_ns != t]
             sw["a_records_touched"] = len(touched)
+            for label, change in (("mc sub-grid", {"mc.subgrid": {"N": [64]}}),
+                                  ("mc stride", {"mc.subgrid": {}, "mc.stride": {"alpha_s": 2}})):
+                other = write_config(work, config(**change), "mc.yaml")
+                out_m = run(work, other)
+                sw[f"{label} ok"] += out_m.returncode == 0
+                outcome(work, cfg_w, ref, sw, notes, f"A -> {label} -> A")
             result["switch"] = dict(sw)
             progress("switch", sw)
+
+        if not args.no_move:
+            mv: dict[str, dict] = {}
+            for kind in MOVES:
+                entry = Counter()
+                dst = move_trial(kind, clean, root)
+                cfg = dst / "config.yaml"
+                dry = run(dst, cfg, "-n")
+                entry["dry_run_nothing_to_do"] = int("Nothing to be done" in dry.stdout
+                                                     + dry.stderr)
+                real = run(dst, cfg)
+                entry["chunks_recomputed"] = (real.stdout + real.stderr).count("rule simulate")
+                outcome(dst, cfg, ref, entry, notes, f"move {kind}")
+                mv[kind] = dict(entry)
+                progress(f"move {kind}", entry)
+                if not args.keep:
+                    shutil.rmtree(dst)
+            result["move"] = mv
+
+            live: Counter = Counter()
+            work = root / "dry-during-run"
+            work.mkdir()
+            cfg_a = write_config(work, config())
+            cfg_b = write_config(work, config(**{"fixed.sigma2": 0.2}), "b.yaml")
+            proc = subprocess.Popen(command(work, cfg_a, TARGET), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env=env(), start_new_session=True)
+            time.sleep(0.5)
+            run(work, cfg_b, "-n")
+            live["a_ok"] = int(proc.wait(timeout=900) == 0)
+            outcome(work, cfg_a, ref, live, notes, "dry run of B during A")
+            result["dry_run_during_run"] = dict(live)
+            progress("dry run during run", live)
 
         disk: Counter = Counter()
         if args.disk:
@@ -347,12 +523,19 @@ def main() -> None:
         result["kill"] = {"trials": done, **kills}
 
         every = [result.get("kill", {}), result.get("disk", {}), result.get("switch", {}),
-                 *dmg.values()]
+                 result.get("dry_run_during_run", {}), *dmg.values(),
+                 *result.get("move", {}).values()]
         result["silent_losses"] = sum(c.get("silent_loss", 0) for c in every)
         result["stuck"] = sum(c.get("stuck", 0) for c in every)
         result["damaged_read_as_numbers"] = sum(d["read_as_number"] for d in dmg.values())
         result["raw_xarray_damaged_read_as_numbers"] = sum(
             d["raw_xarray_read_as_number"] for d in dmg.values())
+        result["dry_runs_that_changed_the_tree"] = sum(d["dry_run_changed_tree"]
+                                                       for d in dmg.values())
+        result["views_disagreeing"] = sum(d.get("disagree", 0) for d in dmg.values())
+        moves = result.get("move", {}).values()
+        result["chunks_recomputed_after_a_move"] = sum(m["chunks_recomputed"] for m in moves)
+        result["moves_with_work_to_do"] = sum(1 - m["dry_run_nothing_to_do"] for m in moves)
         result["notes"] = notes
     finally:
         if not args.keep:
