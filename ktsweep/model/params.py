@@ -228,6 +228,22 @@ def _check_gamma0(name: str, value: Any) -> Gamma0:
     return g
 
 
+COUPLED: tuple[frozenset[str], ...] = (
+    frozenset({"alpha_t", "spectrum_t", "d"}),
+    frozenset({"alpha_s", "spectrum_s", "d"}),
+    frozenset({"d", "spectrum_t", "spectrum_s", "r_t", "r_s", "target", "k_dagger", "angle",
+               "mixing_seed", "mixing_dim"}),
+    frozenset({"N", "batch_t", "horizon_t"}),
+    frozenset({"n", "batch_s", "horizon_s"}),
+    frozenset({"inputs", "inputs_nu"}),
+)
+"""The groups of parameters that :func:`make_point` checks together; every other check reads
+one parameter alone. A grid is therefore valid iff each value of every parameter is valid with
+the others at any valid value, and every combination within each group is (the planner's
+:func:`ktsweep.sweep.layout.validate_config` walks exactly that, never the whole product; a
+test holds it to the whole product on random grids)."""
+
+
 def make_point(values: Mapping[str, Any]) -> Point:
     """Validate a mapping of parameter values and return the resolved :class:`Point`.
 
