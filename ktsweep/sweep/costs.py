@@ -8,7 +8,6 @@ come from a short calibration run on this machine.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import time
 from typing import Any
@@ -20,7 +19,7 @@ from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import MAX_D, MAX_SAMPLES, Point, make_point
 from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
 from ktsweep.sweep.config import MAX_REPLICATES
-from ktsweep.sweep.layout import Layout, mc_task_bytes
+from ktsweep.sweep.layout import Layout, mc_task_bytes, planning_bytes
 from ktsweep.sweep.store import template
 
 LIMITS = {"d": MAX_D, "N": MAX_SAMPLES, "n": MAX_SAMPLES, "mc.replicates": MAX_REPLICATES}
@@ -73,21 +72,32 @@ def calibrate(settings: MCSettings, d: int = 200) -> dict[str, float]:
     return out
 
 
+EXACT_PARAMS = ("d", "N", "n", "batch_t", "batch_s", "gamma0_t", "gamma0_s", "angle",
+                "mixing_seed", "inputs", "inputs_nu", "alpha_t", "alpha_s", "spectrum_t",
+                "spectrum_s", "r_t", "r_s")
+"""The parameters :func:`_exact_work` reads (the spectra only for the length of a tune list)."""
+MC_PARAMS = ("d", "N", "n", "batch_t", "batch_s")
+"""The parameters :func:`_mc_work` reads."""
+
+
 def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
-    """A dict describing the sweep; compute estimates need ``calibrate_here``."""
+    """A dict describing the sweep; compute estimates need ``calibrate_here``.
+
+    Counts and work are summed over the distinct combinations of the parameters each
+    estimator's cost reads (:meth:`Layout.walk`), so a 10^7-point grid plans in seconds."""
     counts = {m: 0 for m in layout.methods}
     work = {m: 0.0 for m in layout.methods}
     R = layout.config.mc.replicates
-    for idx in itertools.product(*(range(s) for s in layout.shape)):
-        p = layout.point_at(idx)
+    for p, n, _ in layout.walk(EXACT_PARAMS):
         for m in layout.methods:
-            if m == "mc" and not layout.mc_selected(idx):
-                continue
-            counts[m] += 1
-            if m == "mc":
-                work[m] += _mc_work(p, R)
-            elif m == "exact" or "exact" not in layout.methods:  # bound reuses exact's moments
-                work[m] += _exact_work(p)
+            if m != "mc":
+                counts[m] += n
+            if m == "exact" or (m == "bound" and "exact" not in layout.methods):
+                work[m] += n * _exact_work(p)  # bound reuses exact's moments
+    if "mc" in layout.methods:
+        for p, _, n_mc in layout.walk(MC_PARAMS):
+            counts["mc"] += n_mc
+            work["mc"] += n_mc * _mc_work(p, R)
     ds = template(layout)
     size = int(sum(v.size * v.dtype.itemsize for v in ds.data_vars.values()))
     info: dict[str, Any] = {
@@ -104,6 +114,8 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
         "limits": LIMITS,
         "mc_task_bytes": mc_task_bytes(layout),
         "job_mem_mb": layout.config.jobs.mem_mb,
+        "planning_bytes": planning_bytes(layout),
+        "work_units": work,
     }
     if calibrate_here:
         rate = calibrate(layout.mc_settings, layout.d_max)
@@ -130,6 +142,8 @@ def format_plan(info: dict[str, Any]) -> str:
         "evaluations: " + ", ".join(f"{m} {n}" for m, n in info["evaluations"].items()),
         f"store: {_human_bytes(info['store_bytes'])} uncompressed in {info['variables']} "
         "variables",
+        f"planning: Snakemake holds about {_human_bytes(info['planning_bytes'])} for "
+        f"{info['jobs']} jobs while it plans",
         "limits checked: " + ", ".join(f"{k} <= {v}" for k, v in info["limits"].items())
         + f"; Monte Carlo memory per task about {_human_bytes(info['mc_task_bytes'])} "
         f"(x {info['threads_per_job']} threads <= jobs.mem_mb = {info['job_mem_mb']} MB)",

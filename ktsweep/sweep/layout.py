@@ -463,22 +463,49 @@ class Layout:
         """Boolean grid mask: where Monte Carlo runs (``mc.subgrid`` and ``mc.stride``).
 
         The one definition of the Monte Carlo sub-grid: the runner, the plan, the store's
-        summary and the analysis all read it.
+        summary and the analysis all read it. It is the outer product of one mask per axis
+        (:meth:`mc_keep`).
         """
         mask = np.full(self.shape, "mc" in self.methods, dtype=bool)
-        sub, stride = self.config.mc.subgrid, self.config.mc.stride
-        for k, (axis, values) in enumerate(self.axes.items()):
-            keep = np.ones(len(values), dtype=bool)
-            if axis in sub:
-                wanted = {_label(v) for v in sub[axis]}
-                keep &= np.array([_label(v) in wanted for v in values])
-            if axis in stride:
-                keep &= np.arange(len(values)) % stride[axis] == 0
+        for k, axis in enumerate(self.axes):
             shape = [1] * len(self.shape)
-            shape[k] = len(values)
-            mask &= keep.reshape(shape)
+            shape[k] = len(self.axes[axis])
+            mask &= self.mc_keep(axis).reshape(shape)
         mask.flags.writeable = False
         return mask
+
+    def mc_keep(self, axis: str) -> np.ndarray:
+        """The values of one axis where Monte Carlo runs (its sub-grid and stride)."""
+        values = self.axes[axis]
+        sub, stride = self.config.mc.subgrid, self.config.mc.stride
+        keep = np.ones(len(values), dtype=bool)
+        if axis in sub:
+            wanted = {_label(v) for v in sub[axis]}
+            keep &= np.array([_label(v) in wanted for v in values])
+        if axis in stride:
+            keep &= np.arange(len(values)) % stride[axis] == 0
+        return keep
+
+    def walk(self, names: Sequence[str]) -> Iterator[tuple[Point, int, int]]:
+        """Every distinct combination of the parameters ``names`` over the grid: a point
+        carrying it (the other axes at their first values), how many grid points share it and
+        how many of those run Monte Carlo. O(product of the axes that set ``names``), so a
+        cost or a count that reads only some parameters never walks the whole grid."""
+        axes = list(self.axes)
+        setters = sorted({self.tie.get(n, n) for n in names} & set(axes),
+                         key=axes.index)
+        others = [a for a in axes if a not in setters]
+        rest = math.prod(len(self.axes[a]) for a in others)
+        runs_mc = "mc" in self.methods
+        mc_rest = math.prod(int(self.mc_keep(a).sum()) for a in others) if runs_mc else 0
+        keeps = {a: self.mc_keep(a) for a in setters}
+        for idx in itertools.product(*(range(len(self.axes[a])) for a in setters)):
+            at = dict.fromkeys(axes, 0)
+            at.update(zip(setters, idx, strict=True))
+            index = tuple(at[a] for a in axes)
+            mc = mc_rest if runs_mc and all(keeps[a][i] for a, i in zip(setters, idx,
+                                                                          strict=True)) else 0
+            yield self.point_at(index), rest, mc
 
     def mc_selected(self, index: tuple[int, ...]) -> bool:
         """Whether Monte Carlo runs at this grid index (see :attr:`mc_mask`)."""
