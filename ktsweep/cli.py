@@ -250,7 +250,7 @@ def _check_mc_memory(point, settings, checkpoints: int) -> None:
     """Refuse a Monte Carlo point that would not fit this machine's memory (before allocating)."""
     import os
 
-    from ktsweep.engines.dispatch import mc_bytes
+    from ktsweep.engines.cost import mc_bytes
 
     need = mc_bytes(point.d, max(point.batch_t, point.batch_s), settings.replicates,
                     4 if settings.dtype == "float32" else 8, checkpoints)

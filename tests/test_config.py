@@ -61,15 +61,6 @@ def test_shipped_configs_pass_schema_and_models(path: Path) -> None:
     assert Layout.from_file(path).n_points >= 1
 
 
-def test_defaults_live_in_the_models() -> None:
-    """Mutation: a default changed in one copy only (schema vs code) shows up here."""
-    c = cfgmod.parse({"name": "x", "grid": {"N": [1]}})
-    assert (c.mc.replicates, c.mc.seed, c.jobs.points_per_job, c.methods) == (64, 0, 256,
-                                                                              ["exact"])
-    props = cfgmod.json_schema()["$defs"]["MCConfig"]["properties"]
-    assert props["replicates"]["default"] == 64 and props["replicates"]["maximum"] > 64
-
-
 def test_gamma0_axis_runs(tmp_path) -> None:
     """γ0 as a grid axis (documented) makes a cube: the axis holds the requested value, the
     used step size is ``gamma0_t_used``.
@@ -178,7 +169,10 @@ def test_monte_carlo_memory_is_checked_before_compute(tmp_path) -> None:
     text = BASE.replace("d: 8", "d: 10000\nmethods: [exact, mc]\nmc:\n  replicates: 1048576")
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
-    assert f":{12}:" in str(err.value) and "jobs.mem_mb = 4000" in str(err.value)
+    assert f":{12}:" in str(err.value) and "the largest job ktsweep requests" in str(err.value)
+    given = text.replace("mc:\n", "jobs:\n  mem_mb: 4000\nmc:\n")
+    with pytest.raises(ConfigError, match="jobs.mem_mb = 4000"):
+        load_config(write(tmp_path, given))
     ok = BASE.replace("d: 8", "d: 1000\nmethods: [exact, mc]\nmc:\n  replicates: 64")
     assert load_config(write(tmp_path, ok)).mc.replicates == 64
 
@@ -321,22 +315,28 @@ def test_monte_carlo_at_infinite_samples_is_refused(grid, fixed, mc, path) -> No
 
 def test_job_graph_too_large_is_refused_before_it_is_built(monkeypatch) -> None:
     """2000 x 2000 x 2 points once went on to a 3.5 GB job graph; more than MAX_JOBS jobs is
-    refused with the memory estimate and the points_per_job that fits. Planted bug: the size
-    check after the per-point checks (minutes of validation before the refusal)."""
+    refused with the memory estimate and the points_per_job that fits, after building a few
+    hundred points, not eight million. Planted bugs: the per-point check walking the whole
+    product (8 million points built); the size check left out."""
+    from ktsweep.model import params
+    from ktsweep.sweep import layout as layout_module
     from ktsweep.sweep.layout import MAX_JOBS
 
+    built = []
+    real = params.make_point
+
+    def counting(values):
+        built.append(1)
+        return real(values)
+
+    monkeypatch.setattr(layout_module, "make_point", counting)
     cfg = {"name": "a", "grid": {"N": list(range(1, 2001)), "n": list(range(1, 2001)),
                                  "alpha_t": [1.5, 2.0]},
            "fixed": {"alpha_s": 2, "sigma2": 0.1, "d": 8}, "jobs": {"points_per_job": 16}}
-    from ktsweep.sweep import layout as layout_module
-
-    def no_point_checks(*args):
-        raise AssertionError("the points were validated before the size was checked")
-
-    monkeypatch.setattr(layout_module, "_check_points", no_point_checks)
     with pytest.raises(ConfigError, match=r"GiB to plan more than .* raise "
                        r"jobs.points_per_job to at least (\d+)") as err:
         Layout.from_config(cfg)
+    assert len(built) < 10_000, f"{len(built)} points built to plan"
     need = int(str(err.value).rsplit("at least ", 1)[1].split()[0])
     assert -(-8_000_000 // need) <= MAX_JOBS
 
@@ -433,12 +433,14 @@ def test_plan_sums_what_walking_every_point_sums(path) -> None:
     """``ktsweep plan`` counts evaluations and work over the distinct combinations of the
     parameters each cost reads, never over the whole grid; on shipped configs the sums equal
     those of a walk over every point. Planted bugs: a parameter the exact cost reads left out
-    of EXACT_PARAMS (a tune list's length, d); the Monte Carlo count ignoring the sub-grid."""
+    of COST_PARAMS (a tune list's length, d); the Monte Carlo count ignoring the sub-grid."""
     from ktsweep.sweep import costs
 
     layout = (Layout.from_config(_COSTLY) if path == "costly"
               else Layout(load_config(str(REPO / path))))
     info = costs.plan(layout, calibrate_here=False)
+    from ktsweep.engines import cost
+
     counts = {m: 0 for m in layout.methods}
     work = {m: 0.0 for m in layout.methods}
     for idx, p in layout.iter_points():
@@ -447,8 +449,8 @@ def test_plan_sums_what_walking_every_point_sums(path) -> None:
                 continue
             counts[m] += 1
             if m == "mc":
-                work[m] += costs._mc_work(p, layout.config.mc.replicates)
+                work[m] += cost.mc_seconds(cost.Work.of(p), layout.config.mc.replicates)
             elif m == "exact" or "exact" not in layout.methods:
-                work[m] += costs._exact_work(p)
+                work[m] += cost.exact_seconds(cost.Work.of(p))
     assert info["evaluations"] == counts
-    assert info["work_units"] == pytest.approx(work, rel=1e-12)
+    assert info["nominal_seconds"] == pytest.approx(work, rel=1e-12)

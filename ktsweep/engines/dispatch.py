@@ -36,19 +36,6 @@ class MCSettings:
     require_device: bool
 
 
-def mc_bytes(d: int, batch: int, replicates: int, itemsize: int, checkpoints: int,
-             points: int = 1) -> int:
-    """Estimated peak bytes of one Monte Carlo engine call on ``points`` stacked points.
-
-    About 16 arrays of (R, d + 1) values (the target, four models' states cloned while they
-    run, and the per-step temporaries), the draw buffer of (R, batch, d + 1), and four learning
-    curves of (R, checkpoints); the 16 is measured (peak RSS of d = 2000, R = 2048, float32:
-    266 MB), so a sweep or ``ktsweep point`` can refuse a size before allocating it.
-    """
-    per_point = replicates * ((d + 1) * (16 + batch) + 4 * checkpoints)
-    return int(points * per_point * itemsize)
-
-
 def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
     """Validate a method list (order kept, duplicates dropped)."""
     out: list[str] = []

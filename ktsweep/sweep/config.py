@@ -180,8 +180,12 @@ class OutputsConfig(_Section):
 class JobsConfig(_Section):
     """How the grid is cut into Snakemake jobs and dask tasks, and what a job requests."""
 
-    points_per_job: Count = Field(256, ge=1, description="about this many points per job "
-                                                         "(= per zarr chunk)")
+    points_per_job: Annotated[Count, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="about this many points per job (= per zarr chunk); auto: as many "
+                            "as fill `minutes` by the nominal cost model")
+    minutes: float = Field(10.0, gt=0, le=10080, description="wall minutes a job aims at when "
+                           "points_per_job is auto (a few on a workstation, 30 or more on a "
+                           "cluster)")
     points_per_task: Count = Field(32, ge=1, description="largest stack of points in one dask "
                                                          "task")
     chunks: dict[ParamName, Annotated[Count, Field(ge=1)]] = Field(
@@ -190,8 +194,12 @@ class JobsConfig(_Section):
                                                 "local cluster")
     gpus: Annotated[Count, Field(ge=0)] | None = Field(
         None, description="GPUs per job; null = 1 when mc.device is cuda, else 0")
-    mem_mb: Count = Field(4000, ge=100, description="memory per job in MB (x attempt)")
-    runtime: Count = Field(60, ge=1, description="minutes per job (x attempt)")
+    mem_mb: Annotated[Count, Field(ge=100)] | None = Field(
+        None, description="memory per job in MB (x attempt); null: estimated from the chunk's "
+                          "block and the Monte Carlo tasks")
+    runtime: Annotated[Count, Field(ge=1)] | None = Field(
+        None, description="wall minutes per job (x attempt); null: three times the cost "
+                          "model's estimate plus 5")
 
     def gpus_per_job(self, mc_device: str, runs_mc: bool) -> int:
         """``gpus``, else one GPU when Monte Carlo is set to run on cuda."""

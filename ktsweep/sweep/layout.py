@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ktsweep.engines.dispatch import MCSettings, mc_bytes
+from ktsweep.engines import cost
+from ktsweep.engines.cost import mc_bytes
+from ktsweep.engines.dispatch import MCSettings
 from ktsweep.model.params import (
     COUPLED,
     DEFAULT_D,
@@ -84,14 +86,20 @@ def validate_config(config: Mapping[str, Any] | SweepConfig) -> SweepConfig:
         if axis not in grid:
             raise ConfigError(f"config key 'jobs.chunks.{axis}': {axis!r} is not a grid axis "
                               f"(axes: {', '.join(grid)})", ("jobs", "chunks", axis))
+    _check_points(grid, fixed, tie)
     layout = Layout(cfg)
     _check_size(layout)
-    _check_points(grid, fixed, tie)
     _check_mc_samples(layout)
     _check_memory(layout)
     return cfg
 
 
+MAX_POINTS_PER_JOB = 1_000_000
+"""Largest chunk an automatic job size makes (its block stays within a few GB)."""
+MAX_JOB_MB = 256_000
+"""Largest memory request an estimated job makes (beyond it, no node would run it)."""
+JOB_BASE_MB = 1000
+"""Memory of a chunk job before its data: the interpreter, numpy, torch, dask, zarr."""
 MAX_JOBS = 100_000
 """Most chunk jobs of one sweep: Snakemake holds its whole job graph in memory, about
 :data:`JOB_BYTES` a job, before it submits the first one."""
@@ -175,17 +183,21 @@ def mc_task_bytes(layout: Layout) -> int:
 
 def _check_memory(layout: Layout) -> None:
     """A job runs ``jobs.threads`` tasks at once: their Monte Carlo memory must fit
-    ``jobs.mem_mb`` (checked before anything is allocated)."""
+    ``jobs.mem_mb``, or, where the request is estimated, :data:`MAX_JOB_MB` (no node offers
+    more); checked before anything is allocated."""
     need = mc_task_bytes(layout) * layout.config.jobs.threads
-    have = layout.config.jobs.mem_mb * 2**20
+    given = layout.config.jobs.mem_mb
+    have = (given if given is not None else MAX_JOB_MB) * 2**20
     if need > have:
         mc = layout.config.mc
+        limit = f"jobs.mem_mb = {given}" if given is not None else \
+            f"the largest job ktsweep requests ({MAX_JOB_MB} MB)"
         raise ConfigError(
             f"config key 'mc.replicates': a job's Monte Carlo tasks need about "
             f"{need / 2**20:.0f} MB ({layout.config.jobs.threads} threads x up to "
             f"{layout.config.jobs.points_per_task} points x {mc.replicates} replicates x "
-            f"d = {layout.d_max}, {mc.dtype}) but jobs.mem_mb = {layout.config.jobs.mem_mb}; "
-            "lower mc.replicates, jobs.points_per_task or jobs.threads, or raise jobs.mem_mb",
+            f"d = {layout.d_max}, {mc.dtype}) but {limit}; lower mc.replicates, "
+            "jobs.points_per_task or jobs.threads, or raise jobs.mem_mb",
             ("mc", "replicates") if "replicates" in layout.config.mc.model_fields_set
             else ("jobs",))
 
@@ -326,8 +338,62 @@ class Layout:
     def __post_init__(self) -> None:
         self.axes = {a: list(v) for a, v in self.config.grid.items()}
         self.shape = tuple(len(v) for v in self.axes.values())
-        self.chunks = _auto_chunks(self.shape, self.config.jobs.points_per_job,
-                                   self.config.jobs.chunks, list(self.axes))
+        self.chunks = _auto_chunks(self.shape, self.points_per_job, self.config.jobs.chunks,
+                                   list(self.axes))
+
+    # -- cost and job size ---------------------------------------------------------------
+    SAMPLE = 256
+    """Grid points the mean cost of a point is estimated on (evenly spaced, deterministic)."""
+
+    @cached_property
+    def seconds_per_point(self) -> float:
+        """Mean nominal seconds of one core per point (:mod:`ktsweep.engines.cost`), over up
+        to :attr:`SAMPLE` evenly spaced points: deterministic, so a chunking sized from it
+        (and the cube key) never depends on a timing."""
+        flat = np.unique(np.linspace(0, self.n_points - 1, min(self.SAMPLE, self.n_points))
+                         .astype(np.int64))
+        total = 0.0
+        for i in flat:
+            index = tuple(int(k) for k in np.unravel_index(int(i), self.shape))
+            methods = tuple(m for m in self.methods if m != "mc" or self.mc_selected(index))
+            total += cost.seconds(self.point_at(index), methods, self.config.mc.replicates)
+        return total / len(flat)
+
+    @property
+    def points_per_job(self) -> int:
+        """``jobs.points_per_job``, or for ``auto`` as many points as fill ``jobs.minutes`` of
+        a job's threads by the nominal cost model."""
+        jobs = self.config.jobs
+        if jobs.points_per_job != "auto":
+            return int(jobs.points_per_job)
+        budget = jobs.minutes * 60.0 * jobs.threads
+        return int(max(1, min(MAX_POINTS_PER_JOB, budget // self.seconds_per_point)))
+
+    @property
+    def job_runtime(self) -> int:
+        """Wall minutes a chunk job requests: ``jobs.runtime``, or three times the cost
+        model's estimate for the largest chunk plus 5 minutes (slower nodes, start-up)."""
+        if self.config.jobs.runtime is not None:
+            return self.config.jobs.runtime
+        minutes = math.prod(self.chunks) * self.seconds_per_point / 60.0 / self.config.jobs.threads
+        return int(math.ceil(3.0 * minutes + 5.0))
+
+    @property
+    def job_mem_mb(self) -> int:
+        """Memory a chunk job requests in MB: ``jobs.mem_mb``, or a base for the interpreter
+        and dask, three copies of the chunk's block (read, computed, encoded) and the Monte
+        Carlo tasks of its threads, rounded up to 100 MB."""
+        if self.config.jobs.mem_mb is not None:
+            return self.config.jobs.mem_mb
+        from ktsweep.sweep.store import variables
+
+        extra = {"estimator": len(self.estimators), "mode": self.d_max,
+                 "step": len(self.checkpoints)}
+        per_point = sum(np.dtype(s.dtype).itemsize * math.prod(extra[d] for d in s.dims)
+                        for s in variables(self).values())
+        block = 3 * per_point * math.prod(self.chunks)
+        need = JOB_BASE_MB * 2**20 + block + mc_task_bytes(self) * self.config.jobs.threads
+        return int(100 * math.ceil(need / 2**20 / 100))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | SweepConfig) -> Layout:

@@ -37,8 +37,8 @@ rule simulate:
         chunk=r"c\d+",
     threads: simulate_threads()
     resources:
-        mem_mb=lambda wc, attempt: LAYOUT.config.jobs.mem_mb * attempt,
-        runtime=lambda wc, attempt: LAYOUT.config.jobs.runtime * attempt,
+        mem_mb=lambda wc, attempt: LAYOUT.job_mem_mb * attempt,
+        runtime=lambda wc, attempt: LAYOUT.job_runtime * attempt,
         gpu=simulate_gpus(),
     params:
         cube=CUBE_DIR,
