@@ -21,6 +21,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -171,15 +172,39 @@ def template(layout: Layout) -> xr.Dataset:
     return ds
 
 
-def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """Chunking plus zstd and a crc32c checksum on every array (coordinates too)."""
+INNER_BYTES = 1 << 20
+"""About the size of a zarr chunk inside a shard: what a reader (dask) loads at once."""
+
+
+def inner_chunks(shard: tuple[int, ...], grid_dims: int, itemsize: int,
+                 target: int = INNER_BYTES) -> tuple[int, ...]:
+    """The chunk shape inside a shard (one job's block): the shard itself when it is small,
+    else its grid dimensions cut, from the first, to divisors of their shard length until a
+    chunk holds about ``target`` bytes (the per-mode and per-step dimensions stay whole)."""
+    inner = list(shard)
+    for i in range(grid_dims):
+        size = math.prod(inner) * itemsize
+        if size <= target:
+            break
+        rest = size // inner[i]  # bytes of one index of this dimension
+        fits = max(1, target // max(rest, 1))
+        inner[i] = max(k for k in range(1, shard[i] + 1) if shard[i] % k == 0 and k <= fits)
+    return tuple(inner)
+
+
+def _encoding(ds: xr.Dataset, grid_dims: int) -> dict[str, dict[str, Any]]:
+    """zstd and a crc32c checksum on every array (coordinates too); each data variable is
+    sharded by job block (one file per job and variable, whatever the grid's size) and
+    chunked inside the shard for readers (:func:`inner_chunks`)."""
     enc: dict[str, dict[str, Any]] = {}
     for name, var in ds.variables.items():
         if var.dtype == object:
             continue  # text coordinates: xarray picks their codec
         enc[name] = {"compressors": [ZstdCodec(level=3), Crc32cCodec()]}
         if name in ds.data_vars:
-            enc[name]["chunks"] = tuple(c[0] for c in var.chunks) if var.chunks else None
+            shard = tuple(c[0] for c in var.chunks)
+            enc[name]["shards"] = shard
+            enc[name]["chunks"] = inner_chunks(shard, grid_dims, var.dtype.itemsize)
             if var.dtype == np.int8:
                 enc[name]["_FillValue"] = None
     return enc
@@ -293,12 +318,12 @@ def init_cube(layout: Layout, path: str | os.PathLike) -> str:
     shutil.rmtree(commits, ignore_errors=True)  # records of a cube no longer there
     tmp = p.with_name(f".{p.name}.tmp-{uuid.uuid4().hex[:8]}")
     new = template(layout)
-    new.to_zarr(tmp, mode="w-", compute=False, encoding=_encoding(new), consolidated=False)
+    new.to_zarr(tmp, mode="w-", compute=False, encoding=_encoding(new, len(layout.axes)),
+                consolidated=False)
     copied = ""
     source = _best_sibling(p, layout, new)
     if source is not None:
-        n = _copy_committed(open_cube(source, check=False), new, tmp)  # verified: sibling
-        _fill_committed_chunks(tmp, layout)
+        n = _copy_committed(open_cube(source, check=False), layout, tmp)  # verified: sibling
         copied = f"; {n} committed points copied from {source.name}"
     _fsync_tree(tmp)
     integrity.write_skeleton(tmp, commits, variables(layout))
@@ -348,58 +373,53 @@ def _overlap(old: xr.Dataset, new: xr.Dataset) -> tuple[list, list] | None:
     return sel_old, sel_new
 
 
-def _copy_committed(old: xr.Dataset, new: xr.Dataset, path: Path) -> int:
-    """Copy the values of points both cubes hold into ``path``; status variables last.
-
-    Works in slabs along the first grid axis, so memory stays near one slab of a variable.
-    Returns the number of points copied with a nonzero status.
-    """
-    sel = _overlap(old, new)
-    if sel is None:
-        return 0
-    sel_old, sel_new = sel
+def _copy_committed(old: xr.Dataset, layout: Layout, path: Path) -> int:
+    """Copy the values of points both cubes hold into the new cube at ``path``, job block by
+    job block: each block that receives a committed point is written whole (every variable,
+    fill values where the source had none, status last), so "committed => every chunk file
+    exists" holds and memory stays near one block. Returns the points copied with a nonzero
+    status."""
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-    order = [n for n in new.data_vars if n not in STATUS_VARS] + \
-        [n for n in STATUS_VARS if n in new.data_vars]
+    specs = variables(layout)
+    order = [n for n in specs if n not in STATUS_VARS] + [n for n in STATUS_VARS if n in specs]
+    extra_new = {"estimator": np.array(layout.estimators, dtype=object),
+                 "mode": np.arange(1, layout.d_max + 1), "step": layout.checkpoints}
+    extra = {}  # dimension -> (index in old, index in new) of the labels both hold
+    for dim, b in extra_new.items():
+        if dim in old.dims:
+            a = np.asarray(old[dim].values)
+            _, ia, ib = np.intersect1d(a, b, return_indices=True)
+            extra[dim] = (ia, ib)
     count = 0
-    for name in order:
-        if name not in old.data_vars:
-            continue
-        var_old, var_new = old[name], new[name]
-        o, n = list(sel_old), list(sel_new)
-        for dim in var_new.dims[len(sel_old):]:
-            a, b = np.asarray(var_old[dim].values), np.asarray(var_new[dim].values)
-            if dim == "mode" or not np.array_equal(a, b):
-                common, ia, ib = np.intersect1d(a, b, return_indices=True)
-            else:
-                ia = ib = np.arange(len(b))
-            o.append(ia)
-            n.append(ib)
-        arr = group[name].with_config(WRITE)
-        slab = var_new.chunks[0][0] if var_new.chunks else len(o[0])
-        for lo in range(0, len(o[0]), slab):
-            part_old = [o[0][lo:lo + slab], *o[1:]]
-            part_new = (n[0][lo:lo + slab], *n[1:])
-            values = var_old.isel(dict(zip(var_new.dims, part_old, strict=True))).values
-            arr.set_orthogonal_selection(part_new, values)
-            if name in STATUS_VARS:
-                count += int((values != 0).sum())
-    return count
-
-
-def _fill_committed_chunks(path: Path, layout: Layout) -> None:
-    """Give every chunk that received copied statuses a file for each variable (fill values
-    where the source had none, e.g. a new method), keeping "committed => all files exist"."""
-    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     for chunk in layout.chunk_ids():
-        files = chunk_files(path, layout, chunk)
-        if not any(files[n].exists() for n in STATUS_VARS if n in files):
-            continue
-        empty = empty_block(layout, chunk)
         sl = layout.chunk_slices(chunk)
-        for name, f in files.items():
-            if not f.exists():
-                group[name].with_config(WRITE)[sl] = empty[name]
+        at_old, at_new = [], []
+        for axis, cut in zip(layout.axes, sl, strict=True):
+            if axis not in old.dims:
+                return 0
+            here = coordinate(layout.axes[axis])[cut]
+            _, ib, ia = np.intersect1d(here, np.asarray(old[axis].values), return_indices=True)
+            at_new.append(ib)
+            at_old.append(ia)
+        if any(not len(i) for i in at_new):
+            continue
+        block = empty_block(layout, chunk)
+        for name in order:
+            if name not in old.data_vars:
+                continue
+            dims = specs[name].dims
+            if any(d not in extra for d in dims):
+                continue
+            src = old[name].isel(dict(zip(old[name].dims, at_old + [extra[d][0] for d in dims],
+                                          strict=True))).values
+            block[name][np.ix_(*at_new, *(extra[d][1] for d in dims))] = src
+        statuses = [block[n] for n in STATUS_VARS if n in block]
+        if not any((x != 0).any() for x in statuses):
+            continue  # nothing committed here: the block stays unwritten
+        for name in order:
+            group[name].with_config(WRITE)[sl] = block[name]
+        count += int((statuses[0] != 0).sum())
+    return count
 
 
 def _fsync_tree(root: Path) -> None:
