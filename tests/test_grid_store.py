@@ -345,3 +345,25 @@ def test_check_and_gc_commands(tmp_path, capsys, monkeypatch) -> None:
     assert store.cube_path(other).exists()
     assert cli.main(["gc", "results/t", "--yes"]) == 0
     assert not store.cube_path(other).exists() and store.cube_path(layout).exists()
+
+
+def test_per_mode_outputs_only_on_their_subgrid(tmp_path) -> None:
+    """``outputs.subgrid`` keeps per-mode risks and learning curves only where it says (a
+    large sweep stores them where figures need them); the risks are kept everywhere, and the
+    sub-grid is part of the result key (a cube storing them everywhere is another cube).
+    Planted bugs: merge ignoring the outputs mask (modes kept everywhere); the mask taken
+    from the block's own position instead of the grid's (the wrong chunk's points kept)."""
+    layout = Layout.from_config(config(methods=["exact", "mc"],
+                                       outputs={"subgrid": {"alpha_s": [2.0], "N": [128]}}))
+    path = store.cube_path(layout, tmp_path)
+    store.init_cube(layout, path)
+    _fill(layout, path)
+    ds = store.open_cube(path).load()
+    kept = (ds.alpha_s == 2.0) & (ds.N == 128)
+    for name in ("mode_t2s", "curve_teacher"):
+        exact = ds[name].sel(estimator="exact")
+        finite = np.isfinite(exact).any([d for d in exact.dims if d in ("mode", "step")])
+        assert (finite == kept.broadcast_like(finite)).all(), name
+    assert np.isfinite(ds.risk_t2s.sel(estimator="exact")).all()
+    full = Layout.from_config(config(methods=["exact", "mc"]))
+    assert full.result_key() != layout.result_key()

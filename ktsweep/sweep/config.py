@@ -175,6 +175,10 @@ class OutputsConfig(_Section):
     checkpoints_per_decade: Count = Field(10, ge=1, le=100,
                                           description="learning-curve resolution: steps "
                                                       "round(10^(k/this))")
+    subgrid: dict[ParamName, ValueList] = Field(
+        default_factory=dict, description="store per-mode risks and learning curves only at "
+        "these values of these axes (NaN elsewhere): a large sweep keeps them where figures "
+        "need them")
 
 
 class JobsConfig(_Section):

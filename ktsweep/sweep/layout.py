@@ -69,19 +69,20 @@ def validate_config(config: Mapping[str, Any] | SweepConfig) -> SweepConfig:
                           ("fixed",))
     for axis, values in grid.items():
         _check_unique(f"grid.{axis}", values, ("grid", axis))
-    for section in ("subgrid", "stride"):
-        for axis, val in getattr(cfg.mc, section).items():
-            where = ("mc", section, axis)
+    for owner, section in (("mc", "subgrid"), ("mc", "stride"), ("outputs", "subgrid")):
+        for axis, val in getattr(getattr(cfg, owner), section).items():
+            where = (owner, section, axis)
+            key = f"{owner}.{section}.{axis}"
             if axis not in grid:
-                raise ConfigError(f"config key 'mc.{section}.{axis}': {axis!r} is not a grid "
-                                  f"axis (axes: {', '.join(grid)})", where)
+                raise ConfigError(f"config key {key!r}: {axis!r} is not a grid axis "
+                                  f"(axes: {', '.join(grid)})", where)
             if section == "subgrid":
-                _check_unique(f"mc.subgrid.{axis}", val, where)
+                _check_unique(key, val, where)
                 known = {_label(x) for x in grid[axis]}
                 bad = [v for v in val if _label(v) not in known]
                 if bad:
-                    raise ConfigError(f"config key 'mc.subgrid.{axis}': {bad} not in "
-                                      f"grid.{axis} = {grid[axis]}", where)
+                    raise ConfigError(f"config key {key!r}: {bad} not in grid.{axis} = "
+                                      f"{grid[axis]}", where)
     for axis in cfg.jobs.chunks:
         if axis not in grid:
             raise ConfigError(f"config key 'jobs.chunks.{axis}': {axis!r} is not a grid axis "
@@ -572,6 +573,21 @@ class Layout:
             mc = mc_rest if runs_mc and all(keeps[a][i] for a, i in zip(setters, idx,
                                                                           strict=True)) else 0
             yield self.point_at(index), rest, mc
+
+    @cached_property
+    def outputs_mask(self) -> np.ndarray:
+        """Boolean grid mask: where the cube keeps per-mode risks and learning curves
+        (``outputs.subgrid``; everywhere without one)."""
+        mask = np.ones(self.shape, dtype=bool)
+        sub = self.config.outputs.subgrid
+        for k, (axis, values) in enumerate(self.axes.items()):
+            if axis in sub:
+                wanted = {_label(v) for v in sub[axis]}
+                shape = [1] * len(self.shape)
+                shape[k] = len(values)
+                mask &= np.array([_label(v) in wanted for v in values]).reshape(shape)
+        mask.flags.writeable = False
+        return mask
 
     def mc_selected(self, index: tuple[int, ...]) -> bool:
         """Whether Monte Carlo runs at this grid index (see :attr:`mc_mask`)."""

@@ -115,11 +115,18 @@ def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int
 
 
 def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int], method: str,
-          result: dict[str, np.ndarray]) -> None:
-    """Place one method's results for block ``positions`` into the block arrays (in place)."""
+          result: dict[str, np.ndarray], outputs: np.ndarray | None = None) -> None:
+    """Place one method's results for block ``positions`` into the block arrays (in place).
+
+    ``outputs``: the block's part of :attr:`Layout.outputs_mask`; per-mode risks and learning
+    curves of the points outside it are not kept (they read NaN)."""
     shape = next(iter(block.values())).shape[: len(layout.axes)]
     where = np.unravel_index(np.array(positions), shape)
     names = variables(layout)
+    if outputs is not None and not outputs[where].all():
+        outside = ~outputs[where]
+        result = {k: _blank(v, outside) if k.startswith(("mode_", "curve_")) else v
+                  for k, v in result.items()}
     if method == "bound":
         for k in BOUND_NAMES:
             block[k][where] = Flag.codes(result[k]) if k in BOUND_FLAGS else result[k]
@@ -146,6 +153,13 @@ def merge(layout: Layout, block: dict[str, np.ndarray], positions: Sequence[int]
     for k in (*SPECTRUM_FITS, *GEOMETRY):  # per-point quantities, copied as they are
         if k in block and k in result:
             block[k][where] = result[k]
+
+
+def _blank(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of per-point ``values`` with the points ``rows`` set to NaN."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    out[rows] = np.nan
+    return out
 
 
 def _put(target: np.ndarray, where: tuple, value: np.ndarray) -> None:
@@ -224,12 +238,14 @@ def run_chunk(
     store.check_compatible(cube, layout)
     index, points = layout.chunk_points(chunk)
     block, damage = store.read_block(cube, layout, chunk)
+    outputs = (layout.outputs_mask[layout.chunk_slices(chunk)]
+               if layout.config.outputs.subgrid else None)
     for d in damage:
         report(f"[{chunk}] damaged block, all its points are recomputed: {d}")
     kept, devices = [], set()
     for f, positions, results in store.staged(cube, chunk):
         for method, result in results.items():
-            merge(layout, block, positions, method, result)
+            merge(layout, block, positions, method, result, outputs)
         kept.append(f)
         devices |= _devices(results)
     if kept:
@@ -247,7 +263,7 @@ def run_chunk(
         progress.mark_running(cube, chunk)
         try:
             staged_now = _compute(layout, chunk, cube, points, todo, block, threads,
-                                  scheduler, processes, report, devices)
+                                  scheduler, processes, report, devices, outputs)
         finally:
             progress.clear_running(cube, chunk)
     summary["manifest"] = store.commit_block(cube, layout, chunk, block)
@@ -266,7 +282,7 @@ def run_chunk(
 def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequence[Point],
              todo: dict[str, list[int]], block: dict[str, np.ndarray], threads: int,
              scheduler: str | None, processes: bool | None, report: Callable[[str], Any],
-             devices: set[str]) -> list[Path]:
+             devices: set[str], outputs: np.ndarray | None = None) -> list[Path]:
     """Run the chunk's tasks on dask; stage and merge each as it finishes (staged files).
 
     Devices Monte Carlo ran on are added to ``devices``."""
@@ -295,7 +311,7 @@ def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequen
             files.append(store.stage(cube, chunk, task.positions, results))
             devices |= _devices(results)
             for method, result in results.items():
-                merge(layout, block, task.positions, method, result)
+                merge(layout, block, task.positions, method, result, outputs)
                 done[method] += len(task.points)
             counts = ", ".join(f"{m} {done[m]}/{len(todo[m])}" for m in todo)
             elapsed = time.perf_counter() - started
