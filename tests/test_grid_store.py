@@ -367,3 +367,29 @@ def test_per_mode_outputs_only_on_their_subgrid(tmp_path) -> None:
     assert np.isfinite(ds.risk_t2s.sel(estimator="exact")).all()
     full = Layout.from_config(config(methods=["exact", "mc"]))
     assert full.result_key() != layout.result_key()
+
+
+def test_file_count_follows_jobs_not_points(tmp_path) -> None:
+    """A cube holds one file per job and variable (sharded), plus its skeleton: a grid of 900
+    points in one job writes as many chunk files as a grid of 9 points in one job, and a
+    second job adds one file per variable. Planted bugs: shards left out (the 900-point cube
+    writes a file per inner chunk); the skeleton counted per job."""
+    def files(n_alpha: int, per_job: int) -> int:
+        cfg = config(methods=["exact"], outputs={"modes": True, "curves": False},
+                     jobs={"points_per_job": per_job, "threads": 1},
+                     grid={"alpha_t": [1.2 + 0.01 * i for i in range(n_alpha)],
+                           "alpha_s": [1.5, 2.0, 3.0], "N": [64, 128, 256]})
+        cfg["fixed"] = {"n": 64, "sigma2": 0.1, "d": 400}
+        layout = Layout.from_config(cfg)
+        path = store.cube_path(layout, tmp_path / f"{n_alpha}-{per_job}")
+        store.init_cube(layout, path)
+        _fill(layout, path)
+        names = store.variables(layout)
+        return sum(1 for p in path.rglob("*") if p.is_file() and "/c/" in str(p)
+                   and p.relative_to(path).parts[0] in names), len(names), layout.n_chunks
+
+    small, n_vars, jobs = files(1, 900)
+    large, _, jobs_large = files(100, 900)
+    assert jobs == jobs_large == 1 and small == large == n_vars
+    two, _, jobs_two = files(100, 450)
+    assert jobs_two == 2 and two == 2 * n_vars

@@ -11,6 +11,8 @@ rule fits:
         md=f"{OUT}/fits.md",
     log:
         f"{LOGS}/fits.log",
+    benchmark:
+        f"{LOGS}/benchmarks/fits.benchmark.tsv"
     localrule: True
     params:
         cube=CUBE,
@@ -25,6 +27,8 @@ rule figures:
         figure_outputs(),
     log:
         f"{LOGS}/figures.log",
+    benchmark:
+        f"{LOGS}/benchmarks/figures.benchmark.tsv"
     localrule: True
     params:
         cube=CUBE,
@@ -44,6 +48,8 @@ rule claims:
         ),
     log:
         f"{LOGS}/claims.log",
+    benchmark:
+        f"{LOGS}/benchmarks/claims.benchmark.tsv"
     localrule: True
     params:
         cube=CUBE,

@@ -33,6 +33,8 @@ rule simulate:
         f"{COMMITS}/{{chunk}}.json",
     log:
         f"{LOGS}/simulate/{{chunk}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/simulate.{{chunk}}.benchmark.tsv"
     wildcard_constraints:
         chunk=r"c\d+",
     threads: simulate_threads()
@@ -60,6 +62,8 @@ rule cube:
         f"{OUT}/cube.json",
     log:
         f"{LOGS}/cube.log",
+    benchmark:
+        f"{LOGS}/benchmarks/cube.benchmark.tsv"
     localrule: True
     params:
         cube=CUBE_DIR,
