@@ -68,6 +68,28 @@ def transfer_bound(
     return best[0] + bias, *best[1:]
 
 
+def student_error(a_s: np.ndarray, p_s: np.ndarray, u_t_sq: np.ndarray, k: int) -> float:
+    """The student's own error against the teacher in B(δ) with cutoff k: ½ Σ_head a^S +
+    Σ_tail (a^S − (P^S)² E[u_T²]), its SGD noise and the head error it has not removed. The
+    proof of Theorem 5 drops it (docs/science/theorem5.md)."""
+    return float(0.5 * a_s[:k].sum() + (a_s - p_s**2 * u_t_sq)[k:].sum())
+
+
+def reduced_transfer_bound(lam_s: np.ndarray, energy: np.ndarray, a_t: np.ndarray, n: int,
+                           gamma0_s: float, bias: float = 0.0) -> float:
+    """min over δ of B(δ) without :func:`student_error`: ½ Σ_head a^T + 2δ² Σ_tail a^T +
+    (1 + 2δ²) Σ_tail e (+ the alignment bias), the terms the proof of Theorem 5 minimises.
+    Not a bound: below the exact T2S risk wherever the student's own error is not small."""
+    log2n = math.log2(n) if n > 1 else 0.0
+    best = math.inf
+    for delta in DELTAS:
+        k = kstar(lam_s, delta * log2n / (4.0 * gamma0_s * n))
+        value = (0.5 * a_t[:k].sum() + 2 * delta**2 * a_t[k:].sum()
+                 + (1 + 2 * delta**2) * energy[k:].sum())
+        best = min(best, float(value))
+    return best + bias
+
+
 def step_condition(p: Point, lam_t: np.ndarray, lam_s: np.ndarray, gammas: Sequence[float]) -> bool:
     """γ0 < min{1/(2ψ tr Σ_T), 1/(2ψ tr Σ_S), 1/(100 λ_max)} for every run's γ0."""
     lam_max = max(lam_t.max(), lam_s.max())
@@ -114,14 +136,18 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             row[f"scope_{name}"] = float(scope[name])
         bias = alignment_bias(p)
         if math.isinf(p.n) or math.isinf(p.N):
-            value, delta, k, term1, term2 = (math.nan,) * 5
+            value, delta, k, term1, term2, student, reduced = (math.nan,) * 7
         else:
             value, delta, k, term1, term2 = transfer_bound(
                 det.lam_s[i], det.energy_s[i], det.a_teacher_s[i], det.a_t2s[i], det.p_t2s[i],
                 det.u_teacher_sq_s[i], p.n, det.gamma0["gamma0_s"][i], bias)
+            student = student_error(det.a_t2s[i], det.p_t2s[i], det.u_teacher_sq_s[i], k)
+            reduced = reduced_transfer_bound(det.lam_s[i], det.energy_s[i], det.a_teacher_s[i],
+                                             p.n, det.gamma0["gamma0_s"][i], bias)
         row["bound_t2s"], row["bound_t2s_delta"], row["kstar_t2s"] = value, delta, k
         row["bound_t2s_term1"], row["bound_t2s_term2"], row["bound_t2s_term3"] = (
             term1, term2, bias)
+        row["bound_t2s_student"], row["bound_t2s_reduced"] = student, reduced
         t2s = ex["risk_t2s"][i]
         row["bound_t2s_holds"] = float(t2s <= value) if math.isfinite(t2s) else math.nan
         row["step_condition"] = float(step_condition(
