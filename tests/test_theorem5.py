@@ -186,3 +186,28 @@ def test_late_families_fit_only_past_the_crossover() -> None:
     assert set(late.family) == {"w2s_min_risk_late", "w2s_gap_late", "w2s_nopt_late",
                                 "w2s_kstar_late"}
     assert set(late.verdict) == {"not asymptotic"}
+
+
+def test_crossover_figure_draws_the_local_slopes() -> None:
+    """The w2s_crossover figure plots the local slopes of the minimal T2S risk against
+    N / log2 N between neighbouring N (−1 below N_×, the late exponent above it on the planted
+    cube), Theorem 5's and the late law's exponents as horizontal lines and N_× as a vertical
+    one. Catches slopes against N instead of N/log2 N, the late and paper
+    lines swapped, and a crossover line at another N."""
+    from ktsweep.analysis import figures
+
+    ds, n_x = _late_cube(list(range(6, 35, 2)))
+    fig = figures.draw_figure(ds, "w2s_crossover")
+    (ax,) = [a for a in fig.axes if a.get_lines()]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    x, y = (np.asarray(v, float) for v in lines["T2S student"].get_data())
+    late = theory.w2s_late_min_risk_exponent(3.0, 3.0)
+    np.testing.assert_allclose(y[x < n_x / 4], -1.0, atol=1e-9)
+    np.testing.assert_allclose(y[x > 4 * n_x], late, atol=1e-9)
+    flat = {round(float(line.get_ydata()[0]), 6) for line in ax.get_lines()
+            if line.get_label().startswith(("Theorem 5", "late law"))}
+    assert flat == {round(late, 6), round(theory.w2s_min_risk_exponent(3.0, 3.0), 6)}
+    assert lines["late law: −1 + 1/(2α_S) = -0.833"].get_ydata()[0] == pytest.approx(late)
+    vertical = [float(line.get_xdata()[0]) for line in ax.get_lines()
+                if line.get_linestyle() == ":" and line.get_xdata()[0] == line.get_xdata()[1]]
+    assert vertical == [pytest.approx(n_x)]
