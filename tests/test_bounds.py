@@ -124,24 +124,26 @@ def test_transfer_bound_value_by_hand() -> None:
         (value + 0.25, delta, k, term1, term2), rel=1e-12)
 
 
-def test_student_error_and_reduced_bound_by_hand() -> None:
+def test_student_variance_and_reduced_bound_by_hand() -> None:
     """The split behind Theorem 5's proof on the hand-made moments of the test above.
 
-    At B's own minimum (δ = 0.09, k* = 2) the student's error against the teacher is
-    ½(0.1 + 0.4) + (2.0 − 0.95²·2.0) = 0.445. Without it, B(δ) is ½ Σ_head a^T +
-    2δ² Σ_tail a^T + (1 + 2δ²) Σ_tail e: 0.3 for k* = 3 (δ ≤ 0.08), 0.35 + δ² for k* = 2,
-    0.55 + 2δ² for k* = 1, so its minimum is 0.3 (at another δ than B's). Mutations caught:
-    the student's error without its tail part (0.25), the reduced bound without the target
-    tail (0.155 at k* = 2)."""
+    v = a^S − (P^S)² E[u_T²] = (−0.15, −0.005, 0.195) (the moments are made up, not a run). At
+    B's own minimum (δ = 0.09, k* = 2) the student's variance is ½(−0.15 − 0.005) + 0.195 =
+    0.1175. Without it, B(δ) is ½ Σ_head a^T + 2δ² Σ_tail a^T + ½ Σ_head (P^S)² E[u_T²] +
+    (1 + 2δ²) Σ_tail e: 1.53 for k* = 3, 0.6775 + δ² for k* = 2, 0.675 + 2δ² for k* = 1, least
+    at δ = 0.09: 0.6856, and the two add up to B = 0.8031. Mutations caught: the variance
+    without its tail part (−0.0775) or with its head counted in full (0.04), the reduced bound
+    without the student's bias (0.3581) or without the target tail (0.4831 + ...)."""
     lam_s = np.array([1.0, 0.05, 0.0101])
     e, a_t = np.array([1.0, 0.3, 0.2]), np.array([0.1, 0.2, 0.3])
     a_s, p_s, u_sq = np.array([0.1, 0.4, 2.0]), np.array([0.5, 0.9, 0.95]), np.array(
         [1.0, 0.5, 2.0])
-    assert bounds.student_error(a_s, p_s, u_sq, 2) == pytest.approx(0.445, rel=1e-12)
-    assert bounds.reduced_transfer_bound(lam_s, e, a_t, 16, 0.5) == pytest.approx(0.3,
-                                                                                  rel=1e-12)
-    assert bounds.reduced_transfer_bound(lam_s, e, a_t, 16, 0.5, bias=0.25) == pytest.approx(
-        0.55, rel=1e-12)
+    assert bounds.student_variance(a_s, p_s, u_sq, 2) == pytest.approx(0.1175, rel=1e-12)
+    reduced = bounds.reduced_transfer_bound(lam_s, e, a_t, p_s, u_sq, 16, 0.5)
+    assert reduced == pytest.approx(0.6775 + 0.09**2, rel=1e-12)
+    assert reduced + 0.1175 == pytest.approx(0.795 + 0.09**2, rel=1e-12)  # = B(δ) there
+    assert bounds.reduced_transfer_bound(lam_s, e, a_t, p_s, u_sq, 16, 0.5,
+                                         bias=0.25) == pytest.approx(reduced + 0.25, rel=1e-12)
 
 
 def test_transfer_bound_wired_to_the_exact_moments() -> None:

@@ -373,8 +373,8 @@ def check_bounds(kind: str) -> Callable[[Evidence], Outcome]:
 
 def check_reduced_bound(ev: Evidence) -> Outcome:
     """What Theorem 5's proof minimises, read as a bound: the transfer bound without the
-    student's own error against the teacher (``bound_t2s_reduced``) must not fall below the
-    exact T2S risk at any lowdim point with label noise where the step condition holds."""
+    student's own SGD variance (``bound_t2s_reduced``) must not fall below the exact T2S risk
+    at any lowdim point with label noise where the step condition holds."""
     need = ("bound_t2s", "bound_t2s_reduced", "step_condition")
     if not all(ev.has(k) for k in need):
         return Outcome("not in this sweep", "no bound_t2s_reduced",
@@ -404,7 +404,7 @@ def check_reduced_bound(ev: Evidence) -> Outcome:
                    f"at {len(bad)} points the terms the proof keeps lie below the exact risk, "
                    f"e.g. {where}: {worst['bound_t2s_reduced']:.3g} < {worst['risk_t2s']:.3g} "
                    f"(the full bound {full} there: {worst['bound_t2s']:.3g}); the student's own "
-                   "error against the teacher is missing (docs/science/theorem5.md)")
+                   "SGD variance is missing (docs/science/theorem5.md)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -474,9 +474,9 @@ CLAIMS: tuple[Claim, ...] = (
           "and its cutoff k* as N^(1/(2 alpha_S)).",
           _from_families("w2s_nopt_late", "w2s_kstar_late")),
     Claim("w2s_proof_bound", "Theorem 5, proof (App. D.2), with Theorem 1",
-          "The terms of the transfer bound that the proof minimises (inherited head variance, "
-          "filtered teacher tail, unlearned target; not the student's own error against the "
-          "teacher) bound the T2S risk where the step condition holds.", check_reduced_bound),
+          "The transfer bound without the student's own SGD variance, which the proof drops "
+          "(its labels carry no noise), still bounds the T2S risk where the step condition "
+          "holds.", check_reduced_bound),
 )
 """Every claim ktsweep tests, in the order of the table."""
 
