@@ -133,7 +133,7 @@ def test_student_variance_and_reduced_bound_by_hand() -> None:
     (1 + 2δ²) Σ_tail e: 1.53 for k* = 3, 0.6775 + δ² for k* = 2, 0.675 + 2δ² for k* = 1, least
     at δ = 0.09: 0.6856, and the two add up to B = 0.8031. Mutations caught: the variance
     without its tail part (−0.0775) or with its head counted in full (0.04), the reduced bound
-    without the student's bias (0.3581) or without the target tail (0.4831 + ...)."""
+    without the student's bias (0.3) or without the target tail (0.335)."""
     lam_s = np.array([1.0, 0.05, 0.0101])
     e, a_t = np.array([1.0, 0.3, 0.2]), np.array([0.1, 0.2, 0.3])
     a_s, p_s, u_sq = np.array([0.1, 0.4, 2.0]), np.array([0.5, 0.9, 0.95]), np.array(
