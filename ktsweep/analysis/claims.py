@@ -400,7 +400,8 @@ def check_reduced_bound(ev: Evidence) -> Outcome:
     worst = bad.loc[short[short < 1.0].idxmin()]
     where = ", ".join(f"{a}={_label(worst[a])}" for a in ev.axes)
     full = "holds" if worst["bound_t2s"] >= worst["risk_t2s"] else "fails"
-    return Outcome("fails", measured + f"; smallest reduced/exact {short.min():.3g}",
+    return Outcome("fails", measured + f"; below half the exact risk at {int((short < 0.5).sum())}"
+                   f", smallest reduced/exact {short.min():.3g}",
                    f"at {len(bad)} points the terms the proof keeps lie below the exact risk, "
                    f"e.g. {where}: {worst['bound_t2s_reduced']:.3g} < {worst['risk_t2s']:.3g} "
                    f"(the full bound {full} there: {worst['bound_t2s']:.3g}); the student's own "
