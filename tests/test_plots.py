@@ -52,12 +52,13 @@ def test_planned_figures_follow_the_layout():
     assert plots.planned_figures(_layout({"alpha_s": [1.5, 2.5]}, modes=False)) == [
         "der_vs_dalpha", "t2s_curves"]
     crossover = {"N": [2**k for k in range(6, 12)], "n": [64, 128, 256, float("inf")]}
-    assert "w2s_crossover" in plots.planned_figures(_layout(crossover, target="lowdim"))
+    lowdim = {"target": "lowdim", "k_dagger": 3}
+    assert "w2s_crossover" in plots.planned_figures(_layout(crossover, **lowdim))
     assert "w2s_crossover" not in plots.planned_figures(_layout(crossover))  # gaussian
     assert "w2s_crossover" not in plots.planned_figures(  # 5 values of N, or 2 finite n
-        _layout({**crossover, "N": crossover["N"][:5]}, target="lowdim"))
+        _layout({**crossover, "N": crossover["N"][:5]}, **lowdim))
     assert "w2s_crossover" not in plots.planned_figures(
-        _layout({**crossover, "n": [64, 128, float("inf")]}, target="lowdim"))
+        _layout({**crossover, "n": [64, 128, float("inf")]}, **lowdim))
 
 
 def test_captions_cover_every_figure_and_match_the_report_files():
