@@ -124,20 +124,25 @@ def test_bound_claims_count_only_points_inside_the_step_condition(ds, fits):
 
 def test_proof_bound_claim_reads_lowdim_points_inside_the_step_condition(ds, fits):
     """w2s_proof_bound: the reduced bound below the exact T2S risk at one lowdim point inside
-    the step condition fails the claim and names that point; the same shortfall outside the
-    condition, or at a gaussian-target point, is not counted; no point inside the condition
-    reads `not in this sweep`. Mutations: comparing with the full bound, ignoring the step
-    condition or the target, or naming another point, each fail here."""
+    the step condition, where the full bound holds, fails the claim and names that point; the
+    same shortfall outside the condition, where the full bound fails as well, or at a
+    gaussian-target point is not counted; no point inside the condition reads `not in this
+    sweep`. Mutations: comparing with the full bound, ignoring the step condition, the full
+    bound's own verdict or the target, or naming another point, each fail here."""
     risk = ds["risk_t2s"].sel(estimator="exact")
     base = ds.copy()
     base["step_condition"] = ds["step_condition"] * 0 + Flag.YES
     base["bound_t2s_reduced"] = 2 * risk.fillna(1.0)
+    base["bound_t2s"] = 4 * risk.fillna(1.0)
     assert _verdicts(base, fits)["w2s_proof_bound"].verdict == "holds"
     one = {"target": "lowdim", "alpha_t": 3.0, "alpha_s": 2.0, "N": 256.0, "n": 128.0}
     bad = _plant(base, "bound_t2s_reduced", lambda r: r / 20.0, **one)
     out = _verdicts(bad, fits)["w2s_proof_bound"]
     assert out.verdict == "fails"
     assert "e.g. target=lowdim, alpha_t=3, alpha_s=2, N=256, n=128:" in out.reason
+    # where the full bound fails too, the shortfall is transfer_bound's, not the proof's
+    full_fails = _plant(bad, "bound_t2s", lambda r: r / 40.0, **one)
+    assert _verdicts(full_fails, fits)["w2s_proof_bound"].verdict == "holds"
     outside = _plant(bad, "step_condition", lambda f: Flag.NO, **one)
     assert _verdicts(outside, fits)["w2s_proof_bound"].verdict == "holds"
     gauss = _plant(base, "bound_t2s_reduced", lambda r: r / 20.0,
