@@ -124,6 +124,28 @@ def test_transfer_bound_value_by_hand() -> None:
         (value + 0.25, delta, k, term1, term2), rel=1e-12)
 
 
+def test_student_variance_and_reduced_bound_by_hand() -> None:
+    """The split behind Theorem 5's proof on the hand-made moments of the test above.
+
+    v = a^S − (P^S)² E[u_T²] = (−0.15, −0.005, 0.195) (the moments are made up, not a run). At
+    B's own minimum (δ = 0.09, k* = 2) the student's variance is ½(−0.15 − 0.005) + 0.195 =
+    0.1175. Without it, B(δ) is ½ Σ_head a^T + 2δ² Σ_tail a^T + ½ Σ_head (P^S)² E[u_T²] +
+    (1 + 2δ²) Σ_tail e: 1.53 for k* = 3, 0.6775 + δ² for k* = 2, 0.675 + 2δ² for k* = 1, least
+    at δ = 0.09: 0.6856, and the two add up to B = 0.8031. Mutations caught: the variance
+    without its tail part (−0.0775) or with its head counted in full (0.04), the reduced bound
+    without the student's bias (0.3) or without the target tail (0.335)."""
+    lam_s = np.array([1.0, 0.05, 0.0101])
+    e, a_t = np.array([1.0, 0.3, 0.2]), np.array([0.1, 0.2, 0.3])
+    a_s, p_s, u_sq = np.array([0.1, 0.4, 2.0]), np.array([0.5, 0.9, 0.95]), np.array(
+        [1.0, 0.5, 2.0])
+    assert bounds.student_variance(a_s, p_s, u_sq, 2) == pytest.approx(0.1175, rel=1e-12)
+    reduced = bounds.reduced_transfer_bound(lam_s, e, a_t, p_s, u_sq, 16, 0.5)
+    assert reduced == pytest.approx(0.6775 + 0.09**2, rel=1e-12)
+    assert reduced + 0.1175 == pytest.approx(0.795 + 0.09**2, rel=1e-12)  # = B(δ) there
+    assert bounds.reduced_transfer_bound(lam_s, e, a_t, p_s, u_sq, 16, 0.5,
+                                         bias=0.25) == pytest.approx(reduced + 0.25, rel=1e-12)
+
+
 def test_transfer_bound_wired_to_the_exact_moments() -> None:
     """bound_t2s from :func:`bounds.evaluate` equals B(δ) written out from the exact engine's
     own per-mode outputs and the schedules: a^T = 2·mode_teacher (risks carry ½); P^T, P^S =

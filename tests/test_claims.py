@@ -122,6 +122,37 @@ def test_bound_claims_count_only_points_inside_the_step_condition(ds, fits):
     assert _verdicts(none, fits)["bound_sandwich"].verdict == "not in this sweep"
 
 
+def test_proof_bound_claim_reads_lowdim_points_inside_the_step_condition(ds, fits):
+    """w2s_proof_bound: the reduced bound below the exact T2S risk at one lowdim point inside
+    the step condition, where the full bound holds, fails the claim and names that point; the
+    same shortfall outside the condition, where the full bound fails as well, or at a
+    gaussian-target point is not counted; no point inside the condition reads `not in this
+    sweep`. Mutations: comparing with the full bound, ignoring the step condition, the full
+    bound's own verdict or the target, or naming another point, each fail here."""
+    risk = ds["risk_t2s"].sel(estimator="exact")
+    base = ds.copy()
+    base["step_condition"] = ds["step_condition"] * 0 + Flag.YES
+    base["bound_t2s_reduced"] = 2 * risk.fillna(1.0)
+    base["bound_t2s"] = 4 * risk.fillna(1.0)
+    assert _verdicts(base, fits)["w2s_proof_bound"].verdict == "holds"
+    one = {"target": "lowdim", "alpha_t": 3.0, "alpha_s": 2.0, "N": 256.0, "n": 128.0}
+    bad = _plant(base, "bound_t2s_reduced", lambda r: r / 20.0, **one)
+    out = _verdicts(bad, fits)["w2s_proof_bound"]
+    assert out.verdict == "fails"
+    assert "e.g. target=lowdim, alpha_t=3, alpha_s=2, N=256, n=128:" in out.reason
+    # where the full bound fails too, the shortfall is transfer_bound's, not the proof's
+    full_fails = _plant(bad, "bound_t2s", lambda r: r / 40.0, **one)
+    assert _verdicts(full_fails, fits)["w2s_proof_bound"].verdict == "holds"
+    outside = _plant(bad, "step_condition", lambda f: Flag.NO, **one)
+    assert _verdicts(outside, fits)["w2s_proof_bound"].verdict == "holds"
+    gauss = _plant(base, "bound_t2s_reduced", lambda r: r / 20.0,
+                   **{**one, "target": "gaussian"})
+    assert _verdicts(gauss, fits)["w2s_proof_bound"].verdict == "holds"
+    none = base.copy()
+    none["step_condition"] = ds["step_condition"] * 0 + Flag.NO
+    assert _verdicts(none, fits)["w2s_proof_bound"].verdict == "not in this sweep"
+
+
 def _row(family, verdict, slope=0.5, predicted=0.5, fixed="alpha_t=2", notes=""):
     return {"family": family, "verdict": verdict, "slope": slope, "predicted": predicted,
             "fixed": fixed, "tolerance": 0.05, "notes": notes}
@@ -248,7 +279,7 @@ def test_failing_theorem5_rate_claims_point_to_the_measured_late_law(ds):
         bad = pd.DataFrame([_row(fam, "inconsistent", slope=-0.75)])
         out = w2s[key].check(claims.Evidence(ds, bad))
         assert out.verdict == "fails"
-        assert "corrections.md#theorem-5-in-the-exact-model" in out.reason
+        assert "docs/science/theorem5.md" in out.reason
         good = w2s[key].check(claims.Evidence(ds, pd.DataFrame([_row(fam, "consistent")])))
         assert good.verdict == "holds" and good.reason == ""
     teacher = next(c for c in claims.CLAIMS if c.key == "teacher_rate")

@@ -349,7 +349,8 @@ def test_w2s_from_learning_curves_without_n_axis(tmp_path):
     df = fits.fit_cube(_build(cfg, tmp_path / "cube.zarr"))
     w2s = df[df.family.str.startswith("w2s")]
     assert set(w2s.family) == {"w2s_min_risk", "w2s_nopt_paper", "w2s_nopt_audited",
-                               "w2s_kstar_opt"}  # no 1 - pgr: curves carry no ceiling
+                               "w2s_kstar_opt", "w2s_min_risk_late", "w2s_nopt_late",
+                               "w2s_kstar_late"}  # no 1 - pgr: curves carry no ceiling
     assert all("learning-curve checkpoints" in n for n in w2s.notes)
     (m,) = _rows(df, "w2s_min_risk").itertuples()
     assert m.slope < 0 and m.predicted == pytest.approx(theory.w2s_min_risk_exponent(1.5, 1.5))

@@ -18,7 +18,8 @@ from ktsweep.sweep.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"alpha_t": 2.0, "alpha_s": 2.0, "N": 64, "n": 64, "sigma2": 0.1, "d": 20}
-ALIGNED = [f for f in plots.FIGURES if f != "misalignment"]  # needs an angle axis
+# misalignment needs an angle axis, w2s_crossover the lowdim target and 6 values of N
+ALIGNED = [f for f in plots.FIGURES if f not in ("misalignment", "w2s_crossover")]
 
 
 def _layout(grid: dict, methods=("exact",), modes=True, curves=True, **fixed) -> Layout:
@@ -50,6 +51,14 @@ def test_planned_figures_follow_the_layout():
         "t2s_curves", "spectral_horizon", "spectral_denoising"]
     assert plots.planned_figures(_layout({"alpha_s": [1.5, 2.5]}, modes=False)) == [
         "der_vs_dalpha", "t2s_curves"]
+    crossover = {"N": [2**k for k in range(6, 12)], "n": [64, 128, 256, float("inf")]}
+    lowdim = {"target": "lowdim", "k_dagger": 3}
+    assert "w2s_crossover" in plots.planned_figures(_layout(crossover, **lowdim))
+    assert "w2s_crossover" not in plots.planned_figures(_layout(crossover))  # gaussian
+    assert "w2s_crossover" not in plots.planned_figures(  # 5 values of N, or 2 finite n
+        _layout({**crossover, "N": crossover["N"][:5]}, **lowdim))
+    assert "w2s_crossover" not in plots.planned_figures(
+        _layout({**crossover, "n": [64, 128, float("inf")]}, **lowdim))
 
 
 def test_captions_cover_every_figure_and_match_the_report_files():

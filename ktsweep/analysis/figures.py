@@ -26,8 +26,10 @@ from matplotlib.colors import ListedColormap, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from scipy.interpolate import CubicSpline
 
 from ktsweep.analysis.cubeview import CubeView
+from ktsweep.analysis.fits import effective_horizon, optimum, refine_optimum
 from ktsweep.model import theory
 from ktsweep.model.params import ParameterError
 from ktsweep.model.quantities import TUNE_EDGES, step_size_variable
@@ -1042,6 +1044,103 @@ class FigureSpec:
     caption: str
 
 
+CROSSOVER_MIN_N = 6
+"""Values of N the crossover figure needs: local slopes over at least five octave steps."""
+
+
+def _crossover_planned(layout: Layout) -> bool:
+    """A lowdim sweep with an N axis of CROSSOVER_MIN_N values and three finite n."""
+    targets = layout.axes.get("target", [layout.fixed.get("target")])
+    finite_n = [x for x in layout.axes.get("n", []) if math.isfinite(float(x))]
+    return (_estimated(layout, "N", "n") and "lowdim" in targets
+            and len(layout.axes["N"]) >= CROSSOVER_MIN_N and len(finite_n) >= 3)
+
+
+SPLINE_REACH = 3
+"""Grid points either side of the minimum through which :func:`smooth_minimum` passes its
+spline."""
+
+
+def smooth_minimum(x: np.ndarray, y: np.ndarray, j: int) -> float:
+    """The minimum of y near its grid minimum j: a cubic spline of log y in log x through up to
+    SPLINE_REACH points either side, minimised between j's neighbours. On one side of the T2S
+    optimum the risk rises exponentially (the unlearned signal), on the other as a power, so a
+    parabola through three points misplaces the minimum by up to 2 % on a half-octave grid
+    and the local slopes of neighbouring N jitter by ±0.05; the spline on a quarter-octave grid
+    is within 0.002 of a fine search (docs/science/theorem5.md)."""
+    lo, hi = max(0, j - SPLINE_REACH), min(len(x), j + SPLINE_REACH + 1)
+    lx, ly = np.log(x[lo:hi]), np.log(y[lo:hi])
+    if hi - lo < 4 or not np.all(np.isfinite(ly)):
+        return float(refine_optimum(x, y, j)[1])
+    spline = CubicSpline(lx, ly)
+    grid = np.linspace(np.log(x[j - 1]), np.log(x[j + 1]), 401)
+    return float(np.exp(spline(grid).min()))
+
+
+def w2s_min_risk_slopes(v: _View, at: dict[str, int], method: str | None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(N at the geometric midpoints, local slopes of min_n risk_t2s against N/log2 N) on the
+    slice ``at`` (every axis but N and n): the grid minimum over the finite n refined by
+    :func:`smooth_minimum`, optima on the edge of the n range left out (NaN)."""
+    n = v.coord("n").astype(float)
+    finite = np.isfinite(n)
+    N = v.coord("N").astype(float)
+    risk = v.take("risk_t2s", at, method, ["N", "n"])[:, finite]
+    best = np.full(len(N), np.nan)
+    for i, row in enumerate(risk):
+        j, edge = optimum(row)
+        if j >= 0 and not edge:
+            best[i] = smooth_minimum(n[finite], row, j)
+    p = v.point_at(at)
+    x = effective_horizon(N / (p.batch_t if p else 1), p.schedule_t if p else "geometric")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slopes = np.diff(np.log(best)) / np.diff(np.log(x))
+    return np.sqrt(N[1:] * N[:-1]), slopes
+
+
+def fig_w2s_crossover(v: _View) -> Figure:
+    keep = ["N", "n"] + (["k_dagger"] if "k_dagger" in v.axes else [])
+    m = v.method
+    at = v.representative(keep, "risk_t2s", m)
+    if "target" in v.axes:
+        at["target"] = list(v.layout.axes["target"]).index("lowdim")
+    values = v.coord("k_dagger") if "k_dagger" in keep else [None]
+    fig, (ax,) = _figure()
+    drawn, p0 = False, None
+    for i, kd in enumerate(values):
+        sub = dict(at, k_dagger=i) if kd is not None else at
+        mid, slopes = w2s_min_risk_slopes(v, sub, m)
+        if not np.isfinite(slopes).any():
+            continue
+        p = v.point_at(sub)
+        p0 = p0 or p
+        color = f"C{i % 10}"
+        label = f"k† = {_fmt(float(kd))}" if kd is not None else "T2S student"
+        ax.plot(mid, slopes, "-o", ms=3, color=color, label=label)
+        n_x = theory.w2s_crossover(p) if p is not None else math.nan
+        if np.isfinite(n_x) and mid[0] / 2 <= n_x <= mid[-1] * 2:
+            ax.axvline(n_x, color=color, ls=":", lw=1)
+        drawn = True
+    if not drawn or p0 is None:
+        raise NoDataError("no interior optimum over n at two neighbouring N on this slice")
+    paper = theory.w2s_min_risk_exponent(p0.alpha_t, p0.alpha_s)
+    ax.axhline(paper, color="0.4", ls="--", lw=1.2,
+               label=f"Theorem 5: 1/(α_T(2α_S+1)) − 1 = {paper:.3f}")
+    if not theory.w2s_late_scope(p0):
+        late = theory.w2s_late_min_risk_exponent(p0.alpha_t, p0.alpha_s)
+        ax.axhline(late, color="k", ls="-", lw=1.2,
+                   label=f"late law: −1 + 1/(2α_S) = {late:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("teacher samples N (midpoint of each step)")
+    ax.set_ylabel("local slope of min_n risk_t2s vs N / log2 N")
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="k", ls=":", lw=1,
+                          label="derived crossover N_× (colour of its k†)"))
+    ax.legend(handles=handles, fontsize=7)
+    return _finish(fig, _title(v, "w2s_crossover", "Theorem 5: local slope of the minimal "
+                               "T2S risk"), v.caption(at, m))
+
+
 _W2S_SLICE = (
     "The slice (footer) is chosen, never N = n by default: n among its finite values (n = inf "
     "has no W2S), and every held axis where the map shows most cells on both sides of "
@@ -1124,6 +1223,22 @@ REGISTRY: tuple[FigureSpec, ...] = (
             "value of the curve they belong to at its largest N (parallel to it when the "
             "prediction holds, not hidden under it): Lemma 1 rates for teacher and direct student, "
             "Theorem 3's limit rate for T2S (shown only where alpha_S > alpha_T > 1 + beta)."
+        )),
+    FigureSpec(
+        "w2s_crossover", _crossover_planned, fig_w2s_crossover,
+        caption=(
+            "Local slope of the minimal T2S risk, min over n of risk_t2s, against the "
+            "teacher's horizon N / log2 N, between neighbouring N, one line per k_dagger "
+            "where it is a grid axis (lowdim target). The optimum over n is the grid minimum "
+            "refined by a cubic spline in log-log through it and up to three neighbours on "
+            "each side (optima at the edge of the n range are left out); a grid of a quarter "
+            "octave in n resolves the slopes to about 0.002. Dashed: Theorem 5's exponent "
+            "1/(alpha_T(2 alpha_S + 1)) - 1; solid: the "
+            "late law -1 + 1/(2 alpha_S) derived in docs/science/theorem5.md (drawn where its "
+            "scope holds); dotted verticals: the derived crossover N_x of each k_dagger, past "
+            "which the late law holds. Over an intermediate range the slope passes near "
+            "Theorem 5's value while the optimal student stops just after learning the k_dagger "
+            "signal modes; past N_x it settles at the late value."
         )),
     FigureSpec(
         "der_vs_dalpha", lambda lay: _estimated(lay, "alpha_s"), fig_der_vs_dalpha,

@@ -85,7 +85,8 @@ VERDICTS = ("consistent", "inconsistent", "not asymptotic", "finite d", "edge",
             "no prediction")
 
 FAMILY_ORDER = ("teacher", "direct", "ceiling", "kd_limit", "kd_der", "w2s_min_risk",
-                "w2s_gap", "w2s_nopt_paper", "w2s_nopt_audited", "w2s_kstar_opt")
+                "w2s_gap", "w2s_nopt_paper", "w2s_nopt_audited", "w2s_kstar_opt",
+                "w2s_min_risk_late", "w2s_gap_late", "w2s_nopt_late", "w2s_kstar_late")
 
 FAMILY_TITLES = {
     "teacher": "Teacher risk vs N (Lemma 1 direct rate, alpha_T)",
@@ -98,6 +99,10 @@ FAMILY_TITLES = {
     "w2s_nopt_paper": "W2S: optimal n vs N, paper's exponent (Theorem 5 as stated)",
     "w2s_nopt_audited": "W2S: optimal n vs N, audited exponent n_opt ~ (k*_opt)^alpha_S",
     "w2s_kstar_opt": "W2S: student cutoff k* implied by n_opt vs N (Theorem 5)",
+    "w2s_min_risk_late": "W2S late law: min over n of the T2S risk vs N, N >= N_x",
+    "w2s_gap_late": "W2S late law: w2s_ratio at the optimal n vs N, N >= N_x",
+    "w2s_nopt_late": "W2S late law: the optimal student's horizon n_opt/log2 n_opt vs N, N >= N_x",
+    "w2s_kstar_late": "W2S late law: student cutoff k* implied by n_opt vs N, N >= N_x",
 }
 
 RULES = (
@@ -865,6 +870,7 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, ratio,
         row = _row(family, quantity, "N", method, fixed, s, pred.get(key))
         if row is not None:
             new.append(row)
+    new += _w2s_late(cube, method, vals, xN, specs, edge & have, horizon, notes)
     paper = next((r for r in new if r["family"] == "w2s_nopt_paper"), None)
     audit = next((r for r in new if r["family"] == "w2s_nopt_audited"), None)
     if paper and audit and np.isfinite(paper["slope"]):
@@ -874,6 +880,74 @@ def _w2s_one(cube: _Cube, rows, skipped, method, vals, xN, risk, risk_se, ratio,
         for r in (paper, audit):
             r["notes"] = "; ".join(filter(None, [r["notes"], text]))
     rows.extend(new)
+
+
+LATE_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
+    # late family, the Theorem 5 family whose series it refits, quantity, predictions key
+    ("w2s_min_risk_late", "w2s_min_risk", "min risk_t2s", "risk_t2s_min_late"),
+    ("w2s_gap_late", "w2s_gap", "w2s_ratio at grid n_opt", "one_minus_pgr_late"),
+    ("w2s_nopt_late", "w2s_nopt_paper", "n_opt / log2 n_opt (the student's horizon)",
+     "n_opt_late"),
+    ("w2s_kstar_late", "w2s_kstar_opt", "k*_opt (from n_opt)", "kstar_opt_late"),
+)
+"""The late law of Theorem 5 in the exact model (docs/science/theorem5.md): the same optima
+as the Theorem 5 families, judged against theory's late exponents on N >= N_x only."""
+
+
+def _w2s_late(cube: _Cube, method: str, vals: dict[str, Any], xN: np.ndarray,
+              specs: Sequence[tuple[str, str, np.ndarray | None, np.ndarray | None, str]],
+              edge: np.ndarray, horizon: Series, notes: list[str]) -> list[dict[str, Any]]:
+    """Rows of :data:`LATE_FAMILIES` from the optima ``specs`` of :func:`_w2s_one`.
+
+    The late law holds past the crossover N_x (:func:`theory.w2s_crossover`); smaller N are
+    left out of the fit, and a family with fewer than three N at or above N_x is `not
+    asymptotic`. n_opt enters as the student's effective horizon (n_opt / log2 n_opt for the
+    geometric schedule), the quantity whose exponent the late law states.
+    """
+    by_family = {family: (y, d) for family, _, y, d, _ in specs}
+    try:
+        p = cube.point(vals)
+    except ParameterError:
+        return []
+    pred = cube.predictions(vals)
+    n_x = theory.w2s_crossover(p)
+    out = []
+    for family, source, quantity, key in LATE_FAMILIES:
+        y, draws = by_family.get(source, (None, None))
+        if y is None:
+            continue
+        if family == "w2s_nopt_late":
+            y = effective_horizon(y / p.batch_s, p.schedule_s)
+            draws = (None if draws is None else
+                     effective_horizon(np.asarray(draws, float) / p.batch_s, p.schedule_s))
+        extra = list(notes) + horizon.notes
+        predicted = pred.get(key)
+        if predicted is None:
+            extra.append(f"late law not predicted here: {theory.w2s_late_scope(p)}")
+        elif np.isfinite(n_x):
+            early = xN < n_x
+            extra.append(f"late law from N_x = {_num(round(n_x))} (theory.w2s_crossover)"
+                         + (f"; N < N_x left out ({int(early.sum())} values)"
+                            if early.any() else ""))
+            y = np.where(early, np.nan, y)
+            if usable(xN, y).sum() < MIN_POINTS:
+                out.append({"family": family, "quantity": quantity, "axis": "N",
+                            "estimator": method, "fixed": _fixed_text(vals),
+                            "n_points": int(usable(xN, y).sum()), "range": "",
+                            "horizon": horizon.horizon or "N", "slope": math.nan,
+                            "slope_err": math.nan, "slope_raw": math.nan, "drift": math.nan,
+                            "truncation": horizon.truncation, "predicted": float(predicted),
+                            "tolerance": math.nan, "difference": math.nan,
+                            "verdict": "not asymptotic",
+                            "notes": "; ".join([*extra, f"fewer than {MIN_POINTS} N at or "
+                                                "above N_x: larger N needed"])})
+                continue
+        s = Series(xN, y, draws if method == "mc" else None, edge, extra, horizon.x_eff,
+                   horizon.horizon, horizon.truncation, horizon.truncation_x)
+        row = _row(family, quantity, "N", method, _fixed_text(vals), s, predicted)
+        if row is not None:
+            out.append(row)
+    return out
 
 
 def _gamma0(cube: _Cube, vals: dict[str, Any], role: str) -> float:

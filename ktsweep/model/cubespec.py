@@ -59,6 +59,7 @@ BOUND_VALUES: tuple[str, ...] = tuple(
     + [f"kstar_{s}_{r}" for r in RUNS for s in ("upper", "lower")]
     + ["bound_t2s", "bound_t2s_delta", "kstar_t2s"]
     + ["bound_t2s_term1", "bound_t2s_term2", "bound_t2s_term3"]
+    + ["bound_t2s_student_var", "bound_t2s_reduced"]
 )
 VERDICTS: tuple[str, ...] = (*(f"sandwich_{r}" for r in RUNS), "bound_t2s_holds")
 """Flags comparing a bound with the exact risk: undetermined where that risk diverged."""
@@ -132,6 +133,12 @@ LONG_NAMES: dict[str, str] = {
                        "(1/2) sum_head a_S + sum_tail (a_S - P_S^2 E u_T^2) + (1 + 2 delta^2) "
                        "sum_tail e",
     "bound_t2s_term3": "Theorem 1 term (III): the static alignment bias (= alignment_bias)",
+    "bound_t2s_student_var": "the student's own SGD variance inside term (II) at the minimising "
+                             "delta, (1/2) sum_head v + sum_tail v, v = a_S - P_S^2 E u_T^2 "
+                             "(docs/science/theorem5.md)",
+    "bound_t2s_reduced": "min over delta of the transfer bound without bound_t2s_student_var: "
+                         "what Theorem 5's proof minimises, plus the student's bias (not a "
+                         "bound; docs/science/theorem5.md)",
     "bound_t2s_delta": "delta minimising the transfer bound",
     "kstar_t2s": "student cutoff k*_S(delta) of the transfer bound",
     "bound_t2s_holds": "whether exact risk_t2s <= bound_t2s",

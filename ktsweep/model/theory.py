@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ktsweep.model.params import Point
+from ktsweep.model.spectra import resolve_gamma0, student_spectrum, target_energy
 
 
 def direct_bias_exponent(alpha: float, beta: float = 0.0) -> float:
@@ -67,6 +70,170 @@ def w2s_nopt_exponent_audited(alpha_t: float, alpha_s: float) -> float:
     return alpha_s * w2s_kstar_opt_exponent(alpha_t, alpha_s)
 
 
+# ---------------------------------------------------------------------------------------
+# Theorem 5 in the exact model: the late law (docs/science/theorem5.md)
+# ---------------------------------------------------------------------------------------
+def w2s_late_horizon_exponent(alpha_t: float) -> float:
+    """The optimal T2S student's effective horizon n_opt / log2 n_opt grows as
+    (N / log2 N)^b, b = max(1/2, 1/α_T): the inherited teacher noise (∝ Γ^{1/α_S}/N) balances
+    the variance the student deposits in its tail while it learns the signal (∝ Γ^{1/α_S−2}),
+    which gives b = 1/2; below α_T = 2 the student's variance driven by the teacher's whole
+    residual (∝ R_T Γ^{1/α_S−1}) would take over, b = 1/α_T (derived, not checked)."""
+    return max(0.5, 1.0 / alpha_t)
+
+
+def w2s_late_min_risk_exponent(alpha_t: float, alpha_s: float) -> float:
+    """min_n E_T2S ∝ (N / log2 N)^{−1 + b/α_S} past the crossover (b of
+    :func:`w2s_late_horizon_exponent`; −1 + 1/(2α_S) for α_T ≥ 2, whatever α_T)."""
+    return -1.0 + w2s_late_horizon_exponent(alpha_t) / alpha_s
+
+
+def w2s_late_gap_exponent(alpha_t: float, alpha_s: float) -> float:
+    """w2s_ratio at the optimal n: the late minimum over the teacher's N^{1/α_T − 1}."""
+    return w2s_late_min_risk_exponent(alpha_t, alpha_s) - direct_variance_exponent(alpha_t)
+
+
+def w2s_late_kstar_exponent(alpha_t: float, alpha_s: float) -> float:
+    """The student's cutoff at the optimum, k* ∝ (n_opt / log2 n_opt)^{1/α_S}."""
+    return w2s_late_horizon_exponent(alpha_t) / alpha_s
+
+
+def w2s_late_scope(p: Point) -> str:
+    """'' where the late law is derived and checked for this point, else why not.
+
+    The derivation takes the lowdim target with label noise, aligned full-rank models, batch 1
+    and geometric schedules planned for each run (the proofs' scope); it assumes the student's
+    optimal cutoff stays below the teacher's (α_T < 2α_S) and is checked for α_T ≥ 2 only.
+    """
+    if p.target != "lowdim" or not p.k_dagger or p.amplitude == 0:
+        return "not the lowdim target"
+    if p.sigma2 <= 0:
+        return "no label noise: nothing for the student to filter"
+    if not p.aligned or p.rank_t != p.d or p.rank_s != p.d or p.alpha_target is not None:
+        return "misaligned or reduced-rank models"
+    if p.batch_t != 1 or p.batch_s != 1 or p.schedule_t != "geometric" \
+            or p.schedule_s != "geometric" or p.horizon_t is not None or p.horizon_s is not None:
+        return "outside batch 1 and geometric schedules planned for the run"
+    if not p.alpha_s > 1.0:
+        return "alpha_S <= 1"
+    if p.alpha_t < 2.0:
+        return "alpha_T < 2: the branch b = 1/alpha_T is derived but not checked"
+    if p.alpha_t >= 2.0 * p.alpha_s:
+        return "alpha_T >= 2 alpha_S: the student's optimal cutoff overtakes the teacher's"
+    return ""
+
+
+TEACHER_NOISE = 1.0 / (4.0 * math.log(2.0))
+"""F̄: a mode the geometric schedule has learned ends with variance F̄ s²/(2K) per unit noise
+s² (K = T/log2 T), averaged over the log-periodic position of its eigenvalue among the halvings
+(∫ (e^{−2y} − e^{−4y}) dy / ln 2)."""
+
+
+def inherited_constant(alpha_s: float) -> float:
+    """c_I = Σ_i (1 − e^{−Γ μ_i})² / Γ^{1/α_S} for μ_i = i^{−α_S}, Γ → ∞:
+    (1/α) Γ(−1/α) (2^{1/α} − 2)."""
+    s = 1.0 / alpha_s
+    return s * math.gamma(-s) * (2.0**s - 2.0)
+
+
+def deposit_constant(alpha_s: float) -> float:
+    """c_V = Σ_i μ_i² e^{−2Γ μ_i} / Γ^{1/α_S − 2}, Γ → ∞: (1/α) Γ(2 − 1/α) 2^{1/α − 2}."""
+    s = 1.0 / alpha_s
+    return s * math.gamma(2.0 - s) * 2.0 ** (s - 2.0)
+
+
+def w2s_late_constants(p: Point) -> tuple[float, float, float] | None:
+    """(A, C, γ0_S) of the late T2S risk R(Γ) = A Γ^{1/α_S} / K_T + C Γ^{1/α_S − 2}, in the
+    student's learning time Γ = 2 γ0_S n/log2 n and the teacher's horizon K_T = N/log2 N
+    (docs/science/theorem5.md). None outside :func:`w2s_late_scope`, for a tuned γ0_S or
+    non-Gaussian inputs (the constants use the Gaussian fourth moment).
+
+    A = σ² F̄ c_I / 4: the teacher's flat noise F̄ σ²/(2K_T) on the modes the student learned.
+    C = ½ c_V D, D = γ0 Σ_{j≤k†} e_j / (2(1 − κ) μ_j (1 − γ0 μ_j)), κ = Σ_i γ0 μ_i /
+    (2(1 − γ0 μ_i)): the SGD noise the student's residual (its unlearned signal) drives into
+    every mode while it learns the k† signal modes, amplified by the noise it feeds back.
+    """
+    if w2s_late_scope(p) or p.inputs != "gaussian":
+        return None
+    gamma0 = p.gamma0_s
+    if isinstance(gamma0, dict) and "tune" in gamma0:
+        return None
+    mu = student_spectrum(p)
+    g = resolve_gamma0(gamma0, mu)[0]
+    e = target_energy(p)[: p.k_dagger]
+    kappa = float(np.sum(g * mu / (2.0 * (1.0 - g * mu))))
+    if not (0.0 < kappa < 1.0 and g * mu[0] < 1.0):
+        return None
+    m = mu[: p.k_dagger]
+    deposit = g / (2.0 * (1.0 - kappa)) * float(np.sum(e / (m * (1.0 - g * m))))
+    a = p.sigma2 * TEACHER_NOISE * inherited_constant(p.alpha_s) / 4.0
+    return a, 0.5 * deposit_constant(p.alpha_s) * deposit, g
+
+
+def _horizon_samples(k: float) -> float:
+    """The sample count T with T / log2 T = k (k > 2): the fixed point T = k log2 T."""
+    t = k * math.log2(k)
+    for _ in range(100):
+        t_new = k * math.log2(t)
+        if abs(t_new - t) < 1e-12 * t:
+            return t_new
+        t = t_new
+    return t
+
+
+def w2s_late_optimum(p: Point) -> tuple[float, float]:
+    """(n_opt, min_n E_T2S) of the late law at the point's N, constants included: the
+    minimum of A Γ^{1/α_S}/K_T + C Γ^{1/α_S − 2} lies at Γ = ((2α_S − 1) C K_T / A)^{1/2},
+    where it equals (2α_S/(2α_S − 1)) A Γ^{1/α_S}/K_T, and n_opt / log2 n_opt = Γ/(2γ0_S).
+    Valid for N well past :func:`w2s_crossover`; (NaN, NaN) outside the late law's scope."""
+    consts = w2s_late_constants(p)
+    if consts is None or not (2.0 < p.N < math.inf):
+        return math.nan, math.nan
+    a, c, g = consts
+    alpha = p.alpha_s
+    k_t = p.N / math.log2(p.N)
+    gamma = math.sqrt((2.0 * alpha - 1.0) * c * k_t / a)
+    risk = 2.0 * alpha / (2.0 * alpha - 1.0) * a * gamma ** (1.0 / alpha) / k_t
+    k_s = gamma / (2.0 * g)
+    return (_horizon_samples(k_s) if k_s > 2.0 else math.nan), risk
+
+
+def w2s_crossover(p: Point) -> float:
+    """N_×: the teacher sample size past which the late law holds (NaN where
+    :func:`w2s_late_constants` is None).
+
+    Below N_× the optimal student stops soon after it has learned the last signal mode, at the
+    learning time Γ_sig where the inherited noise's growth balances the decay of the signal it
+    has not learned, ½ e_k† e^{−2 μ_k† Γ}; past it the late balance time
+    Γ_late = ((2α_S − 1) C K_T / A)^{1/2} is the longer one. At N_× the two agree:
+    Γ_× solves 2 μ_k† Γ = ln(α_S μ_k† e_k† Γ^{3 − 1/α_S} / ((2α_S − 1) C)) (independent of σ²
+    and of the amplitude), K_× = A Γ_×² / ((2α_S − 1) C) and N_× / log2 N_× = K_×.
+    """
+    consts = w2s_late_constants(p)
+    if consts is None:
+        return math.nan
+    a, c, _ = consts
+    alpha = p.alpha_s
+    mu_k = float(student_spectrum(p)[p.k_dagger - 1])
+    e_k = float(target_energy(p)[p.k_dagger - 1])
+    scale = alpha * mu_k * e_k / ((2.0 * alpha - 1.0) * c)
+    # the fixed point 2μΓ = ln(scale Γ^{3−1/α}) in t = 2μΓ: t = ln(scale (t/2μ)^{3−1/α}),
+    # a contraction from above once t exceeds 3 − 1/α
+    t = max(1.0, math.log(max(scale, 1e-300)) + 10.0)
+    for _ in range(200):
+        arg = scale * (t / (2.0 * mu_k)) ** (3.0 - 1.0 / alpha)
+        if not arg > 1.0:
+            return math.nan
+        t_new = math.log(arg)
+        if abs(t_new - t) < 1e-12 * t:
+            t = t_new
+            break
+        t = t_new
+    gamma_x = t / (2.0 * mu_k)
+    k_x = a * gamma_x**2 / ((2.0 * alpha - 1.0) * c)
+    return _horizon_samples(k_x) if k_x > 2.0 else 2.0
+
+
 def student_source_exponent(p: Point) -> float:
     """β seen by a student: the target is set in teacher coordinates, e_i = i^{β−α_T}, so in
     the student's own coordinates c_S,i² = e_i / λ_S,i = i^{β + α_S − α_T}."""
@@ -113,4 +280,9 @@ def predictions(p: Point) -> dict[str, float | tuple[float, float]]:
         out["kstar_opt"] = w2s_kstar_opt_exponent(p.alpha_t, p.alpha_s)
         out["n_opt_paper"] = w2s_nopt_exponent_paper(p.alpha_t, p.alpha_s)
         out["n_opt_audited"] = w2s_nopt_exponent_audited(p.alpha_t, p.alpha_s)
+        if not w2s_late_scope(p):
+            out["risk_t2s_min_late"] = w2s_late_min_risk_exponent(p.alpha_t, p.alpha_s)
+            out["one_minus_pgr_late"] = w2s_late_gap_exponent(p.alpha_t, p.alpha_s)
+            out["n_opt_late"] = w2s_late_horizon_exponent(p.alpha_t)
+            out["kstar_opt_late"] = w2s_late_kstar_exponent(p.alpha_t, p.alpha_s)
     return out
