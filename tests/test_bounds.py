@@ -279,3 +279,18 @@ def test_lower_bound_outside_theorem_scope(case: str) -> None:
     if b["bound_lower_teacher"][0] <= ex["risk_teacher"][0]:
         pytest.fail(f"{case}: the lower bound now holds; the finding no longer reproduces")
     pytest.xfail(FINDING)
+
+
+def test_no_transfer_verdict_without_a_transfer_bound() -> None:
+    """At n = inf Theorem 1's bound does not exist (NaN): its verdict is undetermined (NaN,
+    stored as code 2), never "no", which a figure would draw as the exact risk above the
+    bound. Planted bug: the comparison made with the NaN bound (t2s <= nan is False: 0)."""
+    from ktsweep.engines import bounds
+    from ktsweep.model.params import make_point
+
+    out = bounds.evaluate([make_point({"alpha_t": 1.5, "alpha_s": 2.0, "N": 256,
+                                       "n": float("inf"), "sigma2": 0.1, "d": 12}),
+                           make_point({"alpha_t": 1.5, "alpha_s": 2.0, "N": 256, "n": 64,
+                                       "sigma2": 0.1, "d": 12})])
+    assert np.isnan(out["bound_t2s"][0]) and np.isnan(out["bound_t2s_holds"][0])
+    assert np.isfinite(out["bound_t2s"][1]) and np.isfinite(out["bound_t2s_holds"][1])
