@@ -35,7 +35,7 @@ def step_size_variable(name: str, axes: Iterable[str]) -> str:
 
 
 PGR_RTOL = 1e-12
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """Version of the cube's variable set: bump it whenever an estimator adds, drops or changes
 the meaning of an output, so old cubes are set aside and recomputed, never mixed.
 (4: bound flags stored as int8 codes instead of float64; gamma0_*_used variables;

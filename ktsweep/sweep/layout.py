@@ -182,6 +182,17 @@ def mc_task_bytes(layout: Layout) -> int:
                     curves, min(layout.config.jobs.points_per_task, int(layout.mc_mask.sum())))
 
 
+DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "d": ("spectrum_t", "spectrum_s"), "alpha_t": ("spectrum_t",),
+    "alpha_s": ("spectrum_s",), "mixing_dim": ("d", "mixing_seed", "spectrum_t", "spectrum_s"),
+}
+"""Parameters whose resolved value follows others when it is not given (make_point's
+defaults): d from the spectrum files' lengths, alpha from the file's fit, the mixing's
+dimension from d."""
+TEXT_PARAMS = ("target", "schedule_t", "schedule_s", "inputs", "spectrum_t", "spectrum_s")
+"""Parameters whose values are text."""
+
+
 def _check_memory(layout: Layout) -> None:
     """A job runs ``jobs.threads`` tasks at once: their Monte Carlo memory must fit
     ``jobs.mem_mb``, or, where the request is estimated, :data:`MAX_JOB_MB` (no node offers
@@ -573,6 +584,33 @@ class Layout:
             mc = mc_rest if runs_mc and all(keeps[a][i] for a, i in zip(setters, idx,
                                                                           strict=True)) else 0
             yield self.point_at(index), rest, mc
+
+    def parameter_coords(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """Every point parameter that is not a grid axis, resolved as the points hold it, as
+        a coordinate: (its dimensions, its values). A fixed parameter is a scalar; one tied to
+        an axis, or whose default follows other parameters (``d`` from spectrum files, a
+        fitted ``alpha_*``, ``mixing_dim``), varies along the axes that set it. Numbers are
+        float64 (NaN where the point leaves the parameter unset), text is text ("" unset).
+        The γ0 parameters are left out: the steps each run used are the cube's ``gamma0_*``
+        variables. So the cube carries everything analysis needs to know about a point."""
+        axes = list(self.axes)
+        out: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+        for name in PARAMETERS:
+            if name in self.axes or name in ("gamma0_t", "gamma0_s"):
+                continue
+            deps = {name, *DERIVED_FROM.get(name, ())}
+            dims = tuple(a for a in axes if a in {self.tie.get(p, p) for p in deps})
+            sizes = [len(self.axes[a]) for a in dims]
+            text = name in TEXT_PARAMS
+            values = np.empty(sizes, dtype=object) if text else np.full(sizes, np.nan)
+            for idx in itertools.product(*(range(k) for k in sizes)):
+                at = dict.fromkeys(axes, 0)
+                at.update(zip(dims, idx, strict=True))
+                v = getattr(self.point_at(tuple(at[a] for a in axes)), name)
+                values[idx] = ("" if v is None else str(v)) if text else (
+                    np.nan if v is None else float(v))
+            out[name] = (dims, values)
+        return out
 
     @cached_property
     def outputs_mask(self) -> np.ndarray:

@@ -151,6 +151,8 @@ def template(layout: Layout) -> xr.Dataset:
         chunks = layout.chunks + tuple(len(extra[d]) for d in spec.dims)
         arr = da.full(shape, spec.fill, dtype=spec.dtype, chunks=chunks)
         data[name] = (tuple(axes) + spec.dims, arr, dict(spec.attrs))
+    for name, (dims, values) in layout.parameter_coords().items():
+        coords[name] = (dims, values, {"long_name": f"point parameter {name}"})
     ds = xr.Dataset(data, coords=coords)
     ds["mode"].attrs["long_name"] = "eigen-mode index i (lambda_i = i^-alpha)"
     ds["step"].attrs["long_name"] = "SGD steps taken (learning-curve checkpoint)"
