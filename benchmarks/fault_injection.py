@@ -109,7 +109,8 @@ def readme_procedure(work: Path, cfg: Path) -> tuple[bool, str]:
         return False, (out.stdout + out.stderr)[-1500:]
     again = run(work, cfg, "-n")
     if "Nothing to be done" not in again.stdout + again.stderr:
-        return False, "a further run still had work to do:\n" + again.stdout[-1500:]
+        return False, ("a further run still had work to do:\n" + again.stdout[-1500:]
+                       + "\nthe run before it ended:\n" + (out.stdout + out.stderr)[-3000:])
     return True, ""
 
 
