@@ -359,7 +359,13 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     _write_atomic(args.out, json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "chunks"}))
-    return 0 if not summary["missing"] else 1
+    if summary["missing"]:
+        print(f"cube {layout.name}: incomplete, missing "
+              + ", ".join(f"{m} {n}" for m, n in summary["missing"].items()))
+        return 1
+    print(f"cube {layout.name}: {summary['points']} points verified and published at "
+          f"{args.link or args.cube}")
+    return 0
 
 
 def _cubes_of(target: str) -> list:

@@ -42,7 +42,7 @@ def test_status_counts_committed_staged_and_running_chunks(tmp_path, capsys):
     prog = progress.measure(layout, cube)
     assert prog.total == {"exact": 12, "mc": 6, "bound": 12}
     assert prog.done == {m: 0 for m in layout.methods} and prog.eta_s is None
-    assert "no chunk job running" in prog.line()
+    assert "no chunk job running: the sweep is stopped" in prog.line()
 
     first, second = layout.chunk_ids()[:2]
     lines: list[str] = []
@@ -50,6 +50,8 @@ def test_status_counts_committed_staged_and_running_chunks(tmp_path, capsys):
     assert not (store.staging_dir(cube) / first / progress.MARKER).exists()  # job over
     assert any("left in this chunk" in s for s in lines)
     assert lines[-1].startswith(f"[{first}] committed") and "1/" in lines[-1]
+    # written by the job as it ends, while Snakemake goes on: no advice to restart
+    assert "stopped" not in lines[-1] and "of job time left" in lines[-1]
     owed = progress.chunk_totals(layout, first)
     prog = progress.measure(layout, cube)
     assert prog.committed == 1 and prog.done == owed and not prog.running
@@ -63,7 +65,7 @@ def test_status_counts_committed_staged_and_running_chunks(tmp_path, capsys):
     prog = progress.measure(layout, cube)
     assert prog.running == [second]
     assert prog.done["exact"] == owed["exact"] + 2 and prog.done["mc"] == owed["mc"]
-    assert prog.eta_s is not None and prog.eta_s > 0 and "ETA" in prog.line()
+    assert prog.eta_s is not None and prog.eta_s > 0 and "of job time left" in prog.line()
 
     # a killed job's marker: not running, its staged work still counted
     marker = store.staging_dir(cube) / second / progress.MARKER

@@ -19,7 +19,9 @@ def test_progress_is_on_the_console_and_job_logs_are_clean(tiny_run):
     """Snakemake's own output carries one progress line per chunk job, ``ktsweep status``
     reads the finished sweep, and a job log holds ktsweep's lines, not dask's.
 
-    Mutations caught: the rule's ``tail`` dropped (progress only in log files); INFO logging
+    Mutations caught: the rule's ``tail`` dropped (progress only in log files, or an analysis
+    rule silent); the job's final line computed as if no job ran (it told a healthy run to
+    restart); INFO logging
     of the job (dask's start-up banner and shutdown chatter back in the log); the shutdown
     traceback un-silenced."""
     work, _, _ = tiny_run
@@ -27,6 +29,11 @@ def test_progress_is_on_the_console_and_job_logs_are_clean(tiny_run):
     layout = Layout(load_config(str(work / "tiny.yaml")))
     assert sum("] committed " in line and "chunks committed" in line
                for line in out.splitlines()) == layout.n_chunks
+    # a healthy run never tells the user to restart, and every analysis rule says what it did
+    assert "stopped" not in out and "start or resume" not in out
+    for words in ("points verified and published at", "fits written to",
+                  "figures written to", "claims written to"):
+        assert words in out, words
     status = subprocess.run([sys.executable, "-m", "ktsweep.cli", "status",
                              str(work / "results" / "tiny")], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)

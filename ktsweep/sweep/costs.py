@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+from dask.utils import format_bytes
 
 from ktsweep.engines import cost
 from ktsweep.engines.dispatch import MCSettings, run
@@ -93,14 +94,6 @@ def plan(layout: Layout, calibrate_here: bool = True) -> dict[str, Any]:
     return info
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024:
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"
-
-
 def format_plan(info: dict[str, Any]) -> str:
     """Human-readable plan."""
     lines = [
@@ -109,12 +102,12 @@ def format_plan(info: dict[str, Any]) -> str:
         f"jobs: {info['jobs']} (about {info['points_per_job']} points each, chunk "
         + ", ".join(f"{a}={c}" for a, c in info["chunk_shape"].items()) + ")",
         "evaluations: " + ", ".join(f"{m} {n}" for m, n in info["evaluations"].items()),
-        f"store: {_human_bytes(info['store_bytes'])} uncompressed in {info['variables']} "
+        f"store: {format_bytes(info['store_bytes'])} uncompressed in {info['variables']} "
         "variables",
-        f"planning: Snakemake holds about {_human_bytes(info['planning_bytes'])} for "
+        f"planning: Snakemake holds about {format_bytes(info['planning_bytes'])} for "
         f"{info['jobs']} jobs while it plans",
         "limits checked: " + ", ".join(f"{k} <= {v}" for k, v in info["limits"].items())
-        + f"; Monte Carlo memory per task about {_human_bytes(info['mc_task_bytes'])} "
+        + f"; Monte Carlo memory per task about {format_bytes(info['mc_task_bytes'])} "
         f"(x {info['threads_per_job']} threads); a job requests {info['job_mem_mb']} MB "
         f"and {info['job_runtime_minutes']} minutes",
     ]

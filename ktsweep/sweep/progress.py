@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dask.utils import format_time
 
 from ktsweep.sweep import store
 from ktsweep.sweep.layout import Layout
@@ -73,7 +74,7 @@ class Progress:
     committed: int
     running: list[str] = field(default_factory=list)
     seconds_per_eval: float | None = None
-    eta_s: float | None = None
+    eta_s: float | None = None  # wall seconds left with the jobs running now
 
     @property
     def complete(self) -> bool:
@@ -83,32 +84,33 @@ class Progress:
         total = sum(self.total.values())
         return sum(self.done.values()) / total if total else 1.0
 
-    def line(self) -> str:
-        """One line for a terminal or a job log: counts per method, chunks, ETA."""
+    def line(self, in_run: bool = False) -> str:
+        """One line for a terminal or a job log: counts per method, chunks, what is left.
+
+        ``in_run``: written by a chunk job as it ends, while Snakemake goes on with the
+        others (no advice to start anything). Elsewhere, a sweep with no chunk job running is
+        said to be stopped. What is left is job time (measured seconds per evaluation times
+        the evaluations left), shared by the jobs that run at once."""
         counts = ", ".join(f"{m} {self.done[m]}/{self.total[m]}" for m in self.total)
         state = (f"{self.committed}/{self.chunks} chunks committed"
                  + (f", {len(self.running)} running" if self.running else ""))
+        left = (f"about {format_time(self.job_seconds_left)} of job time left"
+                if self.job_seconds_left is not None else "")
         if self.complete:
-            eta = "complete"
-        elif not self.running:
-            eta = "no chunk job running (start or resume the snakemake command)"
-            if self.eta_s is not None:
-                eta += f"; about {format_seconds(self.eta_s)} of one job's time left"
-        elif self.eta_s is not None:
-            eta = f"ETA {format_seconds(self.eta_s)}"
+            tail = "complete"
+        elif self.running or in_run:
+            tail = left or "time left known after the first task finishes"
         else:
-            eta = "ETA after the first task finishes"
-        return f"{self.name}: {100 * self.fraction():.0f}% ({counts}); {state}; {eta}"
+            tail = ("no chunk job running: the sweep is stopped (the same snakemake command "
+                    "resumes it)" + (f"; {left}" if left else ""))
+        return f"{self.name}: {100 * self.fraction():.0f}% ({counts}); {state}; {tail}"
 
-
-def format_seconds(s: float) -> str:
-    """Seconds as a short human duration: 42 s, 3 min 5 s, 2 h 07 min."""
-    s = max(0.0, float(s))
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60)} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+    @property
+    def job_seconds_left(self) -> float | None:
+        """Seconds of job time the evaluations left need at the measured rate."""
+        if self.seconds_per_eval is None:
+            return None
+        return (sum(self.total.values()) - sum(self.done.values())) * self.seconds_per_eval
 
 
 def chunk_totals(layout: Layout, chunk: str) -> dict[str, int]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from dask.utils import format_time
 
 from ktsweep.engines.dispatch import MCSettings, run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
@@ -274,8 +275,8 @@ def run_chunk(
     store.write_record(cube, chunk, summary)
     store.clear_staging(cube, chunk, kept + staged_now)
     report(f"[{chunk}] committed {len(points)} points in "
-           f"{progress.format_seconds(summary['seconds'])}; sweep "
-           + progress.measure(layout, cube).line())
+           f"{format_time(summary['seconds'])}; sweep "
+           + progress.measure(layout, cube).line(in_run=True))
     return summary
 
 
@@ -317,8 +318,8 @@ def _compute(layout: Layout, chunk: str, cube: str | os.PathLike, points: Sequen
             elapsed = time.perf_counter() - started
             left = elapsed * (total - sum(done.values())) / max(1, sum(done.values()))
             report(f"[{chunk}] {sum(done.values())}/{total} point-evaluations done ({counts}); "
-                   f"{progress.format_seconds(elapsed)} elapsed, about "
-                   f"{progress.format_seconds(left)} left in this chunk")
+                   f"{format_time(elapsed)} elapsed, about "
+                   f"{format_time(left)} left in this chunk")
     finally:
         with _quiet_shutdown():
             if cluster is not None:  # our own workers only; a shared scheduler's stay as set

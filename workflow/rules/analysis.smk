@@ -1,4 +1,5 @@
 # Analysis of the finished cube: exponent fits against the theory, figures, the claim table.
+# Each rule's last log line (what it wrote, with its counts) is echoed into Snakemake's output.
 # Inputs are ancient (see common.smk): whether these outputs still describe the cube is
 # decided by content before planning, and the repair checkpoint removes them when not.
 
@@ -17,7 +18,8 @@ rule fits:
     params:
         cube=CUBE,
     shell:
-        "{KTSWEEP} fits {params.cube} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "{KTSWEEP} fits {params.cube} --csv {output.csv} --md {output.md} > {log} 2>&1 "
+        "&& tail -n 1 {log}"
 
 
 rule figures:
@@ -34,7 +36,8 @@ rule figures:
         cube=CUBE,
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "{KTSWEEP} figures {params.cube} --outdir {params.outdir} > {log} 2>&1"
+        "{KTSWEEP} figures {params.cube} --outdir {params.outdir} > {log} 2>&1 "
+        "&& tail -n 1 {log}"
 
 
 rule claims:
@@ -55,4 +58,4 @@ rule claims:
         cube=CUBE,
     shell:
         "{KTSWEEP} claims {params.cube} --fits {input.fits} --md {output.md}"
-        " --csv {output.csv} > {log} 2>&1"
+        " --csv {output.csv} > {log} 2>&1 && tail -n 1 {log}"

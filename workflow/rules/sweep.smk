@@ -70,4 +70,4 @@ rule cube:
         link=CUBE,
     shell:
         "{KTSWEEP} summarize {params.cube} --link {params.link} --out {output} "
-        "> {log} 2>&1"
+        "> {log} 2>&1 && tail -n 1 {log}"
