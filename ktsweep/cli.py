@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ktsweep.engines.dispatch import METHODS, run
+from ktsweep.engines.dispatch import run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES
+from ktsweep.model.estimators import METHODS
 from ktsweep.model.params import (
     PARAMETERS,
     ParameterError,

@@ -258,7 +258,8 @@ def test_geometry_quantities_reach_every_estimator_and_the_bound() -> None:
     bound's three Theorem 1 terms add up to bound_t2s with (III) the alignment bias.
     Planted bugs caught: (III) left out of bound_t2s; the bias attached to the exact result
     only (the mc cube slots would stay NaN)."""
-    from ktsweep.engines.dispatch import MCSettings, run
+    from ktsweep.engines.dispatch import run
+    from ktsweep.model.estimators import MCSettings
 
     pts = [point(angle=30, r_t=5, alpha_target=1.0), point()]
     out = run(pts, ("exact", "mc", "bound"), mc_settings=MCSettings(

@@ -8,32 +8,14 @@ iterates those students in their own basis.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from ktsweep.model.estimators import ESTIMATORS, METHODS, MCSettings
 from ktsweep.model.geometry import geometry_quantities
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble
 from ktsweep.model.spectra import spectrum_fits
-
-METHODS = ("exact", "mc", "bound")
-
-
-@dataclass(frozen=True)
-class MCSettings:
-    """Monte Carlo settings shared by every point of a run, as the engine receives them.
-
-    The keys, their defaults and their checks are the config's (``ktsweep.sweep.config.MCConfig``
-    builds this record); the engine only reads it.
-    """
-
-    replicates: int
-    seed: int
-    device: str
-    dtype: str
-    fixed_target: bool
-    require_device: bool
 
 
 def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
@@ -89,7 +71,7 @@ def run(
         fits = spectrum_fits(points)  # per point, whichever estimator wrote it
         for res in out.values():
             res.update(fits)
-    for m in ("exact", "mc"):  # the geometry's static quantities ride with each estimator
+    for m in ESTIMATORS:  # the geometry's static quantities ride with each estimator
         if m in out and points:
             out[m].update(geometry_quantities(points))
     return out

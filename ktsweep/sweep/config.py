@@ -29,7 +29,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from ktsweep.engines.dispatch import METHODS, MCSettings
+from ktsweep.model.estimators import METHODS, MCSettings
 from ktsweep.model.params import PARAMETERS, ParameterError, gamma0_map
 
 SCHEMA_FILE = "sweep/schemas/config.schema.yaml"

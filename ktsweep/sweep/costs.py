@@ -14,7 +14,8 @@ import numpy as np
 from dask.utils import format_bytes
 
 from ktsweep.engines import cost
-from ktsweep.engines.dispatch import MCSettings, run
+from ktsweep.engines.dispatch import run
+from ktsweep.model.estimators import MCSettings
 from ktsweep.model.params import MAX_D, MAX_SAMPLES, make_point
 from ktsweep.sweep.config import MAX_REPLICATES
 from ktsweep.sweep.layout import Layout, mc_task_bytes, planning_bytes

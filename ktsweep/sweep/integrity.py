@@ -135,6 +135,12 @@ def _state(path: Path, want: Entry, full: bool) -> str:
     return "ok" if [st.st_size, st.st_mtime_ns] == list(want[:2]) else "stale"
 
 
+def committed(files: Mapping[str, Path], status_vars: Iterable[str]) -> bool:
+    """Whether a chunk was committed: a status variable's file exists (status is written last,
+    after every value is on disk, so a chunk without one was never committed)."""
+    return any(files[n].exists() for n in status_vars if n in files)
+
+
 # -- inspection -------------------------------------------------------------------------------
 @dataclass
 class Health:
@@ -182,9 +188,8 @@ def inspect(cube: str | os.PathLike, chunk_files: Mapping[str, Mapping[str, Path
     status = tuple(status_vars)
     for chunk, files in chunk_files.items():
         manifest = read_manifest(commits / f"{chunk}.json")
-        committed = any(files[n].exists() for n in status if n in files)
         if manifest is None:
-            if committed:
+            if committed(files, status):
                 health.unrecorded.append(chunk)
             else:
                 health.uncommitted.append(chunk)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ktsweep.engines import cost
 from ktsweep.engines.cost import mc_bytes
-from ktsweep.engines.dispatch import MCSettings
+from ktsweep.model.estimators import MCSettings, risk_estimators
 from ktsweep.model.params import (
     COUPLED,
     DEFAULT_D,
@@ -462,7 +462,7 @@ class Layout:
     @property
     def estimators(self) -> tuple[str, ...]:
         """Methods with per-point risks (the cube's ``estimator`` dimension)."""
-        return tuple(m for m in ("exact", "mc") if m in self.methods)
+        return risk_estimators(self.methods)
 
     @property
     def mc_settings(self) -> MCSettings:

@@ -24,8 +24,9 @@ import numpy as np
 import zarr
 from dask.utils import format_time
 
-from ktsweep.engines.dispatch import MCSettings, run
+from ktsweep.engines.dispatch import run
 from ktsweep.model.cubespec import BOUND_FLAGS, BOUND_NAMES, BoundStatus, Flag, Status
+from ktsweep.model.estimators import MCSettings
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import (
     GEOMETRY,

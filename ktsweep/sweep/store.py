@@ -28,7 +28,7 @@ import shutil
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -383,7 +383,7 @@ def _copy_committed(old: xr.Dataset, layout: Layout, path: Path) -> int:
     status."""
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     specs = variables(layout)
-    order = [n for n in specs if n not in STATUS_VARS] + [n for n in STATUS_VARS if n in specs]
+    order = commit_order(specs)
     extra_new = {"estimator": np.array(layout.estimators, dtype=object),
                  "mode": np.arange(1, layout.d_max + 1), "step": layout.checkpoints}
     extra = {}  # dimension -> (index in old, index in new) of the labels both hold
@@ -459,6 +459,13 @@ def chunk_files(cube: str | os.PathLike, layout: Layout, chunk: str) -> dict[str
             for name, spec in variables(layout).items()}
 
 
+def commit_order(names: Iterable[str]) -> list[str]:
+    """The order a block is written in: every value, then the status variables (a point's
+    values become visible with its status)."""
+    names = list(names)
+    return [n for n in names if n not in STATUS_VARS] + [n for n in STATUS_VARS if n in names]
+
+
 def empty_block(layout: Layout, chunk: str) -> dict[str, np.ndarray]:
     """A chunk's block with nothing computed (fill values, every status missing)."""
     sl = layout.chunk_slices(chunk)
@@ -480,12 +487,11 @@ def read_block(path: str | os.PathLike, layout: Layout, chunk: str
     group = zarr.open_group(str(path), mode="r", use_consolidated=False)
     sl = layout.chunk_slices(chunk)
     files = chunk_files(path, layout, chunk)
-    committed = any(files[n].exists() for n in STATUS_VARS if n in files)
-    if not committed:  # values without a status were never committed: trust none of them
+    if not integrity.committed(files, STATUS_VARS):  # never committed: trust none of it
         return empty_block(layout, chunk), []
     block, damage = {}, []
     for name in variables(layout):
-        if committed and not files[name].exists():
+        if not files[name].exists():
             damage.append(f"{name}: chunk file missing")
             continue
         try:
@@ -503,7 +509,7 @@ def commit_block(path: str | os.PathLike, layout: Layout, chunk: str,
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     sl = layout.chunk_slices(chunk)
     files = chunk_files(path, layout, chunk)
-    names = [n for n in block if n not in STATUS_VARS] + [n for n in STATUS_VARS if n in block]
+    names = commit_order(block)
     for i, name in enumerate(names):
         if name in STATUS_VARS and names[i - 1] not in STATUS_VARS:
             for other in names[:i]:
