@@ -82,15 +82,12 @@ def _exact_and_bound(points: Sequence[Point], checkpoints: np.ndarray | None
     """Exact and bound results from one moment computation per group of points sharing d."""
     from . import bounds, exact
 
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(points):
-        groups.setdefault(p.d, []).append(i)
-    ex_parts, bd_parts = [], []
-    for idx in groups.values():
+    parts = []
+    for idx in exact.groups_by_d(points).values():
         pts = [points[i] for i in idx]
         ex, det = exact.evaluate_detail(pts, checkpoints)
-        ex_parts.append((idx, ex))
-        bd_parts.append((idx, bounds.from_detail(pts, ex, det)))
-    if len(groups) == 1:
-        return ex_parts[0][1], bd_parts[0][1]
-    return assemble(len(points), ex_parts), assemble(len(points), bd_parts)
+        parts.append((idx, ex, bounds.from_detail(pts, ex, det)))
+    if len(parts) == 1:
+        return parts[0][1], parts[0][2]
+    return (assemble(len(points), ((idx, ex) for idx, ex, _ in parts)),
+            assemble(len(points), ((idx, bd) for idx, _, bd in parts)))

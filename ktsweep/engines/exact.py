@@ -277,7 +277,7 @@ def evaluate_detail(
         out[key] = np.array([_edge(points[i], role, chosen[role][i]) for i in range(P)])
     with_ratios(out)
     no_w2s = np.array([math.isinf(p.n) for p in points])
-    out["pgr"][no_w2s] = np.nan  # n = ∞: no weak-to-strong question (issue 8)
+    out["pgr"][no_w2s] = np.nan  # n = ∞: no weak-to-strong question (no finite student)
     out["w2s_ratio"][no_w2s] = np.nan
     detail = Detail(
         energy=energy, lam_t=lam_t, lam_s=lam_s, a_teacher=a_t, p_teacher=p_t,
@@ -296,14 +296,21 @@ def evaluate(
     return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints, solver)[0])
 
 
+def groups_by_d(points: Sequence[Point]) -> dict[int, list[int]]:
+    """Positions of the points sharing each d, in input order (the engine stacks points of
+    one d; per-mode arrays of smaller d are padded when the groups are reassembled)."""
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault(p.d, []).append(i)
+    return groups
+
+
 def group_by_d(points: Sequence[Point], fn) -> dict[str, np.ndarray]:
     """Apply ``fn`` to each group of points sharing ``d`` and reassemble in input order.
 
     Per-mode arrays of groups with smaller ``d`` are padded with NaN up to the largest ``d``.
     """
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(points):
-        groups.setdefault(p.d, []).append(i)
+    groups = groups_by_d(points)
     if len(groups) == 1:
         return fn(list(points))
     return assemble(len(points), ((idx, fn([points[i] for i in idx]))

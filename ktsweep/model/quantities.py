@@ -37,11 +37,8 @@ def step_size_variable(name: str, axes: Iterable[str]) -> str:
 PGR_RTOL = 1e-12
 SCHEMA_VERSION = 8
 """Version of the cube's variable set: bump it whenever an estimator adds, drops or changes
-the meaning of an output, so old cubes are set aside and recomputed, never mixed.
-(4: bound flags stored as int8 codes instead of float64; gamma0_*_used variables;
-5: tune_edge_* flags and divergence defined once, per run; 6: tune_edge_* as int8 flags,
-spectrum-fit variables, alignment_bias(_closed), bound_t2s_term1..3, mode_teacher in the
-student's basis; 7: bound_t2s_student_var, bound_t2s_reduced.)"""
+the meaning of an output, so old cubes are set aside and recomputed, never mixed (what each
+version changed: docs/user/cube.md, "Schema versions")."""
 
 def with_ratios(out: dict[str, np.ndarray], suffix: str = "") -> dict[str, np.ndarray]:
     """Add der, pgr and w2s_ratio computed from the four risks (in place, returned)."""
