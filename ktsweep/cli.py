@@ -462,23 +462,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """List cubes and leftovers not in use; remove them only on confirmation."""
-    import shutil
-    from pathlib import Path
+    from ktsweep.sweep.store import collectable, remove_collectable
 
     root = Path(args.target)
-    cubes = root / "cubes"
-    live = (root / "cube.zarr").resolve() if (root / "cube.zarr").is_symlink() else None
-    stem = live.name.removesuffix(".zarr") if live else ""
-    keep = {live, *(live.with_name(stem + s) for s in (".commits", ".staging"))} if live else set()
-    candidates = ([p for p in sorted(cubes.iterdir()) if p.resolve() not in keep]
-                  if cubes.exists() else [])
-    candidates += sorted(root.glob("cube.legacy-*.zarr"))
+    live, candidates = collectable(root)
     if not candidates:
         print(f"nothing to collect under {root}")
         return 0
-    for p in candidates:
-        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
-        print(f"{size / 1e6:10.2f} MB  {p}")
+    for path, size in candidates:
+        print(f"{size / 1e6:10.2f} MB  {path}")
     print(f"(in use, kept: {live})" if live else "(no cube in use: results/NAME/cube.zarr "
           "is not linked yet)")
     if not args.yes:
@@ -487,8 +479,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing removed (pass --yes to remove without asking)")
             return 0
-    for p in candidates:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    remove_collectable([path for path, _ in candidates])
     print(f"removed {len(candidates)} entries")
     return 0
 

@@ -691,6 +691,33 @@ def record_skeleton(cube: str | os.PathLike, layout: Layout) -> None:
     integrity.write_skeleton(cube, commits_dir(cube), variables(layout))
 
 
+def collectable(root: str | os.PathLike) -> tuple[Path | None, list[tuple[Path, int]]]:
+    """What ``ktsweep gc results/NAME`` may remove: every cube, record and staging folder
+    under ``cubes/`` but those of the cube ``cube.zarr`` links to, and legacy cubes, each with
+    its size in bytes; and the cube in use (None when nothing is linked yet)."""
+    root = Path(root)
+    cubes = root / "cubes"
+    live = (root / "cube.zarr").resolve() if (root / "cube.zarr").is_symlink() else None
+    keep: set[Path] = set()
+    if live is not None:
+        stem = live.name.removesuffix(".zarr")
+        keep = {live, *(live.with_name(stem + s) for s in (".commits", ".staging"))}
+    paths = [p for p in sorted(cubes.iterdir()) if p.resolve() not in keep] \
+        if cubes.exists() else []
+    paths += sorted(root.glob("cube.legacy-*.zarr"))
+    return live, [(p, sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                   if p.is_dir() else p.stat().st_size) for p in paths]
+
+
+def remove_collectable(paths: Iterable[Path]) -> None:
+    """Remove what :func:`collectable` listed (on the user's confirmation)."""
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
 def link(cube: str | os.PathLike, at: str | os.PathLike) -> None:
     """Point ``at`` (results/NAME/cube.zarr) at ``cube`` atomically; an old real directory
     there (a cube from before content addressing) is set aside, never deleted."""
