@@ -34,6 +34,7 @@ class MCSettings:
     dtype: str
     fixed_target: bool
     require_device: bool
+    kernel: str = "torch"
 
 
 def mc_bytes(d: int, batch: int, replicates: int, itemsize: int, checkpoints: int,
@@ -95,7 +96,7 @@ def run(
                 raise RuntimeError("mc.device is cuda with mc.require_device: true, but no CUDA "
                                    "GPU is visible here; run on a GPU node or set device: auto")
             out[m] = mc.simulate(points, s.replicates, s.seed, s.device, s.dtype, checkpoints,
-                                 s.fixed_target)
+                                 s.fixed_target, kernel=s.kernel)
         else:
             out[m] = bounds.evaluate(points)
     if points:
