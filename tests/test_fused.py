@@ -2,7 +2,7 @@
 
 The CPU kernel (numba) runs here; the GPU kernel (Triton) runs in Triton's interpreter in a
 subprocess (tests/fused_interpreter.py) and must reproduce the CPU kernel's replicates, since
-both draw the same stream; ``-m gpu`` runs it on CUDA.
+both draw the same stream; tests/test_fused_gpu.py runs it on CUDA (``-m gpu``).
 
 False alarms: every statistical check uses fixed seeds, so a run is deterministic on a given
 machine (another machine's rounding moves a z-score by far less than its margin). The
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from fused_points import BASE, CHECKPOINTS, COMPARED, POINTS, REPLICATES, SEED
 from scipy import stats
 
 from ktsweep.engines import exact, fused, mc
@@ -34,44 +35,6 @@ from ktsweep.model.quantities import CURVES, RISKS
 
 numba = pytest.importorskip("numba")  # the GPU machine's rehearsal site has none
 from ktsweep.engines.fused import cpu  # noqa: E402  (needs numba)
-
-SEED = 20261206
-REPLICATES = 4000
-CHECKPOINTS = np.array([0, 1, 3, 10, 30, 100, 150, 300, 600], dtype=np.int64)
-COMPARED = RISKS + ("der", "w2s_ratio", "pgr")
-BASE: dict[str, Any] = {"d": 16, "sigma2": 0.1}
-POINTS: dict[str, dict[str, Any]] = {
-    "kd_gaussian_geometric": {"alpha_t": 1.0, "alpha_s": 1.5, "N": 400, "n": 600},
-    "lowdim_batches_4_2": {"alpha_t": 1.5, "alpha_s": 1.0, "N": 400, "n": 600, "sigma2": 0.5,
-                           "target": "lowdim", "k_dagger": 5, "amplitude": 0.5, "batch_t": 4,
-                           "batch_s": 2},
-    "power_batch_3_tail_geometric": {"alpha_t": 1.1, "alpha_s": 1.3, "N": 600, "n": 450,
-                                     "sigma2": 0.3, "target": "power", "beta": 0.5,
-                                     "batch_t": 3, "batch_s": 3, "schedule_t": "tail_geometric",
-                                     "schedule_s": "tail_geometric"},
-    "rank_deficient_constant_long_plan": {"alpha_t": 1.2, "alpha_s": 1.4, "N": 300, "n": 500,
-                                          "r_s": 10, "schedule_s": "constant",
-                                          "gamma0_s": 0.05, "schedule_t": "tail_geometric",
-                                          "horizon_s": 1500, "horizon_t": 900},
-    "tuned_w2s": {"alpha_t": 2.0, "alpha_s": 1.5, "N": 300, "n": 400,
-                  "gamma0_t": {"tune": [0.05, 0.15, 0.3]}, "gamma0_s": {"tune": [0.05, 0.2]}},
-    "rotated_gaussian": {"alpha_t": 1.2, "alpha_s": 1.6, "N": 300, "n": 500, "angle": 30.0},
-    "mixed_lowdim_alpha_target": {"alpha_t": 1.5, "alpha_s": 1.2, "N": 300, "n": 400,
-                                  "target": "lowdim", "k_dagger": 4, "mixing_seed": 3,
-                                  "mixing_dim": 8, "r_t": 12},
-    "rotated_rademacher_batch_2": {"alpha_t": 1.3, "alpha_s": 1.6, "N": 400, "n": 400,
-                                   "inputs": "rademacher", "angle": 45.0, "batch_t": 2,
-                                   "batch_s": 2},
-    "uniform_power": {"alpha_t": 1.4, "alpha_s": 1.4, "N": 300, "n": 300, "target": "power",
-                      "beta": 1.0, "inputs": "uniform"},
-    "student_t_semantic_target": {"alpha_t": 1.2, "alpha_s": 1.5, "N": 300, "n": 400,
-                                  "inputs": "student_t", "inputs_nu": 9.0,
-                                  "alpha_target": 1.3},
-}
-"""Every feature of the fused kernels: each target kind, batches (shared and separate passes),
-every schedule and planned horizons, tuned γ0, rank deficiency, the rotated and the mixed
-student (Gaussian inputs: drawn in the student's basis; Rademacher: rotated in the kernel),
-each input law, a target set in the semantic basis."""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -390,7 +353,7 @@ def test_gpu_kernel_in_interpreter_reproduces_cpu_kernel() -> None:
 
     Planted bugs caught (in gpu.py): the second model's gains read from the first's; rows
     loaded one replicate off; the noise placed in lane 1; a batch's samples sharing
-    counters; a checkpoint recorded after the segment's first step."""
+    counters; the checkpoint branch skipped."""
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
     res = subprocess.run([sys.executable, str(INTERPRETER)], capture_output=True, text=True,
@@ -400,22 +363,3 @@ def test_gpu_kernel_in_interpreter_reproduces_cpu_kernel() -> None:
     assert out["cases"] >= 9
     bad = {k: v for k, v in out["worst"].items() if not v <= 2e-5}
     assert not bad, bad
-
-
-@pytest.mark.gpu
-def test_gpu_kernel_agrees_with_exact_and_cpu_kernel() -> None:
-    """On CUDA: the Triton kernel against the exact engine (4 standard errors) at the
-    feature points it runs, and per replicate against the CPU kernel (same stream: libdevice
-    and the CPU's polynomials differ by rounding)."""
-    pts = [p for p in points_of(POINTS) if fused.unsupported(p, torch.device("cuda")) is None]
-    ex = exact.evaluate(pts, CHECKPOINTS)
-    gpu = mc.simulate(pts, REPLICATES, SEED, "cuda", "float32", CHECKPOINTS, kernel="fused")
-    cpu_res = mc.simulate(pts, REPLICATES, SEED, "cpu", "float32", CHECKPOINTS,
-                          kernel="fused")
-    assert list(gpu["status"]) == ["ok"] * len(pts)
-    for name in COMPARED:
-        for i, p in enumerate(pts):
-            if np.isfinite(ex[name][i]):
-                z = (gpu[name][i] - ex[name][i]) / gpu[name + "_se"][i]
-                assert abs(z) < 4.0, (p.key, name, z)
-                assert gpu[name][i] == pytest.approx(cpu_res[name][i], rel=1e-3), (p.key, name)

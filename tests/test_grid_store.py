@@ -80,7 +80,7 @@ def test_mc_kernel_is_part_of_the_result_key() -> None:
     torch kept in it (the default's key moves, so the explicit and implicit torch differ only
     if the default changes: caught by the field check)."""
     base = Layout.from_config(config())
-    keys = {k: Layout.from_config(config(mc={"kernel": k})).result_key()
+    keys = {k: Layout.from_config(config(mc={**config()["mc"], "kernel": k})).result_key()
             for k in ("torch", "fused", "auto")}
     assert keys["torch"] == base.result_key()
     assert len({keys["torch"], keys["fused"], keys["auto"]}) == 3

@@ -293,11 +293,15 @@ def _pass_kernel(state, gains, segs, n_segs, offset, curves, dead_io, seed, tag,
         tl.store(dead_io + R + rows, dead_b.to(tl.int8), mask=rows < R)
 
 
-def launch_config(K: int, R: int) -> tuple[int, int]:
-    """(BLOCK_R, num_warps): a program holds about 1024 slots of each model (BLOCK_R rows of
-    the four lane tiles), spread over 32 threads a warp at about 8 slots a thread."""
+def launch_config(K: int, R: int, processors: int) -> tuple[int, int]:
+    """(BLOCK_R, num_warps). Rows per program: as many as keep about four programs a
+    multiprocessor (a program's steps run one after another, so a few replicates fill a GPU
+    only in many programs), at most 1024 slots of a model a program; warps: about 8 slots a
+    thread (a first guess: bench_gpu.py times others on the GPU)."""
     block_k = triton.next_power_of_2(K)
-    block_r = max(1, min(triton.next_power_of_2(R), 256 // block_k))
+    most = max(1, 256 // block_k)
+    want = max(1, R // (4 * processors))
+    block_r = min(most, 1 << (want.bit_length() - 1))
     warps = max(1, min(8, block_r * block_k * 4 // 256))
     return block_r, warps
 
@@ -320,7 +324,9 @@ def run(ps: Pass, block_r: int | None = None, num_warps: int | None = None) -> N
     dead = ps.diverged.to(torch.int8).contiguous()
     segs = torch.as_tensor(ps.segments, device=state.device).contiguous()
     curves = ps.curves.contiguous()
-    auto_r, auto_w = launch_config(K, R)
+    processors = (torch.cuda.get_device_properties(state.device).multi_processor_count
+                  if state.device.type == "cuda" else 1)
+    auto_r, auto_w = launch_config(K, R, processors)
     block_r = block_r or auto_r
     seed = ps.key[0] | (ps.key[1] << 32)
     _pass_kernel[(triton.cdiv(R, block_r),)](
