@@ -120,15 +120,17 @@ def fused_section(device: torch.device, point: Point, r_dev: int, dev_s: float,
     run, what = fused_runner(device)
     if run is None:
         return {"skipped": what}
+    interpreted = what.endswith("(interpreted)")  # a smoke test of the code: ~10 ms a step
     units = r_dev * point.d * (point.steps_t + point.steps_s)
-    fused_s = time_fused(point, r_dev, device, run)
+    fused_s = time_fused(point, r_dev, device, run, repeat=1 if interpreted else 2)
     out: dict[str, Any] = {
         "kernel": what, "seconds": fused_s, "ns_per_unit": fused_s / units * 1e9,
         "ratio_over_torch_randn_floor": fused_s / floor_s,
         "speedup_over_torch_path": dev_s / fused_s,
         "targets": {"ns_per_unit_goal": 0.005, "speedup_over_torch_path_must": 3.0},
     }
-    z = agreement(device, 512 if quick else 8000, run)
+    z = agreement(device, 512 if quick else 8000, run,
+                  (40, 60) if interpreted else (400, 800))
     out["agreement_z"] = z
     out["agreement_max_abs_z"] = float(np.nanmax(np.abs([v for vs in z.values() for v in vs])))
     if device.type == "cuda":
@@ -149,7 +151,7 @@ def fused_section(device: torch.device, point: Point, r_dev: int, dev_s: float,
     short = paper.replace(N=torch_steps // 2, n=torch_steps // 2)
     per_step = time_torch_steps(short, paper_r, device)
     torch_point = per_step * (paper.steps_t + paper.steps_s)
-    fused_point = time_fused(paper, paper_r, device, run)
+    fused_point = time_fused(paper, paper_r, device, run, repeat=1 if interpreted else 2)
     out["paper"] = {
         "point": {"d": paper.d, "N": paper.N, "n": paper.n, "replicates": paper_r},
         "fused_seconds": fused_point,
@@ -215,11 +217,12 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def agreement(device: torch.device, replicates: int, run=None) -> dict[str, list[float]]:
-    """z = (mc − exact)/se on the device at three points (α_T < α_S, α_T > α_S, equal), by
-    the torch path, or by the fused kernel ``run``."""
-    pts = [make_point({"alpha_t": a, "alpha_s": b, "N": 400, "n": 800, "sigma2": 0.1, "d": 40})
-           for a, b in ((1.5, 2.5), (2.5, 1.5), (2.0, 2.0))]
+def agreement(device: torch.device, replicates: int, run=None,
+              samples: tuple[int, int] = (400, 800)) -> dict[str, list[float]]:
+    """z = (mc − exact)/se on the device at three points (α_T < α_S, α_T > α_S, equal) of
+    ``samples`` = (N, n), by the torch path, or by the fused kernel ``run``."""
+    pts = [make_point({"alpha_t": a, "alpha_s": b, "N": samples[0], "n": samples[1],
+                       "sigma2": 0.1, "d": 40}) for a, b in ((1.5, 2.5), (2.5, 1.5), (2.0, 2.0))]
     ex = exact.evaluate(pts)
     sim = (mc.simulate(pts, replicates, seed=3, device=device) if run is None
            else run_fused(pts, replicates, device, run, seed=3))

@@ -278,8 +278,9 @@ def test_fused_results_do_not_depend_on_stacking_or_threads(assert_identical: Ca
     """A point's numbers are the same alone, after other points, and with two threads (each
     replicate's draws are its own counters).
 
-    Planted bugs caught: the key taken from the point's position in the call instead of its
-    hash; the scratch rows shared by the threads (allocated outside the parallel loop)."""
+    Planted bug caught: the key taken from the point's position in the call instead of its
+    hash. (Scratch rows shared by the threads race, and fail here only when the threads
+    overlap in time: not a reliable catch on a loaded machine.)"""
     p = make_point({**BASE, **POINTS["kd_gaussian_geometric"], "N": 100, "n": 100})
     other = p.replace(alpha_t=1.4, d=12)
     alone = mc.simulate([p], 64, 5, "cpu", checkpoints=CHECKPOINTS, kernel="fused")

@@ -99,7 +99,7 @@ def simulate(points: Sequence[Point], gam: dict[str, np.ndarray], replicates: in
     run = run or runner(device)
     parts = []
     previous = None
-    if device.type == "cpu" and threads is not None:
+    if run is _run_cpu and threads is not None:
         import numba
 
         previous = numba.get_num_threads()

@@ -57,9 +57,11 @@ def philox(c0, c1, c2, c3, keys):
 
 
 @njit(fastmath=_FAST, error_model="numpy")
-def _words(w, keys, c0, c1, c2, c3):
-    """The four words of counters c0, c0 + 1, ... into w (uint32, 4 a counter)."""
-    for k in range(w.size // 4):
+def _words(w, keys, c0, c1, c2, c3, first, count):
+    """The four words of counters c0 + first, ..., c0 + first + count − 1 into w (uint32,
+    4 a counter, at the counter's own place). Ranges, not slices: a slice of an array costs
+    two reference-count updates, which add up at small d."""
+    for k in range(first, first + count):
         x0, x1, x2, x3 = philox(c0 + np.uint64(k), c1, c2, c3, keys)
         w[4 * k] = _U(x0)
         w[4 * k + 1] = _U(x1)
@@ -113,9 +115,9 @@ def _sincos(x):
 
 
 @njit(fastmath=_FAST, error_model="numpy")
-def _gaussian(w, row, pairs):
-    """Box–Muller of the first ``pairs`` word pairs of w into row."""
-    for p in range(pairs):
+def _gaussian(w, row, first, pairs):
+    """Box–Muller of the word pairs first .. first + pairs − 1 of w into row."""
+    for p in range(first, first + pairs):
         rho = np.sqrt(np.float32(-2.0) * _log(_unit(w[2 * p])))
         sin, cos = _sincos(w[2 * p + 1])
         row[2 * p] = rho * cos
@@ -147,17 +149,18 @@ def fill_row(row, w, keys, c0, c1, c2, c3, d, law, nu):
     """One sample's row of L = 4K slots (:func:`ktsweep.engines.fused.stream.rows`) from
     counters c0 .. c0 + K − 1 with words c1, c2, c3; w: a uint32 scratch of L words."""
     L = row.size
+    K = L // 4
     noise = L - 4
     if law == 3:
         for j in range(d):
             row[j] = _student_t(keys, c0 + np.uint64(j >> 2), c1, c2, c3, j & 3, nu)
-        _words(w[noise:], keys, c0 + np.uint64(L // 4 - 1), c1, c2, c3)
+        _words(w, keys, c0, c1, c2, c3, K - 1, 1)
     else:
-        _words(w, keys, c0, c1, c2, c3)
+        _words(w, keys, c0, c1, c2, c3, 0, K)
     if law == 0:
-        _gaussian(w, row, L // 2)
+        _gaussian(w, row, 0, L // 2)
     else:
-        _gaussian(w[noise:], row[noise:], 1)
+        _gaussian(w, row, noise // 2, 1)
         if law == 1:
             for j in range(d):
                 row[j] = np.float32(1.0) if w[j] >= _U(1 << 31) else np.float32(-1.0)
@@ -194,17 +197,57 @@ def _risk(st, off, d):
 
 
 @njit(fastmath=_FAST, error_model="numpy")
-def _step_pair(x, a, b, ga, gb, zero):
-    """One step of two models on the same row x (batch 1): both residuals in one pass over
-    the row, both updates in another."""
+def _step_pair(x, i, a, b, ga, gb, zero):
+    """One step of two models on row i of x (batch 1): both residuals in one pass over the
+    row, both updates in another."""
     ra = zero
     rb = zero
-    for j in range(x.size):
-        ra += x[j] * a[j]
-        rb += x[j] * b[j]
-    for j in range(x.size):
-        a[j] -= ga[j] * x[j] * ra
-        b[j] -= gb[j] * x[j] * rb
+    for j in range(a.size):
+        ra += x[i, j] * a[j]
+        rb += x[i, j] * b[j]
+    for j in range(a.size):
+        a[j] -= ga[j] * x[i, j] * ra
+        b[j] -= gb[j] * x[i, j] * rb
+
+
+@njit(fastmath=_FAST, error_model="numpy")
+def _step(x, first, samples, st, g, res, zero):
+    """One step of one model on the rows first .. first + samples − 1 of x (its batch)."""
+    L = st.size
+    for b in range(samples):
+        acc = zero
+        for j in range(L):
+            acc += x[first + b, j] * st[j]
+        res[b] = acc
+    for j in range(L):
+        acc = zero
+        for b in range(samples):
+            acc += res[b] * x[first + b, j]
+        st[j] -= g[j] * acc
+
+
+@njit(fastmath=_FAST, error_model="numpy")
+def _gaussian_rows(rows, words, keys, counter, step, t0, c2, tag, count, d, L):
+    """Gaussian rows of consecutive steps t0, t0 + 1, ... of batch 1 at once: one long
+    vectorised loop over the ``count`` counters (counter i is counter[i] of step
+    t0 + step[i]: tables, so the loop needs no division), then Box–Muller over all their
+    pairs; rows and words are flat (a row's L slots are its K counters' words, in order)."""
+    base = np.uint64(t0)
+    for i in range(count):
+        t = base + step[i]
+        x0, x1, x2, x3 = philox(counter[i], t & _M32, c2,
+                                tag + ((t >> _S32) << np.uint64(16)), keys)
+        words[4 * i] = _U(x0)
+        words[4 * i + 1] = _U(x1)
+        words[4 * i + 2] = _U(x2)
+        words[4 * i + 3] = _U(x3)
+    _gaussian(words, rows, 0, 2 * count)
+    noise = L - 4
+    for r in range(count * 4 // L):
+        for j in range(r * L + d, r * L + noise):
+            rows[j] = np.float32(0.0)
+        for j in range(r * L + noise + 1, (r + 1) * L):
+            rows[j] = np.float32(0.0)
 
 
 @njit(fastmath=_FAST, error_model="numpy")
@@ -226,6 +269,12 @@ def _look(state, offset, curves, diverged, record, r, ck, check, limit, d):
                 continue
         live = True
     return live
+
+
+ROW_SLOTS = 1024
+"""Gaussian rows of batch 1 are drawn this many slots at a time (about 1024 // L steps ahead;
+their draws do not depend on the state): one long vectorised loop instead of one a step,
+whose start-up costs as much as the row at d ≈ 100."""
 
 
 @njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True)
@@ -252,12 +301,22 @@ def run_pass(keys, tag, d, law, nu, batch, state, gains, segs, offset, record, r
     rotating = False
     for m in range(M):
         rotating = rotating or rotate[m]
+    ahead = batch == 1 and law == 0 and not rotating  # Gaussian rows drawn steps ahead
+    depth = max(1, ROW_SLOTS // L) if ahead else batch
+    counter = np.empty(depth * K, dtype=np.uint64)  # counter i: (counter, step) of the block
+    step = np.empty(depth * K, dtype=np.uint64)
+    for i in range(depth * K):
+        counter[i] = i % K
+        step[i] = i // K
     last = segs[segs.shape[0] - 1, 1]
     for r in prange(R):
-        z = np.zeros((batch, L), dtype=np.float32)
-        w = np.zeros(L, dtype=np.uint32)
-        zq = np.zeros((batch if rotating else 1, L), dtype=np.float32)
+        flat = np.zeros(depth * L, dtype=np.float32)
+        rows = flat.reshape(depth, L)
+        words = np.zeros(depth * L, dtype=np.uint32)
+        turned = np.zeros((batch if rotating else 1, L), dtype=np.float32)
         res = np.zeros(batch, dtype=state.dtype)
+        first, other = state[0, r], state[M - 1, r]  # views made once: each costs refcounts
+        pair = M == 2 and batch == 1 and not rotating
         c2 = np.uint64(r)
         live = True
         for s in range(segs.shape[0]):
@@ -266,48 +325,39 @@ def run_pass(keys, tag, d, law, nu, batch, state, gains, segs, offset, record, r
                          d)
             if not live:
                 break
-            for t in range(start, stop):
-                if t > 0 and t % every == 0:
-                    live = _look(state, offset, curves, diverged, record, r, -1, True, limit, d)
-                    if not live:
-                        break
-                tu = np.uint64(t)
-                c1 = tu & _M32
-                c3 = tag + ((tu >> _S32) << np.uint64(16))
-                for b in range(batch):
-                    fill_row(z[b], w, keys, np.uint64(b * K), c1, c2, c3, d, law, nu)
-                    if rotating:
-                        _rotate(z[b], zq[b], q, d)
-                if M == 2 and batch == 1 and not rotating and not (diverged[0, r]
-                                                                   or diverged[1, r]):
-                    _step_pair(z[0], state[0, r], state[1, r], gains[0, segs[s, 3]],
-                               gains[1, segs[s, 4]], zero)
-                    continue
-                for m in range(M):
-                    if diverged[m, r]:
-                        continue
-                    st = state[m, r]
-                    g = gains[m, segs[s, 3 + m]]
-                    x = zq if rotate[m] else z
-                    if batch == 1:
-                        xr = x[0]
-                        acc = zero
-                        for j in range(L):
-                            acc += xr[j] * st[j]
-                        for j in range(L):
-                            st[j] -= g[j] * xr[j] * acc
-                    else:
+            ga, gb = gains[0, segs[s, 3]], gains[M - 1, segs[s, 2 + M]]
+            t0 = start
+            while live and t0 < stop:
+                n = min(depth, stop - t0) if ahead else 1
+                if ahead:
+                    _gaussian_rows(flat, words, keys, counter, step, t0, c2, tag, n * K, d, L)
+                for i in range(n):
+                    t = t0 + i
+                    if t > 0 and t % every == 0:
+                        live = _look(state, offset, curves, diverged, record, r, -1, True,
+                                     limit, d)
+                        if not live:
+                            break
+                    row = i
+                    if not ahead:
+                        tu = np.uint64(t)
+                        c1 = tu & _M32
+                        c3 = tag + ((tu >> _S32) << np.uint64(16))
                         for b in range(batch):
-                            xr = x[b]
-                            acc = zero
-                            for j in range(L):
-                                acc += xr[j] * st[j]
-                            res[b] = acc
-                        for j in range(L):
-                            acc = zero
-                            for b in range(batch):
-                                acc += res[b] * x[b, j]
-                            st[j] -= g[j] * acc
+                            fill_row(rows[b], words, keys, np.uint64(b * K), c1, c2, c3, d,
+                                     law, nu)
+                            if rotating:
+                                _rotate(rows[b], turned[b], q, d)
+                        row = 0
+                    if pair and not (diverged[0, r] or diverged[1, r]):
+                        _step_pair(rows, row, first, other, ga, gb, zero)
+                        continue
+                    for m in range(M):
+                        if not diverged[m, r]:
+                            _step(turned if rotate[m] else rows, row, batch,
+                                  first if m == 0 else other, ga if m == 0 else gb, res,
+                                  zero)
+                t0 += n
             if not live:
                 break
         if live or last == 0:
@@ -316,21 +366,37 @@ def run_pass(keys, tag, d, law, nu, batch, state, gains, segs, offset, record, r
 
 @njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True)
 def draw_floor(keys, tag, d, law, nu, batch, replicates, steps, sink):
-    """The generator alone, laid out as :func:`run_pass` draws: every row of ``steps`` steps
-    of ``replicates`` replicates, each summed into ``sink[r]`` (so the draws are not elided).
+    """The generator alone, drawing what :func:`run_pass` draws the way it draws it: every
+    row of ``steps`` steps of ``replicates`` replicates (Gaussian rows of batch 1 a block of
+    steps at a time), each row's first slot summed into ``sink[r]`` (so no draw is elided).
     The benchmarks' floor of the fused CPU kernel."""
     L = 4 * (-(-d // 4) + 1)
     K = L // 4
+    ahead = batch == 1 and law == 0
+    depth = max(1, ROW_SLOTS // L) if ahead else batch
+    counter = np.empty(depth * K, dtype=np.uint64)
+    step = np.empty(depth * K, dtype=np.uint64)
+    for i in range(depth * K):
+        counter[i] = i % K
+        step[i] = i // K
     for r in prange(replicates):
-        z = np.zeros(L, dtype=np.float32)
-        w = np.zeros(L, dtype=np.uint32)
+        flat = np.zeros(depth * L, dtype=np.float32)
+        words = np.zeros(depth * L, dtype=np.uint32)
         acc = np.float32(0.0)
         c2 = np.uint64(r)
-        for t in range(steps):
-            tu = np.uint64(t)
-            c1 = tu & _M32
-            c3 = tag + ((tu >> _S32) << np.uint64(16))
-            for b in range(batch):
-                fill_row(z, w, keys, np.uint64(b * K), c1, c2, c3, d, law, nu)
-                acc += z[0]
+        t0 = 0
+        while t0 < steps:
+            n = min(depth, steps - t0) if ahead else 1
+            if ahead:
+                _gaussian_rows(flat, words, keys, counter, step, t0, c2, tag, n * K, d, L)
+                for i in range(n):
+                    acc += flat[i * L]
+            else:
+                tu = np.uint64(t0)
+                c1 = tu & _M32
+                c3 = tag + ((tu >> _S32) << np.uint64(16))
+                for b in range(batch):
+                    fill_row(flat, words, keys, np.uint64(b * K), c1, c2, c3, d, law, nu)
+                    acc += flat[0]
+            t0 += n
         sink[r] = acc

@@ -324,9 +324,11 @@ def run(ps: Pass, block_r: int | None = None, num_warps: int | None = None) -> N
     dead = ps.diverged.to(torch.int8).contiguous()
     segs = torch.as_tensor(ps.segments, device=state.device).contiguous()
     curves = ps.curves.contiguous()
-    processors = (torch.cuda.get_device_properties(state.device).multi_processor_count
-                  if state.device.type == "cuda" else 1)
-    auto_r, auto_w = launch_config(K, R, processors)
+    if state.device.type == "cuda":
+        processors = torch.cuda.get_device_properties(state.device).multi_processor_count
+        auto_r, auto_w = launch_config(K, R, processors)
+    else:  # the interpreter runs programs one after another, each step in NumPy calls
+        auto_r, auto_w = triton.next_power_of_2(R), 1
     block_r = block_r or auto_r
     seed = ps.key[0] | (ps.key[1] << 32)
     _pass_kernel[(triton.cdiv(R, block_r),)](
