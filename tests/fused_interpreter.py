@@ -27,17 +27,17 @@ from ktsweep.engines.fused import _run_cpu, gpu, passes  # noqa: E402
 from ktsweep.model.params import make_point  # noqa: E402
 
 R = 32
-CHECKPOINTS = np.array([0, 1, 5, 12, 24, 40], dtype=np.int64)
-BASE = {"alpha_t": 1.3, "alpha_s": 1.6, "N": 24, "n": 24, "sigma2": 0.2, "d": 10}
+CHECKPOINTS = np.array([0, 1, 5, 12, 16, 30], dtype=np.int64)
+BASE = {"alpha_t": 1.3, "alpha_s": 1.6, "N": 16, "n": 16, "sigma2": 0.2, "d": 10}
 CASES: list[tuple[dict, str]] = [
     ({}, "float32"),
     ({"batch_t": 3, "batch_s": 2, "target": "lowdim", "k_dagger": 3}, "float32"),
     ({"batch_t": 2, "batch_s": 2, "schedule_s": "tail_geometric", "d": 7}, "float32"),
     ({"inputs": "rademacher", "target": "power", "beta": 0.5}, "float32"),
     ({"inputs": "uniform", "schedule_t": "constant", "gamma0_t": 0.2}, "float32"),
-    ({"inputs": "student_t", "inputs_nu": 6.0, "N": 8, "n": 8}, "float32"),
+    ({"inputs": "student_t", "inputs_nu": 6.0, "N": 6, "n": 6}, "float32"),
     ({"angle": 30.0, "d": 9}, "float32"),
-    ({"mixing_seed": 2, "n": 40}, "float64"),
+    ({"mixing_seed": 2, "n": 30}, "float64"),
     ({"gamma0_t": 1e3}, "float32"),
     ({"gamma0_s": 1e3}, "float32"),
 ]

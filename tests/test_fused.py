@@ -182,13 +182,13 @@ TWO_SAMPLE = ("kd_gaussian_geometric", "lowdim_batches_4_2", "rotated_gaussian",
 
 def test_fused_and_torch_paths_agree_in_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two-sample Kolmogorov–Smirnov test of each run's per-replicate risk, fused CPU kernel
-    against the torch path (independent streams, 1500 replicates each), p > 1e-4 each.
+    against the torch path (independent streams, 1000 replicates each), p > 1e-4 each.
 
     Planted bugs caught: a missed halving; the wrong replicate's teacher for the T2S
     student; Rademacher inputs as ±1 with a biased threshold (x ≥ 2^30)."""
     pts = [make_point({**BASE, **POINTS[k]}) for k in TWO_SAMPLE]
-    a = replicate_risks(monkeypatch, pts, "fused", 1500, SEED)
-    b = replicate_risks(monkeypatch, pts, "torch", 1500, SEED + 1)
+    a = replicate_risks(monkeypatch, pts, "fused", 1000, SEED)
+    b = replicate_risks(monkeypatch, pts, "torch", 1000, SEED + 1)
     worst = []
     for run in ("teacher", "direct", "t2s", "ceiling"):
         for i, label in enumerate(TWO_SAMPLE):
