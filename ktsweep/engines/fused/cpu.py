@@ -211,6 +211,31 @@ def _step_pair(x, i, a, b, ga, gb, zero):
 
 
 @njit(fastmath=_FAST, error_model="numpy")
+def _steps_pair(x, n, a, b, ga, gb, zero):
+    """Steps on rows 0 .. n − 1 of x of two models (batch 1), one pass over the slots a step:
+    each update also forms the next row's residuals from the state it has just written
+    (the same sums as a pass of their own; one pass less)."""
+    ra = zero
+    rb = zero
+    for j in range(a.size):
+        ra += x[0, j] * a[j]
+        rb += x[0, j] * b[j]
+    for i in range(n - 1):
+        na = zero
+        nb = zero
+        for j in range(a.size):
+            a[j] -= ga[j] * x[i, j] * ra
+            b[j] -= gb[j] * x[i, j] * rb
+            na += x[i + 1, j] * a[j]
+            nb += x[i + 1, j] * b[j]
+        ra = na
+        rb = nb
+    for j in range(a.size):
+        a[j] -= ga[j] * x[n - 1, j] * ra
+        b[j] -= gb[j] * x[n - 1, j] * rb
+
+
+@njit(fastmath=_FAST, error_model="numpy")
 def _step(x, first, samples, st, g, res, zero):
     """One step of one model on the rows first .. first + samples − 1 of x (its batch)."""
     L = st.size
@@ -328,33 +353,34 @@ def run_pass(keys, tag, d, law, nu, batch, state, gains, segs, offset, record, r
             ga, gb = gains[0, segs[s, 3]], gains[M - 1, segs[s, 2 + M]]
             t0 = start
             while live and t0 < stop:
-                n = min(depth, stop - t0) if ahead else 1
+                if t0 > 0 and t0 % every == 0:  # a block never holds a check but first
+                    live = _look(state, offset, curves, diverged, record, r, -1, True, limit,
+                                 d)
+                    if not live:
+                        break
+                n = min(depth, stop - t0, every - t0 % every) if ahead else 1
                 if ahead:
                     _gaussian_rows(flat, words, keys, counter, step, t0, c2, tag, n * K, d, L)
-                for i in range(n):
-                    t = t0 + i
-                    if t > 0 and t % every == 0:
-                        live = _look(state, offset, curves, diverged, record, r, -1, True,
-                                     limit, d)
-                        if not live:
-                            break
-                    row = i
-                    if not ahead:
-                        tu = np.uint64(t)
-                        c1 = tu & _M32
-                        c3 = tag + ((tu >> _S32) << np.uint64(16))
-                        for b in range(batch):
-                            fill_row(rows[b], words, keys, np.uint64(b * K), c1, c2, c3, d,
-                                     law, nu)
-                            if rotating:
-                                _rotate(rows[b], turned[b], q, d)
-                        row = 0
                     if pair and not (diverged[0, r] or diverged[1, r]):
-                        _step_pair(rows, row, first, other, ga, gb, zero)
+                        _steps_pair(rows, n, first, other, ga, gb, zero)
+                        t0 += n
+                        continue
+                else:
+                    tu = np.uint64(t0)
+                    c1 = tu & _M32
+                    c3 = tag + ((tu >> _S32) << np.uint64(16))
+                    for b in range(batch):
+                        fill_row(rows[b], words, keys, np.uint64(b * K), c1, c2, c3, d, law,
+                                 nu)
+                        if rotating:
+                            _rotate(rows[b], turned[b], q, d)
+                for i in range(n):
+                    if pair and not (diverged[0, r] or diverged[1, r]):
+                        _step_pair(rows, i, first, other, ga, gb, zero)
                         continue
                     for m in range(M):
                         if not diverged[m, r]:
-                            _step(turned if rotate[m] else rows, row, batch,
+                            _step(turned if rotate[m] else rows, i, batch,
                                   first if m == 0 else other, ga if m == 0 else gb, res,
                                   zero)
                 t0 += n
