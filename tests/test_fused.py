@@ -83,7 +83,8 @@ def test_fused_agrees_with_exact(name: str, agreement) -> None:
     t >> 1); a missed halving (every phase at γ0); the T2S student paired with another
     replicate's teacher (its start and offset from the teacher's states rolled by one);
     Student-t draws not scaled to unit variance; Qᵀz drawn for a rotated student's inputs
-    but the target not rotated (−θ instead of −Qᵀθ)."""
+    but the target not rotated (−θ instead of −Qᵀθ); the next row's residuals formed from
+    the state before the update (the look-ahead within a block of drawn rows)."""
     pts, ex, sim = agreement
     assert list(sim["status"]) == ["ok"] * len(pts)
     for k in ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling"):
