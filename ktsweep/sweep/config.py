@@ -159,8 +159,8 @@ class MCConfig(_Section):
     def result_fields(self) -> dict[str, Any]:
         """The settings that change Monte Carlo numbers (not where or on what device).
 
-        The kernel draws its own stream, so it counts, except at ``torch``: the stream every
-        cube had before there was a choice, which keeps their keys."""
+        The kernel draws its own stream, so it counts, except at ``torch``, the default: left
+        out, so that a config which does not name a kernel keeps its cube's key."""
         out = self.model_dump(exclude={"subgrid", "stride", "device", "require_device"})
         if out["kernel"] == "torch":
             del out["kernel"]
