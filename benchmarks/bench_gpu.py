@@ -8,18 +8,27 @@ steps_s). Measured on the device, in one run:
 - the device's copy bandwidth (one large device-to-device tensor copy);
 - the same point on this machine's CPU: one thread, and every core at once (one process per
   core, one thread each: how a sweep uses a CPU node), as speed-ups of the device;
-- z-scores of Monte Carlo on the device against the exact risks at three points.
+- z-scores of Monte Carlo on the device against the exact risks at three points;
+- the fused kernel (``kernel: fused``; Triton on the GPU) at the same point, beside the torch
+  path and the torch.randn floor above, its z-scores at the same three points, a few launch
+  configurations (``fused_configs``: rows per program, warps), and the paper's point
+  (d = 100, R = 64, N = 2000, n = 5·10^5), whose torch-path time is extrapolated from
+  ``paper_torch_steps`` steps (a step costs the same all along; the whole point would take
+  minutes).
 
 Without a CUDA device it prints ``{"skipped": "..."}`` and exits 0, unless ``--device cpu``
-is given: a smoke test of the same code path on the CPU.
+is given: a smoke test of the same code path on the CPU, where the fused kernel is the numba
+one, or, with ``TRITON_INTERPRET=1`` (the GPU check's rehearsal), the Triton kernel in
+Triton's interpreter on tiny sizes.
 
-    python benchmarks/bench_gpu.py                       # on the GPU machine (~1 min)
+    python benchmarks/bench_gpu.py                       # on the GPU machine (~2 min)
     python benchmarks/bench_gpu.py --quick --device cpu  # seconds, CI
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -31,7 +40,7 @@ import numpy as np
 import torch
 from machine import machine_info
 
-from ktsweep.engines import exact, mc
+from ktsweep.engines import exact, fused, mc
 from ktsweep.model.params import Point, derive_seed, make_point
 
 AGREEMENT = ("risk_teacher", "risk_direct", "risk_t2s", "risk_ceiling", "der", "w2s_ratio")
@@ -60,6 +69,98 @@ def time_mc(point: Point, replicates: int, device: torch.device) -> float:
             raise RuntimeError("benchmark point diverged")
 
     return best_of(call, device)
+
+
+def fused_runner(device: torch.device, config: tuple[int, int] | None = None):
+    """The fused kernel to time: Triton on CUDA (with ``config`` = (rows per program, warps)
+    when given), and on the CPU the interpreted Triton kernel under TRITON_INTERPRET=1, else
+    numba's; None with the reason where neither can run."""
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if device.type == "cuda" or interpreted:
+        missing = fused.backend_missing(torch.device("cuda"))
+        if missing:
+            return None, missing
+        from ktsweep.engines.fused import gpu
+
+        if config is None:
+            return gpu.run, "triton (interpreted)" if interpreted else "triton"
+        return functools.partial(gpu.run, block_r=config[0], num_warps=config[1]), "triton"
+    missing = fused.backend_missing(device)
+    return (None, missing) if missing else (fused.runner(device), "numba")
+
+
+def run_fused(points: list[Point], replicates: int, device: torch.device, run,
+              seed: int = 1) -> dict[str, np.ndarray]:
+    """The fused kernel ``run`` on ``points`` (as mc.simulate with kernel: fused)."""
+    gam = mc.initial_step_sizes(points)
+    return fused.simulate(points, gam, replicates, seed, device, torch.float32,
+                          np.zeros(0, dtype=np.int64), False, 1, run=run)
+
+
+def time_fused(point: Point, replicates: int, device: torch.device, run,
+               repeat: int = 2) -> float:
+    """Fastest of ``repeat`` fused runs of ``point`` (the first compiles the kernels)."""
+    def call() -> None:
+        if run_fused([point], replicates, device, run)["status"][0] != "ok":
+            raise RuntimeError("benchmark point diverged")
+
+    return best_of(call, device, repeat)
+
+
+def time_torch_steps(point: Point, replicates: int, device: torch.device) -> float:
+    """Seconds per step of ``point`` on the torch path (teacher and student passes)."""
+    seconds = time_mc(point, replicates, device)
+    return seconds / (point.steps_t + point.steps_s)
+
+
+def fused_section(device: torch.device, point: Point, r_dev: int, dev_s: float,
+                  floor_s: float, quick: bool) -> dict[str, Any]:
+    """The fused kernel beside the torch path (``dev_s``) and the floor (``floor_s``) measured
+    on the same point, its agreement with exact, launch configurations, the paper's point."""
+    run, what = fused_runner(device)
+    if run is None:
+        return {"skipped": what}
+    interpreted = what.endswith("(interpreted)")  # a smoke test of the code: ~10 ms a step
+    units = r_dev * point.d * (point.steps_t + point.steps_s)
+    fused_s = time_fused(point, r_dev, device, run, repeat=1 if interpreted else 2)
+    out: dict[str, Any] = {
+        "kernel": what, "seconds": fused_s, "ns_per_unit": fused_s / units * 1e9,
+        "ratio_over_torch_randn_floor": fused_s / floor_s,
+        "speedup_over_torch_path": dev_s / fused_s,
+        "targets": {"ns_per_unit_goal": 0.005, "speedup_over_torch_path_must": 3.0},
+    }
+    z = agreement(device, 512 if quick else 8000, run,
+                  (40, 60) if interpreted else (400, 800))
+    out["agreement_z"] = z
+    out["agreement_max_abs_z"] = float(np.nanmax(np.abs([v for vs in z.values() for v in vs])))
+    if device.type == "cuda":
+        configs = {}
+        small = point.replace(N=2000, n=2000)
+        small_units = r_dev * small.d * (small.steps_t + small.steps_s)
+        for cfg in ((1, 2), (1, 4), (2, 4), (4, 8)):
+            cfg_run, _ = fused_runner(device, cfg)
+            seconds = time_fused(small, r_dev, device, cfg_run)
+            configs[f"rows{cfg[0]}_warps{cfg[1]}"] = seconds / small_units * 1e9
+        out["configs_what"] = ("ns per unit at d = 1000, N = n = 2000, R as above, by rows "
+                               "per program and warps (the default is launch_config's)")
+        out["configs_ns_per_unit"] = configs
+    paper = make_point({"alpha_t": 1.0, "alpha_s": 1.5, "sigma2": 0.1, "d": 20 if quick else 100,
+                        "N": 100 if quick else 2000, "n": 200 if quick else 500_000})
+    paper_r = 8 if quick else 64
+    torch_steps = 50 if quick else 5000
+    short = paper.replace(N=torch_steps // 2, n=torch_steps // 2)
+    per_step = time_torch_steps(short, paper_r, device)
+    torch_point = per_step * (paper.steps_t + paper.steps_s)
+    fused_point = time_fused(paper, paper_r, device, run, repeat=1 if interpreted else 2)
+    out["paper"] = {
+        "point": {"d": paper.d, "N": paper.N, "n": paper.n, "replicates": paper_r},
+        "fused_seconds": fused_point,
+        "torch_path_seconds_extrapolated": torch_point,
+        "paper_torch_steps": torch_steps,
+        "speedup_fused_over_torch_path": torch_point / fused_point,
+        "target_speedup_goal": 20.0,
+    }
+    return out
 
 
 def time_draw_floor(point: Point, replicates: int, device: torch.device) -> float:
@@ -116,12 +217,15 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def agreement(device: torch.device, replicates: int) -> dict[str, list[float]]:
-    """z = (mc − exact)/se on the device at three points (α_T < α_S, α_T > α_S, equal)."""
-    pts = [make_point({"alpha_t": a, "alpha_s": b, "N": 400, "n": 800, "sigma2": 0.1, "d": 40})
-           for a, b in ((1.5, 2.5), (2.5, 1.5), (2.0, 2.0))]
+def agreement(device: torch.device, replicates: int, run=None,
+              samples: tuple[int, int] = (400, 800)) -> dict[str, list[float]]:
+    """z = (mc − exact)/se on the device at three points (α_T < α_S, α_T > α_S, equal) of
+    ``samples`` = (N, n), by the torch path, or by the fused kernel ``run``."""
+    pts = [make_point({"alpha_t": a, "alpha_s": b, "N": samples[0], "n": samples[1],
+                       "sigma2": 0.1, "d": 40}) for a, b in ((1.5, 2.5), (2.5, 1.5), (2.0, 2.0))]
     ex = exact.evaluate(pts)
-    sim = mc.simulate(pts, replicates, seed=3, device=device)
+    sim = (mc.simulate(pts, replicates, seed=3, device=device) if run is None
+           else run_fused(pts, replicates, device, run, seed=3))
     return {k: [float((sim[k][i] - ex[k][i]) / sim[k + "_se"][i]) for i in range(len(pts))]
             for k in AGREEMENT}
 
@@ -157,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     all_s = cpu_all_cores(point, r_cpu, processes)
     reps = 512 if args.quick else 8000
     z = agreement(device, reps)
+    fused_out = fused_section(device, point, r_dev, dev_s, floor_s, args.quick)
 
     def ns(seconds: float, replicates: int) -> float:
         return seconds / (replicates * units) * 1e9
@@ -191,6 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "agreement_replicates": reps,
         "agreement_z": z,
         "agreement_max_abs_z": float(np.nanmax(np.abs([v for vs in z.values() for v in vs]))),
+        "fused": fused_out,
         "machine": machine_info(threads, load_start),
     }
     print(json.dumps(result))

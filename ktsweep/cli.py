@@ -274,7 +274,7 @@ def _mc_config(args: argparse.Namespace) -> MCConfig:
     from pydantic import ValidationError
 
     flags = {"replicates": "--replicates", "seed": "--seed", "device": "--device",
-             "dtype": "--dtype"}
+             "dtype": "--dtype", "kernel": "--kernel"}
     given = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     try:
         return MCConfig(**given)
@@ -589,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default {mc['device'].default}")
     p.add_argument("--dtype", choices=["float32", "float64"],
                    help=f"default {mc['dtype'].default}")
+    p.add_argument("--kernel", choices=["torch", "fused", "auto"],
+                   help=f"Monte Carlo kernel (docs/science/montecarlo.md); default "
+                        f"{mc['kernel'].default}")
     p.add_argument("--checkpoints-per-decade", type=int, help="default "
                    f"{OutputsConfig.model_fields['checkpoints_per_decade'].default}")
     p.add_argument("--json", action="store_true", help="print one flat JSON object")

@@ -56,6 +56,14 @@ def test_benchmark_quick_json(script: str) -> None:
         assert out["units"] == out["replicates"] * out["point"]["d"] * (
             out["steps_t"] + out["steps_s"])
         assert out["numpy_mean_risk_t2s"] > 0
+        fused = out["fused_cpu"]
+        for key in ("ns_per_unit", "floor_ns_per_unit"):
+            assert 0 < fused[key]["best"] <= fused[key]["median"], key
+        # the kernel draws exactly its floor's rows and then does more work with them
+        assert fused["ratio_over_floor_best"] > 1
+        paper = out["paper_size"]
+        assert paper["fused_ns_per_update"]["best"] > 0
+        assert paper["speedup_fused_over_plain_torch_loop"] > 0
     elif script == "bench_exact.py":
         assert "extrapolat" in out["mc_extrapolation"]
         assert len(out["revisit_cpu_seconds_per_pass"]) == 3
@@ -67,7 +75,8 @@ def test_gpu_benchmark_skips_or_runs() -> None:
     """Without CUDA it says so; its CPU smoke path runs the same code and agrees with exact.
 
     Planted bugs caught: a floor that draws more than mc does (one block per model, four
-    per step, instead of one shared block), or a result without a key the GPU check reads.
+    per step, instead of one shared block), or a result without a key the GPU check reads
+    (the fused kernel's section included).
     """
     res = subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--quick"],
                          capture_output=True, text=True, timeout=300)
@@ -88,6 +97,11 @@ def test_gpu_benchmark_skips_or_runs() -> None:
     assert out["ratio_mc_over_floor"] > 1
     assert out["device"] == "cpu" and out["torch_version"] == torch.__version__
     assert out["cpu_processes"] >= 1 and out["agreement_max_abs_z"] < 5
+    fused = out["fused"]  # the CPU stand-in of the Triton kernel: numba's
+    assert fused["kernel"] == "numba" and fused["agreement_max_abs_z"] < 5
+    for key in ("ns_per_unit", "ratio_over_torch_randn_floor", "speedup_over_torch_path"):
+        assert isinstance(fused[key], float) and fused[key] > 0, key
+    assert fused["paper"]["speedup_fused_over_torch_path"] > 0
 
 
 def test_numpy_sgd_loop_agrees_with_exact() -> None:

@@ -71,6 +71,22 @@ def test_keys_separate_layout_from_results() -> None:
     assert len({base.layout_key(), rechunked.layout_key(), more.layout_key()}) == 3
 
 
+def test_mc_kernel_is_part_of_the_result_key() -> None:
+    """A kernel draws its own stream, so fused and auto results never share a cube with
+    torch's; torch, the default, is left out of the key, which keeps the keys of cubes made
+    before the choice existed.
+
+    Planted bugs caught: the kernel left out of result_fields (fused shares torch's key);
+    torch kept in it (the default's key moves, so the explicit and implicit torch differ only
+    if the default changes: caught by the field check)."""
+    base = Layout.from_config(config())
+    keys = {k: Layout.from_config(config(mc={**config()["mc"], "kernel": k})).result_key()
+            for k in ("torch", "fused", "auto")}
+    assert keys["torch"] == base.result_key()
+    assert len({keys["torch"], keys["fused"], keys["auto"]}) == 3
+    assert "kernel" not in base.config.mc.result_fields()
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [

@@ -64,7 +64,7 @@ def run(
                 raise RuntimeError("mc.device is cuda with mc.require_device: true, but no CUDA "
                                    "GPU is visible here; run on a GPU node or set device: auto")
             out[m] = mc.simulate(points, s.replicates, s.seed, s.device, s.dtype, checkpoints,
-                                 s.fixed_target)
+                                 s.fixed_target, kernel=s.kernel)
         else:
             out[m] = bounds.evaluate(points)
     if points:

@@ -50,6 +50,11 @@ from ktsweep.model.spectra import (
 )
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+KERNELS = ("torch", "fused", "auto")
+"""How a point's SGD runs: ``torch`` (this module: draws by torch's generators, the
+reference), ``fused`` (:mod:`ktsweep.engines.fused`: one compiled kernel a pass, numba on the
+CPU, Triton on a GPU; an error where it cannot run a point), ``auto`` (fused where it can,
+torch elsewhere)."""
 GROUP_BYTES = 1 << 29
 """Largest random-draw buffer plus states of one stacked group (points are split beyond)."""
 _CHECK_EVERY = 256
@@ -358,19 +363,26 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
     run([t2s, ceiling], ["t2s", "ceiling"], gens("student"),
         np.array([p.steps_s for p in points]), bs)
 
-    models = {"teacher": teacher, "direct": direct, "t2s": t2s, "ceiling": ceiling}
+    errors = {"teacher": in_student(teacher.state),  # per-mode risks in the student's basis
+              "direct": direct.state, "t2s": t2s.state + t2s.offset, "ceiling": ceiling.state}
+    return summarize(errors, {"teacher": teacher.curve, "t2s": t2s.curve}, diverged, gam)
+
+
+def summarize(errors: dict[str, torch.Tensor], curves: dict[str, torch.Tensor],
+              diverged: dict[str, np.ndarray], gam: dict[str, np.ndarray]
+              ) -> dict[str, np.ndarray]:
+    """Every quantity of a stack of points from the runs' final errors (P, R, d), in the
+    student's eigenbasis for all four runs, the recorded learning curves (P, R, C), the
+    diverged flags per run and point, and the step sizes used (shared by every kernel)."""
     out: dict[str, np.ndarray] = {}
     per_rep = {}
-    for name, m in models.items():
-        err = m.state if m.offset is None else m.state + m.offset
-        if m is teacher:  # per-mode risks in the student's eigenbasis, as every run's
-            err = in_student(err)
+    for name, err in errors.items():
         modes = 0.5 * err.square()
         per_rep[name] = modes.sum(-1)
         out[f"risk_{name}"], out[f"risk_{name}_se"] = _moments(per_rep[name])
         out[f"mode_{name}"], out[f"mode_{name}_se"] = _moments(modes)
-        if m.curve is not None:
-            out[f"curve_{name}"], out[f"curve_{name}_se"] = _moments(m.curve)
+        if name in curves:
+            out[f"curve_{name}"], out[f"curve_{name}_se"] = _moments(curves[name])
     with_ratios(out)
     rt, rd, rs, rc = (per_rep[k] for k in ("teacher", "direct", "t2s", "ceiling"))
     out["der_se"] = _ratio_se(rd, rs)
@@ -407,8 +419,13 @@ def simulate(
     checkpoints: np.ndarray | None = None,
     fixed_target: bool = False,
     threads: int | None = 1,
+    kernel: str = "torch",
 ) -> dict[str, np.ndarray]:
     """Monte Carlo mean and standard error of every quantity, per point, in input order.
+
+    ``kernel``: one of :data:`KERNELS`. The fused kernels draw another stream than torch's
+    (docs/science/montecarlo.md), so the kernel, like the seed, is part of what identifies a
+    result.
 
     ``threads``: torch intra-op threads while running on the CPU (None: leave torch's
     setting). One is the fastest here: at d = 1000, R = 256 a step's tensors are too small to
@@ -419,20 +436,31 @@ def simulate(
         raise ValueError(f"replicates = {replicates} is invalid: need >= 1")
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is invalid: use one of {', '.join(DTYPES)}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel {kernel!r} is invalid: use one of {', '.join(KERNELS)}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dt = DTYPES[dtype]
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
     gam = initial_step_sizes(points)
     groups: dict[tuple[int, int, int, bool], list[int]] = {}
     limit = np.array([math.isinf(p.N) or math.isinf(p.n) for p in points], dtype=bool)
+    fused = [int(i) for i in np.flatnonzero(~limit)
+             if _takes_fused(points[i], kernel, dev, replicates)]
     for i, p in enumerate(points):
-        if not limit[i]:  # N or n = inf: a limit no simulation reaches (exact computes it)
+        if not limit[i] and i not in fused:  # N or n = inf: no simulation reaches the limit
             groups.setdefault((p.d, p.batch_t, p.batch_s, p.aligned), []).append(i)
     previous = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
     try:
-        out = _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target)
+        parts = _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target)
+        if fused:
+            from ktsweep.engines import fused as fused_kernels
+
+            parts.append((fused, fused_kernels.simulate(
+                [points[i] for i in fused], {k: v[fused] for k, v in gam.items()}, replicates,
+                seed, dev, dt, ck, fixed_target, threads, _PROGRESS.get())))
+        out = assemble(len(points), parts)
     finally:
         torch.set_num_threads(previous)
     if limit.any():
@@ -442,9 +470,22 @@ def simulate(
     return out
 
 
+def _takes_fused(p: Point, kernel: str, device: torch.device, replicates: int) -> bool:
+    """Whether point ``p`` runs on the fused kernel (``fused`` that cannot run it: an error)."""
+    if kernel == "torch":
+        return False
+    from ktsweep.engines.fused import unsupported
+
+    reason = unsupported(p, device, replicates)
+    if reason is not None and kernel == "fused":
+        raise ValueError(f"kernel fused cannot run point {point_hash(p)}: {reason}; use "
+                         "kernel: auto (fused where it can) or torch")
+    return reason is None
+
+
 def _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target
-                ) -> dict[str, np.ndarray]:
-    """Simulate every stacked group (split to fit memory); results in input order."""
+                ) -> list[tuple[list[int], dict[str, np.ndarray]]]:
+    """Simulate every stacked group (split to fit memory): (indices, results) parts."""
     parts = []
     with torch.no_grad():
         for idx in groups.values():
@@ -454,4 +495,4 @@ def _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target
                 parts.append((part, _simulate_group(
                     [points[i] for i in part], {k: v[part] for k, v in gam.items()},
                     replicates, seed, dev, dt, ck, fixed_target)))
-    return assemble(len(points), parts)
+    return parts

@@ -34,3 +34,4 @@ class MCSettings:
     dtype: str
     fixed_target: bool
     require_device: bool
+    kernel: str = "torch"  # torch (the reference), fused (compiled kernels) or auto

@@ -152,6 +152,10 @@ class MCConfig(_Section):
                                                  description="Monte Carlo precision")
     fixed_target: StrictBool = Field(False, description="gaussian target: one draw shared by "
                                                         "all replicates")
+    kernel: Literal["torch", "fused", "auto"] = Field(
+        "torch", description="torch: the reference path; fused: one compiled kernel a pass "
+                             "(numba on the CPU, Triton on a GPU; another random stream); auto: "
+                             "fused where it can run a point, torch elsewhere")
     subgrid: dict[ParamName, ValueList] = Field(
         default_factory=dict, description="run Monte Carlo only at these values of these axes")
     stride: dict[ParamName, Annotated[Count, Field(ge=1)]] = Field(
@@ -160,11 +164,17 @@ class MCConfig(_Section):
     def settings(self) -> MCSettings:
         """The engine's view of these settings (the sub-grid is the sweep's business)."""
         return MCSettings(self.replicates, self.seed, self.device, self.dtype,
-                          self.fixed_target, self.require_device)
+                          self.fixed_target, self.require_device, self.kernel)
 
     def result_fields(self) -> dict[str, Any]:
-        """The settings that change Monte Carlo numbers (not where or on what device)."""
-        return self.model_dump(exclude={"subgrid", "stride", "device", "require_device"})
+        """The settings that change Monte Carlo numbers (not where or on what device).
+
+        The kernel draws its own stream, so it counts, except at ``torch``, the default: left
+        out, so that a config which does not name a kernel keeps its cube's key."""
+        out = self.model_dump(exclude={"subgrid", "stride", "device", "require_device"})
+        if out["kernel"] == "torch":
+            del out["kernel"]
+        return out
 
 
 class OutputsConfig(_Section):

@@ -1,0 +1,209 @@
+"""The host side of the fused kernels: a point's four SGD runs as passes, and their results.
+
+A *pass* is one or two models that see the same draws, run by one kernel call for all its
+steps: the teacher (with the direct student when both take the same batch), the direct student
+alone (other batch size, or a rotated student under Gaussian inputs, below), then the T2S and
+ceiling students. Between passes the host forms the students' starting states from the
+teacher's final one. Every draw comes from :mod:`ktsweep.engines.fused.stream`; the kernel of
+the device (:mod:`~ktsweep.engines.fused.cpu`, :mod:`~ktsweep.engines.fused.gpu`) runs the
+pass, and :func:`ktsweep.engines.mc.summarize` turns the final errors into the quantities,
+exactly as for the torch path.
+
+Models are kept in the stream's L slots (d coordinates, padding, the noise slot): the noise
+slot holds −σ for a run with label noise and 0 for the T2S student, whose labels are the
+teacher's, so a residual is one dot product; gains (γλ/B) are 0 beyond d, so those slots never
+move.
+
+A student whose eigenbasis Q is rotated against the teacher's sees the inputs Qᵀz. Under
+Gaussian inputs Qᵀz is again a standard Gaussian vector, so its passes draw Qᵀz directly (no
+O(d²) rotation a sample): the T2S and ceiling students still share their inputs, but the
+direct student then draws its own (tag ``direct``) rather than sharing the teacher's, which
+changes no expectation, only the correlation of the teacher's and the direct student's
+estimates. Under other laws the kernel rotates each sample literally (O(d²) a sample; the CPU
+kernel only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ktsweep.engines.fused import stream
+from ktsweep.engines.moments import divergence_limit
+from ktsweep.model.geometry import student_basis
+from ktsweep.model.params import Point, point_hash
+from ktsweep.model.spectra import (
+    schedule_phases,
+    student_spectrum,
+    target_coefficients,
+    target_energy,
+    target_scale,
+    teacher_spectrum,
+)
+
+CHECK_EVERY = 256
+"""Steps between divergence checks (as the torch path's); the kernels check at every
+multiple and after the last step."""
+MAX_COUNTERS = 1 << 31
+"""c0 = b·K + k, batch · (⌈d/4⌉ + 1), stays below this (the GPU kernel forms it in int32)."""
+MAX_SLOTS = 1 << 31
+"""Models × replicates × L stays below this (the GPU kernel's offsets are int32)."""
+
+
+@dataclass
+class Model:
+    """One run inside a pass: its state (R, L) and what the kernel needs to advance it."""
+
+    state: torch.Tensor
+    gains: torch.Tensor  # (phases, L)
+    starts: np.ndarray  # first step of each phase
+    offset: torch.Tensor | None = None  # risk = ½‖state + offset‖² over the first d slots
+    record: bool = False  # learning curve recorded at the checkpoints
+    rotate: bool = False  # inputs seen as Qᵀ z (rotated in the kernel)
+
+
+@dataclass
+class Pass:
+    """Models sharing every draw of ``steps`` steps of ``batch`` samples; the kernel fills
+    ``curves`` (M, R, C) and ``diverged`` (M, R) and advances each model's state in place."""
+
+    key: tuple[int, int]
+    tag: int
+    d: int
+    law: str
+    nu: float
+    batch: int
+    steps: int
+    models: list[Model]
+    segments: np.ndarray  # (S, 3 + M): start, stop, checkpoint index at start, phase per model
+    limit: float
+    basis: torch.Tensor | None
+    curves: torch.Tensor
+    diverged: torch.Tensor
+
+
+Runner = Callable[[Pass], None]
+"""A device's kernel: runs a pass in place."""
+
+
+def segments(models: Sequence[Model], steps: int, checkpoints: np.ndarray) -> np.ndarray:
+    """The pass cut where a phase of any model starts or a checkpoint falls (rows: start, stop,
+    checkpoint index at the start or −1, each model's phase), and a last row (steps, steps)
+    that records a checkpoint at the final step."""
+    ck = np.asarray(checkpoints, dtype=np.int64)
+    cuts = {0, steps} | {int(c) for c in ck if c <= steps}
+    for m in models:
+        cuts |= {int(s) for s in m.starts if s < steps}
+    bounds = sorted(cuts)
+    at = {int(c): i for i, c in enumerate(ck)}
+    rows = []
+    for lo, hi in zip(bounds, bounds[1:] + [steps], strict=True):
+        phase = [int(np.searchsorted(m.starts, lo, side="right")) - 1 for m in models]
+        rows.append([lo, hi, at.get(lo, -1), *phase])
+    return np.array(rows, dtype=np.int64)
+
+
+def _gains(phases, lam: np.ndarray, batch: int, width: int, dtype: torch.dtype,
+           device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    g = np.zeros((len(phases), width))
+    for i, (_, gamma) in enumerate(phases):
+        g[i, : lam.size] = (gamma / batch) * lam
+    return (torch.tensor(g, dtype=dtype, device=device),
+            np.array([s for s, _ in phases], dtype=np.int64))
+
+
+def _slots(x: torch.Tensor, width: int, noise: float) -> torch.Tensor:
+    """(R, d) → (R, L): the coordinates, zeros, ``noise`` in the noise slot."""
+    out = torch.zeros((x.shape[0], width), dtype=x.dtype, device=x.device)
+    out[:, : x.shape[1]] = x
+    out[:, width - 4] = noise
+    return out
+
+
+def simulate_point(p: Point, gam: dict[str, float], replicates: int, seed: int,
+                   device: torch.device, dtype: torch.dtype, checkpoints: np.ndarray,
+                   fixed_target: bool, run: Runner, tick: Callable[[int], object] | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                              dict[str, np.ndarray]]:
+    """One point's four runs by the fused kernel ``run``: final errors (1, R, d) in the
+    student's eigenbasis, curves (1, R, C) of the teacher and the T2S student, and the
+    diverged flag of each run (shape (1,)), as :func:`ktsweep.engines.mc.summarize` takes."""
+    R, d, L = replicates, p.d, stream.width(p.d)
+    kw = {"dtype": dtype, "device": device}
+    key = stream.point_key(seed, point_hash(p))
+    lam_t, lam_s = teacher_spectrum(p), student_spectrum(p)
+    c = target_coefficients(p)
+    if c is None:  # gaussian target: one draw per replicate (or one for all)
+        c = stream.target_normals(key, R, d, fixed_target)
+    scale = np.sqrt(lam_t) if p.alpha_target is None else target_scale(p)
+    theta = torch.tensor(np.broadcast_to(c * scale, (R, d)), **kw)
+    q = None if p.aligned else torch.tensor(student_basis(p), **kw)
+
+    def in_student(x: torch.Tensor) -> torch.Tensor:
+        return x if q is None else x @ q
+
+    sigma = math.sqrt(p.sigma2)
+    energy = target_energy(p).sum()
+    limit = float(0.5 * divergence_limit(np.array([energy]), np.array([p.sigma2]))[0])
+    law = p.inputs
+    draws_rotated = q is not None and law == "gaussian"  # students draw Qᵀz directly
+    rotate = q is not None and not draws_rotated
+    ck = np.asarray(checkpoints, dtype=np.int64)
+    nu = 0.0 if p.inputs_nu is None else float(p.inputs_nu)
+
+    def model(x0: torch.Tensor, noise: float, phases, lam, batch: int, **extra) -> Model:
+        gains, starts = _gains(phases, lam, batch, L, dtype, device)
+        return Model(_slots(x0, L, noise), gains, starts, **extra)
+
+    def run_pass(tag: str, models: list[Model], steps: int, batch: int,
+                 skip: torch.Tensor | None = None, ticks: bool = True) -> Pass:
+        ps = Pass(key, stream.TAGS[tag], d, law, nu, batch, int(steps), models,
+                  segments(models, int(steps), ck), limit, q,
+                  torch.full((len(models), R, len(ck)), math.nan, **kw),
+                  torch.zeros((len(models), R), dtype=torch.bool, device=device))
+        if skip is not None:  # replicates whose run cannot start (its teacher diverged)
+            ps.diverged.copy_(skip)
+            for m, bad in zip(models, skip, strict=True):
+                m.state[bad] = math.nan
+        run(ps)
+        if tick is not None and ticks:
+            tick(int(steps))
+        return ps
+
+    teacher = model(-theta, -sigma,
+                    schedule_phases(p.schedule_t, gam["gamma0_t"], p.steps_t, p.plan_t),
+                    lam_t, p.batch_t, record=True)
+    direct_phases = schedule_phases(p.schedule_s, gam["gamma0_direct"], p.steps_direct,
+                                    p.steps_direct)
+    direct = model(-in_student(theta), -sigma, direct_phases, lam_s, p.batch_s,
+                   rotate=rotate)
+    if p.batch_t == p.batch_s and not draws_rotated:
+        first = run_pass("teacher", [teacher, direct], p.steps_t, p.batch_t)
+        div_t, div_d = first.diverged[0], first.diverged[1]
+        curve_t = first.curves[0]
+    else:
+        first = run_pass("teacher", [teacher], p.steps_t, p.batch_t)
+        div_t, curve_t = first.diverged[0], first.curves[0]
+        div_d = run_pass("direct", [direct], p.steps_direct, p.batch_s,
+                         ticks=p.batch_t != p.batch_s).diverged[0]
+    eta_t = teacher.state[:, :d]
+    offset = in_student(eta_t)
+    student_phases = [schedule_phases(p.schedule_s, gam[g], p.steps_s, p.plan_s)
+                      for g in ("gamma0_s", "gamma0_ceiling")]
+    t2s = model(-in_student(eta_t + theta), 0.0, student_phases[0], lam_s, p.batch_s,
+                offset=_slots(offset, L, 0.0), record=True, rotate=rotate)
+    ceiling = model(-in_student(theta), -sigma, student_phases[1], lam_s, p.batch_s,
+                    rotate=rotate)
+    skip = torch.stack([div_t, torch.zeros_like(div_t)])
+    second = run_pass("student", [t2s, ceiling], p.steps_s, p.batch_s, skip=skip)
+    errors = {"teacher": in_student(eta_t), "direct": direct.state[:, :d],
+              "t2s": t2s.state[:, :d] + offset, "ceiling": ceiling.state[:, :d]}
+    flags = {"teacher": div_t, "direct": div_d, "t2s": second.diverged[0] | div_t,
+             "ceiling": second.diverged[1]}
+    diverged = {k: np.array([bool(v.any())]) for k, v in flags.items()}
+    return ({k: v.unsqueeze(0) for k, v in errors.items()},
+            {"teacher": curve_t.unsqueeze(0), "t2s": second.curves[0].unsqueeze(0)}, diverged)
