@@ -621,8 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Monte Carlo device (default: the config the cube was made with)")
     p.add_argument("--require-device", action="store_true", default=None,
                    help="with --device cuda, fail instead of falling back to the CPU")
-    p.add_argument("--points-per-task", type=_positive_int, default=None,
-                   help="largest stack of points in one dask task")
+    p.add_argument("--points-per-task", type=_task_size, default=None,
+                   help="largest stack of points in one dask task, or auto")
     p.set_defaults(func=cmd_run_chunk)
 
     p = sub.add_parser("summarize", help="verify the cube, check it is complete, publish it")
@@ -688,6 +688,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True, help="directory for <figure>.png")
     p.set_defaults(func=cmd_figures)
     return parser
+
+
+def _task_size(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:

@@ -409,3 +409,28 @@ def test_file_count_follows_jobs_not_points(tmp_path) -> None:
     assert jobs == jobs_large == 1 and small == large == n_vars
     two, _, jobs_two = files(100, 450)
     assert jobs_two == 2 and two == 2 * n_vars
+
+
+def test_tasks_are_sized_by_their_methods_cost() -> None:
+    """With points_per_task: auto, an exact task holds about TASK_SECONDS of the nominal cost
+    model and a Monte Carlo task far fewer points (a Monte Carlo point costs hundreds of
+    exact ones), each capped at ceil(points / workers) so every worker gets a share.
+    Planted bugs: one cap for every method (Monte Carlo tasks as large as exact ones: their
+    memory grows with the stack); the cap from the mean over all methods."""
+    from ktsweep.engines import cost
+    from ktsweep.sweep.layout import TASK_SECONDS
+
+    cfg = config(methods=["exact", "mc"], mc={"replicates": 64},
+                 jobs={"points_per_job": 400, "threads": 1},
+                 grid={"alpha_t": [1.2 + 0.02 * i for i in range(20)],
+                       "alpha_s": [1.5, 2.0], "N": [256, 1024]})
+    layout = Layout.from_config(cfg)
+    exact, mc = layout.task_points("exact"), layout.task_points("mc")
+    assert mc < exact
+    per_exact = layout.seconds_by_method["exact"] + cost.POINT_OVERHEAD
+    assert exact == min(4096, int(TASK_SECONDS // per_exact))
+    index, points = layout.chunk_points("c00000")
+    todo = {"exact": list(range(len(points))), "mc": list(range(len(points)))}
+    tasks = sweep.make_tasks(layout, points, todo, workers=2)
+    sizes = {m: max(len(t.points) for t in tasks if t.methods == (m,)) for m in ("exact", "mc")}
+    assert sizes["mc"] <= mc and sizes["exact"] <= exact and sizes["exact"] > sizes["mc"]

@@ -200,8 +200,10 @@ class JobsConfig(_Section):
     minutes: float = Field(10.0, gt=0, le=10080, description="wall minutes a job aims at when "
                            "points_per_job is auto (a few on a workstation, 30 or more on a "
                            "cluster)")
-    points_per_task: Count = Field(32, ge=1, description="largest stack of points in one dask "
-                                                         "task")
+    points_per_task: Annotated[Count, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="largest stack of points in one dask task; auto: about "
+                            "2 seconds of the nominal cost model per task (a finished task is "
+                            "kept on disk at once, so a task is also what a kill loses)")
     chunks: dict[ParamName, Annotated[Count, Field(ge=1)]] = Field(
         default_factory=dict, description="explicit chunk length along some axes")
     threads: Count = Field(2, ge=1, description="threads of a job = dask workers of its "

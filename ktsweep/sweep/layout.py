@@ -95,6 +95,10 @@ def validate_config(config: Mapping[str, Any] | SweepConfig) -> SweepConfig:
     return cfg
 
 
+TASK_SECONDS = 2.0
+"""Nominal seconds of work an automatic dask task holds."""
+MAX_POINTS_PER_TASK = 4096
+"""Largest automatic stack of points in one task (one engine call)."""
 MAX_POINTS_PER_JOB = 1_000_000
 """Largest chunk an automatic job size makes (its block stays within a few GB)."""
 MAX_JOB_MB = 256_000
@@ -179,7 +183,7 @@ def mc_task_bytes(layout: Layout) -> int:
                 for k in ("batch_t", "batch_s"))
     curves = len(layout.checkpoints) if layout.config.outputs.curves else 0
     return mc_bytes(layout.d_max, batch, mc.replicates, 4 if mc.dtype == "float32" else 8,
-                    curves, min(layout.config.jobs.points_per_task, int(layout.mc_mask.sum())))
+                    curves, min(layout.task_points("mc"), int(layout.mc_mask.sum())))
 
 
 DERIVED_FROM: dict[str, tuple[str, ...]] = {
@@ -207,7 +211,7 @@ def _check_memory(layout: Layout) -> None:
         raise ConfigError(
             f"config key 'mc.replicates': a job's Monte Carlo tasks need about "
             f"{need / 2**20:.0f} MB ({layout.config.jobs.threads} threads x up to "
-            f"{layout.config.jobs.points_per_task} points x {mc.replicates} replicates x "
+            f"{layout.task_points('mc')} points x {mc.replicates} replicates x "
             f"d = {layout.d_max}, {mc.dtype}) but {limit}; lower mc.replicates, "
             "jobs.points_per_task or jobs.threads, or raise jobs.mem_mb",
             ("mc", "replicates") if "replicates" in layout.config.mc.model_fields_set
@@ -358,18 +362,36 @@ class Layout:
     """Grid points the mean cost of a point is estimated on (evenly spaced, deterministic)."""
 
     @cached_property
-    def seconds_per_point(self) -> float:
-        """Mean nominal seconds of one core per point (:mod:`ktsweep.engines.cost`), over up
-        to :attr:`SAMPLE` evenly spaced points: deterministic, so a chunking sized from it
-        (and the cube key) never depends on a timing."""
+    def seconds_by_method(self) -> dict[str, float]:
+        """Mean nominal seconds of one core per point for each method (Monte Carlo's mean
+        over the points where it runs), over up to :attr:`SAMPLE` evenly spaced points:
+        deterministic, so a chunking sized from it (and the cube key) never depends on a
+        timing (:mod:`ktsweep.engines.cost`)."""
         flat = np.unique(np.linspace(0, self.n_points - 1, min(self.SAMPLE, self.n_points))
                          .astype(np.int64))
-        total = 0.0
+        totals = {m: 0.0 for m in self.methods}
+        counts = {m: 0 for m in self.methods}
+        replicates = self.config.mc.replicates
         for i in flat:
             index = tuple(int(k) for k in np.unravel_index(int(i), self.shape))
-            methods = tuple(m for m in self.methods if m != "mc" or self.mc_selected(index))
-            total += cost.seconds(self.point_at(index), methods, self.config.mc.replicates)
-        return total / len(flat)
+            work = cost.Work.of(self.point_at(index))
+            for m in self.methods:
+                if m == "mc":
+                    if self.mc_selected(index):
+                        totals[m] += cost.mc_seconds(work, replicates)
+                        counts[m] += 1
+                elif m == "exact" or "exact" not in self.methods:
+                    totals[m] += cost.exact_seconds(work)
+                    counts[m] += 1
+        return {m: totals[m] / counts[m] if counts[m] else 0.0 for m in self.methods}
+
+    @cached_property
+    def seconds_per_point(self) -> float:
+        """Mean nominal seconds of one core per grid point, every method and the per-point
+        overhead included (Monte Carlo weighted by the share of points where it runs)."""
+        mc_share = float(self.mc_mask.mean()) if "mc" in self.methods else 0.0
+        return cost.POINT_OVERHEAD + sum(
+            s * (mc_share if m == "mc" else 1.0) for m, s in self.seconds_by_method.items())
 
     @property
     def points_per_job(self) -> int:
@@ -380,6 +402,21 @@ class Layout:
             return int(jobs.points_per_job)
         budget = jobs.minutes * 60.0 * jobs.threads
         return int(max(1, min(MAX_POINTS_PER_JOB, budget // self.seconds_per_point)))
+
+    @property
+    def points_per_task(self) -> int:
+        """The largest task of any method (what a job's memory is sized for)."""
+        return max(self.task_points(m) for m in self.methods)
+
+    def task_points(self, method: str) -> int:
+        """``jobs.points_per_task``, or for ``auto`` as many points of ``method`` as
+        :data:`TASK_SECONDS` of the nominal cost model (dask's and the staging's cost per
+        task then stay a few per cent), at most :data:`MAX_POINTS_PER_TASK`."""
+        given = self.config.jobs.points_per_task
+        if given != "auto":
+            return int(given)
+        per = self.seconds_by_method.get(method, 0.0) + cost.POINT_OVERHEAD
+        return int(max(1, min(MAX_POINTS_PER_TASK, TASK_SECONDS // per)))
 
     @property
     def job_runtime(self) -> int:

@@ -90,10 +90,11 @@ def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int
                workers: int = 1) -> list[Task]:
     """Group the missing points of each method into stackable, similarly long tasks.
 
-    A group is split into at most ``points_per_task`` points per task, and into at least
-    ``workers`` tasks when it has that many points, so every worker gets a share.
+    A group is split into at most :meth:`Layout.task_points` points per task (its method's),
+    and into at least ``workers`` tasks when it has that many points, so every worker gets a
+    share.
     """
-    cap = layout.config.jobs.points_per_task
+    caps = {m: layout.task_points(m) for m in layout.methods}
     needs: dict[int, list[str]] = {}
     for method, positions in todo.items():
         for pos in positions:
@@ -107,6 +108,7 @@ def make_tasks(layout: Layout, points: Sequence[Point], todo: dict[str, list[int
     tasks: list[Task] = []
     for (methods, *_), members in groups.items():
         members.sort(key=lambda i: -(points[i].steps_t + points[i].steps_s))
+        cap = min(caps[m] for m in methods)
         size = max(1, min(cap, -(-len(members) // max(1, workers))))
         for lo in range(0, len(members), size):
             part = members[lo:lo + size]
