@@ -163,3 +163,50 @@ def test_external_dask_cluster_equals_local_run(dask_cluster, local_tiny, tmp_pa
     assert_cubes_equal(tmp_path / "results" / "tiny" / "cube.zarr", local_tiny)
     assert_cube_equals_direct(tmp_path / "results" / "tiny" / "cube.zarr",
                               Layout(load_config(str(cfg))))
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_scale_sweep(slurm_cluster, tmp_path):
+    """The scale benchmark's sweep through SLURM: about 10^5 exact points at d = 10 in
+    time-sized jobs (several, so SLURM schedules them side by side), complete, and equal to
+    the engines called directly on a sample of points. Prints one JSON line (points per
+    second through SLURM). Planted bug it catches: the job's memory request from a config
+    field that is null under auto sizing (SLURM refuses the job)."""
+    import json
+
+    import numpy as np
+    import yaml
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_scale
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from ktsweep.engines.dispatch import run
+    from ktsweep.sweep.store import open_cube
+
+    cfg_data = bench_scale.grid(10**5, d=10, minutes=0.5)
+    cfg = tmp_path / "scale.yaml"
+    cfg.write_text(yaml.safe_dump(cfg_data))
+    layout = Layout(load_config(str(cfg)))
+    assert layout.n_chunks >= 2
+    start = time.perf_counter()
+    snakemake(tmp_path, "sweep", "--configfile", str(cfg),
+              "--profile", str(REPO / "workflow" / "profiles" / "slurm"), "--jobs", "4",
+              "--slurm-status-command", "squeue",
+              "--slurm-init-seconds-before-status-checks", "1",
+              "--default-resources", "slurm_partition=debug", timeout=3600)
+    seconds = time.perf_counter() - start
+    summary = json.loads((tmp_path / "results" / "scale" / "cube.json").read_text())
+    assert summary["missing"] == {}
+    ds = open_cube(tmp_path / "results" / "scale" / "cube.zarr")
+    rng = np.random.default_rng(0)
+    flat = rng.choice(layout.n_points, 20, replace=False)
+    index = [tuple(int(i) for i in np.unravel_index(f, layout.shape)) for f in flat]
+    ref = run([layout.point_at(i) for i in index], ["exact"], layout.checkpoints)["exact"]
+    got = ds["risk_t2s"].sel(estimator="exact").values
+    np.testing.assert_allclose([got[i] for i in index], ref["risk_t2s"], rtol=1e-12)
+    print(json.dumps({"benchmark": "slurm_scale", "points": layout.n_points,
+                      "jobs": layout.n_chunks, "seconds": round(seconds, 1),
+                      "points_per_second": round(layout.n_points / seconds, 1)}))
