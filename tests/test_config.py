@@ -454,3 +454,40 @@ def test_plan_sums_what_walking_every_point_sums(path) -> None:
                 work[m] += cost.exact_seconds(cost.Work.of(p))
     assert info["evaluations"] == counts
     assert info["nominal_seconds"] == pytest.approx(work, rel=1e-12)
+
+
+_VALID: dict[str, list[Any]] = {
+    "alpha_s": [2.0, 3.0], "sigma2": [0.1, 0.5], "N": [16, 64], "n": [8, 32],
+    "batch_s": [1, 2], "d": [12, 8], "angle": [0.0, 30.0], "mixing_seed": [1, 2],
+    "target": ["gaussian", "power"], "inputs": ["gaussian", "rademacher"],
+}
+"""Values valid in any combination: grids for the chunk points' fast path."""
+
+
+@given(st.dictionaries(st.sampled_from(sorted(_VALID)), st.booleans(), min_size=1,
+                       max_size=5))
+@settings(max_examples=60, derandomize=True, deadline=None, database=None)
+def test_chunk_points_equal_fully_validated_points(spec) -> None:
+    """A chunk job builds its points from the grid's first point and each axis's resolved
+    values instead of validating every point again; on random grids every point equals the
+    one make_point resolves (γ0 maps sorted, defaults filled, ties followed). Planted bugs: a
+    tied parameter left at the first point's value; the fast path taken where d is an axis
+    and a mixing's dimension follows it."""
+    from ktsweep.model.params import make_point
+    from ktsweep.sweep.layout import point_values
+
+    grid: dict[str, list[Any]] = {"alpha_t": [1.5, 2.0], "gamma0_t": [0.1, {"tune": [0.2, 0.1]}]}
+    fixed: dict[str, Any] = {"alpha_s": 2.0, "sigma2": 0.1, "N": 16, "n": 8, "d": 10}
+    for name, as_axis in spec.items():
+        if as_axis:
+            grid[name] = _VALID[name]
+            fixed.pop(name, None)
+        else:
+            fixed[name] = _VALID[name][-1]
+    layout = Layout.from_config({"name": "g", "grid": grid, "fixed": fixed,
+                                 "tie": {"gamma0_s": "gamma0_t"},
+                                 "jobs": {"points_per_job": 7}})
+    for chunk in layout.chunk_ids():
+        index, points = layout.chunk_points(chunk)
+        for i, p in zip(index, points, strict=True):
+            assert p == make_point(point_values(layout.fixed, layout.values_at(i), layout.tie))

@@ -9,6 +9,7 @@ It serialises to JSON so jobs receive it whole.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -564,10 +565,50 @@ class Layout:
         return make_point(point_values(self.fixed, self.values_at(index), self.tie))
 
     def chunk_points(self, chunk: str | int) -> tuple[list[tuple[int, ...]], list[Point]]:
-        """Global grid indices and points of a chunk, in C order of the block."""
+        """Global grid indices and points of a chunk, in C order of the block.
+
+        The grid was validated when it was planned, so a chunk job does not validate its
+        points again: each is the grid's first point with the resolved values of its axes put
+        in (:attr:`resolved_axes`), unless an axis feeds a default another parameter derives
+        from it (d, a spectrum file, the mixing), where every point is resolved in full."""
         sl = self.chunk_slices(chunk)
         idx = list(itertools.product(*(range(s.start, s.stop) for s in sl)))
-        return idx, [self.point_at(i) for i in idx]
+        resolved = self.resolved_axes
+        if resolved is None:
+            return idx, [self.point_at(i) for i in idx]
+        base = self.point_at((0,) * len(self.shape))
+        names = list(self.axes)
+        points = []
+        for index in idx:
+            changes: dict[str, Any] = {}
+            for axis, i in zip(names, index, strict=True):
+                changes.update(resolved[axis][i])
+            points.append(dataclasses.replace(base, **changes))
+        return idx, points
+
+    @cached_property
+    def resolved_axes(self) -> dict[str, list[dict[str, Any]]] | None:
+        """For each axis and value: the resolved parameters it sets (itself and the parameters
+        tied to it), read off the validated point that differs from the first in that axis
+        alone; None where an axis sets a parameter another's default derives from
+        (:data:`DERIVED_FROM`: a spectrum file, the mixing, d under a mixing), since then a
+        value's resolution depends on the other axes."""
+        feeding = {"spectrum_t", "spectrum_s", "mixing_seed"}  # what alpha, d, mixing follow
+        if self._param_values("mixing_seed") != [None]:
+            feeding.add("d")  # the mixing's dimension follows d
+        if {self.tie.get(p, p) for p in feeding} & set(self.axes):
+            return None
+        out: dict[str, list[dict[str, Any]]] = {}
+        for k, axis in enumerate(self.axes):
+            names = [axis, *(p for p, a in self.tie.items() if a == axis)]
+            values = []
+            for i in range(len(self.axes[axis])):
+                index = [0] * len(self.shape)
+                index[k] = i
+                point = self.point_at(tuple(index))
+                values.append({n: getattr(point, n) for n in names})
+            out[axis] = values
+        return out
 
     def iter_points(self) -> Iterator[tuple[tuple[int, ...], Point]]:
         for idx in itertools.product(*(range(s) for s in self.shape)):
