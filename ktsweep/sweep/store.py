@@ -505,10 +505,17 @@ def read_block(path: str | os.PathLike, layout: Layout, chunk: str
 
 def commit_block(path: str | os.PathLike, layout: Layout, chunk: str,
                  block: Mapping[str, np.ndarray]) -> dict[str, list]:
-    """Write a chunk's block: values, sync, then status last; returns the commit manifest."""
+    """Write a chunk's block: values, sync, then status last; returns the commit manifest.
+
+    The chunk's old files go first (status first, so a kill leaves it uncommitted): the block
+    replaces them whole, and a shard at the grid's edge would otherwise be read back and
+    patched, which fails on a damaged file (the one a repair reset it for)."""
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     sl = layout.chunk_slices(chunk)
     files = chunk_files(path, layout, chunk)
+    for name in [*STATUS_VARS, *files]:
+        if name in files:
+            files[name].unlink(missing_ok=True)
     names = commit_order(block)
     for i, name in enumerate(names):
         if name in STATUS_VARS and names[i - 1] not in STATUS_VARS:
