@@ -64,6 +64,7 @@ def coefficient_power(p: Point) -> np.ndarray:
     if p.target == "gaussian":
         return np.ones(p.d)
     if p.target == "lowdim":
+        assert p.k_dagger is not None  # make_point requires it for this target
         return np.where(i <= p.k_dagger, p.amplitude**2, 0.0)
     return i**p.beta  # power
 
