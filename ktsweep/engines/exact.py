@@ -53,7 +53,7 @@ Solver = Callable[[Runs, np.ndarray], Moments]
 :func:`~ktsweep.engines.moments.evolve_steps`."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # (arrays inside: compared by identity)
 class _Spec:
     """One run of one point, before evolution."""
 

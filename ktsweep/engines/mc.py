@@ -64,7 +64,7 @@ _CHECK_EVERY = 256
 _PROGRESS: ContextVar[Callable[[int], object] | None] = ContextVar("mc_progress", default=None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # (arrays inside: compared by identity)
 class Sampling:
     """How points are simulated, beside the points and their step sizes (what every kernel,
     torch's or a fused one, takes)."""

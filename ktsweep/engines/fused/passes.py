@@ -157,12 +157,13 @@ def simulate_point(p: Point, gam: dict[str, float], how: Sampling, run: Runner,
     # finite runs: Monte Carlo takes no point at N or n = ∞
     steps_t, steps_direct, steps_s = int(p.steps_t), int(p.steps_direct), int(p.steps_s)
 
-    def model(x0: torch.Tensor, noise: float, run: str, lam: np.ndarray, batch: int,
-              offset: torch.Tensor | None = None, record: bool = False, rotate: bool = False
+    def model(x0: torch.Tensor, noise: float, role: str, lam: np.ndarray, batch: int,
+              offset: torch.Tensor | None = None, record: bool = False, rotated: bool = False
               ) -> Model:
-        gains, starts = _gains(run_phases(p, run, gam[RUN_STEP_SIZE[run]]), lam, batch, L,
+        """The model of the run ``role`` (teacher, direct, t2s, ceiling)."""
+        gains, starts = _gains(run_phases(p, role, gam[RUN_STEP_SIZE[role]]), lam, batch, L,
                                dtype, device)
-        return Model(_slots(x0, L, noise), gains, starts, offset, record, rotate)
+        return Model(_slots(x0, L, noise), gains, starts, offset, record, rotated)
 
     def run_pass(tag: str, models: list[Model], steps: int, batch: int,
                  skip: torch.Tensor | None = None, ticks: bool = True) -> Pass:
@@ -180,7 +181,7 @@ def simulate_point(p: Point, gam: dict[str, float], how: Sampling, run: Runner,
         return ps
 
     teacher = model(-theta, -sigma, "teacher", lam_t, p.batch_t, record=True)
-    direct = model(-in_student(theta), -sigma, "direct", lam_s, p.batch_s, rotate=rotate)
+    direct = model(-in_student(theta), -sigma, "direct", lam_s, p.batch_s, rotated=rotate)
     if p.batch_t == p.batch_s and not draws_rotated:
         first = run_pass("teacher", [teacher, direct], steps_t, p.batch_t)
         div_t, div_d = first.diverged[0], first.diverged[1]
@@ -193,8 +194,8 @@ def simulate_point(p: Point, gam: dict[str, float], how: Sampling, run: Runner,
     eta_t = teacher.state[:, :d]
     offset = in_student(eta_t)
     t2s = model(-in_student(eta_t + theta), 0.0, "t2s", lam_s, p.batch_s,
-                offset=_slots(offset, L, 0.0), record=True, rotate=rotate)
-    ceiling = model(-in_student(theta), -sigma, "ceiling", lam_s, p.batch_s, rotate=rotate)
+                offset=_slots(offset, L, 0.0), record=True, rotated=rotate)
+    ceiling = model(-in_student(theta), -sigma, "ceiling", lam_s, p.batch_s, rotated=rotate)
     skip = torch.stack([div_t, torch.zeros_like(div_t)])
     second = run_pass("student", [t2s, ceiling], steps_s, p.batch_s, skip=skip)
     errors = {"teacher": in_student(eta_t), "direct": direct.state[:, :d],
