@@ -1,7 +1,7 @@
 # ktsweep: one command each to set up and run the default sweep, or to run the tests.
 #   make run    # fresh machine -> .venv -> snakemake --cores 2 on config/config.yaml
-#   make test   # fresh machine -> .venv -> ruff + workflow lint + GPU rehearsal + `pip install .`
-#                 alone in a fresh venv (.ci/fresh-install) + pytest + strict docs
+#   make test   # fresh machine -> .venv -> ruff + mypy + workflow lint + GPU rehearsal +
+#                 `pip install .` alone in a fresh venv (.ci/fresh-install) + pytest + strict docs
 #                 (what CI runs, via .ci/run)
 #   make docs   # the documentation site (docs/ -> site/), warnings as errors
 PYTHON ?= python3
@@ -36,6 +36,7 @@ run: setup
 TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check ktsweep tests benchmarks .ci
+	$(BIN)/mypy
 	BIN=$(BIN) bash .ci/lint-workflow
 	mkdir -p gpu-check
 	$(MAKE) --no-print-directory gpu-rehearsal > gpu-check/rehearsal.log 2>&1 & rehearsal=$$!; \

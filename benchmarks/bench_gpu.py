@@ -93,8 +93,8 @@ def run_fused(points: list[Point], replicates: int, device: torch.device, run,
               seed: int = 1) -> dict[str, np.ndarray]:
     """The fused kernel ``run`` on ``points`` (as mc.simulate with kernel: fused)."""
     gam = mc.initial_step_sizes(points)
-    return fused.simulate(points, gam, replicates, seed, device, torch.float32,
-                          np.zeros(0, dtype=np.int64), False, 1, run=run)
+    how = mc.Sampling(replicates, seed, device, torch.float32, np.zeros(0, dtype=np.int64), False)
+    return fused.simulate(points, gam, how, 1, run=run)
 
 
 def time_fused(point: Point, replicates: int, device: torch.device, run,

@@ -9,7 +9,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -27,6 +27,13 @@ from ktsweep.model.params import (
 from ktsweep.model.quantities import RATIOS, RISKS, STEP_SIZES
 from ktsweep.model.spectra import checkpoint_steps
 from ktsweep.sweep.config import MCConfig, OutputsConfig
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from ktsweep.model.estimators import MCSettings
+    from ktsweep.sweep.layout import Layout
+    from ktsweep.sweep.progress import Progress
 
 
 class UsageError(Exception):
@@ -223,8 +230,8 @@ def cmd_point(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_with_progress(point, methods: list[str], steps: np.ndarray, settings
-                       ) -> dict[str, dict[str, np.ndarray]]:
+def _run_with_progress(point: Point, methods: list[str], steps: np.ndarray,
+                       settings: MCSettings) -> dict[str, dict[str, np.ndarray]]:
     """Run the methods of one point with a progress bar on stderr (shown after 2 s, on a
     terminal): exact and bound as one step (they share one computation), Monte Carlo by its
     SGD steps. The results are those of one ``run`` call: every method is deterministic."""
@@ -247,7 +254,7 @@ def _run_with_progress(point, methods: list[str], steps: np.ndarray, settings
     return {m: out[m] for m in methods}
 
 
-def _check_mc_memory(point, settings, checkpoints: int) -> None:
+def _check_mc_memory(point: Point, settings: MCSettings, checkpoints: int) -> None:
     """Refuse a Monte Carlo point that would not fit this machine's memory (before allocating)."""
     import os
 
@@ -262,7 +269,7 @@ def _check_mc_memory(point, settings, checkpoints: int) -> None:
                          f"{have / 2**30:.1f} GiB; lower --replicates or d")
 
 
-def _option_error(err, options: dict[str, str]) -> UsageError:
+def _option_error(err: ValidationError, options: dict[str, str]) -> UsageError:
     """A pydantic error on a config model built from options, named by its option."""
     e = err.errors(include_url=False)[0]
     field = str(e["loc"][0]) if e["loc"] else ""
@@ -295,7 +302,7 @@ def _per_decade(args: argparse.Namespace) -> int:
                             ) from None
 
 
-def _cube_layout(cube: str):
+def _cube_layout(cube: str) -> Layout:
     """The layout a cube was created for (its ``ktsweep_config`` attribute)."""
     from ktsweep.sweep.store import StoreError, layout_of
 
@@ -306,7 +313,7 @@ def _cube_layout(cube: str):
                          ) from None
 
 
-def _config_file(path: str):
+def _config_file(path: str) -> Layout:
     from ktsweep.sweep.config import ConfigError
     from ktsweep.sweep.layout import Layout
 
@@ -416,7 +423,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _progress_of(target: str):
+def _progress_of(target: str) -> Progress:
     from ktsweep.sweep.config import ConfigError
     from ktsweep.sweep.progress import locate, measure
 

@@ -48,10 +48,10 @@ def main() -> None:
     for extra, dtype in CASES:
         p = make_point({**BASE, **extra})
         gam = {k: float(v[0]) for k, v in mc.initial_step_sizes([p]).items()}
+        how = mc.Sampling(R, 3, torch.device("cpu"), mc.DTYPES[dtype], CHECKPOINTS, False)
         outs = []
         for run in (_run_cpu, lambda ps: gpu.run(ps, block_r=R)):
-            outs.append(passes.simulate_point(p, gam, R, 3, torch.device("cpu"),
-                                              mc.DTYPES[dtype], CHECKPOINTS, False, run))
+            outs.append(passes.simulate_point(p, gam, how, run))
         (ea, ca, da), (eb, cb, db) = outs
         if da != db:
             sys.exit(f"diverged flags differ at {extra}: {da} vs {db}")

@@ -163,11 +163,11 @@ def replicate_risks(monkeypatch: pytest.MonkeyPatch, points: list[Point], kernel
     caught: dict[str, list[np.ndarray]] = {}
     original = mc.summarize
 
-    def spy(errors, curves, diverged, gam):
-        for name, err in errors.items():
+    def spy(finals: mc.Finals, gam: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, err in finals.errors.items():
             caught.setdefault(name, []).append(
                 (0.5 * err.double().square().sum(-1)).cpu().numpy())
-        return original(errors, curves, diverged, gam)
+        return original(finals, gam)
 
     monkeypatch.setattr(mc, "summarize", spy)
     for p in points:  # one point a call: the parts come back in order

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,25 +48,35 @@ def direct_bounds(
     return {"upper": float(upper), "lower": float(lower), "kstar_upper": k_up, "kstar_lower": k_lo}
 
 
+class TransferBound(NamedTuple):
+    """Theorem 1's bound at its minimising δ, with the terms it adds up."""
+
+    bound: float  # (I) + (II) + (III)
+    delta: float
+    kstar: int  # the student's cutoff k*_S(δ)
+    term1: float  # (I)
+    term2: float  # (II)
+
+
 def transfer_bound(
     lam_s: np.ndarray, energy: np.ndarray, a_t: np.ndarray, a_s: np.ndarray, p_s: np.ndarray,
     u_t_sq: np.ndarray, n: int, gamma0_s: float, bias: float = 0.0,
-) -> tuple[float, float, int, float, float]:
-    """min over δ of the Theorem 1 bound B(δ) = (I) + (II) + (III); returns (bound, δ,
-    k*_S(δ), (I), (II)) at the minimising δ. (III) = ``bias``, the static alignment bias,
-    does not depend on δ (0 in the aligned model)."""
+) -> TransferBound:
+    """min over δ of the Theorem 1 bound B(δ) = (I) + (II) + (III) at the minimising δ.
+    (III) = ``bias``, the static alignment bias, does not depend on δ (0 in the aligned
+    model)."""
     log2n = math.log2(n) if n > 1 else 0.0
     tail_student = a_s - p_s**2 * u_t_sq
-    best = (math.inf, math.nan, 0, math.nan, math.nan)
+    best = TransferBound(math.inf, math.nan, 0, math.nan, math.nan)
     for delta in DELTAS:
         k = kstar(lam_s, delta * log2n / (4.0 * gamma0_s * n))
         term1 = 0.5 * a_t[:k].sum() + 2 * delta**2 * a_t[k:].sum()
         term2 = (0.5 * a_s[:k].sum() + tail_student[k:].sum()
                  + (1 + 2 * delta**2) * energy[k:].sum())
         value = term1 + term2
-        if value < best[0]:
-            best = (float(value), float(delta), k, float(term1), float(term2))
-    return best[0] + bias, *best[1:]
+        if value < best.bound:
+            best = TransferBound(float(value), float(delta), k, float(term1), float(term2))
+    return best._replace(bound=best.bound + bias)
 
 
 def student_variance(a_s: np.ndarray, p_s: np.ndarray, u_t_sq: np.ndarray, k: int) -> float:
@@ -104,6 +115,17 @@ def step_condition(p: Point, lam_t: np.ndarray, lam_s: np.ndarray, gammas: Seque
     return bool(all(g < cap for g in gammas))
 
 
+class _DirectRun(NamedTuple):
+    """What Lemma 1's bounds read of one run of a point."""
+
+    lam: np.ndarray
+    energy: np.ndarray  # the target's energies in the run's eigenbasis
+    rank: int
+    samples: int | float  # math.inf: the limit, which has no finite-sample bound
+    steps: int | float
+    gamma0: float
+
+
 def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
                 ) -> dict[str, np.ndarray]:
     """Bounds from exact results and moments already computed for ``points`` (same d)."""
@@ -116,21 +138,21 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
             "ceiling": p.batch_s == 1 and p.schedule_s == "geometric" and p.plan_s == p.steps_s,
         }
         runs = {  # student runs see the target in their own eigenbasis
-            "teacher": (det.lam_t[i], det.energy[i], p.rank_t, p.N, p.steps_t,
-                        det.gamma0["gamma0_t"][i]),
-            "direct": (det.lam_s[i], det.energy_s[i], p.rank_s, p.N, p.steps_direct,
-                       det.gamma0["gamma0_direct"][i]),
-            "ceiling": (det.lam_s[i], det.energy_s[i], p.rank_s, p.n, p.steps_s,
-                        det.gamma0["gamma0_ceiling"][i]),
+            "teacher": _DirectRun(det.lam_t[i], det.energy[i], p.rank_t, p.N, p.steps_t,
+                                  det.gamma0["gamma0_t"][i]),
+            "direct": _DirectRun(det.lam_s[i], det.energy_s[i], p.rank_s, p.N, p.steps_direct,
+                                 det.gamma0["gamma0_direct"][i]),
+            "ceiling": _DirectRun(det.lam_s[i], det.energy_s[i], p.rank_s, p.n, p.steps_s,
+                                  det.gamma0["gamma0_ceiling"][i]),
         }
-        for name, (lam, energy, rank, samples, steps, g) in runs.items():
-            if math.isinf(samples):  # the limit N or n = ∞: no finite-sample bound
-                for k in ("bound_upper", "bound_lower", "kstar_upper", "kstar_lower",
-                          "sandwich", "scope"):
-                    row[f"{k}_{name}"] = math.nan
+        for name, run in runs.items():
+            if math.isinf(run.samples):  # the limit N or n = ∞: no finite-sample bound
+                for key in ("bound_upper", "bound_lower", "kstar_upper", "kstar_lower",
+                            "sandwich", "scope"):
+                    row[f"{key}_{name}"] = math.nan
                 continue
-            b = direct_bounds(lam, energy, p.sigma2, rank, samples, steps, g,
-                              fourth_moment(p.inputs, p.inputs_nu))
+            b = direct_bounds(run.lam, run.energy, p.sigma2, run.rank, int(run.samples),
+                              int(run.steps), run.gamma0, fourth_moment(p.inputs, p.inputs_nu))
             row[f"bound_upper_{name}"] = b["upper"]
             row[f"bound_lower_{name}"] = b["lower"]
             row[f"kstar_upper_{name}"] = b["kstar_upper"]
@@ -147,10 +169,10 @@ def from_detail(points: Sequence[Point], ex: dict[str, np.ndarray], det: Detail
         else:
             value, delta, k, term1, term2 = transfer_bound(
                 det.lam_s[i], det.energy_s[i], det.a_teacher_s[i], det.a_t2s[i], det.p_t2s[i],
-                det.u_teacher_sq_s[i], p.n, det.gamma0["gamma0_s"][i], bias)
+                det.u_teacher_sq_s[i], int(p.n), det.gamma0["gamma0_s"][i], bias)
             student = student_variance(det.a_t2s[i], det.p_t2s[i], det.u_teacher_sq_s[i], k)
             reduced = reduced_transfer_bound(det.lam_s[i], det.energy_s[i], det.a_teacher_s[i],
-                                             det.p_t2s[i], det.u_teacher_sq_s[i], p.n,
+                                             det.p_t2s[i], det.u_teacher_sq_s[i], int(p.n),
                                              det.gamma0["gamma0_s"][i], bias)
         row["bound_t2s"], row["bound_t2s_delta"], row["kstar_t2s"] = value, delta, k
         row["bound_t2s_term1"], row["bound_t2s_term2"], row["bound_t2s_term3"] = (

@@ -8,12 +8,14 @@ every run of every point (and every γ0 candidate when tuning) is one row of a s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 from ktsweep.engines.general import (
+    FullStart,
     geometry,
     offdiag_decay,
     overwrite_full,
@@ -21,12 +23,20 @@ from ktsweep.engines.general import (
     teacher_matrices,
     teacher_side,
 )
-from ktsweep.engines.moments import DIVERGED_FACTOR, ROUND_OFF, Runs, evolve, one_blas_thread
+from ktsweep.engines.moments import (
+    DIVERGED_FACTOR,
+    ROUND_OFF,
+    Moments,
+    Runs,
+    evolve,
+    one_blas_thread,
+)
 from ktsweep.model.geometry import target_second_moment
 from ktsweep.model.inputs import fourth_moment
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import assemble, with_ratios
 from ktsweep.model.spectra import (
+    Phases,
     phase_products,
     resolve_gamma0,
     schedule_phases,
@@ -35,22 +45,37 @@ from ktsweep.model.spectra import (
     teacher_spectrum,
 )
 
+Role = Literal["teacher", "direct", "ceiling", "t2s"]
+STUDENTS: tuple[Role, ...] = ("direct", "ceiling", "t2s")
 
-@dataclass
+Solver = Callable[[Runs, np.ndarray], Moments]
+"""A moment solver: :func:`~ktsweep.engines.moments.evolve` or
+:func:`~ktsweep.engines.moments.evolve_steps`."""
+
+
+@dataclass(frozen=True, eq=False)  # (arrays inside: compared by identity)
 class _Spec:
     """One run of one point, before evolution."""
 
-    point: int
-    role: str
-    lam: np.ndarray
-    a0: np.ndarray
-    noise: float
+    point: int  # the point's position in the batch
+    role: Role
+    lam: np.ndarray  # (d,) the run's spectrum
+    a0: np.ndarray  # (d,) initial E[η_i²]
+    noise: float  # label-noise variance s²
     batch: int
-    steps: int
-    kind: str
-    horizon: int | None  # None: the run's own step count
-    gammas: list[float]
-    psi: float = 3.0  # fourth moment of the inputs
+    steps: int | float  # math.inf: the limit of infinitely many steps
+    kind: str  # schedule kind
+    horizon: int | float | None  # steps the schedule is planned for; None: ``steps``
+    gammas: list[float]  # the γ0 candidates (one unless tuned)
+    psi: float  # fourth moment of the inputs
+
+
+class _Row(NamedTuple):
+    """One evolved row: a γ0 candidate of a spec."""
+
+    spec: int  # position in the specs
+    row: int  # row of the Runs
+    gamma0: float
 
 
 @dataclass
@@ -78,13 +103,20 @@ class Detail:
     u_teacher_sq_s: np.ndarray
 
 
-def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]:
-    """Rows for every (spec, γ0 candidate); returns the runs and (spec, row, γ0) labels."""
-    lam, a0, noise, batch, phases, steps, labels, psi = [], [], [], [], [], [], [], []
+def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[_Row]]:
+    """Rows for every (spec, γ0 candidate); returns the runs and a label for each row."""
+    lam: list[np.ndarray] = []
+    a0: list[np.ndarray] = []
+    noise: list[float] = []
+    batch: list[int] = []
+    phases: list[Phases] = []
+    steps: list[int] = []
+    labels: list[_Row] = []
+    psi: list[float] = []
     for s_idx, s in enumerate(specs):
         horizon = s.steps if s.horizon is None else s.horizon
         for g in s.gammas:
-            labels.append((s_idx, len(lam), g))
+            labels.append(_Row(s_idx, len(lam), g))
             lam.append(s.lam)
             a0.append(s.a0)
             noise.append(s.noise)
@@ -93,9 +125,9 @@ def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]
             if math.isinf(s.steps):  # the limit: evolve needs only γ0 and the kind
                 phases.append([(0, g)])
                 steps.append(-1)
-            else:
-                phases.append(schedule_phases(s.kind, g, s.steps, horizon))
-                steps.append(s.steps)
+            else:  # a finite run's step counts are integers
+                phases.append(schedule_phases(s.kind, g, int(s.steps), int(horizon)))
+                steps.append(int(s.steps))
     runs = Runs(
         lam=np.array(lam),
         a0=np.array(a0),
@@ -109,8 +141,10 @@ def _expand(specs: Sequence[_Spec]) -> tuple[Runs, list[tuple[int, int, float]]]
     return runs, labels
 
 
-def _best(score: np.ndarray, diverged: np.ndarray, labels, n_specs: int):
-    """Per spec, the row with the lowest finite score among non-diverged candidates."""
+def _best(score: np.ndarray, diverged: np.ndarray, labels: Sequence[_Row], n_specs: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Per spec, the row with the lowest finite score among non-diverged candidates, and its
+    γ0."""
     best_row = np.full(n_specs, -1)
     best_g = np.full(n_specs, np.nan)
     best_key: list[tuple[bool, float]] = [(True, np.inf)] * n_specs
@@ -122,7 +156,7 @@ def _best(score: np.ndarray, diverged: np.ndarray, labels, n_specs: int):
     return best_row, best_g
 
 
-def _edge(p: Point, role: str, chosen: float) -> float:
+def _edge(p: Point, role: Role, chosen: float) -> float:
     """1.0 when a tuned γ0 was chosen at either end of its list (the optimum may lie outside
     the grid), 0.0 inside it, NaN when the run's γ0 was not tuned."""
     spec = p.gamma0_t if role == "teacher" else p.gamma0_s
@@ -134,7 +168,7 @@ def _edge(p: Point, role: str, chosen: float) -> float:
 
 @one_blas_thread()
 def evaluate_detail(
-    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve,
+    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver: Solver = evolve,
     general: bool = False,
 ) -> tuple[dict[str, np.ndarray], Detail]:
     """Exact quantities and the moments behind them for points sharing ``d``.
@@ -163,19 +197,21 @@ def evaluate_detail(
 
     # Phase 1: the teachers.
     psi = [fourth_moment(p.inputs, p.inputs_nu) for p in points]
-    specs = [_Spec(i, "teacher", lam_t[i], energy[i], p.sigma2, p.batch_t, p.steps_t,
-                   p.schedule_t, p.plan_t, resolve_gamma0(p.gamma0_t, lam_t[i]), psi[i])
+    specs = [_Spec(point=i, role="teacher", lam=lam_t[i], a0=energy[i], noise=p.sigma2,
+                   batch=p.batch_t, steps=p.steps_t, kind=p.schedule_t, horizon=p.plan_t,
+                   gammas=resolve_gamma0(p.gamma0_t, lam_t[i]), psi=psi[i])
              for i, p in enumerate(points)]
     runs, labels = _expand(specs)
     m1 = solver(runs, ck)
     best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
     a_t, p_t, div_t = m1.a[best], m1.contraction[best], m1.diverged[best]  # one spec a point
     u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t  # E[u_T,i²]
-    decay = [None] * P if geo is None else [
+    decay: list[np.ndarray | None] = [None] * P if geo is None else [
         None if not geo.fixed_target[i] else offdiag_decay(
             lam_t[i], runs.phases[best[i]], int(runs.steps[best[i]]), 1.0 / p.batch_t)
         for i, p in enumerate(points)]
-    _, a_t_s, u_t_sq_s, cross_s = teacher_side(geo, energy, a_t, p_t, decay)
+    seen = teacher_side(geo, energy, a_t, p_t, decay)  # in the students' eigenbases
+    a_t_s, u_t_sq_s, cross_s = seen.a_teacher, seen.u_teacher_sq, seen.cross
 
     # Phase 2: every student in one call, so that the three go through the stretch maps they
     # share together (one pass over each map's eigenvectors instead of two). The direct and
@@ -185,39 +221,45 @@ def evaluate_detail(
     for i, p in enumerate(points):
         gs = resolve_gamma0(p.gamma0_s, lam_s[i])
         specs2 += [
-            _Spec(i, "direct", lam_s[i], energy_s[i], p.sigma2, p.batch_s, p.steps_direct,
-                  p.schedule_s, None, gs, psi[i]),
-            _Spec(i, "ceiling", lam_s[i], energy_s[i], p.sigma2, p.batch_s, p.steps_s,
-                  p.schedule_s, p.plan_s, gs, psi[i]),
-            _Spec(i, "t2s", lam_s[i], u_t_sq_s[i], 0.0, p.batch_s, p.steps_s, p.schedule_s,
-                  p.plan_s, gs, psi[i]),
+            _Spec(point=i, role="direct", lam=lam_s[i], a0=energy_s[i], noise=p.sigma2,
+                  batch=p.batch_s, steps=p.steps_direct, kind=p.schedule_s, horizon=None,
+                  gammas=gs, psi=psi[i]),
+            _Spec(point=i, role="ceiling", lam=lam_s[i], a0=energy_s[i], noise=p.sigma2,
+                  batch=p.batch_s, steps=p.steps_s, kind=p.schedule_s, horizon=p.plan_s,
+                  gammas=gs, psi=psi[i]),
+            _Spec(point=i, role="t2s", lam=lam_s[i], a0=u_t_sq_s[i], noise=0.0,
+                  batch=p.batch_s, steps=p.steps_s, kind=p.schedule_s, horizon=p.plan_s,
+                  gammas=gs, psi=psi[i]),
         ]
     runs2, labels2 = _expand(specs2)
     m2 = solver(runs2, ck)
     # rotated students with non-Gaussian inputs: full matrices (engines/general.py)
-    full = [] if geo is None else [i for i, p in enumerate(points)
-                                   if not p.aligned and psi[i] != 3.0]
-    if full:
-        start = {"direct": {}, "ceiling": {}, "t2s": {}}
+    if geo is not None:
+        full = [i for i, p in enumerate(points) if not p.aligned and psi[i] != 3.0]
+        start: dict[Role, dict[int, np.ndarray]] = {r: {} for r in STUDENTS}
         for i in full:
-            start["direct"][i] = start["ceiling"][i] = (
-                geo.q[i].T @ target_second_moment(points[i]) @ geo.q[i])
-            start["t2s"][i] = geo.q[i].T @ teacher_matrices(
-                energy[i], a_t[i], p_t[i], bool(geo.fixed_target[i]), decay[i])[2] @ geo.q[i]
-        overwrite_full(m2, runs2, ck, {
-            row: (geo.q[specs2[s].point], start[specs2[s].role][specs2[s].point],
-                  psi[specs2[s].point])
-            for s, row, _ in labels2 if specs2[s].point in start["t2s"]})
-    owner = np.array([specs2[s].point for s, _, _ in labels2])
+            q = geo.q[i]
+            start["direct"][i] = start["ceiling"][i] = q.T @ target_second_moment(points[i]) @ q
+            start["t2s"][i] = q.T @ teacher_matrices(
+                energy[i], a_t[i], p_t[i], bool(geo.fixed_target[i]), decay[i]).u_teacher_sq @ q
+        full_rows: dict[int, FullStart] = {}
+        for lab in labels2:
+            spec = specs2[lab.spec]
+            if spec.point in start["t2s"]:
+                full_rows[lab.row] = FullStart(
+                    geo.q[spec.point], start[spec.role][spec.point], psi[spec.point])
+        if full_rows:
+            overwrite_full(m2, runs2, ck, full_rows)
+    owner = np.array([specs2[lab.spec].point for lab in labels2])
     mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross_s[owner] + a_t_s[owner])
-    is_t2s = np.array([specs2[s].role == "t2s" for s, _, _ in labels2])
+    is_t2s = np.array([specs2[lab.spec].role == "t2s" for lab in labels2])
     score = np.where(is_t2s, mode_t2s_all.sum(axis=1), m2.risk)
     best2, g2_all = _best(score, m2.diverged, labels2, len(specs2))
     # each student role's chosen row and γ0, by point (specs2 runs in point order)
     row = {r: np.array([best2[k] for k, s in enumerate(specs2) if s.role == r])
-           for r in ("direct", "ceiling", "t2s")}
+           for r in STUDENTS}
     g2 = {r: np.array([g2_all[k] for k, s in enumerate(specs2) if s.role == r])
-          for r in ("direct", "ceiling", "t2s")}
+          for r in STUDENTS}
 
     # T2S learning curve: needs P^S at every checkpoint, not only at the end.
     curve_t2s = np.full((P, len(ck)), np.nan)
@@ -271,9 +313,11 @@ def evaluate_detail(
                 out[k][bad] = np.nan
     diverged = np.logical_or.reduce(list(blank.values()))
     out["status"] = np.where(diverged, "diverged", "ok")
-    chosen = {"teacher": g_best, **g2}
-    for role, key in (("teacher", "tune_edge_t"), ("direct", "tune_edge_direct"),
-                      ("ceiling", "tune_edge_ceiling"), ("t2s", "tune_edge_s")):
+    chosen: dict[Role, np.ndarray] = {"teacher": g_best, **g2}
+    edges: tuple[tuple[Role, str], ...] = (
+        ("teacher", "tune_edge_t"), ("direct", "tune_edge_direct"),
+        ("ceiling", "tune_edge_ceiling"), ("t2s", "tune_edge_s"))
+    for role, key in edges:
         out[key] = np.array([_edge(points[i], role, chosen[role][i]) for i in range(P)])
     with_ratios(out)
     no_w2s = np.array([math.isinf(p.n) for p in points])
@@ -290,7 +334,7 @@ def evaluate_detail(
 
 
 def evaluate(
-    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver=evolve
+    points: Sequence[Point], checkpoints: np.ndarray | None = None, solver: Solver = evolve
 ) -> dict[str, np.ndarray]:
     """Exact quantities for any points (grouped by ``d`` internally; per-mode arrays padded)."""
     return group_by_d(points, lambda pts: evaluate_detail(pts, checkpoints, solver)[0])
@@ -305,7 +349,8 @@ def groups_by_d(points: Sequence[Point]) -> dict[int, list[int]]:
     return groups
 
 
-def group_by_d(points: Sequence[Point], fn) -> dict[str, np.ndarray]:
+def group_by_d(points: Sequence[Point], fn: Callable[[list[Point]], dict[str, np.ndarray]]
+               ) -> dict[str, np.ndarray]:
     """Apply ``fn`` to each group of points sharing ``d`` and reassemble in input order.
 
     Per-mode arrays of groups with smaller ``d`` are padded with NaN up to the largest ``d``.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,8 +91,28 @@ def target_side(geo: Geometry | None, energy: np.ndarray) -> np.ndarray:
     return out
 
 
+class TeacherMoments(NamedTuple):
+    """The teacher's moments a student run reads: E[θ*θ*^T], A_T, E[u_T u_T^T] and the cross
+    moment C = E[u_T η_T^T] (d × d matrices of one point from :func:`teacher_matrices`,
+    or (P, d) student-basis diagonals from :func:`teacher_side`)."""
+
+    energy: np.ndarray
+    a_teacher: np.ndarray
+    u_teacher_sq: np.ndarray
+    cross: np.ndarray
+
+
+class FullStart(NamedTuple):
+    """A student run for :func:`overwrite_full`: its basis Q, its start Ã(0) in that basis (a
+    d × d matrix) and the fourth moment ψ of its inputs."""
+
+    q: np.ndarray
+    a0: np.ndarray
+    psi: float
+
+
 def teacher_matrices(energy: np.ndarray, a_t: np.ndarray, p_t: np.ndarray, fixed: bool,
-                     decay: np.ndarray | None) -> tuple[np.ndarray, ...]:
+                     decay: np.ndarray | None) -> TeacherMoments:
     """Semantic-basis d × d matrices M = E[θ*θ*^T], A_T, U = E[u_T u_T^T], C = E[u_T η_T^T]
     of one point from the teacher's diagonals (see :func:`teacher_side`)."""
     if fixed and decay is not None:
@@ -101,11 +122,11 @@ def teacher_matrices(energy: np.ndarray, a_t: np.ndarray, p_t: np.ndarray, fixed
     else:
         m, at = np.diag(energy), np.diag(a_t)
     mp = m * p_t[None, :]
-    return m, at, at + m - mp - mp.T, at - mp
+    return TeacherMoments(m, at, at + m - mp - mp.T, at - mp)
 
 
 def teacher_side(geo: Geometry | None, energy: np.ndarray, a_t: np.ndarray, p_t: np.ndarray,
-                 decay: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+                 decay: Sequence[np.ndarray | None]) -> TeacherMoments:
     """Student-basis diagonals of E[θ*θ*^T], the teacher's A_T, E[u_T u_T^T] and the cross
     moment C = E[u_T η_T^T] (each (P, d)), from the teacher's semantic diagonals.
 
@@ -119,8 +140,8 @@ def teacher_side(geo: Geometry | None, energy: np.ndarray, a_t: np.ndarray, p_t:
     u_sq = energy * (1.0 - 2.0 * p_t) + a_t
     cross = a_t - p_t * energy
     if geo is None:
-        return energy, a_t, u_sq, cross
-    out = [np.empty_like(energy) for _ in range(4)]
+        return TeacherMoments(energy, a_t, u_sq, cross)
+    out = TeacherMoments(*(np.empty_like(energy) for _ in range(4)))
     for i, q in enumerate(geo.q):
         w = q * q
         if not geo.fixed_target[i] or decay[i] is None:
@@ -130,7 +151,7 @@ def teacher_side(geo: Geometry | None, energy: np.ndarray, a_t: np.ndarray, p_t:
         mats = teacher_matrices(energy[i], a_t[i], p_t[i], True, decay[i])
         for o, x in zip(out, mats, strict=True):
             o[i] = _diag_in(q, x)
-    return tuple(out)
+    return out
 
 
 def step_full(lam: np.ndarray, q: np.ndarray, a0: np.ndarray, noise: float, batch: int,
@@ -167,7 +188,7 @@ def step_full(lam: np.ndarray, q: np.ndarray, a0: np.ndarray, noise: float, batc
 
 
 def overwrite_full(m: Moments, runs: Runs, checkpoints: np.ndarray,
-                   rows: dict[int, tuple[np.ndarray, np.ndarray, float]]) -> None:
+                   rows: dict[int, FullStart]) -> None:
     """Replace, in place, the solver's results for ``rows`` (row → Q, full start Ã(0) in the
     student's basis, ψ) by :func:`step_full`'s, the divergence verdict included. The mean's
     contraction does not involve ψ, but the aligned solver's is NaN where its own (diagonal)

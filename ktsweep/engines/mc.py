@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,14 +35,16 @@ from ktsweep.model.inputs import NEUTRAL as NEUTRAL_INPUTS
 from ktsweep.model.inputs import sample_inputs
 from ktsweep.model.params import Point, derive_seed, point_hash
 from ktsweep.model.quantities import (
+    RUN_STEP_SIZE,
     STEP_SIZES,
     TUNE_EDGES,
     assemble,
     with_ratios,
 )
 from ktsweep.model.spectra import (
+    Phases,
     resolve_gamma0,
-    schedule_phases,
+    run_phases,
     student_spectrum,
     target_coefficients,
     target_energy,
@@ -59,6 +62,27 @@ GROUP_BYTES = 1 << 29
 """Largest random-draw buffer plus states of one stacked group (points are split beyond)."""
 _CHECK_EVERY = 256
 _PROGRESS: ContextVar[Callable[[int], object] | None] = ContextVar("mc_progress", default=None)
+
+
+@dataclass(frozen=True, eq=False)  # (arrays inside: compared by identity)
+class Sampling:
+    """How points are simulated, beside the points and their step sizes (what every kernel,
+    torch's or a fused one, takes)."""
+
+    replicates: int
+    seed: int  # the base seed every draw of a point derives from
+    device: torch.device
+    dtype: torch.dtype
+    checkpoints: np.ndarray  # learning-curve steps
+    fixed_target: bool  # one draw of a gaussian target shared by every replicate
+
+
+class Finals(NamedTuple):
+    """A kernel's results for P stacked points, as :func:`summarize` takes them."""
+
+    errors: dict[str, torch.Tensor]  # run → final error (P, R, d), in the student's basis
+    curves: dict[str, torch.Tensor]  # teacher and t2s → learning curve (P, R, C)
+    diverged: dict[str, np.ndarray]  # run → (P,) bool
 
 
 @contextlib.contextmanager
@@ -119,7 +143,7 @@ class _Model:
 
     state: torch.Tensor  # (P, R, d) error coordinates
     lam: torch.Tensor  # (P, 1, d)
-    phases: list  # per point
+    phases: list[Phases]  # per point
     noisy: bool
     offset: torch.Tensor | None = None  # risk = ½‖state + offset‖²
     curve: torch.Tensor | None = None  # (P, R, C) when recorded
@@ -224,7 +248,8 @@ def _inputs_in(basis: torch.Tensor | None, z: torch.Tensor, active: int,
     return seen[id(basis)]
 
 
-def _check(models, limit, diverged, gain, active) -> None:
+def _check(models: list[_Model], limit: torch.Tensor, diverged: np.ndarray,
+           gain: list[torch.Tensor], active: int) -> None:
     """Freeze runs whose risk is non-finite or passed the limit in any replicate (the rule of
     :data:`~ktsweep.engines.moments.DIVERGED_FACTOR`); other runs, of the same point
     included, are untouched. ``diverged`` is (points, models)."""
@@ -258,71 +283,72 @@ def _moments(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 def _ratio_se(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Delta-method standard error of mean(a)/mean(b) from paired replicates (P, R)."""
-    a, b = _replicates_last(a), _replicates_last(b)
-    R = a.shape[-1]
+    x, y = _replicates_last(a), _replicates_last(b)
+    R = x.shape[-1]
     if R < 2:
-        return np.full(a.shape[0], np.nan)
-    ma, mb = a.mean(-1, keepdims=True), b.mean(-1, keepdims=True)
+        return np.full(x.shape[0], np.nan)
+    mx, my = x.mean(-1, keepdims=True), y.mean(-1, keepdims=True)
     with np.errstate(all="ignore"):
-        infl = (a - ma) / mb - ma * (b - mb) / mb**2
+        infl = (x - mx) / my - mx * (y - my) / my**2
     return infl.std(-1, ddof=1) / math.sqrt(R)
 
 
-def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, fixed_target):
+def _simulate_group(points: Sequence[Point], gam: dict[str, np.ndarray], how: Sampling
+                    ) -> dict[str, np.ndarray]:
     """One stacked tensor program for points sharing (d, batch_t, batch_s) and alignment.
 
     Students of rotated points (docs/science/geometry.md) are iterated in their eigenbasis Q:
     their state is Q^T η and each semantic input z is rotated to Q^T z before it is used.
     """
-    P, R, d = len(points), replicates, points[0].d
+    P, R, d = len(points), how.replicates, points[0].d
     bt, bs = points[0].batch_t, points[0].batch_s
-    kw = {"device": device, "dtype": dtype}
+    device, dtype = how.device, how.dtype
     keys = [point_hash(p) for p in points]
     laws = [(p.inputs, p.inputs_nu) for p in points]
 
     def gens(stream: str) -> list[torch.Generator]:
-        return [torch.Generator(device=device).manual_seed(derive_seed(seed, k, stream))
+        return [torch.Generator(device=device).manual_seed(derive_seed(how.seed, k, stream))
                 for k in keys]
 
-    lam_t = torch.tensor(np.array([teacher_spectrum(p) for p in points]), **kw).unsqueeze(1)
-    lam_s = torch.tensor(np.array([student_spectrum(p) for p in points]), **kw).unsqueeze(1)
-    theta = torch.empty((P, 1 if fixed_target else R, d), **kw)
+    def tensor(x: object) -> torch.Tensor:
+        return torch.tensor(x, device=device, dtype=dtype)
+
+    lam_t = tensor(np.array([teacher_spectrum(p) for p in points])).unsqueeze(1)
+    lam_s = tensor(np.array([student_spectrum(p) for p in points])).unsqueeze(1)
+    theta = torch.empty((P, 1 if how.fixed_target else R, d), device=device, dtype=dtype)
     for i, (p, g) in enumerate(zip(points, gens("target"), strict=True)):
         c = target_coefficients(p)
         if c is None:  # gaussian target: one draw per replicate (or one shared draw)
-            theta[i] = torch.randn((theta.shape[1], d), generator=g, **kw)
+            theta[i] = torch.randn((theta.shape[1], d), generator=g, device=device, dtype=dtype)
         else:
-            theta[i] = torch.tensor(c, **kw)
+            theta[i] = tensor(c)
     scale = lam_t.sqrt()
     for i, p in enumerate(points):
         if p.alpha_target is not None:  # the target set in the semantic basis
-            scale[i, 0] = torch.tensor(target_scale(p), **kw)
+            scale[i, 0] = tensor(target_scale(p))
     theta.mul_(scale)
     theta = theta.expand(P, R, d)
     # students of rotated points run in their eigenbasis Q; None: every point aligned
-    basis = None if all(p.aligned for p in points) else torch.tensor(
-        np.array([student_basis(p) for p in points]), **kw)
+    basis = None if all(p.aligned for p in points) else tensor(
+        np.array([student_basis(p) for p in points]))
 
     def in_student(x: torch.Tensor) -> torch.Tensor:
         return x if basis is None else torch.matmul(x, basis)
 
-    sigma = torch.tensor([math.sqrt(p.sigma2) for p in points], **kw)
+    sigma = tensor([math.sqrt(p.sigma2) for p in points])
     energy = np.array([target_energy(p).sum() for p in points])
     sigma2 = np.array([p.sigma2 for p in points])
     # risk-unit form of moments.divergence_limit (which bounds Σa + s² = 2·risk + s²)
-    limit = torch.tensor(0.5 * divergence_limit(energy, sigma2), **kw)
+    limit = tensor(0.5 * divergence_limit(energy, sigma2))
     diverged = {name: np.zeros(P, dtype=bool) for name in ("teacher", "direct", "t2s",
                                                              "ceiling")}
-    ck = np.asarray(checkpoints)
+    ck = np.asarray(how.checkpoints)
 
-    def phases(kind_attr, gamma_key, steps_attr, horizon_attr):
-        return [schedule_phases(getattr(p, kind_attr), gam[gamma_key][i], getattr(p, steps_attr),
-                                getattr(p, steps_attr) if horizon_attr is None
-                                else getattr(p, horizon_attr))
-                for i, p in enumerate(points)]
+    def phases(run: str) -> list[Phases]:
+        return [run_phases(p, run, gam[RUN_STEP_SIZE[run]][i]) for i, p in enumerate(points)]
 
-    def run(models: list[_Model], names: list[str], generators, steps: np.ndarray,
-            batch: int) -> None:
+    def run(models: list[_Model], names: list[str], generators: list[torch.Generator],
+            steps: np.ndarray, batch: int) -> None:
         order = np.argsort(-steps, kind="stable")
         idx = torch.as_tensor(order, device=device)
         bases = {id(m.basis): m.basis[idx] for m in models if m.basis is not None}
@@ -335,17 +361,15 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
                   limit[idx], ck, div, [laws[i] for i in order])
         for m, s in zip(models, sub, strict=True):
             m.state[idx] = s.state
-            if m.curve is not None:
+            if m.curve is not None and s.curve is not None:
                 m.curve[idx] = s.curve
         for j, n in enumerate(names):
             diverged[n][order] |= div[:, j]
 
-    nan_curve = torch.full((P, R, len(ck)), float("nan"), **kw)
-    teacher = _Model(-theta.clone(), lam_t, phases("schedule_t", "gamma0_t", "steps_t", "plan_t"),
-                     True, curve=nan_curve.clone())
-    direct = _Model(-in_student(theta), lam_s,
-                    phases("schedule_s", "gamma0_direct", "steps_direct", None), True,
-                    basis=basis)
+    nan_curve = torch.full((P, R, len(ck)), float("nan"), device=device, dtype=dtype)
+    curve_t, curve_t2s = nan_curve.clone(), nan_curve.clone()  # filled in by run()
+    teacher = _Model(-theta.clone(), lam_t, phases("teacher"), True, curve=curve_t)
+    direct = _Model(-in_student(theta), lam_s, phases("direct"), True, basis=basis)
     steps_t = np.array([p.steps_t for p in points])
     if bt == bs:
         run([teacher, direct], ["teacher", "direct"], gens("teacher"), steps_t, bt)
@@ -354,26 +378,22 @@ def _simulate_group(points, gam, replicates, seed, device, dtype, checkpoints, f
         run([direct], ["direct"], gens("direct"), np.array([p.steps_direct for p in points]),
             bs)
     diverged["t2s"] |= diverged["teacher"]  # it learns from the teacher
-    t2s = _Model(-in_student(teacher.state + theta), lam_s,
-                 phases("schedule_s", "gamma0_s", "steps_s", "plan_s"), False,
-                 offset=in_student(teacher.state), curve=nan_curve.clone(), basis=basis)
-    ceiling = _Model(-in_student(theta), lam_s,
-                     phases("schedule_s", "gamma0_ceiling", "steps_s", "plan_s"), True,
-                     basis=basis)
+    offset = in_student(teacher.state)
+    t2s = _Model(-in_student(teacher.state + theta), lam_s, phases("t2s"), False,
+                 offset=offset, curve=curve_t2s, basis=basis)
+    ceiling = _Model(-in_student(theta), lam_s, phases("ceiling"), True, basis=basis)
     run([t2s, ceiling], ["t2s", "ceiling"], gens("student"),
         np.array([p.steps_s for p in points]), bs)
 
     errors = {"teacher": in_student(teacher.state),  # per-mode risks in the student's basis
-              "direct": direct.state, "t2s": t2s.state + t2s.offset, "ceiling": ceiling.state}
-    return summarize(errors, {"teacher": teacher.curve, "t2s": t2s.curve}, diverged, gam)
+              "direct": direct.state, "t2s": t2s.state + offset, "ceiling": ceiling.state}
+    return summarize(Finals(errors, {"teacher": curve_t, "t2s": curve_t2s}, diverged), gam)
 
 
-def summarize(errors: dict[str, torch.Tensor], curves: dict[str, torch.Tensor],
-              diverged: dict[str, np.ndarray], gam: dict[str, np.ndarray]
-              ) -> dict[str, np.ndarray]:
-    """Every quantity of a stack of points from the runs' final errors (P, R, d), in the
-    student's eigenbasis for all four runs, the recorded learning curves (P, R, C), the
-    diverged flags per run and point, and the step sizes used (shared by every kernel)."""
+def summarize(finals: Finals, gam: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every quantity of a stack of points from their runs' :class:`Finals` and the step sizes
+    used (shared by every kernel)."""
+    errors, curves, diverged = finals
     out: dict[str, np.ndarray] = {}
     per_rep = {}
     for name, err in errors.items():
@@ -444,7 +464,7 @@ def simulate(
     gam = initial_step_sizes(points)
     groups: dict[tuple[int, int, int, bool], list[int]] = {}
     limit = np.array([math.isinf(p.N) or math.isinf(p.n) for p in points], dtype=bool)
-    fused = [int(i) for i in np.flatnonzero(~limit)
+    fused = [i for i in map(int, np.flatnonzero(~limit))
              if _takes_fused(points[i], kernel, dev, replicates)]
     for i, p in enumerate(points):
         if not limit[i] and i not in fused:  # N or n = inf: no simulation reaches the limit
@@ -452,14 +472,15 @@ def simulate(
     previous = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
+    how = Sampling(replicates, seed, dev, dt, ck, fixed_target)
     try:
-        parts = _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target)
+        parts = _run_groups(points, groups, gam, how)
         if fused:
             from ktsweep.engines import fused as fused_kernels
 
             parts.append((fused, fused_kernels.simulate(
-                [points[i] for i in fused], {k: v[fused] for k, v in gam.items()}, replicates,
-                seed, dev, dt, ck, fixed_target, threads, _PROGRESS.get())))
+                [points[i] for i in fused], {k: v[fused] for k, v in gam.items()}, how,
+                threads, _PROGRESS.get())))
         out = assemble(len(points), parts)
     finally:
         torch.set_num_threads(previous)
@@ -483,16 +504,16 @@ def _takes_fused(p: Point, kernel: str, device: torch.device, replicates: int) -
     return reason is None
 
 
-def _run_groups(points, groups, gam, replicates, seed, dev, dt, ck, fixed_target
+def _run_groups(points: Sequence[Point], groups: dict[tuple[int, int, int, bool], list[int]],
+                gam: dict[str, np.ndarray], how: Sampling
                 ) -> list[tuple[list[int], dict[str, np.ndarray]]]:
     """Simulate every stacked group (split to fit memory): (indices, results) parts."""
     parts = []
     with torch.no_grad():
         for idx in groups.values():
-            size = _group_size(points[idx[0]], replicates, torch.finfo(dt).bits // 8)
+            size = _group_size(points[idx[0]], how.replicates, torch.finfo(how.dtype).bits // 8)
             for lo in range(0, len(idx), size):
                 part = idx[lo : lo + size]
                 parts.append((part, _simulate_group(
-                    [points[i] for i in part], {k: v[part] for k, v in gam.items()},
-                    replicates, seed, dev, dt, ck, fixed_target)))
+                    [points[i] for i in part], {k: v[part] for k, v in gam.items()}, how)))
     return parts

@@ -23,11 +23,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ktsweep.engines.onestep import curvature, one_step
-from ktsweep.engines.stretch import spectrum_key, stretch_map
+from ktsweep.engines.stretch import StretchMap, spectrum_key, stretch_map
 from ktsweep.model.spectra import Phases, phase_product
 
 DIVERGED_FACTOR = 1e4
@@ -38,7 +39,7 @@ the step is within 10⁻⁴ of the stability edge; an unstable run crosses it ge
 Monte Carlo applies the same rule to each replicate (``mc``)."""
 
 
-_BLAS: dict = {"controller": None, "depth": 0, "limiter": None}
+_BLAS: dict[str, Any] = {"controller": None, "depth": 0, "limiter": None}
 _BLAS_LOCK = threading.Lock()
 
 
@@ -80,7 +81,7 @@ ROUND_OFF = 1e-14
 that the number is no rounding error and the run counts as diverged."""
 
 
-def divergence_limit(untrained: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def divergence_limit(untrained: np.ndarray | float, noise: np.ndarray | float) -> np.ndarray:
     """The bound on Σ_i a_i + s² above which a run is diverged (one place for the rule)."""
     return DIVERGED_FACTOR * np.maximum(np.asarray(untrained) + np.asarray(noise), 1e-300)
 
@@ -118,8 +119,17 @@ class Moments:
         return 0.5 * self.a.sum(axis=1)
 
 
+class _BlockOperators(NamedTuple):
+    """A constant step's per-step factors and its k-step operators (:func:`_block_operators`)."""
+
+    decay: np.ndarray  # (d,) D_i
+    gain: np.ndarray  # (d,) g_i
+    powers: np.ndarray  # (k, d) D_i^j
+    renewal: np.ndarray  # (k, k) the renewal solution R
+
+
 def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int, psi: float = 3.0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+                     ) -> _BlockOperators | None:
     """Per-step factors D, g and the k-step operators for a constant step γ; None when they
     do not fit in float64 (the map grows by more than about 10^308 within k steps).
 
@@ -149,7 +159,7 @@ def _block_operators(lam: np.ndarray, gamma: float, inv_b: float, k: int, psi: f
         return None
     lag = np.subtract.outer(np.arange(k), np.arange(k))
     renewal = np.where(lag >= 0, rho[np.maximum(lag, 0)], 0.0)
-    return decay, gain, powers, renewal
+    return _BlockOperators(decay, gain, powers, renewal)
 
 
 _GROWTH = 256.0
@@ -282,7 +292,7 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
                           diverged[inverse_order]), limit[inverse_order])
 
 
-_OPS: dict[tuple, tuple | None] = {}
+_OPS: dict[tuple[Any, ...], _BlockOperators | None] = {}
 """Block operators of recent (λ, γ, B): the points of a sweep share their schedules' steps."""
 
 
@@ -298,8 +308,9 @@ def _step_stretch(lam: np.ndarray, a: np.ndarray, noise: float, gamma: float, in
     curve = np.full(len(times), np.nan)
     block = _block_length(lam, gamma, inv_b, psi, block)
     key = (hash(lam.tobytes()), lam.size, gamma, inv_b, block, psi)
-    ops = _OPS.get(key, False)
-    if ops is False:  # (thread-safe: each thread keeps its own reference)
+    try:  # (thread-safe: one lookup, and each thread keeps its own reference)
+        ops = _OPS[key]
+    except KeyError:
         ops = _block_operators(lam, gamma, inv_b, block, psi)
         if len(_OPS) > 256:
             _OPS.clear()
@@ -331,6 +342,28 @@ def evolve(runs: Runs, checkpoints: np.ndarray | None = None) -> Moments:
     """:func:`_evolve` with BLAS single-threaded (:func:`one_blas_thread`)."""
     with one_blas_thread():
         return _evolve(runs, checkpoints)
+
+
+class _Piece(NamedTuple):
+    """One constant-step stretch of a run, with the checkpoints inside it."""
+
+    start: int
+    stop: int
+    gamma: float
+    ck_lo: int  # its checkpoints, start < t ≤ stop: ck_order[ck_lo:ck_hi]
+    ck_hi: int
+
+
+class _Pending(NamedTuple):
+    """A run whose stretch of this round goes through its map in closed form."""
+
+    row: int
+    gamma: float
+    length: int  # steps of the stretch
+    head: int  # steps of its start already stepped
+    inside: np.ndarray  # the curve positions of its checkpoints
+    rel: np.ndarray  # their steps counted from the stretch's start (ascending)
+    vals: np.ndarray  # their values, filled in as the stretch advances
 
 
 def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
@@ -365,17 +398,17 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     curve[:, ckpt == 0] = 0.5 * a_out.sum(axis=1)[:, None]
     ck_order = np.argsort(ckpt, kind="stable")  # a stretch's checkpoints: a slice of these
     ck_sorted = ckpt[ck_order]
-    plans: dict[int, list[tuple[int, int, float, int, int]]] = {}
+    plans: dict[int, list[_Piece]] = {}
     for r in range(rows):
         phases = runs.phases[r]
         if steps[r] < 0:  # the limit of infinitely many steps
             kind = "geometric" if runs.kinds is None else runs.kinds[r]
-            res = limit_moments(lam[r], a_out[r], float(noise[r]), float(inv_b[r]), kind,
-                                phases[0][1], float(psi[r]))
-            if res is None or not res[0].sum() + noise[r] < limit[r]:
+            ends = limit_moments(lam[r], a_out[r], float(noise[r]), float(inv_b[r]), kind,
+                                 phases[0][1], float(psi[r]))
+            if ends is None or not ends[0].sum() + noise[r] < limit[r]:
                 diverged[r] = True
             else:
-                a_out[r], contraction[r] = res
+                a_out[r], contraction[r] = ends
             continue
         end = int(steps[r])
         stops = [min(s, end) for s, _ in phases[1:]] + [end]
@@ -383,7 +416,7 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                 if stop > start]
         cut = np.searchsorted(ck_sorted, [x for start, stop, _ in keep for x in (start, stop)],
                               side="right").tolist()
-        plans[r] = [(start, stop, gamma, cut[2 * j], cut[2 * j + 1])
+        plans[r] = [_Piece(start, stop, gamma, cut[2 * j], cut[2 * j + 1])
                     for j, (start, stop, gamma) in enumerate(keep)]
 
     done: list[int] = []  # rows whose stretch of this round is over, checked together
@@ -394,21 +427,24 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
         if blew:
             diverged[r] = True
 
-    maps: dict[tuple, object] = {}  # this call's maps by key (rows of a sweep share them)
+    # this call's maps by key (rows of a sweep share them)
+    maps: dict[tuple[Any, ...], StretchMap | None] = {}
     depth = max((len(p) for p in plans.values()), default=0)
     with np.errstate(all="ignore"):
         for rnd in range(depth):
-            groups: dict[int, tuple] = {}
+            groups: dict[int, tuple[StretchMap, list[_Pending]]] = {}
             for r, plan in plans.items():
                 if diverged[r] or rnd >= len(plan):
                     continue
-                start, stop, gamma, i0, i1 = plan[rnd]
-                length = stop - start
-                inside = ck_order[i0:i1]
-                rel = ck_sorted[i0:i1] - start  # ascending
+                piece = plan[rnd]
+                gamma = piece.gamma
+                length = piece.stop - piece.start
+                inside = ck_order[piece.ck_lo:piece.ck_hi]
+                rel = ck_sorted[piece.ck_lo:piece.ck_hi] - piece.start  # ascending
                 key = (lam_key[r], gamma, inv_b[r], psi[r])
-                sm = maps.get(key, False)
-                if sm is False:
+                if key in maps:
+                    sm = maps[key]
+                else:
                     sm = maps[key] = stretch_map(lam[r], gamma, float(inv_b[r]), lam_key[r],
                                                  float(psi[r]))
                 # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
@@ -431,36 +467,37 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
                     a_out[r], vals[first], blew = _step_stretch(
                         lam[r], a_out[r], float(noise[r]), gamma, float(inv_b[r]), head,
                         rel[first], float(limit[r]), psi=float(psi[r]))
-                if blew or head == length:
+                if blew or head == length or sm is None:  # (no map: stepped whole)
                     finish(r, inside, vals, blew)
                     continue
                 groups.setdefault(id(sm), (sm, []))[1].append(
-                    (r, gamma, length, head, inside, rel, vals))
+                    _Pending(r, gamma, length, head, inside, rel, vals))
             for sm, members in groups.values():
-                idx = [m[0] for m in members]
+                idx = [m.row for m in members]
                 res = sm.advance_many(a_out[idx], noise[idx],
-                                      np.array([m[2] - m[3] for m in members]),
-                                      [m[5][m[5] > m[3]] - m[3] for m in members])
-                for k, (r, gamma, length, head, inside, rel, vals) in enumerate(members):
-                    later = rel > head
+                                      np.array([m.length - m.head for m in members]),
+                                      [m.rel[m.rel > m.head] - m.head for m in members])
+                for k, m in enumerate(members):
+                    r, rest = m.row, m.length - m.head
+                    later = m.rel > m.head
                     if res is None:  # a root was not found: step the rest
-                        a_out[r], vals[later], blew = _step_stretch(
-                            lam[r], a_out[r], float(noise[r]), gamma, float(inv_b[r]),
-                            length - head, rel[later] - head, float(limit[r]),
-                            psi=float(psi[r]))
+                        a_out[r], m.vals[later], blew = _step_stretch(
+                            lam[r], a_out[r], float(noise[r]), m.gamma, float(inv_b[r]),
+                            rest, m.rel[later] - m.head, float(limit[r]), psi=float(psi[r]))
                     else:
                         blew = False
-                        if not res[2][k] + noise[r] < limit[r]:
-                            probe = np.unique(np.geomspace(1, length - head, 64).astype(np.int64))
-                            along = sm.advance(a_out[r], float(noise[r]), length - head, probe)
-                            blew = along is None or not (2.0 * along[1].max() + noise[r] < limit[r])
-                        a_out[r], vals[later] = res[0][k], res[1][k]
-                    finish(r, inside, vals, blew)
+                        if not res.peak[k] + noise[r] < limit[r]:
+                            probe = np.unique(np.geomspace(1, rest, 64).astype(np.int64))
+                            along = sm.advance(a_out[r], float(noise[r]), rest, probe)
+                            blew = along is None or not (2.0 * along.curve.max() + noise[r]
+                                                         < limit[r])
+                        a_out[r], m.vals[later] = res.a[k], res.curves[k]
+                    finish(r, m.inside, m.vals, blew)
             if done:
-                idx = np.array(done)
-                total = a_out[idx].sum(axis=1)
-                diverged[idx[~((total >= -ROUND_OFF * limit[idx])
-                               & (total + noise[idx] < limit[idx]))]] = True
+                ended = np.array(done)
+                total = a_out[ended].sum(axis=1)
+                diverged[ended[~((total >= -ROUND_OFF * limit[ended])
+                                 & (total + noise[ended] < limit[ended]))]] = True
                 done.clear()
     for r in plans:
         if not diverged[r]:

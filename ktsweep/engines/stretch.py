@@ -78,7 +78,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.linalg.lapack import dlasd4
@@ -135,9 +136,27 @@ def compiled() -> Any:
         try:
             from ktsweep.engines import secular
         except ImportError:
-            secular = None
-        _COMPILED, _LOADED = secular, True
+            _COMPILED = None
+        else:
+            _COMPILED = secular
+        _LOADED = True
     return _COMPILED
+
+
+class Advanced(NamedTuple):
+    """Several states after their stretches (:meth:`StretchMap.advance_many`)."""
+
+    a: np.ndarray  # (states, d) the second moments at each stretch's end
+    curves: list[np.ndarray]  # per state, ½Σa at the times asked for
+    peak: np.ndarray  # (states,) an upper bound on Σa over the stretch
+
+
+class AdvancedOne(NamedTuple):
+    """One state after its stretch (:meth:`StretchMap.advance`)."""
+
+    a: np.ndarray  # (d,)
+    curve: np.ndarray  # ½Σa at the times asked for
+    peak: float
 
 
 class StretchMap:
@@ -330,7 +349,7 @@ class StretchMap:
         rows -= self._tau[lo:hi, None]
         return np.reciprocal(rows, out=rows)
 
-    def _chunks(self, keep: bool, start: int):
+    def _chunks(self, keep: bool, start: int) -> Iterator[tuple[slice, np.ndarray]]:
         """(slice into roots ``start`` … m−1, C rows) in blocks covering those roots (a
         suffix of the computed ones), each block read from the kept buffer or built (into the
         buffer when ``keep``, else into a reused scratch block, valid only until the next
@@ -338,22 +357,29 @@ class StretchMap:
         Without ``keep`` this is the numpy twin of
         :func:`ktsweep.engines.secular.apply_rows`, used where numba is missing."""
         m, step = self.d.size, max(16, _BLOCK_BYTES // (8 * max(self.d.size, 1)))
-        if keep and self._rows is None:
-            self._set_kept(np.empty((m, m)), m)
-        scratch = None if keep else np.empty((min(step, m - start), m))
+        kept: np.ndarray | None = None  # the m × m buffer of kept C
+        if keep:
+            kept = self._rows
+            if kept is None:
+                kept = np.empty((m, m))
+                self._set_kept(kept, m)
+        else:
+            scratch = np.empty((min(step, m - start), m))
         for lo in range(start, m, step):
             hi = min(m, lo + step)
-            if keep and lo >= self._kept:
-                rows = self._rows[lo:hi]
+            if kept is None:
+                rows = self._build(lo, hi, scratch[:hi - lo])
+            elif lo >= self._kept:
+                rows = kept[lo:hi]
             else:
-                rows = self._build(lo, hi, self._rows[lo:hi] if keep else scratch[:hi - lo])
+                rows = self._build(lo, hi, kept[lo:hi])
             if lo < self._ready:  # h_k = Σ_i g_i C_ki, w_k = Σ_i g_i C_ki²
                 k = min(self._ready, hi) - lo
                 self._h[lo:lo + k] = rows[:k] @ self.g
                 self._w[lo:lo + k] = np.square(rows[:k]) @ self.g
             yield slice(lo - start, hi - start), rows
-        if keep:
-            self._set_kept(self._rows, min(self._kept, start))
+        if kept is not None:
+            self._set_kept(kept, min(self._kept, start))
 
     def _sound(self, lo: int, hi: int) -> bool:
         """Check the h, w of roots lo … hi−1, reduced in the last pass (finite, w > 0); mark
@@ -366,25 +392,23 @@ class StretchMap:
         return False
 
     def advance(self, a: np.ndarray, noise: float, length: int, times: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, float] | None:
+                ) -> AdvancedOne | None:
         """One state through :meth:`advance_many`."""
         res = self.advance_many(a[None, :], np.array([float(noise)]),
                                 np.array([length], dtype=np.int64), [np.asarray(times)])
         if res is None:
             return None
-        return res[0][0], res[1][0], float(res[2][0])
+        return AdvancedOne(res.a[0], res.curves[0], float(res.peak[0]))
 
     def advance_many(self, a: np.ndarray, noise: np.ndarray, length: np.ndarray,
-                     times: list[np.ndarray]
-                     ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray] | None:
+                     times: list[np.ndarray]) -> Advanced | None:
         """Several states (rows of ``a``) through this map at once; serialised per map (roots
         may be added meanwhile). See :meth:`_advance_many`."""
         with self.lock:
             return self._advance_many(a, noise, length, times)
 
     def _advance_many(self, a: np.ndarray, noise: np.ndarray, length: np.ndarray,
-                      times: list[np.ndarray]
-                      ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray] | None:
+                      times: list[np.ndarray]) -> Advanced | None:
         """Row r after ``length[r]`` steps, ½Σa at ``times[r]`` (0 < t ≤ length[r]) and an
         upper bound on Σa over its stretch (for the divergence rule); None if a root could not
         be found. Rows share the map's roots and eigenvectors: two matrix products for all.
@@ -426,17 +450,19 @@ class StretchMap:
         if need.any():
             cut = np.log(spread[need] / (_TINY * scale[need])).clip(0.0) / t_min[need]
             # a map may hold roots an earlier, shorter stretch needed and this one does not
-            start = self.ensure(max(float(cut.max()), 1e-300))
-            if start is None:
+            first = self.ensure(max(float(cut.max()), 1e-300))
+            if first is None:
                 return None
+            start = first
         base = fixed.sum(axis=1) + still
         owner = np.repeat(np.arange(len(times)), counts)
         if start == self.d.size:  # every component decayed: the fixed point, Σa = base
             live_part, absha, curve = fixed, np.zeros(a.shape[0]), np.zeros(at.size)
         else:
-            live_part, absha, curve = self._apply(y, fixed, length, at, owner, start, kernels)
-            if live_part is None:
+            applied = self._apply(y, fixed, length, at, owner, start, kernels)
+            if applied is None:
                 return None
+            live_part, absha, curve = applied
         if self.whole:
             new = live_part
         else:
@@ -449,13 +475,13 @@ class StretchMap:
         else:
             curves = [at] * len(times)
         peak = base + absha + _TINY * scale
-        return new, curves, peak
+        return Advanced(new, curves, peak)
 
     def _apply(self, y: np.ndarray, fixed: np.ndarray, length: np.ndarray, at: np.ndarray,
                owner: np.ndarray, start: int, kernels: Any
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Roots ``start`` … m−1 applied to the states y: the live modes' new values, Σ|h α|
-        per state and the learning curve's root sums at ``at`` (state ``owner``); Nones when
+        per state and the learning curve's root sums at ``at`` (state ``owner``); None when
         a root's h, w came out unsound (the map is then marked failed)."""
         out = np.zeros((y.shape[0], self.d.size))
         fresh = self._ready  # the h, w of roots start … fresh−1 are reduced in this pass
@@ -479,7 +505,7 @@ class StretchMap:
                                self._delta[start:], self.g, y, length, at, owner, out,
                                self._h[start:], self._w[start:], absha, curve)
         if start < fresh and not self._sound(start, fresh):
-            return None, None, None
+            return None
         self._ready = min(fresh, start)
         return fixed + self.g * out, absha, curve
 
@@ -543,19 +569,19 @@ def stretch_map(lam: np.ndarray, gamma: float, inv_b: float,
                 key: tuple[int, int] | None = None, psi: float = 3.0) -> StretchMap | None:
     """The (cached) map of one constant step; None: not strictly stable, step it instead.
     ``key``: :func:`spectrum_key` of ``lam``, when the caller already has it."""
-    key = (*(spectrum_key(lam) if key is None else key), float(gamma), float(inv_b),
-           float(psi))
+    full = (*(spectrum_key(lam) if key is None else key), float(gamma), float(inv_b),
+            float(psi))
     global _base_total
     with _LOCK:
-        if key in _cache:
-            _cache.move_to_end(key)
+        if full in _cache:
+            _cache.move_to_end(full)
         else:
-            new = _cache[key] = _solve(lam, gamma, inv_b, psi)
+            new = _cache[full] = _solve(lam, gamma, inv_b, psi)
             if new is not None:
                 new.cached = True
                 _base_total += new.nbytes
         _trim()
-        return _cache[key]
+        return _cache[full]
 
 
 def _trim() -> None:

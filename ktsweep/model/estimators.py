@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-METHODS: tuple[str, ...] = ("exact", "mc", "bound")
+Method = Literal["exact", "mc", "bound"]
+"""An estimator's name (the config's ``methods``)."""
+METHODS: tuple[str, ...] = get_args(Method)
 """Every estimator, in the order a run reports them."""
 ESTIMATORS: tuple[str, ...] = ("exact", "mc")
 """The estimators with per-point risks: the cube's ``estimator`` dimension, in this order."""

@@ -112,16 +112,19 @@ def sample_inputs(
     import torch
 
     name, nu = check_inputs(dist, nu)
-    kw = {"generator": generator, "device": device, "dtype": dtype}
     if name == "gaussian":
-        return torch.randn(shape, out=out, **kw) if out is not None else torch.randn(shape, **kw)
+        if out is not None:
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype, out=out)
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
     if name == "rademacher":
-        z = torch.rand(shape, **kw).lt_(0.5).to(dtype).mul_(2.0).sub_(1.0)
+        z = (torch.rand(shape, generator=generator, device=device, dtype=dtype)
+             .lt_(0.5).to(dtype).mul_(2.0).sub_(1.0))
     elif name == "uniform":
-        z = torch.rand(shape, **kw).mul_(2.0).sub_(1.0).mul_(math.sqrt(3.0))
+        z = (torch.rand(shape, generator=generator, device=device, dtype=dtype)
+             .mul_(2.0).sub_(1.0).mul_(math.sqrt(3.0)))
     else:  # student_t: Z · sqrt((ν − 2) / V), V ~ χ²_ν = 2 Gamma(ν/2)
         assert nu is not None
-        normal = torch.randn(shape, **kw)
+        normal = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         chi2 = 2.0 * _standard_gamma(nu / 2.0, tuple(shape), generator, device, torch.float64)
         z = normal * torch.sqrt((nu - 2.0) / chi2).to(dtype)
     if out is not None:

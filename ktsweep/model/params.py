@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ktsweep.model.inputs import NEUTRAL as NEUTRAL_INPUTS
@@ -64,8 +64,8 @@ class Point:
     schedule_s: str = "geometric"
     horizon_t: int | None = None
     horizon_s: int | None = None
-    gamma0_t: Gamma0 = None  # type: ignore[assignment]
-    gamma0_s: Gamma0 = None  # type: ignore[assignment]
+    gamma0_t: Gamma0 = field(default_factory=lambda: dict(DEFAULT_GAMMA0))
+    gamma0_s: Gamma0 = field(default_factory=lambda: dict(DEFAULT_GAMMA0))
     inputs: str = NEUTRAL_INPUTS  # law of each coordinate of z (ktsweep.model.inputs)
     inputs_nu: float | None = None  # student_t degrees of freedom
     spectrum_t: str | None = None  # eigenvalue file of the teacher (alpha_t: its fitted decay)
@@ -111,11 +111,13 @@ class Point:
         return steps_run(self.N, self.n, self.batch_t, self.batch_s)
 
     @property
-    def plan_t(self) -> int:
+    def plan_t(self) -> int | float:
+        """Steps the teacher's schedule is planned for (its horizon, else the steps run)."""
         return self.steps_t if self.horizon_t is None else self.horizon_t
 
     @property
-    def plan_s(self) -> int:
+    def plan_s(self) -> int | float:
+        """Steps the students' schedules are planned for (horizon_s, else the steps run)."""
         return self.steps_s if self.horizon_s is None else self.horizon_s
 
     def as_dict(self) -> dict[str, Any]:

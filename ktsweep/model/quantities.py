@@ -16,6 +16,9 @@ SCALARS = RISKS + RATIOS
 MODE_RISKS = ("mode_teacher", "mode_direct", "mode_t2s", "mode_ceiling")
 CURVES = ("curve_teacher", "curve_t2s")
 STEP_SIZES = ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")
+RUN_STEP_SIZE = {"teacher": "gamma0_t", "direct": "gamma0_direct", "t2s": "gamma0_s",
+                 "ceiling": "gamma0_ceiling"}
+"""The :data:`STEP_SIZES` quantity holding the initial step each of the four runs used."""
 TUNE_EDGES = ("tune_edge_t", "tune_edge_s", "tune_edge_direct", "tune_edge_ceiling")
 """Per run: 1 when ``{tune: [...]}`` chose an end of its list, 0 inside, NaN when not tuned."""
 SPECTRUM_FITS = tuple(f"spectrum_{k}_{m}" for m in "ts"

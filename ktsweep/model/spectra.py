@@ -64,6 +64,7 @@ def coefficient_power(p: Point) -> np.ndarray:
     if p.target == "gaussian":
         return np.ones(p.d)
     if p.target == "lowdim":
+        assert p.k_dagger is not None  # make_point requires it for this target
         return np.where(i <= p.k_dagger, p.amplitude**2, 0.0)
     return i**p.beta  # power
 
@@ -149,6 +150,25 @@ def schedule_phases(kind: str, gamma0: float, steps: int, horizon: int) -> Phase
     else:  # validated in params; kept for direct callers
         raise ValueError(f"unknown schedule kind {kind!r}")
     return [(s, g) for s, g in phases if s < steps] or [(0, gamma0)]
+
+
+def run_phases(p: Point, run: str, gamma0: float) -> Phases:
+    """The schedule of one of a point's four runs, which must be finite (Monte Carlo): the
+    teacher's (N samples, batch_t, planned for horizon_t), the direct student's (N samples,
+    batch_s, planned for its own steps) or the T2S and ceiling students' (n samples, batch_s,
+    planned for horizon_s)."""
+    if run == "teacher":
+        kind, steps, plan = p.schedule_t, p.steps_t, p.plan_t
+    elif run == "direct":
+        kind, steps, plan = p.schedule_s, p.steps_direct, p.steps_direct
+    elif run in ("t2s", "ceiling"):
+        kind, steps, plan = p.schedule_s, p.steps_s, p.plan_s
+    else:
+        raise ValueError(f"run {run!r} is invalid: teacher, direct, t2s or ceiling")
+    if math.isinf(steps):
+        raise ValueError(f"the {run} run takes infinitely many steps (N or n = inf): it has "
+                         "no schedule to step through")
+    return schedule_phases(kind, gamma0, int(steps), int(plan))
 
 
 def step_sizes(phases: Phases, steps: int) -> np.ndarray:

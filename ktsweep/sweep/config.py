@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -29,7 +29,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from ktsweep.model.estimators import METHODS, MCSettings
+from ktsweep.model.estimators import MCSettings, Method
 from ktsweep.model.params import PARAMETERS, ParameterError, gamma0_map
 
 SCHEMA_FILE = "sweep/schemas/config.schema.yaml"
@@ -49,7 +49,10 @@ class ConfigError(ValueError):
 
 
 # -- value types -------------------------------------------------------------------------
-ParamName = Literal[PARAMETERS]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # a Literal of a tuple known at run time only: pydantic reads it, mypy not
+    ParamName = str
+else:
+    ParamName = Literal[PARAMETERS]
 """A parameter name (docs/science/quantities.md): grid axes, fixed values, ties, sub-grids,
 chunk lengths."""
 
@@ -89,11 +92,15 @@ def _param_value(raw: Any) -> Any:
     raise ValueError(f"expected a number, a text or a gamma0 map, got {raw!r}")
 
 
-def _unique_methods(methods: list[str]) -> list[str]:
+def _unique_methods(methods: list[Method]) -> list[Method]:
     seen = [m for i, m in enumerate(methods) if m in methods[:i]]
     if seen:
         raise ValueError(f"{seen[0]!r} is listed twice; give each estimator once")
     return methods
+
+
+def _default_methods() -> list[Method]:
+    return ["exact"]
 
 
 class Gamma0Scale(BaseModel):
@@ -255,9 +262,9 @@ class SweepConfig(_Section):
     tie: dict[ParamName, ParamName] = Field(
         default_factory=dict, description="parameter -> grid axis whose value it takes at "
                                           "every point")
-    methods: Annotated[list[Literal[METHODS]], Field(min_length=1),  # type: ignore
+    methods: Annotated[list[Method], Field(min_length=1),
                        AfterValidator(_unique_methods)] = Field(
-        default_factory=lambda: ["exact"], json_schema_extra={"uniqueItems": True},
+        default_factory=_default_methods, json_schema_extra={"uniqueItems": True},
         description="estimators to run (docs/science/exact.md, montecarlo.md, bounds.md)")
     mc: MCConfig = Field(default_factory=MCConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
@@ -301,7 +308,8 @@ def from_validation_error(err: ValidationError) -> ConfigError:
         node: Any = SweepConfig
         for p in parent:
             node = node.model_fields[p].annotation if isinstance(p, str) else node
-        known = ", ".join(node.model_fields) if isinstance(node, type) else ""
+        known = (", ".join(node.model_fields)
+                 if isinstance(node, type) and issubclass(node, BaseModel) else "")
         return ConfigError(f"config key {key!r} is unknown; allowed keys here: {known}", loc)
     if "[key]" in e["loc"]:
         return ConfigError(f"config key {key!r}: {e['input']!r} is not a parameter name; "

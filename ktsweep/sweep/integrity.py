@@ -319,7 +319,8 @@ class VerifiedStore(WrapperStore):
                 "data": self._data}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["store"], state["commits"], state["grid"], state["data"])
+        VerifiedStore.__init__(self, state["store"], state["commits"], state["grid"],
+                               state["data"])
 
     @cached_property
     def _records(self) -> dict[str, dict[str, Entry] | None]:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -38,6 +38,9 @@ from ktsweep.model.quantities import (
 from ktsweep.sweep import progress, store
 from ktsweep.sweep.layout import Layout
 from ktsweep.sweep.store import variables
+
+if TYPE_CHECKING:
+    from distributed import Client, SpecCluster
 
 
 @dataclass
@@ -80,9 +83,9 @@ def missing(layout: Layout, block: dict[str, np.ndarray], index: Sequence[tuple[
         else:
             k = layout.estimators.index(m)
             todo = np.flatnonzero(block["status"][..., k].reshape(-1) == Status.MISSING)
-        if m == "mc":
-            todo = [p for p in todo if layout.mc_selected(index[p])]
         out[m] = [int(p) for p in todo]
+        if m == "mc":
+            out[m] = [p for p in out[m] if layout.mc_selected(index[p])]
     return out
 
 
@@ -207,7 +210,8 @@ def visible_gpus(layout: Layout) -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _client(threads: int, scheduler: str | None, processes: bool, gpus: int = 0):
+def _client(threads: int, scheduler: str | None, processes: bool, gpus: int = 0
+            ) -> tuple[Client, SpecCluster | None]:
     """A dask client: the given scheduler, or a local cluster sized from the job's threads."""
     from distributed import Client, LocalCluster, Scheduler, SpecCluster
 

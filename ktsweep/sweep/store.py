@@ -44,12 +44,22 @@ from ktsweep.sweep import integrity
 from ktsweep.sweep.integrity import IntegrityError, StoreError
 from ktsweep.sweep.layout import Layout, coordinate
 
-if TYPE_CHECKING:  # xarray and dask.array are imported by the functions that use them: a
-    import xarray as xr  # chunk job (read, stage, commit) needs neither, and importing them
-    # cost each job about a second of its start-up
+# xarray and dask.array are imported by the functions that use them: a chunk job (read, stage,
+# commit) needs neither, and importing them cost each job about a second of its start-up
+if TYPE_CHECKING:
+    import xarray as xr
+    from zarr.core.array_spec import ArrayConfigParams
 
-WRITE = {"write_empty_chunks": True}
+WRITE: ArrayConfigParams = {"write_empty_chunks": True}
 """Every chunk of a committed block exists as a file, so a missing file means damage."""
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a cube (whose root group holds arrays only)."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{name}: a group where the cube holds an array")
+    return node
 
 
 def failpoint(name: str) -> None:
@@ -199,11 +209,13 @@ def _encoding(ds: xr.Dataset, grid_dims: int) -> dict[str, dict[str, Any]]:
     sharded by job block (one file per job and variable, whatever the grid's size) and
     chunked inside the shard for readers (:func:`inner_chunks`)."""
     enc: dict[str, dict[str, Any]] = {}
-    for name, var in ds.variables.items():
+    for key, var in ds.variables.items():
+        name = str(key)
         if var.dtype == object:
             continue  # text coordinates: xarray picks their codec
         enc[name] = {"compressors": [ZstdCodec(level=3), Crc32cCodec()]}
         if name in ds.data_vars:
+            assert var.chunks is not None  # template() makes every data variable a dask array
             shard = tuple(c[0] for c in var.chunks)
             enc[name]["shards"] = shard
             enc[name]["chunks"] = inner_chunks(shard, grid_dims, var.dtype.itemsize)
@@ -419,7 +431,7 @@ def _copy_committed(old: xr.Dataset, layout: Layout, path: Path) -> int:
         if not any((x != 0).any() for x in statuses):
             continue  # nothing committed here: the block stays unwritten
         for name in order:
-            group[name].with_config(WRITE)[sl] = block[name]
+            _array(group, name).with_config(WRITE)[sl] = block[name]
         count += int((statuses[0] != 0).sum())
     return count
 
@@ -495,7 +507,7 @@ def read_block(path: str | os.PathLike, layout: Layout, chunk: str
             damage.append(f"{name}: chunk file missing")
             continue
         try:
-            block[name] = np.asarray(group[name][sl])
+            block[name] = np.asarray(_array(group, name)[sl])
         except Exception as err:
             damage.append(f"{name}: unreadable ({type(err).__name__}: {err})")
     if damage:
@@ -522,7 +534,7 @@ def commit_block(path: str | os.PathLike, layout: Layout, chunk: str,
             for other in names[:i]:
                 _fsync_file(files[other])  # every value durable before any status
             failpoint("values")
-        group[name].with_config(WRITE)[sl] = block[name]
+        _array(group, name).with_config(WRITE)[sl] = block[name]
     for name in STATUS_VARS:
         if name in files:
             _fsync_file(files[name])
@@ -561,7 +573,8 @@ def stage(cube: str | os.PathLike, chunk: str, positions: list[int],
     final = folder / f"{uuid.uuid4().hex}.npz"
     tmp = folder / f".{final.name}.tmp"
     with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        # allow_pickle is numpy's default, named so that no key of ``arrays`` can stand for it
+        np.savez(fh, allow_pickle=True, **arrays)
         fh.flush()
         os.fsync(fh.fileno())
     os.rename(tmp, final)
@@ -631,7 +644,7 @@ def check_metadata(path: str | os.PathLike, layout: Layout | None = None) -> lis
                             f"({type(err).__name__})")
     for axis, values in layout.axes.items():
         try:
-            got = np.asarray(group[axis][:])
+            got = np.asarray(_array(group, axis)[:])
             want = coordinate(values)
             same = (np.array_equal(got.astype(np.float64), want) if want.dtype.kind == "f"
                     else [str(x) for x in got] == [str(x) for x in want])

@@ -12,12 +12,16 @@ law is the same (tests/test_fused.py holds both to the exact engine and to each 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ktsweep.engines.fused import passes, stream
 from ktsweep.model.params import Point
+
+if TYPE_CHECKING:
+    from ktsweep.engines.mc import Sampling
 
 
 def backend_missing(device: torch.device) -> str | None:
@@ -84,10 +88,8 @@ def _run_cpu(ps: passes.Pass) -> None:
         m.state.copy_(state[i])
 
 
-def simulate(points: Sequence[Point], gam: dict[str, np.ndarray], replicates: int, seed: int,
-             device: torch.device, dtype: torch.dtype, checkpoints: np.ndarray,
-             fixed_target: bool, threads: int | None,
-             tick: Callable[[int], object] | None = None,
+def simulate(points: Sequence[Point], gam: dict[str, np.ndarray], how: Sampling,
+             threads: int | None, tick: Callable[[int], object] | None = None,
              run: passes.Runner | None = None) -> dict[str, np.ndarray]:
     """Every quantity of ``points`` (one after another, each by its own passes), as
     :func:`ktsweep.engines.mc.simulate` returns them. ``threads``: numba's threads on the
@@ -96,21 +98,23 @@ def simulate(points: Sequence[Point], gam: dict[str, np.ndarray], replicates: in
     from ktsweep.engines.mc import summarize
     from ktsweep.model.quantities import assemble
 
-    run = run or runner(device)
+    run = run or runner(how.device)
     parts = []
     previous = None
     if run is _run_cpu and threads is not None:
         import numba
 
         previous = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        # numba.config reads its settings from the environment at import, as attributes its
+        # source does not declare
+        most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        numba.set_num_threads(min(threads, most))
     try:
         for i, p in enumerate(points):
             g = {k: v[i : i + 1] for k, v in gam.items()}
-            errors, curves, diverged = passes.simulate_point(
-                p, {k: float(v[0]) for k, v in g.items()}, replicates, seed, device, dtype,
-                checkpoints, fixed_target, run, tick)
-            parts.append(([i], summarize(errors, curves, diverged, g)))
+            finals = passes.simulate_point(p, {k: float(v[0]) for k, v in g.items()}, how,
+                                           run, tick)
+            parts.append(([i], summarize(finals, g)))
     finally:
         if previous is not None:
             import numba

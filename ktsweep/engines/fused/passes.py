@@ -33,11 +33,14 @@ import numpy as np
 import torch
 
 from ktsweep.engines.fused import stream
+from ktsweep.engines.mc import Finals, Sampling
 from ktsweep.engines.moments import divergence_limit
 from ktsweep.model.geometry import student_basis
 from ktsweep.model.params import Point, point_hash
+from ktsweep.model.quantities import RUN_STEP_SIZE
 from ktsweep.model.spectra import (
-    schedule_phases,
+    Phases,
+    run_phases,
     student_spectrum,
     target_coefficients,
     target_energy,
@@ -107,7 +110,7 @@ def segments(models: Sequence[Model], steps: int, checkpoints: np.ndarray) -> np
     return np.array(rows, dtype=np.int64)
 
 
-def _gains(phases, lam: np.ndarray, batch: int, width: int, dtype: torch.dtype,
+def _gains(phases: Phases, lam: np.ndarray, batch: int, width: int, dtype: torch.dtype,
            device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
     g = np.zeros((len(phases), width))
     for i, (_, gamma) in enumerate(phases):
@@ -124,24 +127,21 @@ def _slots(x: torch.Tensor, width: int, noise: float) -> torch.Tensor:
     return out
 
 
-def simulate_point(p: Point, gam: dict[str, float], replicates: int, seed: int,
-                   device: torch.device, dtype: torch.dtype, checkpoints: np.ndarray,
-                   fixed_target: bool, run: Runner, tick: Callable[[int], object] | None = None
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
-                              dict[str, np.ndarray]]:
-    """One point's four runs by the fused kernel ``run``: final errors (1, R, d) in the
-    student's eigenbasis, curves (1, R, C) of the teacher and the T2S student, and the
-    diverged flag of each run (shape (1,)), as :func:`ktsweep.engines.mc.summarize` takes."""
-    R, d, L = replicates, p.d, stream.width(p.d)
-    kw = {"dtype": dtype, "device": device}
-    key = stream.point_key(seed, point_hash(p))
+def simulate_point(p: Point, gam: dict[str, float], how: Sampling, run: Runner,
+                   tick: Callable[[int], object] | None = None) -> Finals:
+    """One point's four runs by the fused kernel ``run``, as
+    :func:`ktsweep.engines.mc.summarize` takes them (a stack of one point). ``gam``: the
+    initial step of each run, by its :data:`~ktsweep.model.quantities.STEP_SIZES` name."""
+    R, d, L = how.replicates, p.d, stream.width(p.d)
+    dtype, device = how.dtype, how.device
+    key = stream.point_key(how.seed, point_hash(p))
     lam_t, lam_s = teacher_spectrum(p), student_spectrum(p)
     c = target_coefficients(p)
     if c is None:  # gaussian target: one draw per replicate (or one for all)
-        c = stream.target_normals(key, R, d, fixed_target)
+        c = stream.target_normals(key, R, d, how.fixed_target)
     scale = np.sqrt(lam_t) if p.alpha_target is None else target_scale(p)
-    theta = torch.tensor(np.broadcast_to(c * scale, (R, d)), **kw)
-    q = None if p.aligned else torch.tensor(student_basis(p), **kw)
+    theta = torch.tensor(np.broadcast_to(c * scale, (R, d)), dtype=dtype, device=device)
+    q = None if p.aligned else torch.tensor(student_basis(p), dtype=dtype, device=device)
 
     def in_student(x: torch.Tensor) -> torch.Tensor:
         return x if q is None else x @ q
@@ -152,18 +152,24 @@ def simulate_point(p: Point, gam: dict[str, float], replicates: int, seed: int,
     law = p.inputs
     draws_rotated = q is not None and law == "gaussian"  # students draw Qᵀz directly
     rotate = q is not None and not draws_rotated
-    ck = np.asarray(checkpoints, dtype=np.int64)
+    ck = np.asarray(how.checkpoints, dtype=np.int64)
     nu = 0.0 if p.inputs_nu is None else float(p.inputs_nu)
+    # finite runs: Monte Carlo takes no point at N or n = ∞
+    steps_t, steps_direct, steps_s = int(p.steps_t), int(p.steps_direct), int(p.steps_s)
 
-    def model(x0: torch.Tensor, noise: float, phases, lam, batch: int, **extra) -> Model:
-        gains, starts = _gains(phases, lam, batch, L, dtype, device)
-        return Model(_slots(x0, L, noise), gains, starts, **extra)
+    def model(x0: torch.Tensor, noise: float, role: str, lam: np.ndarray, batch: int,
+              offset: torch.Tensor | None = None, record: bool = False, rotated: bool = False
+              ) -> Model:
+        """The model of the run ``role`` (teacher, direct, t2s, ceiling)."""
+        gains, starts = _gains(run_phases(p, role, gam[RUN_STEP_SIZE[role]]), lam, batch, L,
+                               dtype, device)
+        return Model(_slots(x0, L, noise), gains, starts, offset, record, rotated)
 
     def run_pass(tag: str, models: list[Model], steps: int, batch: int,
                  skip: torch.Tensor | None = None, ticks: bool = True) -> Pass:
-        ps = Pass(key, stream.TAGS[tag], d, law, nu, batch, int(steps), models,
-                  segments(models, int(steps), ck), limit, q,
-                  torch.full((len(models), R, len(ck)), math.nan, **kw),
+        ps = Pass(key, stream.TAGS[tag], d, law, nu, batch, steps, models,
+                  segments(models, steps, ck), limit, q,
+                  torch.full((len(models), R, len(ck)), math.nan, dtype=dtype, device=device),
                   torch.zeros((len(models), R), dtype=torch.bool, device=device))
         if skip is not None:  # replicates whose run cannot start (its teacher diverged)
             ps.diverged.copy_(skip)
@@ -171,39 +177,32 @@ def simulate_point(p: Point, gam: dict[str, float], replicates: int, seed: int,
                 m.state[bad] = math.nan
         run(ps)
         if tick is not None and ticks:
-            tick(int(steps))
+            tick(steps)
         return ps
 
-    teacher = model(-theta, -sigma,
-                    schedule_phases(p.schedule_t, gam["gamma0_t"], p.steps_t, p.plan_t),
-                    lam_t, p.batch_t, record=True)
-    direct_phases = schedule_phases(p.schedule_s, gam["gamma0_direct"], p.steps_direct,
-                                    p.steps_direct)
-    direct = model(-in_student(theta), -sigma, direct_phases, lam_s, p.batch_s,
-                   rotate=rotate)
+    teacher = model(-theta, -sigma, "teacher", lam_t, p.batch_t, record=True)
+    direct = model(-in_student(theta), -sigma, "direct", lam_s, p.batch_s, rotated=rotate)
     if p.batch_t == p.batch_s and not draws_rotated:
-        first = run_pass("teacher", [teacher, direct], p.steps_t, p.batch_t)
+        first = run_pass("teacher", [teacher, direct], steps_t, p.batch_t)
         div_t, div_d = first.diverged[0], first.diverged[1]
         curve_t = first.curves[0]
     else:
-        first = run_pass("teacher", [teacher], p.steps_t, p.batch_t)
+        first = run_pass("teacher", [teacher], steps_t, p.batch_t)
         div_t, curve_t = first.diverged[0], first.curves[0]
-        div_d = run_pass("direct", [direct], p.steps_direct, p.batch_s,
+        div_d = run_pass("direct", [direct], steps_direct, p.batch_s,
                          ticks=p.batch_t != p.batch_s).diverged[0]
     eta_t = teacher.state[:, :d]
     offset = in_student(eta_t)
-    student_phases = [schedule_phases(p.schedule_s, gam[g], p.steps_s, p.plan_s)
-                      for g in ("gamma0_s", "gamma0_ceiling")]
-    t2s = model(-in_student(eta_t + theta), 0.0, student_phases[0], lam_s, p.batch_s,
-                offset=_slots(offset, L, 0.0), record=True, rotate=rotate)
-    ceiling = model(-in_student(theta), -sigma, student_phases[1], lam_s, p.batch_s,
-                    rotate=rotate)
+    t2s = model(-in_student(eta_t + theta), 0.0, "t2s", lam_s, p.batch_s,
+                offset=_slots(offset, L, 0.0), record=True, rotated=rotate)
+    ceiling = model(-in_student(theta), -sigma, "ceiling", lam_s, p.batch_s, rotated=rotate)
     skip = torch.stack([div_t, torch.zeros_like(div_t)])
-    second = run_pass("student", [t2s, ceiling], p.steps_s, p.batch_s, skip=skip)
+    second = run_pass("student", [t2s, ceiling], steps_s, p.batch_s, skip=skip)
     errors = {"teacher": in_student(eta_t), "direct": direct.state[:, :d],
               "t2s": t2s.state[:, :d] + offset, "ceiling": ceiling.state[:, :d]}
     flags = {"teacher": div_t, "direct": div_d, "t2s": second.diverged[0] | div_t,
              "ceiling": second.diverged[1]}
     diverged = {k: np.array([bool(v.any())]) for k, v in flags.items()}
-    return ({k: v.unsqueeze(0) for k, v in errors.items()},
-            {"teacher": curve_t.unsqueeze(0), "t2s": second.curves[0].unsqueeze(0)}, diverged)
+    return Finals({k: v.unsqueeze(0) for k, v in errors.items()},
+                  {"teacher": curve_t.unsqueeze(0), "t2s": second.curves[0].unsqueeze(0)},
+                  diverged)

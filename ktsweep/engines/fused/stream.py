@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from ktsweep.model.params import derive_seed
 
@@ -94,14 +95,15 @@ def noise_slot(d: int) -> int:
     return 4 * (counters(d) - 1)
 
 
-def word3(tag: int, step, field=0):
+def word3(tag: int, step: npt.ArrayLike, field: npt.ArrayLike = 0) -> np.ndarray:
     """c3 of a draw (NumPy integers broadcast)."""
     step = np.asarray(step, dtype=np.uint64)
     return (np.uint64(tag) + (np.asarray(field, dtype=np.uint64) << np.uint64(8))
             + ((step >> np.uint64(32)) << np.uint64(16)))
 
 
-def philox(c0, c1, c2, c3, key: tuple[int, int]) -> tuple[np.ndarray, ...]:
+def philox(c0: npt.ArrayLike, c1: npt.ArrayLike, c2: npt.ArrayLike, c3: npt.ArrayLike,
+           key: tuple[int, int]) -> tuple[np.ndarray, ...]:
     """Philox-4x32-10 of counters (arrays broadcast, values < 2^32) under ``key``: four uint64
     arrays of 32-bit words."""
     c = [np.asarray(x, dtype=np.uint64) & np.uint64(M32) for x in (c0, c1, c2, c3)]
@@ -132,7 +134,8 @@ def gaussian(x: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
-def _student_t(key, c0, c1, c2, tag, step, m, nu: float) -> np.ndarray:
+def _student_t(key: tuple[int, int], c0: np.ndarray, c1: np.ndarray, c2: np.ndarray, tag: int,
+               step: np.ndarray, m: np.ndarray, nu: float) -> np.ndarray:
     """Student-t values of lanes ``m`` at counters (c0, c1, c2) (Bailey's polar method)."""
     shape = np.broadcast_shapes(np.shape(c0), np.shape(c1), np.shape(c2), np.shape(m))
     out = np.zeros(shape)
@@ -155,8 +158,9 @@ def _student_t(key, c0, c1, c2, tag, step, m, nu: float) -> np.ndarray:
     return out
 
 
-def rows(key: tuple[int, int], tag: int, step, rep, sample, d: int, law: str = "gaussian",
-         nu: float | None = None) -> np.ndarray:
+def rows(key: tuple[int, int], tag: int, step: npt.ArrayLike, rep: npt.ArrayLike,
+         sample: npt.ArrayLike, d: int, law: str = "gaussian", nu: float | None = None
+         ) -> np.ndarray:
     """The rows of L slots that the kernels read, for (step, replicate, sample) arrays
     (broadcast together): shape (..., L), float64."""
     step, rep, sample = np.broadcast_arrays(*(np.asarray(v, dtype=np.uint64)
