@@ -95,8 +95,8 @@ _RUN_LABEL = {"teacher": "teacher", "direct": "direct student", "t2s": "T2S",
               "ceiling": "ceiling student"}
 LABELS: dict[str, str] = {
     **{f"risk_{r}": f"{w} excess risk" for r, w in _RUN_LABEL.items()},
-    **{f"mode_{r}": f"{w} per-mode excess risk" for r, w in _RUN_LABEL.items()},
-    **{f"curve_{r}": f"{w} excess risk during training" for r, w in _RUN_LABEL.items()},
+    **{f"mode_{r}": f"{r if r != 't2s' else 'T2S'} per-mode excess risk" for r in _RUN_LABEL},
+    **{f"curve_{r}": f"{w} learning curve" for r, w in _RUN_LABEL.items()},
     "der": "data-efficiency ratio der",
     "pgr": "performance gap recovered",
     "w2s_ratio": "W2S ratio T2S / teacher",

@@ -390,8 +390,9 @@ def plane_of(cube: FigureCube, name: str, at: dict[str, Any], keep: Sequence[str
     return da
 
 
-def draw_map(cube: FigureCube, plane: str, what: str) -> Figure:
-    """The map of ``what`` (pgr, w2s_ratio or der) over ``plane`` at the plane's slice."""
+def draw_map(cube: FigureCube, name: str, plane: str, what: str) -> Figure:
+    """The figure ``name``: the map of ``what`` (pgr, w2s_ratio or der) over ``plane`` at the
+    plane's slice."""
     keep = PLANES[plane]
     at = plane_slice(cube, keep)
     finite_n = what != "der"  # PGR and w2s_ratio are undefined at n = ∞
@@ -417,14 +418,14 @@ def draw_map(cube: FigureCube, plane: str, what: str) -> Figure:
     over = "(α_T, α_S)" if plane == "alpha" else "the sample budgets (N, n)"
     extra = "n = ∞ left out: the map's ratio is undefined there" if (
         finite_n and "n" in keep and not np.isfinite(cube.labels("n")).all()) else ""
-    return finish(fig, title(cube, f"{what}_phase_{plane}", f"{HEADS[what]} over {over}", at),
+    return finish(fig, title(cube, name, f"{HEADS[what]} over {over}", at),
                   footer(cube, at, PLANE_RULE, cube.estimator, extra))
 
 
 def _spec(name: str, plane: str, what: str, caption: str) -> FigureSpec:
     keep = PLANES[plane]
     return FigureSpec(name, lambda lay: estimated(lay, *keep),
-                      lambda cube: draw_map(cube, plane, what), caption)
+                      lambda cube: draw_map(cube, name, plane, what), caption)
 
 
 _SAME_SLICE = (
@@ -436,7 +437,8 @@ SPECS: tuple[FigureSpec, ...] = (
     _spec("pgr_phase_alpha", "alpha", "pgr", caption=(
         "Performance gap recovered, PGR = (teacher - T2S) / (teacher - ceiling), over the "
         "teacher and student spectral decays (alpha_T, alpha_S), on a diverging scale centred "
-        "at 0 (T2S as good as its teacher) over PGR's full range, each cell's value printed. "
+        "at 0 (T2S as good as its teacher), symmetric over PGR's full range and logarithmic "
+        "beyond +-0.1 (a PGR of -5 and one of 0.7 both show), each cell's value printed. "
         "Hatched cells have no gap to recover (the ceiling student, trained on n true labels, "
         "is not better than the teacher, or 0/0): PGR means nothing there. The black line "
         "runs along the cell edges between W2S cells (w2s_ratio < 1: the taught student beats "
