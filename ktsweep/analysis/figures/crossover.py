@@ -142,12 +142,12 @@ def fig_w2s_crossover(cube: FigureCube) -> Figure:
         ax.axhline(late, color="k", ls="-", lw=1.2,
                    label=f"late law: −1 + 1/(2α_S) = {late:.3f}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("teacher samples N (midpoint of each step)")
-    ax.set_ylabel("local slope of min_n risk_t2s vs N / log2 N")
+    ax.set_xlabel("teacher samples N (midpoint of each step of the grid)")
+    ax.set_ylabel("local slope of min_n risk_t2s against N / log2 N", fontsize=9)
     handles, _ = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="k", ls=":", lw=1,
                           label="derived crossover N_× (colour of its k†)"))
-    ax.legend(handles=handles, fontsize=7)
+    ax.legend(handles=handles, fontsize=7, loc="lower right")  # the slopes rise to the right
     extra = f"late law not drawn: {scope}" if scope else ""
     return finish(fig, title(cube, "w2s_crossover", "Theorem 5: local slope of the minimal "
                              "T2S risk", at),
