@@ -261,11 +261,10 @@ def finish(fig: Figure, heading: str, text: str) -> Figure:
     fig.suptitle("\n".join(part for line in heading.split("\n")
                            for part in _wrap(line, width)), fontsize=10.5)
     chars = int(104 * fig.get_figwidth() / 6.4)  # 7-pt characters per footer line
-    lines = sum(max(1, -(-len(part) // chars)) for part in _wrap(text, chars))
-    height = (lines * FOOTER_PT * 1.35 + 6) / 72 / fig.get_figheight()
+    lines = _wrap(text, chars)
+    height = (len(lines) * FOOTER_PT * 1.35 + 6) / 72 / fig.get_figheight()
     fig.get_layout_engine().set(rect=(0, height, 1, 1 - height))
-    fig.text(0.01, 0.005, "\n".join(_wrap(text, chars)), fontsize=FOOTER_PT, ha="left",
-             va="bottom")
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=FOOTER_PT, ha="left", va="bottom")
     return fig
 
 

@@ -53,7 +53,6 @@ def theory_count(cube: FigureCube, keep: list[str]) -> xr.DataArray:
     and one for the T2S limit rate where it can be drawn (n = ∞)."""
     axes = [a for a in cube.held(keep) if a not in SAMPLE_AXES]
     rows = over_parameters(cube.ds, axes, predictions)
-    axes = [a for a in axes if a not in SAMPLE_AXES]
     shape = [len(cube.labels(a)) for a in axes]
     runs = np.array([sum(PREDICTION[r] in pred for r in ("teacher", "direct"))
                      for _, pred in rows]).reshape(shape)
@@ -196,25 +195,25 @@ def fig_der_vs_dalpha(cube: FigureCube) -> Figure:
 
 
 RISK_VS_N = FigureSpec(
-        "risk_vs_N", lambda lay: estimated(lay, "N"), fig_risk_vs_n,
-        caption=(
-            "Excess risks of the teacher, the directly trained student and the "
-            "teacher-to-student (T2S) student against the teacher sample size N (log-log; "
-            "lines exact, each run with its own marker and width so that curves that "
-            "coincide stay visible, filled points Monte Carlo mean ± standard error where "
-            "the config's Monte Carlo sub-grid meets the slice). Dotted lines have the slopes "
-            "of docs/science/rates.md, drawn at half the value of the curve they belong to at "
-            "its largest N (parallel to it when the prediction holds): Lemma 1 rates for "
-            "teacher and direct student, Theorem 3's limit rate for T2S (at n = inf, where "
-            "alpha_S > alpha_T > 1 + beta). The slice (title) is one where the three curves "
-            "are distinct and theory predicts the most slopes: at alpha_S = alpha_T the "
-            "teacher and the direct student are the same run."))
+    "risk_vs_N", lambda lay: estimated(lay, "N"), fig_risk_vs_n,
+    caption=(
+        "Excess risks of the teacher, the directly trained student and the "
+        "teacher-to-student (T2S) student against the teacher sample size N (log-log; "
+        "lines exact, each run with its own marker and width so that curves that "
+        "coincide stay visible, filled points Monte Carlo mean ± standard error where "
+        "the config's Monte Carlo sub-grid meets the slice). Dotted lines have the slopes "
+        "of docs/science/rates.md, drawn at half the value of the curve they belong to at "
+        "its largest N (parallel to it when the prediction holds): Lemma 1 rates for "
+        "teacher and direct student, Theorem 3's limit rate for T2S (at n = inf, where "
+        "alpha_S > alpha_T > 1 + beta). The slice (title) is one where the three curves "
+        "are distinct and theory predicts the most slopes: at alpha_S = alpha_T the "
+        "teacher and the direct student are the same run."))
 DER_VS_DALPHA = FigureSpec(
-        "der_vs_dalpha", lambda lay: estimated(lay, "alpha_s"), fig_der_vs_dalpha,
-        caption=(
-            "Data-efficiency ratio der = risk_direct / risk_t2s (log scale) against the "
-            "spectral gap alpha_S - alpha_T, one line per alpha_T, at the largest n (n = inf "
-            "where swept: Theorem 3 is a statement about the limit n -> inf) and, among the "
-            "other held axes, where der > 1 at the most points (title; paper Fig. 2b is the "
-            "kd_fig2b config). Theorem 3 predicts a distillation advantage der > 1 growing "
-            "with the gap when alpha_S > alpha_T > 1 + beta."))
+    "der_vs_dalpha", lambda lay: estimated(lay, "alpha_s"), fig_der_vs_dalpha,
+    caption=(
+        "Data-efficiency ratio der = risk_direct / risk_t2s (log scale) against the "
+        "spectral gap alpha_S - alpha_T, one line per alpha_T, at the largest n (n = inf "
+        "where swept: Theorem 3 is a statement about the limit n -> inf) and, among the "
+        "other held axes, where der > 1 at the most points (title; paper Fig. 2b is the "
+        "kd_fig2b config). Theorem 3 predicts a distillation advantage der > 1 growing "
+        "with the gap when alpha_S > alpha_T > 1 + beta."))
