@@ -6,6 +6,7 @@ no CUDA device; ``slow`` is deselected by ``-m 'not slow'``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -137,4 +138,46 @@ def phase_cube(tmp_path_factory):
     store.init_cube(layout, path)
     for chunk in layout.chunk_ids():
         runner.run_chunk(layout, chunk, path, threads=1, processes=False, report=lambda s: None)
+    return path
+
+
+DEFAULT_CUBE_D = 40
+"""The default-shaped cube's dimension: every axis and value of config/config.yaml, at a d
+small enough to compute in about half a minute on two cores."""
+
+
+@pytest.fixture(scope="session")
+def default_cube(tmp_path_factory) -> Path:
+    """Path of a committed cube of the default config's shape (config/config.yaml: the string
+    ``target`` axis, both alphas, 7 N, 12 n with n = inf, the tied γ0 axis, exact, Monte
+    Carlo on its sub-grid and bounds, per-mode risks and curves) at d = DEFAULT_CUBE_D,
+    computed in-process. The figure, notebook and label tests read what a user's first
+    ``make run`` gives them. Built once per test run: pytest-xdist workers share it through a
+    lock file in the run's common temporary folder."""
+    import fcntl
+
+    import yaml
+
+    from ktsweep.sweep import runner, store
+    from ktsweep.sweep.layout import Layout
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+                         .read_text())
+    cfg["fixed"]["d"] = DEFAULT_CUBE_D
+    cfg["mc"]["device"] = "cpu"
+    cfg["jobs"] = {"points_per_job": 8400, "points_per_task": 1400, "threads": 2}
+    layout = Layout.from_config(cfg)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / "default_cube"
+    folder.mkdir(exist_ok=True)
+    path = folder / "cube.zarr"
+    with open(shared / "default_cube.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker builds, the others wait for it
+        if not (folder / "built").exists():
+            store.init_cube(layout, path)
+            for chunk in layout.chunk_ids():
+                runner.run_chunk(layout, chunk, path, threads=2, processes=False,
+                                 report=lambda s: None)
+            (folder / "built").write_text("ok")
     return path

@@ -18,7 +18,9 @@ import pytest
 from ktsweep.analysis.fits import refine_optimum
 from ktsweep.engines import exact
 from ktsweep.model import theory
+from ktsweep.model.cubespec import Flag
 from ktsweep.model.params import make_point
+from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
 
 
 def _point(N: float, n: float = 1024, **kw):
@@ -159,6 +161,11 @@ def _late_cube(log2_N: list[int]):
                       ("pgr", np.zeros_like(nn)), ("der", np.ones_like(nn))):
         ds[name] = (ds[name].dims, np.repeat(val[..., None], shape[-1], axis=-1))
     ds["status"] = (ds["status"].dims, np.ones(shape, dtype=np.int8))
+    p = _point(2**20, alpha_t=3.0, alpha_s=3.0, k_dagger=10, d=4000)
+    for name, lam in (("gamma0_t", teacher_spectrum(p)), ("gamma0_s", student_spectrum(p))):
+        ds[name] = ds[name].fillna(resolve_gamma0(p.gamma0_t, lam)[0])  # the steps used
+    for name in ("tune_edge_t", "tune_edge_s", "tune_edge_direct", "tune_edge_ceiling"):
+        ds[name] = ds[name].where(False, int(Flag.UNDETERMINED))  # no step was tuned
     return ds, n_x
 
 

@@ -112,33 +112,6 @@ def test_bad_config_fails_before_any_job(tmp_path, change, words):
     assert "Traceback" not in text
 
 
-def test_example_notebook_runs_on_the_tiny_cube(tiny_run):
-    """examples/first_look.ipynb executes top to bottom (nbclient, a real kernel) on the
-    workflow's cube and draws its two figures.
-
-    Mutations caught: a notebook cell using an API that no longer exists (a renamed
-    ``CubeView.masked``, ``open_cube``), a cube without Monte Carlo/exact overlap (its
-    assert), a plotting cell that errors."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    work, _, _ = tiny_run
-    nb = nbformat.read(REPO / "examples" / "first_look.ipynb", as_version=4)
-    env = {"KTSWEEP_CUBE": str(work / "results" / "tiny" / "cube.zarr")}
-    old = {k: os.environ.get(k) for k in (*env, "PYTHONPATH")}
-    os.environ.update(env, PYTHONPATH=str(REPO))
-    try:
-        NotebookClient(nb, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(work)}}).execute()
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == 2
-    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "within ±2" in text and "fitted slope" in text
-
-
 REPORT_JS = r"""(async () => {
   const html = document.documentElement.outerHTML;
   const re = new RegExp("data:(image/png|image/svg\\+xml|text/csv);charset=utf8;" +

@@ -86,10 +86,64 @@ BOUND_NAMES: tuple[str, ...] = BOUND_VALUES + BOUND_FLAGS
 STATUS_VARS = ("status", "bound_status")
 """Variables that commit a point: written last, after every other value is durable."""
 
-RISK_UNITS = "excess risk (1/2 convention)"
+RISK_UNITS = "1/2 convention"
+"""The ``units`` of every risk: excess risks carry the ½ factor (xarray's plots label a risk
+axis 'T2S excess risk [1/2 convention]')."""
 RISK_NOTE = "risks carry the 1/2 factor: (1/2)||u - theta*||^2 (noise floor excluded)"
 _HALF = "excess risk with the 1/2 factor, (1/2)||u - theta*||^2, noise floor excluded"
-LONG_NAMES: dict[str, str] = {
+_RUN_LABEL = {"teacher": "teacher", "direct": "direct student", "t2s": "T2S",
+              "ceiling": "ceiling student"}
+LABELS: dict[str, str] = {
+    **{f"risk_{r}": f"{w} excess risk" for r, w in _RUN_LABEL.items()},
+    **{f"mode_{r}": f"{r if r != 't2s' else 'T2S'} per-mode excess risk" for r in _RUN_LABEL},
+    **{f"curve_{r}": f"{w} learning curve" for r, w in _RUN_LABEL.items()},
+    "der": "data-efficiency ratio der",
+    "pgr": "performance gap recovered",
+    "w2s_ratio": "W2S ratio T2S / teacher",
+    "gamma0_t": "teacher initial step",
+    "gamma0_s": "T2S initial step",
+    "gamma0_direct": "direct student initial step",
+    "gamma0_ceiling": "ceiling initial step",
+    "gamma0_t_used": "teacher initial step",
+    "gamma0_s_used": "T2S initial step",
+    **{f"tune_edge_{r}": f"{w} tuned step at a list end"
+       for r, w in (("t", "teacher"), ("s", "T2S"), ("direct", "direct student"),
+                    ("ceiling", "ceiling"))},
+    **{f"spectrum_alpha_{m}": f"{w} fitted decay" for m, w in (("t", "teacher"),
+                                                               ("s", "student"))},
+    **{f"spectrum_alpha_se_{m}": f"{w} fitted decay s.e." for m, w in (("t", "teacher"),
+                                                                       ("s", "student"))},
+    **{f"spectrum_fit_{e}_{m}": f"{w} decay fit {e} index"
+       for e in ("first", "last") for m, w in (("t", "teacher"), ("s", "student"))},
+    "status": "point status",
+    "bound_status": "bound status",
+    "bound_t2s": "Theorem 1 transfer bound",
+    "alignment_bias": "Lemma 2 alignment bias",
+    "alignment_bias_closed": "Lemma 2 bias, closed form",
+    "bound_t2s_term1": "transfer bound term (I)",
+    "bound_t2s_term2": "transfer bound term (II)",
+    "bound_t2s_term3": "transfer bound term (III)",
+    "bound_t2s_student_var": "student variance in term (II)",
+    "bound_t2s_reduced": "transfer bound w/o student var.",
+    "bound_t2s_delta": "transfer bound's delta",
+    "kstar_t2s": "transfer bound student cutoff",
+    "bound_t2s_holds": "T2S risk within its bound",
+    "step_condition": "step condition holds",
+    **{f"scope_{r}": f"{r} run in the proofs' scope" for r in RUNS},
+    **{f"sandwich_{r}": f"{r} risk within its bounds" for r in RUNS},
+    **{f"bound_{s}_{r}": f"{s} bound, {_RUN_LABEL[r]}" for r in RUNS
+       for s in ("upper", "lower")},
+    **{f"kstar_{s}_{r}": f"{s} bound cutoff k*, {_RUN_LABEL[r]}" for r in RUNS
+       for s in ("upper", "lower")},
+}
+"""The ``long_name`` of each variable: a short label (xarray's plots wrap it at 30
+characters with the units); the full definition is its ``description``."""
+RISK_VALUED: tuple[str, ...] = (
+    "bound_t2s", "bound_t2s_term1", "bound_t2s_term2", "bound_t2s_term3",
+    "bound_t2s_student_var", "bound_t2s_reduced", "alignment_bias", "alignment_bias_closed",
+    *(f"bound_{s}_{r}" for r in RUNS for s in ("upper", "lower")))
+"""Variables besides the risks that are excess risks (bounds, their terms, Lemma 2's bias)."""
+DESCRIPTIONS: dict[str, str] = {
     "risk_teacher": f"teacher {_HALF}",
     "risk_direct": f"direct student (N true noisy labels) {_HALF}",
     "risk_t2s": f"teacher-to-student student (n teacher labels) {_HALF}",
@@ -176,12 +230,18 @@ def _flags(enum: type[IntEnum]) -> dict[str, Any]:
 
 
 def attrs_of(name: str) -> dict[str, Any]:
-    """Attributes of a variable (``_se`` names describe the standard error of their base)."""
-    base = name[:-3] if name.endswith("_se") else name
-    text = LONG_NAMES[base]
-    attrs: dict[str, Any] = {"long_name": f"Monte Carlo standard error of {text}"
-                             if name.endswith("_se") else text}
-    if base.startswith(("risk_", "mode_", "curve_")):
+    """Attributes of a variable: ``long_name`` (a short label), ``units`` where it has one
+    (risks and bounds: :data:`RISK_UNITS`; ratios, flags and counts are dimensionless) and
+    ``description`` (the definition, with the docs page). ``_se`` names describe the
+    standard error of their base."""
+    se = name.endswith("_se")
+    base = name[:-3] if se else name
+    attrs: dict[str, Any] = {
+        "long_name": f"{LABELS[base]} s.e." if se else LABELS[base],
+        "description": (f"Monte Carlo standard error of {DESCRIPTIONS[base]}" if se
+                        else DESCRIPTIONS[base]) + f" ({DOCS_PAGE})",
+    }
+    if base.startswith(("risk_", "mode_", "curve_")) or base in RISK_VALUED:
         attrs["units"] = RISK_UNITS
         attrs["note"] = RISK_NOTE
     if name == "status":
@@ -192,6 +252,53 @@ def attrs_of(name: str) -> dict[str, Any]:
         attrs.update(_flags(Flag))
     elif name in BOUND_FLAGS:
         attrs.update({"flag_values": [int(Flag.NO), int(Flag.YES)], "flag_meanings": "no yes"})
+    return attrs
+
+
+DOCS_PAGE = "docs/science/quantities.md"
+"""Where every cube variable and point parameter is defined."""
+
+PARAMETER_LABELS: dict[str, tuple[str, str | None]] = {
+    "alpha_t": ("teacher spectral decay α_T", None),
+    "alpha_s": ("student spectral decay α_S", None),
+    "N": ("teacher samples N", None),
+    "n": ("student samples n", None),
+    "sigma2": ("label noise variance σ²", None),
+    "d": ("dimension d", None),
+    "r_t": ("teacher rank r_T", None),
+    "r_s": ("student rank r_S", None),
+    "target": ("target", None),
+    "k_dagger": ("target modes k†", None),
+    "amplitude": ("target amplitude", None),
+    "beta": ("source exponent β", None),
+    "batch_t": ("teacher batch size", None),
+    "batch_s": ("student batch size", None),
+    "schedule_t": ("teacher step schedule", None),
+    "schedule_s": ("student step schedule", None),
+    "horizon_t": ("teacher schedule horizon", "steps"),
+    "horizon_s": ("student schedule horizon", "steps"),
+    "gamma0_t": ("teacher initial step γ0_T", None),
+    "gamma0_s": ("student initial step γ0_S", None),
+    "inputs": ("input law", None),
+    "inputs_nu": ("student-t degrees of freedom", None),
+    "spectrum_t": ("teacher spectrum file", None),
+    "spectrum_s": ("student spectrum file", None),
+    "angle": ("student basis rotation", "degree"),
+    "mixing_seed": ("Haar mixing seed", None),
+    "mixing_dim": ("Haar mixing dimension", None),
+    "alpha_target": ("target energy decay", None),
+}
+"""Per point parameter: the ``long_name`` and ``units`` of its coordinate in the cube."""
+
+
+def coordinate_attrs(name: str, axis: bool) -> dict[str, Any]:
+    """Attributes of a point parameter's coordinate (a grid ``axis`` or a parameter the
+    points share or tie)."""
+    label, units = PARAMETER_LABELS[name]
+    attrs: dict[str, Any] = {"long_name": label, "description": (
+        f"{'grid axis' if axis else 'point parameter'} {name} ({DOCS_PAGE})")}
+    if units:
+        attrs["units"] = units
     return attrs
 
 

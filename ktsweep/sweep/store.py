@@ -37,7 +37,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from ktsweep.model.cubespec import RISK_NOTE, STATUS_VARS, VarSpec
+from ktsweep.model.cubespec import RISK_NOTE, STATUS_VARS, VarSpec, coordinate_attrs
 from ktsweep.model.cubespec import variables as spec_variables
 from ktsweep.model.quantities import SCHEMA_VERSION
 from ktsweep.sweep import integrity
@@ -162,13 +162,16 @@ def template(layout: Layout) -> xr.Dataset:
         arr = da.full(shape, spec.fill, dtype=spec.dtype, chunks=chunks)
         data[name] = (tuple(axes) + spec.dims, arr, dict(spec.attrs))
     for name, (dims, values) in layout.parameter_coords().items():
-        coords[name] = (dims, values, {"long_name": f"point parameter {name}"})
+        coords[name] = (dims, values, coordinate_attrs(name, axis=False))
     ds = xr.Dataset(data, coords=coords)
-    ds["mode"].attrs["long_name"] = "eigen-mode index i (lambda_i = i^-alpha)"
-    ds["step"].attrs["long_name"] = "SGD steps taken (learning-curve checkpoint)"
-    ds["estimator"].attrs["long_name"] = "estimator: exact expected risk or Monte Carlo mean"
+    ds["mode"].attrs.update(long_name="mode index i",
+                            description="eigen-mode index i (lambda_i = i^-alpha)")
+    ds["step"].attrs.update(long_name="SGD steps",
+                            description="SGD steps taken (learning-curve checkpoint)")
+    ds["estimator"].attrs.update(
+        long_name="estimator", description="exact expected risk or Monte Carlo mean")
     for a in axes:
-        ds[a].attrs["long_name"] = f"grid axis {a} (docs/science/quantities.md)"
+        ds[a].attrs.update(coordinate_attrs(a, axis=True))
     ds.attrs.update({
         "title": f"ktsweep result cube '{layout.name}'",
         "ktsweep_schema": SCHEMA_VERSION,
