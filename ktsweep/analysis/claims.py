@@ -119,10 +119,9 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
 # Rate claims: the fit rows of their families
 # ---------------------------------------------------------------------------------------
 def _by_count(verdicts: pd.Series) -> pd.Series:
-    """Rows per verdict, most frequent first, ties in the order of fits.VERDICTS."""
-    counts = verdicts.value_counts()
-    order = sorted(counts.index, key=lambda v: (-int(counts[v]), fitting.VERDICTS.index(v)))
-    return counts[order]
+    """Rows per verdict, most frequent first, ties in the order the rows come (the fit
+    table's: family, estimator, then the held axes in the cube's order)."""
+    return verdicts.value_counts(sort=False).sort_values(ascending=False, kind="stable")
 
 
 def _from_families(*families: str, known: str = "") -> Callable[[Evidence], Outcome]:

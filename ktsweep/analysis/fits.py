@@ -1105,7 +1105,10 @@ def unfitted(ds: xr.Dataset) -> dict[str, str]:
     w2s = [f.name for f in FAMILIES if f.name.startswith("w2s")]
     finite = (np.isfinite(np.asarray(cube.ds["n"].values, float)).sum()
               if "n" in cube.axes else 0)
-    if nN < MIN_POINTS:
+    if "lowdim" not in targets:
+        out.update(dict.fromkeys(w2s, "Theorem 5 assumes the lowdim target, which the grid "
+                                      "lacks"))
+    elif nN < MIN_POINTS:
         out.update(dict.fromkeys(w2s, f"N has {nN} value(s), the optimum over n vs N needs "
                                       f"{MIN_POINTS}"))
     elif finite < MIN_POINTS:
@@ -1117,9 +1120,6 @@ def unfitted(ds: xr.Dataset) -> dict[str, str]:
         else:
             out.update(dict.fromkeys(w2s, "no n axis of 3 finite values and no learning "
                                           "curves to search for the optimal n"))
-    if "lowdim" not in targets:
-        for name in w2s:
-            out.setdefault(name, "Theorem 5 assumes the lowdim target, which the grid lacks")
     return {f: out[f] for f in FAMILY_ORDER if f in out}
 
 
