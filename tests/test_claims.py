@@ -153,8 +153,8 @@ def test_bound_claims_compare_the_cubes_numbers_inside_the_step_condition(ds, fi
 def test_bound_claims_agree_with_the_bound_estimators_flags(ds):
     """On the cube as computed, the comparisons the claims make from the numbers are the
     bound estimator's own sandwich and transfer flags, point for point (yes, no and
-    undetermined alike). Mutation: a strict < in the comparison, or NaN bounds counted as
-    determined, make them differ."""
+    undetermined alike). Mutation: NaN bounds (n = inf) counted as determined make them
+    differ."""
     from ktsweep.model.cubespec import Flag
 
     ev = claims.Evidence(ds, fit_cube(ds))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ktsweep import cli
@@ -441,17 +442,23 @@ def test_real_cube_teacher_rate(teacher_cube, tmp_path):
     assert "| teacher | 1 | 1 | 2 |" in md  # the summary table: 1 consistent, 1 not asymptotic
 
 
-def test_fit_table_survives_its_csv(teacher_cube, tmp_path):
+def test_fit_table_survives_its_csv(tmp_path):
     """fits.csv read back on its cube is the fit table again: same cells, verdicts and notes,
-    numbers to the CSV's six digits, held labels exact.
+    numbers to the CSV's six digits, held labels exact; the teacher's row, written once with
+    an empty alpha_s cell, fills the whole alpha_s axis again.
 
-    Mutations: writing the axis labels with six digits (2.5 survives, but N or n labels such
-    as 1048576.5 would not find their cube value), a reader that leaves the empty cells of
-    an axis the family does not depend on empty instead of filling it along that axis, or
-    one that drops the notes, fail here."""
-    ds = store.open_cube(teacher_cube)
+    Mutations: axis labels written with six digits (alpha_t = 2.123456789 then finds no cube
+    label), a reader that leaves an empty cell's axis empty instead of filling it (the
+    teacher's slope at alpha_s = 3 is missing), or one that drops the notes, fail here."""
+    cfg = {"name": "csv", "grid": {"alpha_t": [2.123456789, 2.5], "alpha_s": [2.0, 3.0],
+                                   "N": [2**k for k in range(6, 11)]},
+           "fixed": {"n": 64, "sigma2": 0.0, "d": 50}, "methods": ["exact"],
+           "outputs": {"modes": False, "curves": False}}
+    ds = _build(cfg, tmp_path / "cube.zarr")
     table = fits.fit_cube(ds)
     fits.write_fits(table, tmp_path / "f.csv", tmp_path / "f.md")
+    written = pd.read_csv(tmp_path / "f.csv")
+    assert written.loc[written.family == "teacher", "alpha_s"].isna().all()
     back = fits.read_fits(tmp_path / "f.csv", ds)
     assert back["verdict"].dims == table["verdict"].dims
     np.testing.assert_array_equal(back["verdict"].values, table["verdict"].values)
@@ -460,6 +467,8 @@ def test_fit_table_survives_its_csv(teacher_cube, tmp_path):
     np.testing.assert_allclose(back["slope"].values, table["slope"].values, rtol=1e-5)
     np.testing.assert_array_equal(back["range_max"].values, table["range_max"].values)
     assert back.attrs["unfitted"] == table.attrs["unfitted"]
+    teacher = back["slope"].sel(family="teacher", estimator="exact", alpha_t=2.5)
+    assert np.isfinite(teacher.values).all() and teacher.sizes["alpha_s"] == 2
     (tmp_path / "bad.csv").write_text((tmp_path / "f.csv").read_text().replace(
         "2.5,", "7.5,", 1))
     with pytest.raises(ValueError, match="alpha_t = 7.5 is not on the cube"):

@@ -256,11 +256,10 @@ def test_claims_that_hold_fail_for_a_planted_engine(table):
     """Every claim that holds for the correct engine does not hold for at least one planted
     engine, and noise_rate is among them, caught by the engine without label noise.
 
-    Planted bugs it catches: a claim check that accepts anything (every column holds); the
-    noise claim reading its fit rows only (with the noise dropped the sigma2 coefficient has
-    no usable point: no row, `not in this sweep` instead of `fails`); bound claims reading
-    the bound estimator's own flags (every planted engine passes them); kd_sign judged at the
-    largest finite n (the swapped engine's der there stays above 1 on part of the grid)."""
+    Planted bugs it catches: a claim check that accepts anything (w2s_exists calling a grid
+    without W2S `holds`: every column holds); the noise claim without its check that the risk
+    grows with sigma2 (the engine without label noise then passes on its fit rows); bound
+    claims reading the bound estimator's own flags (every planted engine passes them)."""
     holds = table.index[table["correct"] == "holds"]
     assert {"teacher_rate", "student_rate", "noise_rate", "bound_sandwich", "kd_limit_rate",
             "kd_sign", "w2s_exists", "w2s_vanishes"} <= set(holds)
