@@ -852,6 +852,8 @@ def _simple_families(cube: _Cube, skipped: list[int]) -> None:
             first = np.argmax(enough, axis=1)
             free_sizes = [len(cube.ds[a]) for a in free]
             for k, hpos in enumerate(_held_positions(cube, held)):
+                if kd and cube.params_at({**hpos, **pin})["target"] == "lowdim":
+                    continue  # Theorem 3 is about power-law sources (see unfitted)
                 if not enough[k, first[k]]:
                     skipped.append(1)
                     continue
@@ -860,8 +862,6 @@ def _simple_families(cube: _Cube, skipped: list[int]) -> None:
                 at = tuple(hpos[a] for a in held) + tuple(int(fpos[a]) for a in free)
                 y = ys[at]
                 p = cube.params_at({**hpos, **{a: int(i) for a, i in fpos.items()}, **pin})
-                if kd and p["target"] == "lowdim":
-                    continue  # Theorem 3 is about power-law sources (see unfitted)
                 preds = theory.predictions(p)
                 pred = preds.get(fam.key)
                 text = held_text(_labels(cube, hpos))
@@ -1284,7 +1284,7 @@ def family_table(rows: pd.DataFrame, held: Sequence[str]) -> pd.DataFrame:
     out = pd.DataFrame({"estimator": rows["estimator"]})
     for a in axes:
         out[a] = [_cell_label(v) for v in rows[a]]
-    out["n"] = rows["n_points"].astype(str)
+    out["points"] = rows["n_points"].astype(str)
     out["range"] = [f"{_num(a)}..{_num(b)}" if np.isfinite(a) else ""
                     for a, b in zip(rows["range_min"], rows["range_max"], strict=True)]
     out["horizon"] = rows["horizon"]
