@@ -870,7 +870,7 @@ def _simple_families(cube: _Cube, skipped: list[int]) -> None:
                 series = Series(x, y, draws)
                 step_pos = {**hpos, **{a: int(i) for a, i in fpos.items()}, **pin}
                 _horizon(series, p, fam.role, cube.median_step(fam.role, step_pos))
-                if name in ("direct", "ceiling", "direct_noise"):
+                if name in ("direct", "ceiling"):
                     series.notes += _target_note(p)
                 row = fit_row(series, pred, fam.axis, fam.quantity, above_one=name == "kd_der",
                               terms=preds.get(f"{fam.key}_terms"))

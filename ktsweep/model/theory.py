@@ -318,6 +318,8 @@ def predictions(p: Params | Point) -> dict[str, float | tuple[float, float]]:
     finite_energy = target == "lowdim" or alpha_t - beta > 1.0
     for run, alpha, source in (("teacher", alpha_t, beta),
                                ("direct", alpha_s, student_source_exponent(p))):
+        if noisy and alpha > 1.0:  # the part of the risk proportional to sigma2 (any target)
+            out[f"noise_{run}"] = direct_variance_exponent(alpha)
         if alpha <= 1.0 or not finite_energy:
             continue
         out[f"kstar_{run}"] = kstar_exponent(alpha)
@@ -331,8 +333,6 @@ def predictions(p: Params | Point) -> dict[str, float | tuple[float, float]]:
             # until then the bias falls faster than any power: its "exponent" is -inf
             out[f"risk_{run}_terms"] = (-math.inf, direct_variance_exponent(alpha))
         # lowdim without noise: no power law, the risk falls exponentially once k* > k†
-        if noisy and alpha > 1.0:  # the part of the risk proportional to sigma2
-            out[f"noise_{run}"] = direct_variance_exponent(alpha)
     if kd_regime(p):
         out["risk_t2s_limit"] = kd_t2s_limit_exponent(alpha_t, beta)
         out["der"] = kd_der_exponent(alpha_t, alpha_s, beta)
