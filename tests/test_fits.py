@@ -479,8 +479,12 @@ def test_cli_fits(teacher_cube, tmp_path, capsys):
     rc = cli.main(["fits", str(teacher_cube), "--csv", str(tmp_path / "o" / "f.csv"),
                    "--md", str(tmp_path / "o" / "f.md")])
     assert rc == 0
-    assert "fits written" in capsys.readouterr().out
-    assert (tmp_path / "o" / "f.csv").stat().st_size > 0
+    ds = store.open_cube(teacher_cube)
+    table = fits.fit_cube(ds)
+    counts = fits.frame(table)["verdict"].value_counts()
+    assert f"{int(counts.sum())} fits written" in capsys.readouterr().out
+    back = fits.read_fits(tmp_path / "o" / "f.csv", ds)
+    np.testing.assert_array_equal(back["verdict"].values, table["verdict"].values)
     rc = cli.main(["fits", str(tmp_path / "missing.zarr"), "--csv", str(tmp_path / "a.csv"),
                    "--md", str(tmp_path / "a.md")])
     assert rc == 2

@@ -794,22 +794,25 @@ def _noise_coefficient(risk: xr.DataArray) -> xr.DataArray:
     return fit.polyfit_coefficients.sel(degree=1, drop=True)
 
 
-def _simple_source(cube: _Cube, fam: Family, method: str
+def _simple_source(cube: _Cube, fam: Family, method: str, cut: Mapping[str, int]
                    ) -> tuple[xr.DataArray, xr.DataArray | None] | None:
-    """The values a simple family fits for ``method`` (and their Monte Carlo standard errors),
-    over the grid axes; None where the cube or the grid cannot give them."""
+    """The values a simple family fits for ``method`` at grid positions ``cut`` (and their
+    Monte Carlo standard errors); None where the cube or the grid cannot give them."""
+    def at(da: xr.DataArray) -> xr.DataArray:
+        return da.isel({a: i for a, i in cut.items() if a in da.dims})
+
     if fam.name.endswith("_noise"):
         var = fam.name.replace("_noise", "")
         if method != "exact" or "sigma2" not in cube.axes or len(cube.ds["sigma2"]) < 2 \
                 or not cube.has(f"risk_{var}"):
             return None
-        return _noise_coefficient(cube.masked(f"risk_{var}", method).load()), None
+        return _noise_coefficient(at(cube.masked(f"risk_{var}", method)).load()), None
     if not cube.has(fam.quantity):
         return None
     se = None
     if method == "mc" and cube.has(f"{fam.quantity}_se"):
-        se = cube.ds[f"{fam.quantity}_se"]
-    return cube.masked(fam.quantity, method), se
+        se = at(cube.ds[f"{fam.quantity}_se"])
+    return at(cube.masked(fam.quantity, method)), se
 
 
 def _kd_at_limit(cube: CubeView) -> bool:
@@ -837,39 +840,42 @@ def _simple_families(cube: _Cube, skipped: list[int]) -> None:
         held = [a for a in others if a not in fam.irrelevant]
         free = [a for a in others if a in fam.irrelevant]
         x = cube.axis_values(fam.axis)
-        for method in cube.methods:
-            source = _simple_source(cube, fam, method)
+        # one slab of the first held axis at a time: a variable is read a slab at a time
+        outer, inner = (held[0], held[1:]) if held else (None, [])
+        slabs = range(len(cube.ds[outer])) if outer else [None]
+        for method, slab in itertools.product(cube.methods, slabs):
+            top = {} if outer is None else {outer: slab}
+            source = _simple_source(cube, fam, method, {**pin, **top})
             if source is None:
                 continue
-            order = [*held, *free, fam.axis]
-            ys, ses = (None if da is None else np.asarray(
-                da.isel({a: i for a, i in pin.items() if a in da.dims})
-                .transpose(*order).values, float) for da in source)
+            order = [*inner, *free, fam.axis]
+            ys, ses = (None if da is None else np.asarray(da.transpose(*order).values, float)
+                       for da in source)
             with np.errstate(invalid="ignore"):
                 good = (np.isfinite(ys) & (ys > 0) & np.isfinite(x) & (x > 0)).sum(-1)
-            n_held = int(np.prod([len(cube.ds[a]) for a in held]))
-            enough = (good >= MIN_POINTS).reshape(n_held, -1)
+            n_inner = int(np.prod([len(cube.ds[a]) for a in inner]))
+            enough = (good >= MIN_POINTS).reshape(n_inner, -1)
             first = np.argmax(enough, axis=1)
             free_sizes = [len(cube.ds[a]) for a in free]
-            for k, hpos in enumerate(_held_positions(cube, held)):
+            for k, ipos in enumerate(_held_positions(cube, inner)):
+                hpos = {**top, **ipos}  # in the order of `held`
                 if kd and cube.params_at({**hpos, **pin})["target"] == "lowdim":
                     continue  # Theorem 3 is about power-law sources (see unfitted)
                 if not enough[k, first[k]]:
                     skipped.append(1)
                     continue
-                fpos = dict(zip(free, np.unravel_index(first[k], free_sizes) if free else (),
-                                strict=True))
-                at = tuple(hpos[a] for a in held) + tuple(int(fpos[a]) for a in free)
+                fpos = {a: int(i) for a, i in zip(
+                    free, np.unravel_index(first[k], free_sizes) if free else (), strict=True)}
+                at = tuple(ipos[a] for a in inner) + tuple(fpos[a] for a in free)
                 y = ys[at]
-                p = cube.params_at({**hpos, **{a: int(i) for a, i in fpos.items()}, **pin})
+                p = cube.params_at({**hpos, **fpos, **pin})
                 preds = theory.predictions(p)
                 pred = preds.get(fam.key)
                 text = held_text(_labels(cube, hpos))
                 draws = (None if ses is None
                          else normal_draws(y, ses[at], seed=family_seed(name, method, text)))
                 series = Series(x, y, draws)
-                step_pos = {**hpos, **{a: int(i) for a, i in fpos.items()}, **pin}
-                _horizon(series, p, fam.role, cube.median_step(fam.role, step_pos))
+                _horizon(series, p, fam.role, cube.median_step(fam.role, {**hpos, **fpos, **pin}))
                 if name in ("direct", "ceiling"):
                     series.notes += _target_note(p)
                 row = fit_row(series, pred, fam.axis, fam.quantity, above_one=name == "kd_der",
