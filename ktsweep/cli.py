@@ -506,23 +506,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_fits(args: argparse.Namespace) -> int:
-    from ktsweep.analysis.fits import fit_cube, write_fits
+    from ktsweep.analysis.fits import fit_cube, frame, write_fits
     from ktsweep.sweep.store import StoreError, open_cube
 
     try:
-        df = fit_cube(open_cube(args.cube))
+        fits = fit_cube(open_cube(args.cube))
     except StoreError as err:
         raise UsageError(str(err)) from None
-    write_fits(df, args.csv, args.md)
-    counts = df.groupby("verdict").size().to_dict() if len(df) else {}
+    write_fits(fits, args.csv, args.md)
+    df = frame(fits)
+    counts = df["verdict"].value_counts().to_dict()
     print(f"{len(df)} fits written to {args.csv} and {args.md}: "
           + (", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing to fit"))
     return 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from ktsweep.analysis.claims import evaluate_claims, read_fits, write_claims
-    from ktsweep.analysis.fits import fit_cube
+    from ktsweep.analysis.claims import evaluate_claims, write_claims
+    from ktsweep.analysis.fits import fit_cube, read_fits
     from ktsweep.sweep.store import StoreError, open_cube
 
     try:
@@ -531,7 +532,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if args.fits:
         try:
-            fits = read_fits(args.fits)
+            fits = read_fits(args.fits, ds)
         except (OSError, ValueError) as err:
             raise UsageError(f"cannot read the fit table {args.fits}: {err} (write it with "
                              "'ktsweep fits', or leave --fits out to fit here)") from None

@@ -138,3 +138,56 @@ def test_two_term_exponents_by_hand() -> None:
     low = theory.predictions(point(alpha_t=3.0, alpha_s=3.5, sigma2=0.1, target="lowdim",
                                    k_dagger=10))
     assert low["risk_teacher_terms"] == (-math.inf, pytest.approx(-2 / 3))
+
+
+def test_noise_exponent_is_the_variance_term_of_each_run() -> None:
+    """The sigma2 coefficient of a run's risk decays at its variance exponent (1 − α)/α,
+    whatever the target (it needs no finite target energy), and only with label noise.
+
+    Mutations: the noise key given the bias exponent (−0.25 here), computed only where the
+    target's energy is finite (alpha_t − beta = 1 below), or present without noise."""
+    pred = theory.predictions(point(alpha_t=2.0, alpha_s=4.0, target="power", beta=0.5))
+    assert pred["noise_teacher"] == pytest.approx(-0.5)
+    assert pred["noise_direct"] == pytest.approx(-0.75)
+    edge = theory.predictions(point(alpha_t=2.0, alpha_s=3.0, target="power", beta=1.0))
+    assert "risk_teacher" not in edge and edge["noise_teacher"] == pytest.approx(-0.5)
+    quiet = theory.predictions(point(alpha_t=2.0, alpha_s=3.0, sigma2=0.0))
+    assert "noise_teacher" not in quiet and "noise_direct" not in quiet
+
+
+def test_a_cubes_parameter_mapping_predicts_as_its_point() -> None:
+    """Theory reads a mapping of parameter values as a cube's coordinates hold them (numbers
+    as floats, NaN for an unset number, "" for unset text, the step the run used for
+    gamma0_s) and predicts what it predicts for the Point itself, the late law's crossover
+    included.
+
+    Mutations: NaN read as a set value (r_t = NaN is then not d: 'misaligned', no late law),
+    "" read as a spectrum file, or the step ignored (no crossover)."""
+    from ktsweep.model.spectra import resolve_gamma0, student_spectrum
+
+    p = point(alpha_t=3.0, alpha_s=3.0, sigma2=1.0, target="lowdim", k_dagger=3, d=400)
+    cube = {k: (math.nan if v is None else "" if k.startswith("spectrum") and v is None
+                else float(v) if isinstance(v, int) else v) for k, v in p.as_dict().items()}
+    cube.update(spectrum_t="", spectrum_s="",
+                gamma0_s=resolve_gamma0(p.gamma0_s, student_spectrum(p))[0])
+    assert theory.predictions(cube) == theory.predictions(p)
+    assert "risk_t2s_min_late" in theory.predictions(cube)
+    assert theory.w2s_crossover(cube) == theory.w2s_crossover(p) > 0
+
+
+def test_kd_regime_reads_arrays_elementwise() -> None:
+    """The KD regime predicate takes a cube's coordinates as arrays and answers per point as
+    predictions() does point by point. Mutation: a predicate with `and` (scalars only) or one
+    without the 1 + beta condition."""
+    import numpy as np
+
+    alpha_t = np.array([1.5, 2.0, 2.0, 1.2])
+    alpha_s = np.array([2.0, 1.5, 3.0, 3.0])
+    beta = np.array([0.0, 0.0, 0.0, 0.5])
+    target = np.array(["gaussian", "gaussian", "lowdim", "power"])
+    got = theory.kd_regime({"target": target, "alpha_t": alpha_t, "alpha_s": alpha_s,
+                            "beta": beta})
+    want = [("der" in theory.predictions(point(alpha_t=a, alpha_s=s, beta=b, target=t,
+                                               **({"k_dagger": 3} if t == "lowdim" else {}))))
+            for a, s, b, t in zip(alpha_t, alpha_s, beta, target, strict=True)]
+    assert list(got) == want == [True, False, False, False]

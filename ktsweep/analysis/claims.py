@@ -1,18 +1,20 @@
 """The paper's claims a sweep can test, each with what was measured and a verdict.
 
 A claim is a statement of arXiv 2606.01292 (a lemma's rate, a theorem's sign, ordering,
-limit or crossing) in words, checked on one result cube and its exponent fits
-(:mod:`ktsweep.analysis.fits`). Rate claims gather the fit rows of their families; sign,
-ordering, limit and crossing claims read the cube's points directly. Each gets one verdict of
-:data:`CLAIM_VERDICTS` and, for any verdict but ``holds``, the reason; :func:`to_markdown`
-writes the table ``results/NAME/claims.md`` (workflow rule ``claims``, ``ktsweep claims``).
+limit or crossing, a bound) in words, checked on one result cube and its fit table
+(:func:`ktsweep.analysis.fits.fit_cube`). Rate claims gather the fitted rows of their
+families; sign, ordering, limit, crossing and bound claims read the cube's numbers directly
+(never a flag an engine wrote about them), so that a wrong cube cannot get a right verdict.
+Each gets one verdict of :data:`CLAIM_VERDICTS` and, for any verdict but ``holds``, the
+reason; :func:`to_markdown` writes the table ``results/NAME/claims.md`` (workflow rule
+``claims``, ``ktsweep claims``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +23,29 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ktsweep.analysis import fits as fitting
 from ktsweep.analysis.cubeview import CubeView
-from ktsweep.analysis.fits import _unfitted
+from ktsweep.model import theory
 from ktsweep.model.cubespec import Flag
-from ktsweep.model.params import ParameterError
 
 CLAIM_VERDICTS = ("holds", "fails", "not asymptotic", "finite d", "not in this sweep")
 """holds: every judged measurement agrees; fails: a converged measurement contradicts the
 claim; not asymptotic / finite d: nothing could be judged for that reason (fits.md's rules);
 not in this sweep: the grid has no point where the claim says something."""
 
+VERDICT_MEANING = {
+    "holds": "every measurement that could be judged agrees",
+    "fails": "a converged measurement contradicts the claim (the reason names it)",
+    "not asymptotic": "nothing could be judged yet: larger N or n needed",
+    "finite d": "nothing could be judged: the truncation at d shapes the curves (raise d)",
+    "not in this sweep": "the grid has no point where the claim says something (the reason "
+                         "says what to add)",
+}
+
 COLUMNS = ("claim", "source", "statement", "measured", "verdict", "reason")
+
+ADD_N_INF = "not in this sweep: add n: inf to the grid"
+"""The reason's opening for a claim about lim_n on a grid without n = inf."""
 
 
 @dataclass
@@ -52,41 +66,37 @@ class Claim:
 
 
 class Evidence(CubeView):
-    """A cube with its fit table, and the per-point parameters the point-wise claims need."""
+    """A cube with its fit table: the preferred estimator's values and the parameters as
+    grid arrays."""
 
-    def __init__(self, ds: xr.Dataset, fits: pd.DataFrame):
+    def __init__(self, ds: xr.Dataset, fits: xr.Dataset):
         super().__init__(ds)
         self.fits = fits
-        self.method = "exact" if "exact" in self.methods else (
-            self.methods[0] if self.methods else None)
-        self._points: pd.DataFrame | None = None
-        self.unfitted: list[str] = list(fits.attrs.get("unfitted") or _unfitted(self))
+        self.method = self.preferred
+        self.unfitted: dict[str, str] = dict(fits.attrs.get("unfitted") or fitting.unfitted(ds))
 
-    def points(self) -> pd.DataFrame:
-        """One row per grid point: axis labels, the point's parameters (``p_`` columns) and
-        the preferred estimator's der, w2s_ratio, risk_t2s, risk_teacher (NaN where not ok)."""
-        if self._points is not None:
-            return self._points
-        names = [n for n in ("der", "w2s_ratio", "risk_t2s", "risk_teacher") if self.has(n)]
-        if self.method is None or not names or not self.axes:
-            self._points = pd.DataFrame()
-            return self._points
-        data = xr.Dataset({n: self.masked(n, self.method).drop_vars("estimator",
-                                                                     errors="ignore")
-                           for n in names})
-        df = data.to_dataframe().reset_index()[[*self.axes, *names]]
-        params = []
-        for row in df[self.axes].itertuples(index=False):
-            values = {a: self.value(a, v) for a, v in zip(self.axes, row, strict=True)}
-            try:
-                p = self.point(values)
-                params.append({f"p_{k}": getattr(p, k) for k in
-                               ("alpha_t", "alpha_s", "beta", "target", "N", "n", "sigma2",
-                                "r_s", "d")})
-            except ParameterError:
-                params.append({})
-        self._points = pd.concat([df, pd.DataFrame(params, index=df.index)], axis=1)
-        return self._points
+    def value(self, name: str, method: str | None = None) -> xr.DataArray | None:
+        """``name`` of the preferred estimator (or ``method``), NaN where its status is not
+        ok; None where the cube does not have it."""
+        method = method or self.method
+        if method is None or not self.has(name) or method not in self.methods:
+            return None
+        return self.masked(name, method)
+
+    def grid(self, da: xr.DataArray | Any, order: Sequence[str]) -> np.ndarray:
+        """``da`` (a value or a parameter coordinate, or a scalar) as a NumPy array over the
+        grid axes ``order``, broadcast along the axes it does not vary with."""
+        if not isinstance(da, xr.DataArray):
+            return np.broadcast_to(np.asarray(da), [len(self.ds[a]) for a in order])
+        own = [d for d in order if d in da.dims]
+        arr = np.asarray(da.transpose(*own).values)
+        arr = arr.reshape([len(self.ds[a]) if a in own else 1 for a in order])
+        return np.broadcast_to(arr, [len(self.ds[a]) for a in order])
+
+    def point_text(self, pos: Mapping[str, int]) -> str:
+        """A grid point named by its axis labels (``alpha_t=2, N=1.02e+03``)."""
+        return ", ".join(f"{a}={_label(self.ds[a].values[pos[a]])}" for a in self.axes
+                         if a in pos)
 
 
 def _label(v: Any) -> str:
@@ -100,160 +110,192 @@ def _num(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    """The first True position of a grid mask (C order)."""
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
 # ---------------------------------------------------------------------------------------
 # Rate claims: the fit rows of their families
 # ---------------------------------------------------------------------------------------
+def _by_count(verdicts: pd.Series) -> pd.Series:
+    """Rows per verdict, most frequent first, ties in the order the rows come (the fit
+    table's: family, estimator, then the held axes in the cube's order)."""
+    return verdicts.value_counts(sort=False).sort_values(ascending=False, kind="stable")
+
+
 def _from_families(*families: str, known: str = "") -> Callable[[Evidence], Outcome]:
     """A rate claim judged by the fit rows of ``families``; ``known`` (where the project's docs
     explain a failure already measured) is added to the reason when the claim fails."""
     def check(ev: Evidence) -> Outcome:
-        rows = ev.fits[ev.fits["family"].isin(families)] if len(ev.fits) else ev.fits
+        rows = fitting.rows(ev.fits, families)
         if rows.empty:
-            why = [u for u in ev.unfitted if any(u.startswith(f) or u.startswith("w2s_*")
-                                                  and f.startswith("w2s") for f in families)]
+            why: dict[str, list[str]] = {}
+            for f in families:
+                if f in ev.unfitted:
+                    why.setdefault(ev.unfitted[f], []).append(f)
             return Outcome("not in this sweep", "no fit row",
-                           "; ".join(why) or "the grid has no series for "
-                           + ", ".join(families))
-        counts = rows["verdict"].value_counts()
+                           "; ".join(f"{', '.join(fs)}: {text}" for text, fs in why.items())
+                           or "the grid has no series for " + ", ".join(families))
+        counts = _by_count(rows["verdict"])
         measured = ", ".join(f"{int(c)} {v}" for v, c in counts.items())
         judged = rows[rows["verdict"].isin(["consistent", "inconsistent"])]
         if len(judged):
             diff = (judged["slope"] - judged["predicted"]).abs()
             worst = judged.loc[diff.idxmax()]
-            measured += (f"; worst judged row ({worst['family']}, {worst['fixed']}): slope "
+            measured += (f"; worst judged row ({worst['family']}, {worst['held']}): slope "
                          f"{worst['slope']:.3f} vs predicted {worst['predicted']:.3f}")
         bad = rows[rows["verdict"] == "inconsistent"]
         if len(bad):
             r = bad.iloc[0]
+            miss, tol = fitting.distinct(abs(r["difference"]), r["tolerance"])
             return Outcome("fails", measured,
                            f"{len(bad)} of {len(judged)} converged rows miss the prediction, "
-                           f"e.g. {r['family']} at {r['fixed']}: {r['slope']:.3f} vs "
-                           f"{r['predicted']:.3f} (tolerance {r['tolerance']:.3f})"
-                           + (f"; {r['notes']}" if isinstance(r["notes"], str)
-                              and r["notes"] else "") + (f" ({known})" if known else ""))
+                           f"e.g. {r['family']} at {r['held']}: {r['slope']:.3f} vs "
+                           f"{r['predicted']:.3f} (|difference| {miss} > tolerance {tol})"
+                           + (f"; {r['notes']}" if r["notes"] else "")
+                           + (f" ({known})" if known else ""))
         if len(judged):
             return Outcome("holds", measured)
         if set(counts.index) == {"no prediction"}:
             return Outcome("not in this sweep", measured,
                            "every row lies outside the claim's regime (no prediction)")
         undecided = rows[rows["verdict"] != "no prediction"]
-        top = undecided["verdict"].value_counts().index[0]
+        top = _by_count(undecided["verdict"]).index[0]
         r = undecided[undecided["verdict"] == top].iloc[0]
         verdict = {"edge": "not in this sweep"}.get(top, top)
-        note = r["notes"] if isinstance(r["notes"], str) and r["notes"] else top
+        note = r["notes"] or top
         return Outcome(verdict, measured, f"{top} at every judged row, e.g. {r['family']} at "
-                                          f"{r['fixed']}: {note}")
+                                          f"{r['held']}: {note}")
     return check
 
 
 # ---------------------------------------------------------------------------------------
 # Point-wise claims
 # ---------------------------------------------------------------------------------------
-def _kd_regime(pts: pd.DataFrame) -> pd.Series:
-    return ((pts["p_target"] != "lowdim") & (pts["p_alpha_s"] > pts["p_alpha_t"])
-            & (pts["p_alpha_t"] > 1.0 + pts["p_beta"]))
-
-
-def _largest_n(pts: pd.DataFrame) -> pd.DataFrame:
-    """The points at the largest n of the grid (n = inf where swept)."""
-    return pts[pts["p_n"] == pts["p_n"].max()]
-
-
 def check_kd_sign(ev: Evidence) -> Outcome:
-    """der > 1 at the largest n wherever alpha_S > alpha_T > 1 + beta (Theorem 3)."""
-    pts = ev.points()
-    if pts.empty or "der" not in pts:
+    """der > 1 at n = inf wherever alpha_S > alpha_T > 1 + beta (Theorem 3)."""
+    der = ev.value("der")
+    if der is None:
         return Outcome("not in this sweep", "no der values", "the cube has no der")
-    top = _largest_n(pts)
-    sel = top[_kd_regime(top) & np.isfinite(top["der"])]
-    if sel.empty:
+    axes = ev.axes
+    n = ev.grid(ev.coord("n"), axes)
+    values = ev.grid(der, axes).astype(float)
+    regime = ev.grid(theory.kd_regime({k: ev.coord(k) for k in
+                                       ("target", "alpha_t", "alpha_s", "beta")}), axes)
+    top = n == np.nanmax(n)
+    sel = top & regime & np.isfinite(values)
+    if not sel.any():
         return Outcome("not in this sweep", "no point in the regime",
                        "no grid point with alpha_S > alpha_T > 1 + beta (gaussian or power "
                        "target)")
-    n = float(sel["p_n"].iloc[0])
-    above = int((sel["der"] > 1.0).sum())
-    measured = (f"der > 1 at {above} of {len(sel)} points in the regime at n = {_num(n)} "
-                f"(min der {sel['der'].min():.3g})")
-    if above == len(sel):
+    n_top = float(np.nanmax(n))
+    above = int((sel & (values > 1.0)).sum())
+    measured = (f"der > 1 at {above} of {int(sel.sum())} points in the regime at "
+                f"n = {_num(n_top)} (min der {np.min(values[sel]):.3g})")
+    if not math.isinf(n_top):
+        return Outcome("not in this sweep", measured,
+                       f"{ADD_N_INF} (the claim is about lim_n; the largest n here is "
+                       f"{_num(n_top)})")
+    if above == int(sel.sum()):
         return Outcome("holds", measured)
-    worst = sel.loc[sel["der"].idxmin()]
-    where = f"alpha_T={worst['p_alpha_t']:g}, alpha_S={worst['p_alpha_s']:g}, " \
-            f"N={_num(worst['p_N'])}"
-    if math.isinf(n):
-        return Outcome("fails", measured, f"der = {worst['der']:.3g} <= 1 at n = inf ({where})")
-    return Outcome("not asymptotic", measured,
-                   f"der <= 1 at finite n = {_num(n)} ({where}); the claim is about n -> inf: "
-                   "add n: .inf to the grid")
-
-
-def _by_alpha_t(rows: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
-    """kd_der rows grouped by their held values other than alpha_S: (alpha_S, slope) each."""
-    groups: dict[str, list[tuple[float, float]]] = {}
-    for r in rows.itertuples(index=False):
-        parts = dict(kv.split("=", 1) for kv in r.fixed.split(", ") if "=" in kv)
-        a_s = float(parts.pop("alpha_s", "nan"))
-        key = ", ".join(f"{k}={v}" for k, v in parts.items())
-        groups.setdefault(key, []).append((a_s, float(r.slope)))
-    return groups
+    worst = _first(sel & (values == np.min(values[sel])))
+    p = ev.params_at(dict(zip(axes, worst, strict=True)))
+    where = f"alpha_T={p['alpha_t']:g}, alpha_S={p['alpha_s']:g}, N={_num(p['N'])}"
+    return Outcome("fails", measured, f"der = {np.min(values[sel]):.3g} <= 1 at n = inf "
+                                      f"({where})")
 
 
 def check_kd_order(ev: Evidence) -> Outcome:
     """Fitted der exponents increase with alpha_S at fixed alpha_T (kappa's ordering).
 
-    The grid tests it only with two or more alpha_S inside the KD regime at one alpha_T;
-    it is decided where two of those rows converged."""
-    kd = ev.fits[(ev.fits["family"] == "kd_der") & (ev.fits["verdict"] != "no prediction")] \
-        if len(ev.fits) else ev.fits
-    if not any(len(v) >= 2 for v in _by_alpha_t(kd).values()):
-        return Outcome("not in this sweep", f"{len(kd)} kd_der rows in the KD regime",
+    The grid tests it only with two or more alpha_S inside the KD regime at one alpha_T (and
+    every other held value); it is decided where two of those rows converged."""
+    fits = ev.fits
+    if "kd_der" not in fits["family"].values:
+        return Outcome("not in this sweep", "0 kd_der rows in the KD regime",
+                       ev.unfitted.get("kd_der", "needs two or more alpha_S inside the KD "
+                                       "regime (alpha_S > alpha_T > 1 + beta, power-law or "
+                                       "gaussian target) at one alpha_T"))
+    kd = fits.sel(family="kd_der")
+    regime = (kd["verdict"] != "") & (kd["verdict"] != "no prediction")
+    judged = kd["verdict"].isin(["consistent", "inconsistent"])
+    n_regime = int(regime.sum())
+    if "alpha_s" not in kd.dims or not bool((regime.sum("alpha_s") >= 2).any()):
+        return Outcome("not in this sweep", f"{n_regime} kd_der rows in the KD regime",
                        "needs two or more alpha_S inside the KD regime (alpha_S > alpha_T > "
                        "1 + beta, power-law or gaussian target) at one alpha_T")
-    rows = kd[kd["verdict"].isin(["consistent", "inconsistent"])]
-    lines = {k: sorted(v) for k, v in _by_alpha_t(rows).items() if len(v) >= 2}
-    if not lines:
-        return Outcome("not asymptotic", f"{len(rows)} converged kd_der rows, fewer than two "
-                       "per alpha_T", "the der exponents have not converged at two alpha_S "
-                       "of one alpha_T: larger N")
-    broken = [k for k, v in lines.items() if np.any(np.diff([s for _, s in v]) <= 0)]
-    measured = f"{len(lines) - len(broken)} of {len(lines)} lines increasing in alpha_S"
+    lines = judged.sum("alpha_s") >= 2
+    if not bool(lines.any()):
+        return Outcome("not asymptotic", f"{int(judged.sum())} converged kd_der rows, fewer "
+                       "than two per alpha_T", "the der exponents have not converged at two "
+                       "alpha_S of one alpha_T: larger N")
+    slope = kd["slope"].where(judged).sortby("alpha_s")
+    others = [d for d in slope.dims if d != "alpha_s"]
+    stacked = slope.transpose(*others, "alpha_s").values.reshape(-1, len(kd["alpha_s"]))
+    keep = lines.transpose(*others).values.reshape(-1)
+    labels = list(np.ndindex(*[len(kd[d]) for d in others]))
+    broken = []
+    for k in np.flatnonzero(keep):
+        s = stacked[k][np.isfinite(stacked[k])]
+        if np.any(np.diff(s) <= 0):
+            at = dict(zip(others, labels[k], strict=True))
+            broken.append(fitting.held_text({d: _plain(kd[d].values[i]) for d, i in at.items()
+                                             if d != "estimator"}))
+    total = int(keep.sum())
+    measured = f"{total - len(broken)} of {total} lines increasing in alpha_S"
     if broken:
         return Outcome("fails", measured, "der exponent not increasing in alpha_S at "
                        + "; ".join(broken[:3]))
     return Outcome("holds", measured)
 
 
-def _lines_over_n(pts: pd.DataFrame, axes: Sequence[str]) -> list[pd.DataFrame]:
-    """Groups of points sharing every grid axis but n, sorted by n."""
-    others = [a for a in axes if a != "n"]
-    if not others:
-        return [pts.sort_values("p_n")]
-    return [g.sort_values("p_n") for _, g in pts.groupby(others, sort=False)]
+def _plain(v: Any) -> Any:
+    return float(v) if isinstance(v, np.number) else str(v)
+
+
+def _n_lines(ev: Evidence, arrays: Mapping[str, Any]) -> tuple[dict[str, np.ndarray],
+                                                                list[str]]:
+    """``arrays`` (values or coordinates) as (line, n) NumPy arrays: one line per combination
+    of the grid axes other than ``n``, sorted by n (the cube's n axis must exist)."""
+    others = [a for a in ev.axes if a != "n"]
+    order = [*others, "n"]
+    sort = np.argsort(np.asarray(ev.ds["n"].values, float), kind="stable")
+    m = len(sort)
+    out = {k: np.asarray(ev.grid(v, order)).reshape(-1, m)[:, sort] for k, v in arrays.items()}
+    return out, others
 
 
 def check_der_limit(ev: Evidence) -> Outcome:
     """der at finite n approaches its n = inf value (lim_n DER, the closed-form limit)."""
-    pts = ev.points()
-    if pts.empty or "der" not in pts or "n" not in ev.axes:
+    der = ev.value("der")
+    if der is None or "n" not in ev.axes:
         return Outcome("not in this sweep", "no n axis", "needs an n axis with n = inf and "
                        "at least two finite values")
-    if not np.isinf(pts["p_n"]).any() or np.isfinite(pts["p_n"]).sum() == 0:
+    n_axis = np.asarray(ev.ds["n"].values, float)
+    if not np.isinf(n_axis).any() or np.isfinite(n_axis).sum() == 0:
         return Outcome("not in this sweep", "no n = inf on the grid",
-                       "add .inf to the n axis: lim_n DER is computed in closed form there")
-    gaps, closing, total = [], 0, 0
-    for line in _lines_over_n(pts, ev.axes):
-        lim = line[np.isinf(line["p_n"])]["der"]
-        fin = line[np.isfinite(line["p_n"]) & np.isfinite(line["der"])]
-        if lim.empty or not np.isfinite(lim.iloc[0]) or len(fin) < 2:
-            continue
-        g = np.abs(fin["der"].to_numpy() / float(lim.iloc[0]) - 1.0)
-        total += 1
-        closing += bool(g[-1] <= g[-2] + 1e-12)
-        gaps.append(g[-1])
-    if not total:
+                       f"{ADD_N_INF}: lim_n DER is computed in closed form there")
+    a, _ = _n_lines(ev, {"der": der, "n": ev.coord("n")})
+    d, n = a["der"].astype(float), a["n"].astype(float)
+    lim = np.where(np.isinf(n), d, np.nan)
+    lim = lim[np.arange(len(d)), np.argmax(np.isinf(n), axis=1)]
+    fin = np.where(np.isfinite(n), d, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = np.abs(fin / lim[:, None] - 1.0)
+    valid = np.isfinite(fin)
+    idx = np.arange(d.shape[1])
+    last = np.where(valid, idx, -1).max(axis=1)
+    prev = np.where(valid & (idx < last[:, None]), idx, -1).max(axis=1)
+    use = np.isfinite(lim) & (valid.sum(axis=1) >= 2)
+    if not use.any():
         return Outcome("not in this sweep", "no line with two finite n and n = inf", "")
+    rows = np.flatnonzero(use)
+    g_last, g_prev = g[rows, last[rows]], g[rows, prev[rows]]
+    closing, total = int((g_last <= g_prev + 1e-12).sum()), len(rows)
     measured = (f"|der(n_max)/der(inf) - 1| at the largest finite n: median "
-                f"{np.median(gaps):.3g}, max {np.max(gaps):.3g}; gap shrinking over the last "
-                f"two finite n on {closing} of {total} lines")
+                f"{np.median(g_last):.3g}, max {np.max(g_last):.3g}; gap shrinking over the "
+                f"last two finite n on {closing} of {total} lines")
     if closing == total:
         return Outcome("holds", measured)
     return Outcome("not asymptotic", measured,
@@ -261,29 +303,40 @@ def check_der_limit(ev: Evidence) -> Outcome:
                    "largest finite n (n below N^(alpha_S/alpha_T))")
 
 
+def _lowdim(ev: Evidence) -> xr.DataArray:
+    return ev.coord("target") == "lowdim"
+
+
 def check_w2s_exists(ev: Evidence) -> Outcome:
     """Some finite n gives W2S (w2s_ratio < 1) for the lowdim target with label noise, and the
     first such n (the crossing) is reported per line over n."""
-    pts = ev.points()
-    if pts.empty or "w2s_ratio" not in pts:
+    w = ev.value("w2s_ratio")
+    if w is None:
         return Outcome("not in this sweep", "no w2s_ratio", "the cube has no w2s_ratio")
-    low = pts[(pts["p_target"] == "lowdim") & (pts["p_sigma2"] > 0) & np.isfinite(pts["p_n"])]
-    if low.empty:
+    n_c, N_c = ev.coord("n"), ev.coord("N")
+    low = _lowdim(ev) & (ev.coord("sigma2") > 0) & np.isfinite(n_c)
+    arrays = {"w": w, "low": low, "n": n_c, "N": N_c}
+    if "n" in ev.axes:
+        a, _ = _n_lines(ev, arrays)
+    else:  # every point is its own line over n
+        a = {k: ev.grid(v, ev.axes).reshape(-1, 1) for k, v in arrays.items()}
+    lowm = a["low"].astype(bool)
+    if not lowm.any():
         return Outcome("not in this sweep", "no lowdim point with noise at finite n",
                        "Theorem 5 assumes the lowdim target and label noise")
-    lines = _lines_over_n(low, [a for a in ev.axes if a in low])
-    found, ratios = [], []
-    for line in lines:
-        w = line["w2s_ratio"].to_numpy()
-        hit = np.flatnonzero(w < 1.0)
-        if hit.size:
-            found.append(float(line["p_n"].iloc[hit[0]]) / float(line["p_N"].iloc[hit[0]]))
-            ratios.append(np.nanmin(w))
-    finite_n = int(np.unique(low["p_n"]).size)
-    measured = f"W2S at some finite n on {len(found)} of {len(lines)} lines"
-    if found:
-        measured += (f"; first n with W2S (crossing) at n/N from {min(found):.3g} to "
-                     f"{max(found):.3g}; best w2s_ratio {min(ratios):.3g}")
+    lines = lowm.any(axis=1)
+    wv = np.where(lowm, a["w"].astype(float), np.nan)
+    with np.errstate(invalid="ignore"):
+        hit = wv < 1.0
+    found = lines & hit.any(axis=1)
+    first = np.argmax(hit, axis=1)
+    rows = np.flatnonzero(found)
+    cross = (a["n"][rows, first[rows]].astype(float) / a["N"][rows, first[rows]].astype(float))
+    finite_n = int(np.unique(a["n"][lowm].astype(float)).size)
+    measured = f"W2S at some finite n on {len(rows)} of {int(lines.sum())} lines"
+    if len(rows):
+        measured += (f"; first n with W2S (crossing) at n/N from {cross.min():.3g} to "
+                     f"{cross.max():.3g}; best w2s_ratio {np.nanmin(wv[rows]):.3g}")
         return Outcome("holds", measured)
     if finite_n < 3:
         return Outcome("not in this sweep", measured,
@@ -293,33 +346,40 @@ def check_w2s_exists(ev: Evidence) -> Outcome:
 
 def check_w2s_vanishes(ev: Evidence) -> Outcome:
     """W2S disappears as n -> inf: risk_t2s returns to risk_teacher (w2s_ratio -> 1)."""
-    pts = ev.points()
-    if pts.empty or "risk_t2s" not in pts or "n" not in ev.axes:
+    t2s, teacher, w = (ev.value(k) for k in ("risk_t2s", "risk_teacher", "w2s_ratio"))
+    if t2s is None or teacher is None or w is None or "n" not in ev.axes:
         return Outcome("not in this sweep", "no n axis", "needs an n axis")
-    low = pts[pts["p_target"] == "lowdim"]
-    full_rank = low["p_r_s"].isna() | (low["p_r_s"] >= low["p_d"])
-    low = low[full_rank]
-    if not np.isinf(low["p_n"]).any():
+    r_s, d = ev.coord("r_s"), ev.coord("d")
+    low = _lowdim(ev) & (np.isnan(r_s) | (r_s >= d))
+    a, _ = _n_lines(ev, {"t2s": t2s, "teacher": teacher, "w": w, "low": low,
+                         "n": ev.coord("n")})
+    lowm, n = a["low"].astype(bool), a["n"].astype(float)
+    if not (lowm & np.isinf(n)).any():
         return Outcome("not in this sweep", "no n = inf with the lowdim target",
-                       "add .inf to the n axis")
-    dev, toward, total = [], 0, 0
-    for line in _lines_over_n(low, ev.axes):
-        lim = line[np.isinf(line["p_n"])]
-        fin = line[np.isfinite(line["p_n"])]
-        if lim.empty or len(fin) < 2:
-            continue
-        dev.append(abs(float(lim["risk_t2s"].iloc[0]) / float(lim["risk_teacher"].iloc[0]) - 1))
-        w = np.abs(np.log(fin["w2s_ratio"].to_numpy()))
-        if not np.isfinite(w).any():
-            continue
-        total += 1
-        toward += bool(np.nanargmax(w) < len(w) - 1)  # farthest from 1 before the largest n
+                       f"{ADD_N_INF}")
+    at_inf = lowm & np.isinf(n)
+    fin = lowm & np.isfinite(n)
+    use = at_inf.any(axis=1) & (fin.sum(axis=1) >= 2)
+    if not use.any():
+        return Outcome("not in this sweep", "no line with finite n and n = inf", "")
+    rows = np.flatnonzero(use)
+    j = np.argmax(at_inf, axis=1)[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dev = np.abs(a["t2s"][rows, j].astype(float) / a["teacher"][rows, j].astype(float) - 1)
+        far = np.where(fin[rows], np.abs(np.log(a["w"][rows].astype(float))), np.nan)
+    counted = np.isfinite(far).any(axis=1)
+    toward = 0
+    for k in np.flatnonzero(counted):  # farthest from 1 before the largest finite n
+        line = far[k][fin[rows[k]]]
+        toward += bool(np.nanargmax(line) < len(line) - 1)
+    total = int(counted.sum())
     if not total:
         return Outcome("not in this sweep", "no line with finite n and n = inf", "")
-    measured = (f"|risk_t2s/risk_teacher - 1| at n = inf: max {max(dev):.2g}; "
+    worst = float(np.nanmax(dev)) if np.isfinite(dev).any() else math.nan
+    measured = (f"|risk_t2s/risk_teacher - 1| at n = inf: max {worst:.2g}; "
                 f"w2s_ratio back towards 1 at the largest finite n on {toward} of {total} "
                 "lines")
-    if max(dev) > 1e-9:
+    if worst > 1e-9:
         return Outcome("fails", measured, "at n = inf the T2S student is not its teacher")
     if toward < total:
         return Outcome("not asymptotic", measured,
@@ -328,33 +388,51 @@ def check_w2s_vanishes(ev: Evidence) -> Outcome:
     return Outcome("holds", measured)
 
 
+def bound_verdicts(ev: Evidence, kind: str) -> list[tuple[str, xr.DataArray, xr.DataArray]]:
+    """The bound comparisons of ``kind`` ('sandwich': Lemma 1's lower <= exact <= upper per
+    run; 'transfer': exact risk_t2s <= Theorem 1's bound) computed from the cube's numbers:
+    (run, holds, determined) per run, ``determined`` where the exact risk (status ok) and its
+    bounds are all present."""
+    out = []
+    if kind == "sandwich":
+        for r in ("teacher", "direct", "ceiling"):
+            risk = ev.value(f"risk_{r}", "exact")
+            lower, upper = ev.ds[f"bound_lower_{r}"], ev.ds[f"bound_upper_{r}"]
+            known = np.isfinite(risk) & lower.notnull() & upper.notnull()
+            out.append((r, (lower <= risk) & (risk <= upper), known))
+    else:
+        risk, bound = ev.value("risk_t2s", "exact"), ev.ds["bound_t2s"]
+        out.append(("t2s", risk <= bound, np.isfinite(risk) & np.isfinite(bound)))
+    return out
+
+
 def check_bounds(kind: str) -> Callable[[Evidence], Outcome]:
     """Lemma 1 sandwich (``kind`` = 'sandwich') or Theorem 1 transfer bound ('transfer') at
-    the points where the proofs' step condition holds (and, for the sandwich, in scope)."""
+    the points where the proofs' step condition holds (and, for the sandwich, in scope),
+    compared from the cube's exact risks and bounds (:func:`bound_verdicts`)."""
     def check(ev: Evidence) -> Outcome:
         if not ev.has("step_condition"):
             return Outcome("not in this sweep", "no bound estimator",
                            "add bound to methods")
-        cond = ev.ds["step_condition"] == Flag.YES
-        if kind == "sandwich":
-            flags = [(ev.ds[f"sandwich_{r}"], ev.ds[f"scope_{r}"] == Flag.YES, f" ({r})")
-                     for r in ("teacher", "direct", "ceiling")]
-        else:
-            flags = [(ev.ds["bound_t2s_holds"], xr.ones_like(cond, dtype=bool), "")]
+        if "exact" not in ev.methods:
+            return Outcome("not in this sweep", "no exact risks",
+                           "add exact to methods: the bounds are compared with the exact risk")
+        order = ev.axes
+        cond = ev.grid(ev.ds["step_condition"] == Flag.YES, order)
         yes = no = outside = 0
         where = ""  # the first violating point, named by its axis labels
-        for f, scope, run in flags:
-            sel = cond & scope
-            yes += int(((f == Flag.YES) & sel).sum())
-            bad = (f == Flag.NO) & sel
+        for run, holds, known in bound_verdicts(ev, kind):
+            scope = (ev.grid(ev.ds[f"scope_{run}"] == Flag.YES, order) if kind == "sandwich"
+                     else np.ones(cond.shape, bool))
+            h, k = ev.grid(holds, order), ev.grid(known, order)
+            sel = cond & scope & k
+            yes += int((h & sel).sum())
+            bad = ~h & sel
             no += int(bad.sum())
-            outside += int(((f != Flag.UNDETERMINED) & ~sel).sum())
-            if not where and bool(bad.any()):
-                first = np.argwhere(bad.transpose(*bad.dims).values)[0]
-                label = ", ".join(f"{dim}={_label(bad[dim].values[i])}"
-                                  for dim, i in zip(bad.dims, first, strict=True)
-                                  if dim in ev.axes)
-                where = f", first at {label}{run}"
+            outside += int((k & ~(cond & scope)).sum())
+            if not where and bad.any():
+                at = ev.point_text(dict(zip(order, _first(bad), strict=True)))
+                where = f", first at {at}" + (f" ({run})" if kind == "sandwich" else "")
         measured = f"holds at {yes} of {yes + no} runs where the step condition holds" + (
             f" ({outside} runs outside the step condition or scope not counted)" if outside
             else "")
@@ -380,36 +458,84 @@ def check_reduced_bound(ev: Evidence) -> Outcome:
     if not all(ev.has(k) for k in need):
         return Outcome("not in this sweep", "no bound_t2s_reduced",
                        "add bound to methods (cubes of schema 7 or later)")
-    pts = ev.points()
-    if pts.empty or "risk_t2s" not in pts:
+    risk = ev.value("risk_t2s")
+    if risk is None:
         return Outcome("not in this sweep", "no exact risk_t2s", "add exact to methods")
-    bound = xr.Dataset({k: ev.ds[k] for k in need}).to_dataframe().reset_index()
-    df = pts.merge(bound[[*ev.axes, *need]], on=list(ev.axes))
-    sel = df[(df["p_target"] == "lowdim") & (df["p_sigma2"] > 0) & np.isfinite(df["p_n"])
-             & np.isfinite(df["p_N"]) & (df["step_condition"] == Flag.YES)
-             & np.isfinite(df["risk_t2s"])]
-    full = sel["bound_t2s"] >= sel["risk_t2s"]
-    sel = sel[full]
-    if sel.empty:
+    order = ev.axes
+    g = {k: ev.grid(v, order) for k, v in {
+        "risk": risk, "bound": ev.ds["bound_t2s"], "reduced": ev.ds["bound_t2s_reduced"],
+        "cond": ev.ds["step_condition"] == Flag.YES, "low": _lowdim(ev),
+        "sigma2": ev.coord("sigma2"), "n": ev.coord("n"), "N": ev.coord("N")}.items()}
+    r = g["risk"].astype(float)
+    with np.errstate(invalid="ignore"):
+        sel = (g["low"].astype(bool) & (g["sigma2"] > 0) & np.isfinite(g["n"])
+               & np.isfinite(g["N"]) & g["cond"].astype(bool) & np.isfinite(r))
+        full = g["bound"] >= r
+        inside = sel & full
+        short = g["reduced"] / r
+        bad = inside & (short < 1.0)
+    if not inside.any():
         return Outcome("not in this sweep", "no lowdim point with noise where the step "
                        "condition and the transfer bound hold",
                        "the proof's bounds need gamma0 inside the step condition")
-    short = sel["bound_t2s_reduced"] / sel["risk_t2s"]
-    bad = sel[short < 1.0]
-    measured = (f"reduced >= exact at {len(sel) - len(bad)} of {len(sel)} points where the "
-                f"step condition and the full transfer bound hold ({int((~full).sum())} where "
-                "it fails not counted)")
-    if bad.empty:
+    measured = (f"reduced >= exact at {int(inside.sum() - bad.sum())} of {int(inside.sum())} "
+                f"points where the step condition and the full transfer bound hold "
+                f"({int((sel & ~full).sum())} where it fails not counted)")
+    if not bad.any():
         return Outcome("holds", measured)
-    worst = bad.loc[short[short < 1.0].idxmin()]
-    where = ", ".join(f"{a}={_label(worst[a])}" for a in ev.axes)
-    return Outcome("fails", measured + f"; below half the exact risk at {int((short < 0.5).sum())}"
-                   f", smallest reduced/exact {short.min():.3g}",
-                   f"at {len(bad)} points the terms the proof keeps lie below the exact risk "
-                   f"while the full bound holds, e.g. {where}: "
-                   f"{worst['bound_t2s_reduced']:.3g} < {worst['risk_t2s']:.3g} < "
-                   f"{worst['bound_t2s']:.3g}; the student's own SGD variance is missing "
-                   "(docs/science/theorem5.md)")
+    lowest = np.min(short[bad])
+    worst = _first(bad & (short == lowest))
+    where = ev.point_text(dict(zip(order, worst, strict=True)))
+    return Outcome("fails", measured + f"; below half the exact risk at "
+                   f"{int((inside & (short < 0.5)).sum())}, smallest reduced/exact "
+                   f"{np.min(short[inside]):.3g}",
+                   f"at {int(bad.sum())} points the terms the proof keeps lie below the exact "
+                   f"risk while the full bound holds, e.g. {where}: "
+                   f"{g['reduced'][worst]:.3g} < {r[worst]:.3g} < {g['bound'][worst]:.3g}; "
+                   "the student's own SGD variance is missing (docs/science/theorem5.md)")
+
+
+NOISE_RTOL = 1e-9
+"""The risk at the largest σ² must exceed that at the smallest by more than this share: the
+label noise reaches the risk (beyond rounding)."""
+
+
+def check_noise(ev: Evidence) -> Outcome:
+    """Lemma 1's variance term: the risk grows with the label noise at every fixed N (teacher
+    and direct student), and its σ² coefficient decays at the variance exponent (the families
+    teacher_noise, direct_noise)."""
+    if "sigma2" not in ev.axes or len(ev.ds["sigma2"]) < 2:
+        return Outcome("not in this sweep", "no sigma2 axis",
+                       "needs a sigma2 axis of two or more values")
+    s2 = np.asarray(ev.ds["sigma2"].values, float)
+    lo, hi = int(np.argmin(s2)), int(np.argmax(s2))
+    grows = total = 0
+    where = ""
+    for run in ("teacher", "direct"):
+        risk = ev.value(f"risk_{run}", "exact")
+        if risk is None:
+            continue
+        a, b = risk.isel(sigma2=lo), risk.isel(sigma2=hi)
+        order = [x for x in ev.axes if x != "sigma2"]
+        ra, rb = ev.grid(a, order).astype(float), ev.grid(b, order).astype(float)
+        both = np.isfinite(ra) & np.isfinite(rb)
+        with np.errstate(invalid="ignore"):
+            up = both & (rb > ra * (1.0 + NOISE_RTOL))
+        grows += int(up.sum())
+        total += int(both.sum())
+        flat = both & ~up
+        if not where and flat.any():
+            where = (f"{run} at {ev.point_text(dict(zip(order, _first(flat), strict=True)))}")
+    if not total:
+        return Outcome("not in this sweep", "no exact teacher or direct risks",
+                       "add exact to methods")
+    measured = (f"risk higher at sigma2 = {s2[hi]:g} than at {s2[lo]:g} at {grows} of {total} "
+                "points")
+    if grows < total:
+        return Outcome("fails", measured, f"the risk does not grow with the label noise at "
+                       f"{total - grows} points, e.g. {where}: no variance term")
+    rate = _from_families("teacher_noise", "direct_noise")(ev)
+    return Outcome(rate.verdict, f"{measured}; {rate.measured}", rate.reason)
 
 
 # ---------------------------------------------------------------------------------------
@@ -428,6 +554,10 @@ CLAIMS: tuple[Claim, ...] = (
           "A student trained on true labels decays at the same law with its own alpha_S "
           "(source exponent shifted by alpha_S - alpha_T), in N (direct) and n (ceiling).",
           _from_families("direct", "ceiling")),
+    Claim("noise_rate", "Lemma 1",
+          "The label noise adds a variance term to the risk: the risk grows with sigma2 at "
+          "fixed N, and its sigma2 coefficient decays as N^((1-alpha)/alpha) (teacher: "
+          "alpha_T, direct student: alpha_S).", check_noise),
     Claim("bound_sandwich", "Lemma 1, App. A",
           "lower bound <= exact risk <= upper bound for teacher, direct and ceiling runs, "
           "where the step condition holds and the run is in the proofs' scope.",
@@ -486,9 +616,9 @@ CLAIMS: tuple[Claim, ...] = (
 """Every claim ktsweep tests, in the order of the table."""
 
 
-def evaluate_claims(ds: xr.Dataset, fits: pd.DataFrame) -> pd.DataFrame:
+def evaluate_claims(ds: xr.Dataset, fits: xr.Dataset) -> pd.DataFrame:
     """The claim table of a cube and its fit table (:func:`ktsweep.analysis.fits.fit_cube`
-    or the fits.csv it wrote)."""
+    or :func:`ktsweep.analysis.fits.read_fits` of the fits.csv it wrote)."""
     ev = Evidence(ds, fits)
     rows = []
     for c in CLAIMS:
@@ -501,43 +631,38 @@ def evaluate_claims(ds: xr.Dataset, fits: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_row(*cells: Any) -> str:
-    return "| " + " | ".join(_cell(x) for x in cells) + " |"
-
-
 def _counts(df: pd.DataFrame) -> str:
     """'6 holds, 2 fails, ...' in the order of CLAIM_VERDICTS."""
     counts = df["verdict"].value_counts()
     return ", ".join(f"{int(counts[v])} {v}" for v in CLAIM_VERDICTS if v in counts)
 
 
+HOW_TO_READ = (
+    "One row per claim of the paper that a sweep can test: the claim in words, where the "
+    "paper makes it, what this cube measured and the verdict. Rate claims gather the rows of "
+    "fits.md (its rules decide each row); the others read the cube's numbers (the exact "
+    "estimator where present). The reason column says why for every verdict but `holds`.")
+
+
 def to_markdown(df: pd.DataFrame) -> str:
-    summary = _counts(df)
+    """claims.md: how to read it, a summary of the verdicts, the table, then the rules."""
+    summary = pd.DataFrame(
+        [{"verdict": v, "claims": ", ".join(df.loc[df["verdict"] == v, "claim"]),
+          "meaning": VERDICT_MEANING[v]} for v in CLAIM_VERDICTS if (df["verdict"] == v).any()])
     lines = [f"# Claims of arXiv 2606.01292 tested by sweep '{df.attrs.get('name', '')}'", "",
-             f"{len(df)} claims: {summary}. Rate claims gather the rows of fits.md (its rules "
-             "decide each row); the others read the cube's points (exact estimator where "
-             "present). Verdicts: holds (every judged measurement agrees), fails (a converged "
-             "measurement contradicts it), not asymptotic / finite d (nothing could be judged "
-             "for that reason), not in this sweep (no grid point where the claim says "
-             "something). The reason column says why for every verdict but holds.", "",
-             "| claim | source | statement | measured | verdict | reason |",
-             "|---|---|---|---|---|---|"]
-    for r in df.itertuples(index=False):
-        lines.append(_md_row(r.claim, r.source, r.statement, r.measured, r.verdict, r.reason))
-    return "\n".join(lines) + "\n"
-
-
-def read_fits(path: str | os.PathLike) -> pd.DataFrame:
-    """A fits.csv as written by :func:`ktsweep.analysis.fits.write_fits`."""
-    df = pd.read_csv(path, keep_default_na=True)
-    for c in ("fixed", "notes", "family", "verdict"):
-        if c in df:
-            df[c] = df[c].fillna("").astype(str)
-    return df
+             "## How to read this", "", HOW_TO_READ, "", f"{len(df)} claims: {_counts(df)}.",
+             ""]
+    if len(summary):
+        lines += [fitting.markdown_table(summary), ""]
+    lines += ["## The claims", "", fitting.markdown_table(df[list(COLUMNS)]), "", "## Rules", "",
+              "A rate claim holds when at least one of its fit rows is `consistent` and none "
+              "is `inconsistent`; one `inconsistent` row makes it fail; with no judged row the "
+              "most frequent undecided verdict is the claim's (a W2S optimum on the edge of "
+              "the n range reads `not in this sweep`). A claim about lim_n (Theorem 3) is read "
+              "at n = inf only: without it the grid does not test it. Bounds are compared with "
+              "the exact risks in the cube, only where the proofs' step condition holds. "
+              "docs/science/claims.md gives every claim's rule.", ""]
+    return "\n".join(lines)
 
 
 def write_claims(df: pd.DataFrame, md_path: str | os.PathLike,
@@ -610,19 +735,17 @@ def combined_markdown(df: pd.DataFrame, provenance: str = "") -> str:
              "shows it and none contradicts it, and otherwise keeps the undecided verdict that "
              "says what to raise first. How each sweep judges a claim: [claims](claims.md).", "",
              f"{len(df)} claims: {summary}." + (f" {provenance}" if provenance else ""), "",
-             "| claim | source | verdict | decided by | reason |", "|---|---|---|---|---|"]
-    for r in df.itertuples(index=False):
-        lines.append(_md_row(r.claim, r.source, r.verdict, r.decided_by or "–", r.reason))
-    lines += ["", "## Evidence per claim", ""]
+             fitting.markdown_table(pd.DataFrame({"claim": df["claim"], "source": df["source"],
+                                     "verdict": df["verdict"],
+                                     "decided by": df["decided_by"].replace("", "–"),
+                                     "reason": df["reason"]})),
+             "", "## Evidence per claim", ""]
     for r in df.itertuples(index=False):
         lines += [f"### {r.claim}", "", f"{r.statement} ({r.source}) — **{r.verdict}**", ""]
         if not r.evidence:
             lines += ["No sweep of `config/theory/` tests it.", ""]
             continue
-        lines += ["| sweep | verdict | measured | reason |", "|---|---|---|---|"]
-        for e in r.evidence:
-            lines.append(_md_row(e["sweep"], e["verdict"], e["measured"], e["reason"]))
-        lines.append("")
+        lines += [fitting.markdown_table(pd.DataFrame(r.evidence)), ""]
     return "\n".join(lines)
 
 

@@ -1,25 +1,30 @@
-"""Read access to a finished cube for the analysis stages (fits, figures).
+"""Read access to a finished cube for the analysis stages (fits, claims, figures).
 
-One place knows how a cube maps back to its sweep: the layout stored in its attributes, the
-grid axes in the cube's own order, the estimators present, and the full parameter point behind
-any set of axis values.
+One place knows how a cube is read: its grid axes in the cube's own order, the estimators
+present and the one analysis prefers, the status mask, and every point parameter by name from
+the cube's coordinates (the store writes each parameter that is not an axis as a coordinate
+along the axes that set it), so that analysis never rebuilds a point.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from ktsweep.model.cubespec import Status
-from ktsweep.model.params import Point, make_point
+from ktsweep.model.params import PARAMETERS, Point, make_point
+from ktsweep.model.quantities import step_size_variable
 from ktsweep.sweep.layout import Layout, point_values
 
 OK = Status.OK
 """The status code of a computed, non-diverged point."""
 
 EXTRA_DIMS = ("estimator", "mode", "step")
+STEP_PARAMETERS = ("gamma0_t", "gamma0_s")
+"""The γ0 parameters: not coordinates; the steps the runs used are data variables."""
 
 
 def grid_axes(ds: xr.Dataset) -> list[str]:
@@ -27,6 +32,17 @@ def grid_axes(ds: xr.Dataset) -> list[str]:
     for var in ds.data_vars.values():
         return [d for d in var.dims if d not in EXTRA_DIMS]
     return list(Layout.from_json(ds.attrs["ktsweep_config"]).axes)
+
+
+def preferred_estimator(methods: Sequence[str]) -> str | None:
+    """The estimator analysis reads where one is enough: exact if present, else the first."""
+    return "exact" if "exact" in methods else (methods[0] if methods else None)
+
+
+def _python(value: Any) -> Any:
+    """A coordinate element as a plain Python value (float or str)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class CubeView:
@@ -37,6 +53,10 @@ class CubeView:
         self.layout = Layout.from_json(ds.attrs["ktsweep_config"])
         self.axes = grid_axes(ds)
         self.methods = [str(m) for m in ds["estimator"].values] if "estimator" in ds.dims else []
+        self.preferred = preferred_estimator(self.methods)
+        self._params = {name: (tuple(ds.coords[name].dims), np.asarray(ds.coords[name].values))
+                        for name in PARAMETERS if name in ds.coords}
+        self._loaded: dict[str, np.ndarray] = {}
 
     def has(self, name: str) -> bool:
         return name in self.ds.data_vars
@@ -44,9 +64,9 @@ class CubeView:
     def masked(self, name: str, estimator: str | None = None) -> xr.DataArray:
         """``name`` for one estimator, NaN wherever that estimator's status is not ok.
 
-        The one status mask of the analysis (``ds.where(status == ok)``): fits and figures
-        read every per-estimator value through it. Without an estimator (bounds, step sizes,
-        standard errors) the variable is returned as stored.
+        The one status mask of the analysis (``ds.where(status == ok)``): fits, claims and
+        figures read every per-estimator value through it. Without an estimator (bounds, step
+        sizes, standard errors) the variable is returned as stored.
         """
         da = self.ds[name]
         if estimator is None:
@@ -57,30 +77,50 @@ class CubeView:
             da = da.where(self.ds["status"].sel(estimator=estimator) == OK)
         return da
 
-    def value(self, axis: str, label: Any) -> Any:
-        """The config's value behind a coordinate label (γ0 maps are text in the cube)."""
-        return self.layout.axes[axis][int(self.ds.indexes[axis].get_loc(label))]
+    def coord(self, name: str) -> xr.DataArray:
+        """A parameter's values over the grid axes that set it (a scalar where fixed)."""
+        return self.ds.coords[name]
 
-    def slices(self, data: xr.DataArray | xr.Dataset, dims: Sequence[str]
-               ) -> Iterator[tuple[dict[str, Any], xr.DataArray | xr.Dataset]]:
-        """Every combination of the grid axes ``dims``: (their config values, the slice).
+    def positions(self, labels: Mapping[str, Any]) -> dict[str, int]:
+        """Axis labels (as the cube's coordinates hold them) → their positions."""
+        return {a: int(self.ds.indexes[a].get_loc(v)) for a, v in labels.items()}
 
-        xarray's groupby over the stacked ``dims``; with no dims the data itself is the one
-        slice.
-        """
-        dims = list(dims)
-        if not dims:
-            yield {}, data
-            return
-        for _, sub in data.stack(_slice=dims).groupby("_slice"):
-            sub = sub.isel(_slice=0)
-            yield {d: self.value(d, sub[d].item()) for d in dims}, sub.drop_vars(
-                ["_slice", *dims])
+    def params_at(self, pos: Mapping[str, int]) -> dict[str, Any]:
+        """Every point parameter the cube's coordinates carry at grid positions ``pos`` (axis →
+        index; an axis not given is read at its last value), as
+        :mod:`ktsweep.model.theory` takes them: numbers as floats (NaN: unset), text as text
+        ("": unset). The γ0 parameters are not among them (:meth:`step_used`)."""
+        out = {}
+        for name, (dims, values) in self._params.items():
+            out[name] = _python(values[tuple(pos.get(d, -1) for d in dims)])
+        return out
+
+    def params(self, labels: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`params_at` at axis labels."""
+        return self.params_at(self.positions(labels))
+
+    def loaded(self, name: str) -> np.ndarray:
+        """A grid variable (no estimator dimension) as a NumPy array in :attr:`axes` order,
+        read once."""
+        if name not in self._loaded:
+            self._loaded[name] = np.asarray(
+                self.ds[name].transpose(*self.axes).values, dtype=np.float64)
+        return self._loaded[name]
+
+    def step_used(self, role: str, pos: Mapping[str, int]) -> np.ndarray:
+        """The initial steps run ``role`` (``t``: teacher, ``s``: T2S student) used at grid
+        positions ``pos`` (every value along the axes not given), finite values only."""
+        name = step_size_variable(f"gamma0_{role}", self.axes)
+        if not self.has(name):
+            return np.array([])
+        g = self.loaded(name)[tuple(pos.get(a, slice(None)) for a in self.axes)]
+        g = np.asarray(g, dtype=np.float64).reshape(-1)
+        return g[np.isfinite(g)]
 
     def point(self, values: dict[str, Any]) -> Point:
-        """The full point at ``values`` (axis → value; other axes at their last value), with
-        the fixed and tied parameters. Raises ParameterError where that point is invalid."""
+        """The validated point at config ``values`` (axis → config value; other axes at their
+        last value), for callers that need a :class:`~ktsweep.model.params.Point` itself. Fits
+        and claims read :meth:`params` instead. Raises ParameterError where it is invalid."""
         axis_values = {a: v[-1] for a, v in self.layout.axes.items()}
         axis_values.update(values)
-        return make_point(point_values(self.layout.fixed, axis_values,
-                                       self.layout.tie))
+        return make_point(point_values(self.layout.fixed, axis_values, self.layout.tie))

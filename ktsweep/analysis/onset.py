@@ -22,7 +22,7 @@ def w2s_onset(ds: xr.Dataset, estimator: str | None = None) -> xr.Dataset:
     if "n" not in view.axes:
         raise ValueError("n0 needs an n axis: this cube's grid axes are "
                          + ", ".join(view.axes))
-    method = estimator or ("exact" if "exact" in view.methods else view.methods[0])
+    method = estimator or view.preferred
     ratio = view.masked("w2s_ratio", method).sortby("n")
     ns = np.asarray(ratio["n"].values, dtype=np.float64)
     below = (ratio < 1.0).transpose("n", ...).values
