@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -31,8 +31,10 @@ _KINDS = {f.name: str(f.type) for f in fields(Point)}
 float64, NaN where unset)."""
 
 
-class Params:
-    """Read-only point parameters at one slice (None where the point leaves one unset), with
+class Params(Mapping[str, Any]):
+    """Read-only point parameters at one slice (None where the point leaves one unset): a
+    mapping (what :mod:`ktsweep.model.theory` reads) whose values are also attributes (what
+    :mod:`ktsweep.model.spectra` reads), with
     the point's derived sizes (``rank_t``, ``rank_s``, ``aligned``) from :class:`Point`'s own
     definitions. ``gamma0_t`` / ``gamma0_s`` are the initial steps the runs used, and
     ``tuned_s`` says whether the student's was tuned from a list."""
@@ -49,6 +51,15 @@ class Params:
             return self.__dict__["_values"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)
