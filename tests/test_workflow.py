@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from e2e import REPO, assert_cube_equals_direct, snakemake, write_config
 
 from ktsweep.sweep.layout import Layout, load_config
@@ -173,3 +174,34 @@ def test_report_renders_in_headless_chromium(tiny_run):
     header = found["csv"]["fits.csv"].splitlines()[0]
     assert header == (work / "results" / "tiny" / "fits.csv").read_text().splitlines()[0]
     assert found["fitsListed"]
+
+
+def test_shell_prefix_runs_this_interpreter_from_any_path(tmp_path):
+    """The workflow's shell prefix, formatted by Snakemake as a rule's command is, defines
+    ``ktsweep`` and ``ktsweep_run_chunk`` for an interpreter whose path holds spaces, quotes
+    and braces, and the chunk function carries the config's execution settings.
+
+    Mutations caught: braces not doubled (Snakemake's format raises on the function body);
+    the interpreter unquoted (a path with a space runs the wrong program); the execution
+    words dropped or unquoted."""
+    from snakemake.utils import format as snakemake_format
+
+    from ktsweep.sweep.rules import execution_words, shell_prefix
+
+    odd = tmp_path / "my {venv} it's" / "python"
+    odd.parent.mkdir()
+    odd.symlink_to(sys.executable)
+    raw = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    raw["dask"] = {"processes": True}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    layout = Layout(load_config(str(tmp_path / "c.yaml")))
+    prefix = snakemake_format(shell_prefix(layout, str(odd)))
+    # ktsweep_run_chunk's last words are the execution settings: seen through a stand-in
+    # `ktsweep` defined after the prefix (the real one is run just below)
+    script = (prefix + 'ktsweep --help | head -n 1; ktsweep() { printf "%s\\n" "$@"; }; '
+              "ktsweep_run_chunk cube c0 --threads 2")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("usage: ktsweep")
+    assert lines[1:] == ["run-chunk", "cube", "c0", "--threads", "2", *execution_words(layout)]
+    assert "--processes" in lines

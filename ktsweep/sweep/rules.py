@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ktsweep.sweep import integrity, store
 from ktsweep.sweep.layout import Layout
@@ -153,14 +154,28 @@ def refresh_times(layout: Layout, root: str | os.PathLike = "results") -> int:
     return integrity.refresh(cube, store.commits_dir(cube), health) if health.stale else 0
 
 
-def init(layout: Layout, cube: str | os.PathLike, record: str | os.PathLike) -> str:
+def init(layout: Layout, cube: str | os.PathLike, record: str | os.PathLike,
+         log: str | os.PathLike) -> str:
     """The ``init_cube`` rule: create (or reuse, or restore) the cube and write its
-    ``init.json``, the rule's output."""
+    ``init.json``, the rule's output; what was done goes to ``log``."""
     what = store.init_cube(layout, cube)
     integrity.write_json_atomic(Path(record), {"cube": str(cube), "result": what,
                                                "points": layout.n_points,
                                                "chunks": layout.n_chunks})
+    Path(log).write_text(f"{what}\n")
     return what
+
+
+def repair_rule(layout: Layout, published: list[str], root: str | os.PathLike,
+                out: str | os.PathLike, full: bool, log: str | os.PathLike) -> list[str]:
+    """The ``repair`` checkpoint's body: :func:`repair`, each line said on stderr (where the
+    user watches the run) and kept in ``log``."""
+    done = repair(layout, published, root, out, full)
+    with open(log, "w") as fh:
+        for line in done:
+            print(f"ktsweep: repaired: {line}", file=fh)
+            print(f"ktsweep: repaired: {line}", file=sys.stderr)
+    return done
 
 
 def run_id() -> str:
@@ -168,11 +183,31 @@ def run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
 
-def execution_flags(layout: Layout) -> dict[str, Any]:
-    """The settings a chunk job takes from the command line rather than from the cube: where
-    and how it runs, which change no number (the cube keeps the config it was made with)."""
+def execution_words(layout: Layout) -> list[str]:
+    """How a chunk job runs, as words of its command line: the settings it takes from there
+    rather than from the cube (where and how it runs), which change no number (the cube keeps
+    the config it was made with)."""
     cfg = layout.config
-    return {"threads": cfg.jobs.threads, "scheduler": cfg.dask.scheduler,
-            "processes": cfg.dask.processes, "device": cfg.mc.device,
-            "require_device": cfg.mc.require_device,
-            "points_per_task": cfg.jobs.points_per_task}
+    words = ["--device", cfg.mc.device, "--points-per-task", str(cfg.jobs.points_per_task)]
+    if cfg.dask.scheduler:
+        words += ["--scheduler", cfg.dask.scheduler]
+    if cfg.dask.processes:
+        words.append("--processes")
+    if cfg.mc.require_device:
+        words.append("--require-device")
+    return words
+
+
+def shell_prefix(layout: Layout, python: str = sys.executable) -> str:
+    """What every shell command of the workflow starts with: strict mode, and two shell
+    functions, ``ktsweep`` (this interpreter's ``python -m ktsweep.cli``) and
+    ``ktsweep_run_chunk`` (``ktsweep run-chunk`` with :func:`execution_words`).
+
+    The interpreter and the execution settings live here, not in a rule's ``params``:
+    moving the project or changing where jobs run changes no number, so it must not rerun a
+    chunk (the profiles rerun on ``params``, which hold only what a job computes from). Braces
+    are doubled: Snakemake formats the prefix like a rule's command."""
+    chunk = " ".join(shlex.quote(w) for w in execution_words(layout))
+    text = (f"set -euo pipefail; ktsweep() {{ {shlex.quote(python)} -m ktsweep.cli \"$@\"; }}; "
+            f"ktsweep_run_chunk() {{ ktsweep run-chunk \"$@\" {chunk}; }}; ")
+    return text.replace("{", "{{").replace("}", "}}")

@@ -18,7 +18,7 @@ rule fits:
     params:
         cube=CUBE,
     shell:
-        "{KTSWEEP} fits {params.cube} --csv {output.csv} --md {output.md} > {log} 2>&1 "
+        "ktsweep fits {params.cube} --csv {output.csv} --md {output.md} > {log} 2>&1 "
         "&& tail -n 1 {log}"
 
 
@@ -36,7 +36,7 @@ rule figures:
         cube=CUBE,
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "{KTSWEEP} figures {params.cube} --outdir {params.outdir} > {log} 2>&1 "
+        "ktsweep figures {params.cube} --outdir {params.outdir} > {log} 2>&1 "
         "&& tail -n 1 {log}"
 
 
@@ -57,5 +57,5 @@ rule claims:
     params:
         cube=CUBE,
     shell:
-        "{KTSWEEP} claims {params.cube} --fits {input.fits} --md {output.md}"
+        "ktsweep claims {params.cube} --fits {input.fits} --md {output.md}"
         " --csv {output.csv} > {log} 2>&1 && tail -n 1 {log}"

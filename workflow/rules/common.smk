@@ -32,8 +32,12 @@ CUBE = f"{OUT}/cube.zarr"  # the path users open: a symlink to CUBE_DIR once com
 CUBE_DIR = str(cube_path(LAYOUT))  # content-addressed: results/NAME/cubes/<key>.zarr
 COMMITS = str(commits_dir(CUBE_DIR))  # init.json and one commit record per chunk
 LOGS = f"logs/{NAME}"
-KTSWEEP = f"{sys.executable} -m ktsweep.cli"
 RUN = steps.run_id()
+# Every shell command runs `ktsweep` (this interpreter's CLI) and `ktsweep_run_chunk` (a chunk
+# job with its execution settings): shell functions, so that neither is a param (why: the
+# docstring of ktsweep.sweep.rules.shell_prefix).
+shell.prefix(steps.shell_prefix(LAYOUT))
+
 
 onstart:
     # A run that computes something records the new times of copied files (same content).
@@ -98,23 +102,6 @@ def simulate_gpus():
     )
 
 
-def execution_flags():
-    """How a chunk job runs (not what it computes: that comes from the cube), as words of
-    its command line."""
-    flags = steps.execution_flags(LAYOUT)
-    words = [f"--device {flags['device']}", f"--points-per-task {flags['points_per_task']}"]
-    if flags["scheduler"]:
-        words.append(f"--scheduler {flags['scheduler']}")
-    if flags["processes"]:
-        words.append("--processes")
-    if flags["require_device"]:
-        words.append("--require-device")
-    return " ".join(words)
-
-
-EXECUTION = execution_flags()
-
-
 # The main process looks at the results before Snakemake plans; remote jobs (and the
 # subprocesses of run: blocks) do not: they run one job each and change nothing else.
 def published():
@@ -129,7 +116,10 @@ if workflow.is_main_process:
     for _line in LOOK.lines():
         print(f"ktsweep: {_line}", file=sys.stderr)
     if LOOK.needs_repair:
-        print("ktsweep: repairs run before the targets `all` (the default) and `sweep`; a "
-              "file named as a target is made only once they are done", file=sys.stderr)
+        print(
+            "ktsweep: repairs run before the targets `all` (the default) and `sweep`; a "
+            "file named as a target is made only once they are done",
+            file=sys.stderr,
+        )
 else:
     LOOK = steps.Look(cube_path(LAYOUT))

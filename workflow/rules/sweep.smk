@@ -9,8 +9,7 @@ rule init_cube:
         f"{LOGS}/init_cube.log",
     localrule: True
     run:
-        with open(log[0], "w") as fh:
-            print(steps.init(LAYOUT, CUBE_DIR, output[0]), file=fh)
+        steps.init(LAYOUT, CUBE_DIR, output[0], log[0])
 
 
 checkpoint repair:
@@ -20,10 +19,9 @@ checkpoint repair:
         f"{LOGS}/repair/{{run}}.log",
     localrule: True
     run:
-        with open(log[0], "w") as fh:
-            for line in steps.repair(LAYOUT, published(), "results", output[0], VERIFY_FULL):
-                print(f"ktsweep: repaired: {line}", file=fh)
-                print(f"ktsweep: repaired: {line}", file=sys.stderr)
+        steps.repair_rule(
+            LAYOUT, published(), "results", output[0], VERIFY_FULL, log[0]
+        )
 
 
 rule simulate:
@@ -46,13 +44,10 @@ rule simulate:
         cube=CUBE_DIR,
     # The job's progress goes to its log (follow it with `tail -f`, or the whole sweep with
     # `ktsweep watch results/NAME`); its last line, the chunk's and the sweep's progress, is
-    # echoed into Snakemake's own output. KTSWEEP (the interpreter) and EXECUTION (how the job
-    # runs) are globals written into the command, not params: moving the project or changing
-    # where jobs run changes no number, so it must not rerun a chunk (the profile leaves out
-    # the `code` trigger, and `params` holds only what a job computes from).
+    # echoed into Snakemake's own output. ktsweep_run_chunk: common.smk's shell prefix.
     shell:
-        "{KTSWEEP} run-chunk {params.cube} {wildcards.chunk} --threads {threads} "
-        "{EXECUTION} > {log} 2>&1 && tail -n 1 {log}"
+        "ktsweep_run_chunk {params.cube} {wildcards.chunk} --threads {threads} "
+        "> {log} 2>&1 && tail -n 1 {log}"
 
 
 rule cube:
@@ -69,5 +64,5 @@ rule cube:
         cube=CUBE_DIR,
         link=CUBE,
     shell:
-        "{KTSWEEP} summarize {params.cube} --link {params.link} --out {output} "
+        "ktsweep summarize {params.cube} --link {params.link} --out {output} "
         "> {log} 2>&1 && tail -n 1 {log}"
