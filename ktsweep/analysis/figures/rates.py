@@ -141,9 +141,10 @@ def fig_risk_vs_n(cube: FigureCube) -> Figure:
         notes.append(text)
     ax.legend(handles=handles, fontsize=7)
     if "mc" in cube.estimators:
-        where = ", ".join(fmt(x) for x in sorted(mc_at)) or "none on this slice"
-        notes.append(f"Monte Carlo at N = {where} (mc.subgrid / mc.stride of the config; "
-                     "mc_parity compares every point)")
+        where = (f"Monte Carlo at N = {', '.join(fmt(x) for x in sorted(mc_at))}" if mc_at
+                 else "no Monte Carlo point on this slice")
+        notes.append(f"{where} (mc.subgrid / mc.stride of the config; mc_parity compares "
+                     "every point)")
     return finish(fig, title(cube, "risk_vs_N", "Excess risk vs N", at),
                   footer(cube, at, RISK_RULE, None, "; ".join(notes)))
 
