@@ -605,9 +605,9 @@ def test_risk_vs_n_legend_slopes_and_monte_carlo(cube):
     mc = [c for c in ax.containers if c.get_label() == "teacher (MC mean ± se)"]
     shown = sorted(float(x) for x in mc[0].lines[0].get_xdata()[
         np.isfinite(mc[0].lines[0].get_ydata())]) if mc else []
-    listed = "none on this slice" if not shown else ", ".join(
-        plots.common.fmt(x) for x in shown)
-    assert f"Monte Carlo at N = {listed}" in _footer(fig)
+    listed = ("no Monte Carlo point on this slice" if not shown else
+              "Monte Carlo at N = " + ", ".join(plots.common.fmt(x) for x in shown))
+    assert listed in _footer(fig)
 
 
 def test_titles_name_a_paper_figure_only_for_its_reproduction(cube):
