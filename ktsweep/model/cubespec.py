@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ktsweep.model.estimators import ESTIMATORS
 from ktsweep.model.quantities import (
     CURVES,
     GEOMETRY,
@@ -307,7 +308,7 @@ def variables(methods: Iterable[str], modes: bool, curves: bool, axes: Iterable[
     """Every variable of a cube computed with ``methods`` (and per-mode / curve outputs) over
     grid ``axes`` (a step size that is an axis is stored as ``<name>_used``)."""
     methods, axes = tuple(methods), tuple(axes)
-    est = any(m in methods for m in ("exact", "mc"))
+    est = any(m in methods for m in ESTIMATORS)
     specs: list[tuple[str, tuple[str, ...], str]] = []
     if est:
         specs += [(k, ("estimator",), "float64") for k in RISKS + RATIOS]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from dask.utils import format_time
 
-from ktsweep.sweep import store
+from ktsweep.sweep import integrity, store
 from ktsweep.sweep.layout import Layout
 
 MARKER = ".running.json"
@@ -38,10 +38,8 @@ def mark_running(cube: str | os.PathLike, chunk: str) -> Path:
     folder = store.staging_dir(cube) / chunk
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / MARKER
-    tmp = folder / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"started": time.time(), "host": socket.gethostname(),
-                               "pid": os.getpid()}))
-    os.replace(tmp, path)
+    integrity.write_json_atomic(path, {"started": time.time(), "host": socket.gethostname(),
+                                       "pid": os.getpid()})
     return path
 
 
