@@ -125,6 +125,21 @@ def test_drift_window_is_the_last_octaves():
     assert fits.drift(x, y) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_drift_of_bootstrap_draws_is_one_value_per_draw():
+    """drift_draws judges each draw (row) on its own, NaN for each where fewer than three
+    points are left. Mutations: the spread taken over the draws instead of along the points,
+    or a bare NaN (not one per draw) for a short series, which the draws' error then fails
+    to index."""
+    x = 2.0 ** np.arange(8)
+    draws = np.stack([x**-0.5, np.where(x < 2**6, x**-0.5, 2.0**-3 * (x / 2**6) ** -1.0)])
+    got = fits.drift_draws(x, draws)
+    assert got.shape == (2,)
+    assert got[0] == pytest.approx(0.0, abs=1e-12)
+    assert got[1] == pytest.approx(0.5)  # local slopes -0.5, -0.5, -1 in the window
+    short = fits.drift_draws(x[:2], draws[:, :2])
+    assert short.shape == (2,) and np.isnan(short).all()
+
+
 def _sgd_risk(models, N, alpha=2.0, beta=-0.5, d=1000, gamma0=0.5):
     """Exact risks of one-pass SGD from the moment recursion, for correct and planted-wrong
     models of the engine (gaussian target, e_i = i^(beta - alpha), sigma2 = 1)."""

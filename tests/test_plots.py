@@ -21,6 +21,7 @@ from ktsweep import cli
 from ktsweep.analysis import figures as plots
 from ktsweep.analysis import report
 from ktsweep.analysis.figures import crossover, maps, parity, spectral
+from ktsweep.analysis.figures.params import Params
 from ktsweep.model.cubespec import Flag
 from ktsweep.sweep import runner as sweep
 from ktsweep.sweep import store
@@ -667,3 +668,13 @@ def test_crossover_slope_count_is_the_slice_score(default_ds):
     others = [dict(at, alpha_t=a) for a in cube.labels("alpha_t")]
     assert count == max(np.isfinite(crossover.w2s_min_risk_slopes(cube, o, "exact")[1]).sum()
                         for o in others) > 0
+
+
+def test_figure_params_derive_ranks_and_alignment_as_a_point_does():
+    """The record figures read gives the point's derived sizes from the point's own rules.
+    Mutations: a property taken from the wrong one of Point's (rank_s for rank_t), or one
+    that ignores the unset rank (None) or the mixing seed."""
+    p = Params({"d": 50, "r_t": None, "r_s": 20, "angle": 0.0, "mixing_seed": None})
+    assert (p.rank_t, p.rank_s, p.aligned) == (50, 20, True)
+    q = Params({"d": 50, "r_t": 30, "r_s": None, "angle": 0.0, "mixing_seed": 3})
+    assert (q.rank_t, q.rank_s, q.aligned) == (30, 50, False)

@@ -140,6 +140,23 @@ def test_two_term_exponents_by_hand() -> None:
     assert low["risk_teacher_terms"] == (-math.inf, pytest.approx(-2 / 3))
 
 
+def test_exponent_accessors_keep_pairs_and_single_exponents_apart() -> None:
+    """theory.exponent reads one exponent and theory.exponent_terms one (bias, variance) pair
+    out of predictions(), None where none is predicted. Mutations: exponent handing back a
+    ``*_terms`` pair unchecked (a fit would compare its slope with a tuple), exponent_terms
+    accepting a single exponent, either raising on an absent key."""
+    noisy = theory.predictions(point(alpha_t=3.0, alpha_s=3.5, sigma2=0.1))
+    assert theory.exponent(noisy, "der") == pytest.approx(2 / 21)
+    assert theory.exponent_terms(noisy, "der_terms") == pytest.approx((2 / 21, -1 / 21))
+    assert theory.exponent(noisy, "risk_t2s_min") is None  # W2S: lowdim target only
+    clean = theory.predictions(point(alpha_t=3.0, alpha_s=3.5, sigma2=0.0))
+    assert theory.exponent_terms(clean, "der_terms") is None
+    with pytest.raises(TypeError, match="pair"):
+        theory.exponent(noisy, "der_terms")
+    with pytest.raises(TypeError, match="one exponent"):
+        theory.exponent_terms(noisy, "der")
+
+
 def test_noise_exponent_is_the_variance_term_of_each_run() -> None:
     """The sigma2 coefficient of a run's risk decays at its variance exponent (1 − α)/α,
     whatever the target (it needs no finite target energy), and only with label noise.

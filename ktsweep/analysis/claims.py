@@ -231,7 +231,7 @@ def check_kd_order(ev: Evidence) -> Outcome:
                        "than two per alpha_T", "the der exponents have not converged at two "
                        "alpha_S of one alpha_T: larger N")
     slope = kd["slope"].where(judged).sortby("alpha_s")
-    others = [d for d in slope.dims if d != "alpha_s"]
+    others = [str(d) for d in slope.dims if d != "alpha_s"]
     stacked = slope.transpose(*others, "alpha_s").values.reshape(-1, len(kd["alpha_s"]))
     keep = lines.transpose(*others).values.reshape(-1)
     labels = list(np.ndindex(*[len(kd[d]) for d in others]))
@@ -393,16 +393,24 @@ def bound_verdicts(ev: Evidence, kind: str) -> list[tuple[str, xr.DataArray, xr.
     run; 'transfer': exact risk_t2s <= Theorem 1's bound) computed from the cube's numbers:
     (run, holds, determined) per run, ``determined`` where the exact risk (status ok) and its
     bounds are all present."""
+    def exact(name: str) -> xr.DataArray:
+        risk = ev.value(name, "exact")
+        if risk is None:
+            raise ValueError(f"the bounds are compared with the exact {name}: the cube has "
+                             "no exact estimator")
+        return risk
+
     out = []
     if kind == "sandwich":
         for r in ("teacher", "direct", "ceiling"):
-            risk = ev.value(f"risk_{r}", "exact")
+            risk = exact(f"risk_{r}")
             lower, upper = ev.ds[f"bound_lower_{r}"], ev.ds[f"bound_upper_{r}"]
-            known = np.isfinite(risk) & lower.notnull() & upper.notnull()
+            known = xr.ufuncs.isfinite(risk) & lower.notnull() & upper.notnull()
             out.append((r, (lower <= risk) & (risk <= upper), known))
     else:
-        risk, bound = ev.value("risk_t2s", "exact"), ev.ds["bound_t2s"]
-        out.append(("t2s", risk <= bound, np.isfinite(risk) & np.isfinite(bound)))
+        risk, bound = exact("risk_t2s"), ev.ds["bound_t2s"]
+        out.append(("t2s", risk <= bound,
+                    xr.ufuncs.isfinite(risk) & xr.ufuncs.isfinite(bound)))
     return out
 
 

@@ -30,7 +30,7 @@ STEP_PARAMETERS = ("gamma0_t", "gamma0_s")
 def grid_axes(ds: xr.Dataset) -> list[str]:
     """The cube's grid axes in its own dimension order (whatever wrote it)."""
     for var in ds.data_vars.values():
-        return [d for d in var.dims if d not in EXTRA_DIMS]
+        return [str(d) for d in var.dims if d not in EXTRA_DIMS]
     return list(Layout.from_json(ds.attrs["ktsweep_config"]).axes)
 
 
@@ -54,7 +54,8 @@ class CubeView:
         self.axes = grid_axes(ds)
         self.methods = [str(m) for m in ds["estimator"].values] if "estimator" in ds.dims else []
         self.preferred = preferred_estimator(self.methods)
-        self._params = {name: (tuple(ds.coords[name].dims), np.asarray(ds.coords[name].values))
+        self._params = {name: (tuple(str(d) for d in ds.coords[name].dims),
+                               np.asarray(ds.coords[name].values))
                         for name in PARAMETERS if name in ds.coords}
         self._loaded: dict[str, np.ndarray] = {}
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 from scipy import stats
@@ -282,25 +283,25 @@ def upper_range(m: int, fraction: float = 0.5, min_points: int = MIN_POINTS) -> 
     return slice(m - k, m)
 
 
-def usable(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def usable(x: npt.ArrayLike, y: npt.ArrayLike) -> np.ndarray:
     """Mask of points that can enter a log-log fit (finite, positive)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
     with np.errstate(invalid="ignore"):
-        return np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+        return np.isfinite(xa) & np.isfinite(ya) & (xa > 0) & (ya > 0)
 
 
-def _fit_range(x: Sequence[float], y: Sequence[float], min_points: int
+def _fit_range(x: npt.ArrayLike, y: npt.ArrayLike, min_points: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, slice] | None:
     """Usable points (x, y, mask into the input) and the asymptotic slice fitted on them."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = usable(x, y)
-    xv, yv = x[ok], y[ok]
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
+    ok = usable(xa, ya)
+    xv, yv = xa[ok], ya[ok]
     if len(xv) < min_points:
         return None
     return xv, yv, ok, upper_range(len(xv), 0.5, min_points)
 
 
-def fit_exact(x: Sequence[float], y: Sequence[float], min_points: int = MIN_POINTS) -> Fit | None:
+def fit_exact(x: npt.ArrayLike, y: npt.ArrayLike, min_points: int = MIN_POINTS) -> Fit | None:
     """Fit a noiseless series; error = the regression standard error.
 
     Curvature over the range is judged separately (:func:`drift`), not folded into the error:
@@ -315,7 +316,7 @@ def fit_exact(x: Sequence[float], y: Sequence[float], min_points: int = MIN_POIN
     return Fit(slope, se, intercept, xv[main])
 
 
-def fit_bootstrap(x: Sequence[float], y: Sequence[float], draws: np.ndarray,
+def fit_bootstrap(x: npt.ArrayLike, y: npt.ArrayLike, draws: np.ndarray,
                   min_points: int = MIN_POINTS) -> Fit | None:
     """Fit a noisy series (means ``y``); error = std of the slope over ``draws`` (draws × points).
 
@@ -360,18 +361,24 @@ def drift_window(x_samples: np.ndarray, octaves: int = DRIFT_OCTAVES) -> np.ndar
     return keep
 
 
+def drift_draws(x: np.ndarray, y: np.ndarray, x_samples: np.ndarray | None = None,
+                octaves: int = DRIFT_OCTAVES) -> np.ndarray:
+    """How much the local slope still moves, along the last axis of ``y`` (its leading axes
+    are bootstrap draws): max − min of the local slopes of log y vs log x over the last
+    ``octaves`` octaves of ``x_samples`` (default ``x``). NaN with fewer than three points."""
+    xa = np.asarray(x, float)
+    ya = np.asarray(y, float)
+    if len(xa) < 3:
+        return np.full(ya.shape[:-1], math.nan)
+    keep = drift_window(xa if x_samples is None else np.asarray(x_samples, float), octaves)
+    s = local_slopes(xa[keep], ya[..., keep])
+    return s.max(axis=-1) - s.min(axis=-1)
+
+
 def drift(x: np.ndarray, y: np.ndarray, x_samples: np.ndarray | None = None,
           octaves: int = DRIFT_OCTAVES) -> float:
-    """How much the local slope still moves: max − min of the local slopes of log y vs log x
-    over the last ``octaves`` octaves of ``x_samples`` (default ``x``). NaN with fewer than
-    three points. ``y`` may carry leading (bootstrap) dimensions."""
-    x = np.asarray(x, float)
-    xs = x if x_samples is None else np.asarray(x_samples, float)
-    if len(x) < 3:
-        return math.nan
-    keep = drift_window(xs, octaves)
-    s = local_slopes(x[keep], np.asarray(y, float)[..., keep])
-    return s.max(axis=-1) - s.min(axis=-1)
+    """:func:`drift_draws` of one series ``y`` (one dimension)."""
+    return float(drift_draws(x, y, x_samples, octaves))
 
 
 def effective_horizon(steps: np.ndarray, schedule: str) -> np.ndarray:
@@ -596,7 +603,7 @@ def fit_row(series: Series, predicted: float | None, axis: str = "N", quantity: 
     drift_err = 0.0
     if series.draws is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
-            dd = drift(xe[ok], np.asarray(series.draws, float)[:, ok], x[ok])
+            dd = drift_draws(xe[ok], np.asarray(series.draws, float)[:, ok], x[ok])
         dd = dd[np.isfinite(dd)]
         drift_err = float(np.std(dd, ddof=1)) if len(dd) >= 2 else 0.0
     stat_err = fit.slope_err if series.draws is not None else 0.0
@@ -629,23 +636,23 @@ def fit_row(series: Series, predicted: float | None, axis: str = "N", quantity: 
             "verdict": v, "notes": "; ".join(notes)}
 
 
-def judge(x: Sequence[float], y: Sequence[float], predicted: float | None,
+def judge(x: npt.ArrayLike, y: npt.ArrayLike, predicted: float | None,
           schedule: str = "geometric", batch: int = 1,
-          truncation: float | Sequence[float] = 0.0, draws: np.ndarray | None = None,
+          truncation: float | npt.ArrayLike = 0.0, draws: np.ndarray | None = None,
           terms: tuple[float, float] | None = None) -> dict[str, Any]:
     """One series through the full rule (horizon, drift, truncation, tolerance) outside a
     cube: the cell :func:`fit_cube` would write for it (:func:`fit_row`).
     ``truncation``: the tail share d cuts, one number for the series or one per x value."""
-    x = np.asarray(x, float)
-    per_x = np.ndim(truncation) > 0
-    s = Series(x, np.asarray(y, float), draws, x_eff=effective_horizon(x / batch, schedule),
-               horizon=schedule,
-               truncation=float(np.max(truncation)) if per_x else float(truncation),
-               truncation_x=np.asarray(truncation, float) if per_x else None)
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
+    share = np.asarray(truncation, float)
+    per_x = share.ndim > 0
+    s = Series(xa, ya, draws, x_eff=effective_horizon(xa / batch, schedule),
+               horizon=schedule, truncation=float(np.max(share)),
+               truncation_x=share if per_x else None)
     row = fit_row(s, predicted, "x", "y", terms=terms)
     if row is None:
         raise ValueError(f"judge needs at least {MIN_POINTS} usable points, got "
-                         f"{int(usable(x, y).sum())}")
+                         f"{int(usable(xa, ya).sum())}")
     return row
 
 
@@ -841,16 +848,17 @@ def _simple_families(cube: _Cube, skipped: list[int]) -> None:
         free = [a for a in others if a in fam.irrelevant]
         x = cube.axis_values(fam.axis)
         # one slab of the first held axis at a time: a variable is read a slab at a time
-        outer, inner = (held[0], held[1:]) if held else (None, [])
-        slabs = range(len(cube.ds[outer])) if outer else [None]
-        for method, slab in itertools.product(cube.methods, slabs):
-            top = {} if outer is None else {outer: slab}
+        inner = held[1:]
+        tops = [{held[0]: i} for i in range(len(cube.ds[held[0]]))] if held else [{}]
+        for method, top in itertools.product(cube.methods, tops):
             source = _simple_source(cube, fam, method, {**pin, **top})
             if source is None:
                 continue
             order = [*inner, *free, fam.axis]
-            ys, ses = (None if da is None else np.asarray(da.transpose(*order).values, float)
-                       for da in source)
+            values, errors = source
+            ys = np.asarray(values.transpose(*order).values, float)
+            ses = (None if errors is None
+                   else np.asarray(errors.transpose(*order).values, float))
             with np.errstate(invalid="ignore"):
                 good = (np.isfinite(ys) & (ys > 0) & np.isfinite(x) & (x > 0)).sum(-1)
             n_inner = int(np.prod([len(cube.ds[a]) for a in inner]))
@@ -870,7 +878,7 @@ def _simple_families(cube: _Cube, skipped: list[int]) -> None:
                 y = ys[at]
                 p = cube.params_at({**hpos, **fpos, **pin})
                 preds = theory.predictions(p)
-                pred = preds.get(fam.key)
+                pred = theory.exponent(preds, fam.key)
                 text = held_text(_labels(cube, hpos))
                 draws = (None if ses is None
                          else normal_draws(y, ses[at], seed=family_seed(name, method, text)))
@@ -879,7 +887,7 @@ def _simple_families(cube: _Cube, skipped: list[int]) -> None:
                 if name in ("direct", "ceiling"):
                     series.notes += _target_note(p)
                 row = fit_row(series, pred, fam.axis, fam.quantity, above_one=name == "kd_der",
-                              terms=preds.get(f"{fam.key}_terms"))
+                              terms=theory.exponent_terms(preds, f"{fam.key}_terms"))
                 if row is not None:
                     cube.table.put(name, method, {**hpos, **{a: i for a, i in pin.items()
                                                              if a in cube.held}}, row)
@@ -936,6 +944,8 @@ def _w2s_one(cube: _Cube, skipped: list[int], method: str, pos: dict[str, int],
              grid_n: np.ndarray | None, where: str) -> None:
     """One W2S family group at held positions ``pos``: ``tables['risk']`` is (N, n-or-step)."""
     risk, risk_se = tables["risk"], tables.get("risk_se")
+    if risk is None:
+        raise ValueError("a W2S family group needs tables['risk'] (the risk_t2s optima)")
     ratio, ratio_se = tables.get("ratio"), tables.get("ratio_se")
     nN = len(xN)
     batch_s = int(p["batch_s"])
@@ -952,8 +962,8 @@ def _w2s_one(cube: _Cube, skipped: list[int], method: str, pos: dict[str, int],
     rows_idx = np.arange(nN)
     jj = np.where(have, j, 0)
     n_opt, min_risk = np.full(nN, np.nan), np.full(nN, np.nan)
-    for i in np.flatnonzero(have):
-        n_opt[i], min_risk[i] = refine_optimum(grid_n, risk[i], j[i])
+    for h in np.flatnonzero(have):
+        n_opt[h], min_risk[h] = refine_optimum(grid_n, risk[h], j[h])
     gap = np.where(have, ratio[rows_idx, jj], np.nan) if ratio is not None else None
     alpha_s = p["alpha_s"]
     gamma0 = cube.median_step("s", pos)
@@ -967,8 +977,8 @@ def _w2s_one(cube: _Cube, skipped: list[int], method: str, pos: dict[str, int],
         rd = np.where(np.isfinite(risk), rd, np.nan)
         jd = np.argmin(np.where(np.isfinite(rd), rd, np.inf), axis=2)
         draws["n"], draws["min"] = np.full(jd.shape, np.nan), np.full(jd.shape, np.nan)
-        for b, i in itertools.product(range(jd.shape[0]), np.flatnonzero(have)):
-            draws["n"][b, i], draws["min"][b, i] = refine_optimum(grid_n, rd[b, i], jd[b, i])
+        for b, h in itertools.product(range(jd.shape[0]), np.flatnonzero(have)):
+            draws["n"][b, h], draws["min"][b, h] = refine_optimum(grid_n, rd[b, h], jd[b, h])
         draws["k"] = np.vectorize(lambda n: student_cutoff(n, alpha_s, gamma0, batch_s))(
             draws["n"])
         if ratio is not None:
@@ -1010,7 +1020,7 @@ def _w2s_one(cube: _Cube, skipped: list[int], method: str, pos: dict[str, int],
         if usable(xN, y).sum() < MIN_POINTS and not (edge & have).any():
             skipped.append(1)
             continue
-        row = fit_row(s, pred.get(fam.key), "N", fam.quantity)
+        row = fit_row(s, theory.exponent(pred, fam.key), "N", fam.quantity)
         if row is not None:
             rows[family] = row
     rows.update(_w2s_late(p, method, xN, specs, edge & have, horizon, notes))
@@ -1050,7 +1060,7 @@ def _w2s_late(p: Mapping[str, Any], method: str, xN: np.ndarray,
                      effective_horizon(np.asarray(draws, float) / p["batch_s"],
                                        p["schedule_s"]))
         extra = list(notes) + horizon.notes
-        predicted = pred.get(fam.key)
+        predicted = theory.exponent(pred, fam.key)
         if predicted is None:
             extra.append(f"late law not predicted here: {theory.w2s_late_scope(p)}")
         elif np.isfinite(n_x):
@@ -1162,7 +1172,7 @@ COLUMNS = ("family", "estimator", "quantity", "axis", *NUMBERS, "n_points", *TEX
 
 def held_axes(fits: xr.Dataset) -> list[str]:
     """The held grid axes of a fit table, in the cube's order."""
-    return [d for d in fits["verdict"].dims if d not in ("family", "estimator")]
+    return [str(d) for d in fits["verdict"].dims if d not in ("family", "estimator")]
 
 
 def depends_on(family: str, held: Sequence[str]) -> list[str]:

@@ -301,7 +301,11 @@ def student_source_exponent(p: Params | Point) -> float:
     return p["beta"] + p["alpha_s"] - p["alpha_t"]
 
 
-def predictions(p: Params | Point) -> dict[str, float | tuple[float, float]]:
+Prediction = float | tuple[float, float]
+"""A value of :func:`predictions`: one exponent, or a ``*_terms`` (bias, variance) pair."""
+
+
+def predictions(p: Params | Point) -> dict[str, Prediction]:
     """Exponents (in N) that §5 predicts at this point, keyed by family name; ``*_terms``:
     the (bias, variance) exponents whose larger one is the rate of a noisy direct run.
 
@@ -334,11 +338,11 @@ def predictions(p: Params | Point) -> dict[str, float | tuple[float, float]]:
             out[f"risk_{run}_terms"] = (-math.inf, direct_variance_exponent(alpha))
         # lowdim without noise: no power law, the risk falls exponentially once k* > k†
     if kd_regime(p):
-        out["risk_t2s_limit"] = kd_t2s_limit_exponent(alpha_t, beta)
-        out["der"] = kd_der_exponent(alpha_t, alpha_s, beta)
+        limit = kd_t2s_limit_exponent(alpha_t, beta)
+        der = kd_der_exponent(alpha_t, alpha_s, beta)
+        out["risk_t2s_limit"], out["der"] = limit, der
         if noisy:  # der = risk_direct / lim risk_t2s inherits the direct run's two terms
-            out["der_terms"] = (out["der"], direct_variance_exponent(alpha_s)
-                                - out["risk_t2s_limit"])
+            out["der_terms"] = (der, direct_variance_exponent(alpha_s) - limit)
     if target == "lowdim":
         out["risk_t2s_min"] = w2s_min_risk_exponent(alpha_t, alpha_s)
         out["one_minus_pgr"] = w2s_gap_exponent(alpha_t, alpha_s)
@@ -351,3 +355,21 @@ def predictions(p: Params | Point) -> dict[str, float | tuple[float, float]]:
             out["n_opt_late"] = w2s_late_horizon_exponent(alpha_t)
             out["kstar_opt_late"] = w2s_late_kstar_exponent(alpha_t, alpha_s)
     return out
+
+
+def exponent(pred: Mapping[str, Prediction], key: str) -> float | None:
+    """The single exponent ``pred[key]`` of :func:`predictions` (None where it predicts none
+    there); a ``*_terms`` key, which holds a pair, is a caller's error."""
+    value = pred.get(key)
+    if isinstance(value, tuple):
+        raise TypeError(f"prediction {key!r} is a (bias, variance) pair, not one exponent")
+    return value
+
+
+def exponent_terms(pred: Mapping[str, Prediction], key: str) -> tuple[float, float] | None:
+    """The (bias, variance) pair ``pred[key]`` of :func:`predictions` (None where it predicts
+    none there); a key holding one exponent is a caller's error."""
+    value = pred.get(key)
+    if value is None or isinstance(value, tuple):
+        return value
+    raise TypeError(f"prediction {key!r} is one exponent, not a (bias, variance) pair")

@@ -4,6 +4,7 @@ direct student, Theorem 1's transfer bound for the T2S student."""
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 from matplotlib.figure import Figure
 
 from ktsweep.analysis.figures.common import (
@@ -44,7 +45,7 @@ def bound_slice(cube: FigureCube) -> dict:
             scores.append((cube.var(name) == Flag.YES).sum(keep))
     for name in ("bound_t2s", "bound_upper_teacher"):
         if cube.has(name):
-            scores.append(np.isfinite(cube.var(name)).sum(keep))
+            scores.append(xr.ufuncs.isfinite(cube.var(name)).sum(keep))
     return choose_slice(cube, keep, scores)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from ktsweep.analysis.cubeview import CubeView
 from ktsweep.model.cubespec import RISK_UNITS
@@ -159,7 +160,7 @@ def choose_slice(cube: FigureCube, keep: Sequence[str], scores: Sequence[xr.Data
 def two_sided(inside: xr.DataArray, outside: xr.DataArray, keep: Sequence[str]) -> xr.DataArray:
     """How well a slice shows a boundary: the smaller of the counts of cells on each side."""
     dims = [d for d in keep if d in inside.dims]
-    return np.minimum(inside.sum(dims), outside.sum(dims))
+    return xr.ufuncs.minimum(inside.sum(dims), outside.sum(dims))
 
 
 def sel(da: xr.DataArray, at: Mapping[str, Any]) -> xr.DataArray:
@@ -263,7 +264,10 @@ def finish(fig: Figure, heading: str, text: str) -> Figure:
     chars = int(104 * fig.get_figwidth() / 6.4)  # 7-pt characters per footer line
     lines = _wrap(text, chars)
     height = (len(lines) * FOOTER_PT * 1.35 + 6) / 72 / fig.get_figheight()
-    fig.get_layout_engine().set(rect=(0, height, 1, 1 - height))
+    engine = fig.get_layout_engine()
+    if not isinstance(engine, ConstrainedLayoutEngine):
+        raise TypeError("finish needs a figure of new_figure (constrained layout)")
+    engine.set(rect=(0, height, 1, 1 - height))
     fig.text(0.01, 0.005, "\n".join(lines), fontsize=FOOTER_PT, ha="left", va="bottom")
     return fig
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -42,9 +43,9 @@ def fig_t2s_curves(cube: FigureCube) -> Figure:
     teacher = cube.var("risk_teacher", est)
     low = curve.min("step")
     with np.errstate(divide="ignore", invalid="ignore"):
-        dip = np.log(teacher / low)
+        dip = xr.ufuncs.log(teacher / low)
     early = (low < (1 - EARLY) * cube.var("risk_t2s", est)) & (low < teacher)
-    length = np.isfinite(curve).sum("step")
+    length = xr.ufuncs.isfinite(curve).sum("step")
     allow = None
     if "n" in cube.held(lines):
         allow = {"n": [v for v in cube.labels("n") if np.isfinite(v)] or cube.labels("n")}

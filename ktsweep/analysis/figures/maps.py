@@ -12,12 +12,15 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
+from matplotlib.artist import Artist
 from matplotlib.collections import LineCollection
 from matplotlib.colors import ListedColormap, Normalize, SymLogNorm
 from matplotlib.figure import Figure
@@ -101,19 +104,20 @@ def plane_slice(cube: FigureCube, keep: Sequence[str]) -> dict[str, Any]:
     parts, finite = [], []
     if w2s is not None:
         parts.append(two_sided(w2s < 1, w2s > 1, keep))
-        finite.append(np.isfinite(w2s).sum(list(keep)))
+        finite.append(xr.ufuncs.isfinite(w2s).sum(list(keep)))
     if der is not None:
         one = _isone(der)
         parts.append(two_sided((der > 1) & ~one, (der < 1) & ~one, keep))
-        finite.append(np.isfinite(der).sum(list(keep)))
+        finite.append(xr.ufuncs.isfinite(der).sum(list(keep)))
     if w2s is not None and teacher is not None and ceiling is not None:
         gap = teacher - ceiling > 0
         parts.append(two_sided(gap & (w2s < 1), gap & (w2s > 1), keep))
     scores = []
     if parts:
-        scores += [functools.reduce(np.minimum, parts), functools.reduce(np.add, parts)]
+        scores += [functools.reduce(xr.ufuncs.minimum, parts),
+                   functools.reduce(operator.add, parts)]
     if finite:
-        scores.append(functools.reduce(np.add, finite))
+        scores.append(functools.reduce(operator.add, finite))
     return choose_slice(cube, keep, scores)
 
 
@@ -132,7 +136,7 @@ class Cells:
     log: bool
 
     @classmethod
-    def of(cls, values: Sequence[Any], log: bool) -> Cells:
+    def of(cls, values: npt.ArrayLike, log: bool) -> Cells:
         v = np.sort(np.asarray(values, float), kind="stable")
         pos = v.copy()
         fin = np.isfinite(v)
@@ -250,11 +254,11 @@ def note_if_one_sided(ax: Any, cube: FigureCube, region: Region, inside: np.ndar
     ax.text(0.5, 1.01, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=7)
 
 
-def legend_below(ax: Any, handles: list) -> None:
+def legend_below(ax: Any, handles: Sequence[Artist | None]) -> None:
     """The legend below the map, so that no cell is hidden."""
-    handles = [h for h in handles if h is not None]
-    if handles:
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+    shown = [h for h in handles if h is not None]
+    if shown:
+        ax.legend(handles=shown, loc="upper center", bbox_to_anchor=(0.5, -0.12),
                   fontsize=6.5, facecolor="0.95", ncols=1)
 
 
@@ -281,7 +285,7 @@ def ratio_ticks(lim: float) -> list[float]:
 
 
 def ratio_map(ax: Any, fig: Figure, cube: FigureCube, xc: Cells, yc: Cells,
-              field: np.ndarray, region: Region) -> list:
+              field: np.ndarray, region: Region) -> list[Artist | None]:
     """``field`` on a diverging colour scale centred at 1 in log space (equal colour for equal
     factors above and below 1), the region's boundary on the cell edges, cells exactly 1
     hatched; returns the legend handles."""
@@ -299,8 +303,9 @@ def ratio_map(ax: Any, fig: Figure, cube: FigureCube, xc: Cells, yc: Cells,
     cb.set_label(f"{region.name} (log scale, centred at 1; {inside_word}{region.label})")
     annotate(ax, mesh, xc, yc, z, field)
     inside, outside = region.sides(field)
-    handles = [boundary(ax, xc, yc, inside, outside, "black",
-                        f"{region.name} = 1 ({region.label} boundary, between cells)")]
+    handles: list[Artist | None] = [
+        boundary(ax, xc, yc, inside, outside, "black",
+                 f"{region.name} = 1 ({region.label} boundary, between cells)")]
     one = np.isfinite(field) & ~inside & np.isclose(field, 1.0, rtol=EXACT_ONE_RTOL, atol=0.0)
     if one.any():
         handles.append(hatch(ax, xc, yc, one, "xx", EXACT_ONE_LABEL if region is KD
@@ -343,7 +348,7 @@ def pgr_ticks(lim: float) -> list[float]:
 
 
 def pgr_map(ax: Any, fig: Figure, xc: Cells, yc: Cells, pgr: np.ndarray, no_gap: np.ndarray,
-            w2s: np.ndarray) -> list:
+            w2s: np.ndarray) -> list[Artist | None]:
     """PGR on a diverging scale centred at 0 (T2S = teacher) over its full range, symmetric
     and logarithmic past ±:data:`PGR_LINEAR`, no-gap cells hatched, the W2S boundary on the
     cell edges; returns the legend handles."""
@@ -358,8 +363,9 @@ def pgr_map(ax: Any, fig: Figure, xc: Cells, yc: Cells, pgr: np.ndarray, no_gap:
     cb.ax.minorticks_off()
     annotate(ax, mesh, xc, yc, pgr)
     inside, outside = W2S.sides(w2s)
-    handles = [boundary(ax, xc, yc, inside, outside, "black",
-                        "w2s_ratio = 1 (W2S boundary, between cells)")]
+    handles: list[Artist | None] = [
+        boundary(ax, xc, yc, inside, outside, "black",
+                 "w2s_ratio = 1 (W2S boundary, between cells)")]
     if no_gap.any():
         handles.append(hatch(ax, xc, yc, no_gap, "//", NO_GAP_LABEL))
     if not np.isfinite(pgr).any():

@@ -4,6 +4,7 @@ teacher's, and Lemma 2's static alignment bias (docs/science/geometry.md)."""
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -31,7 +32,7 @@ def fig_misalignment(cube: FigureCube) -> Figure:
     """KD and W2S boundaries over (angle, α_S), and Lemma 2's bias against its closed form."""
     est = cube.estimator
     der_all = cube.var("der", est)
-    at = choose_slice(cube, KEEP, [np.isfinite(der_all).sum(KEEP)])
+    at = choose_slice(cube, KEEP, [xr.ufuncs.isfinite(der_all).sum(KEEP)])
     der = need(sel(der_all, at).transpose(*KEEP).sortby(KEEP), "der")
     w2s_all = cube.maybe("w2s_ratio", est)
     w2s = (np.full(der.shape, np.nan) if w2s_all is None

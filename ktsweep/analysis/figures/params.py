@@ -11,6 +11,7 @@ spectrum value a figure shows goes through this module.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -31,6 +32,15 @@ _KINDS = {f.name: str(f.type) for f in fields(Point)}
 float64, NaN where unset)."""
 
 
+def _point_property(name: str) -> property:
+    """:class:`Point`'s property ``name``, to be read on another record with the attributes
+    it uses."""
+    prop = inspect.getattr_static(Point, name)
+    if not isinstance(prop, property):
+        raise TypeError(f"Point.{name} is not a property")
+    return property(prop.fget)
+
+
 class Params(Mapping[str, Any]):
     """Read-only point parameters at one slice (None where the point leaves one unset): a
     mapping (what :mod:`ktsweep.model.theory` reads) whose values are also attributes (what
@@ -39,9 +49,9 @@ class Params(Mapping[str, Any]):
     definitions. ``gamma0_t`` / ``gamma0_s`` are the initial steps the runs used, and
     ``tuned_s`` says whether the student's was tuned from a list."""
 
-    rank_t = property(Point.rank_t.fget)
-    rank_s = property(Point.rank_s.fget)
-    aligned = property(Point.aligned.fget)
+    rank_t = _point_property("rank_t")
+    rank_s = _point_property("rank_s")
+    aligned = _point_property("aligned")
 
     def __init__(self, values: Mapping[str, Any]):
         self._values = dict(values)
@@ -95,7 +105,7 @@ def params_at(ds: xr.Dataset, at: Mapping[str, Any]) -> Params:
             coord = coord.sel({k: v for k, v in at.items() if k in coord.dims})
             if coord.ndim == 0:
                 values[name] = _python(name, coord.values[()])
-    axes = [d for d in ds.dims if d in at]
+    axes = [str(d) for d in ds.dims if d in at]
     for run in ("t", "s"):
         var = step_size_variable(f"gamma0_{run}", axes)
         if var in ds.data_vars:
@@ -115,14 +125,14 @@ def untrained_modes(p: Params) -> np.ndarray:
     return 0.5 * target_energy(p)  # type: ignore[arg-type]
 
 
-def predictions(p: Params) -> dict[str, Any]:
+def predictions(p: Params) -> dict[str, theory.Prediction]:
     """docs/science/rates.md's exponents that apply at the point (theory.predictions)."""
-    return theory.predictions(p)  # type: ignore[arg-type]
+    return theory.predictions(p)
 
 
 def late_scope(p: Params) -> str:
     """'' where Theorem 5's late law is derived for the point, else why not."""
-    return theory.w2s_late_scope(p)  # type: ignore[arg-type]
+    return theory.w2s_late_scope(p)
 
 
 def crossover(p: Params) -> float:
@@ -130,7 +140,7 @@ def crossover(p: Params) -> float:
     was tuned per point)."""
     if getattr(p, "tuned_s", False) or not np.isfinite(p.gamma0_s):
         return math.nan
-    return theory.w2s_crossover(p)  # type: ignore[arg-type]
+    return theory.w2s_crossover(p)
 
 
 SAMPLE_AXES = ("N", "n", "gamma0_t", "gamma0_s")

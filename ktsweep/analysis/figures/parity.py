@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 from matplotlib.figure import Figure
 
 from ktsweep.analysis.figures.common import FigureCube, FigureSpec, NoDataError, finish, new_figure
@@ -20,7 +21,8 @@ def parity_table(cube: FigureCube) -> dict[str, tuple[np.ndarray, np.ndarray, np
         if not (cube.has(name) and cube.has(f"{name}_se")):
             continue
         ex, mc, se = cube.var(name, "exact"), cube.var(name, "mc"), cube.var(f"{name}_se")
-        ok = (np.isfinite(ex) & np.isfinite(mc) & np.isfinite(se) & (se > 0)).values
+        ok = (xr.ufuncs.isfinite(ex) & xr.ufuncs.isfinite(mc) & xr.ufuncs.isfinite(se)
+              & (se > 0)).values
         if ok.any():
             out[name] = (ex.values[ok], mc.values[ok], se.values[ok])
     return out

@@ -31,6 +31,7 @@ from ktsweep.analysis.figures.common import (
     title,
 )
 from ktsweep.analysis.figures.params import SAMPLE_AXES, over_parameters, params_at, predictions
+from ktsweep.model.theory import exponent
 
 RUNS = ("teacher", "direct", "t2s")
 PREDICTION = {"teacher": "risk_teacher", "direct": "risk_direct", "t2s": "risk_t2s_limit"}
@@ -82,7 +83,7 @@ def risk_slice(cube: FigureCube, keep: list[str]) -> dict[str, Any]:
     if cube.has("der"):
         scores.append((cube.var("der", est) > 1).sum(keep))
     if "mc" in cube.estimators and cube.has("risk_teacher"):
-        scores.append(np.isfinite(cube.var("risk_teacher", "mc")).sum(keep))
+        scores.append(xr.ufuncs.isfinite(cube.var("risk_teacher", "mc")).sum(keep))
     return choose_slice(cube, keep, scores)
 
 
@@ -116,11 +117,13 @@ def fig_risk_vs_n(cube: FigureCube) -> Figure:
                 mc_at |= set(N[np.isfinite(y)].tolist())
                 drawn.setdefault(run, y)
         ref = drawn.get(run)
-        slope = pred.get(PREDICTION[run])
-        ok = np.flatnonzero(np.isfinite(ref)) if ref is not None else np.array([], int)
+        slope = exponent(pred, PREDICTION[run])
         if run == "t2s" and not limit:
             slope = None  # Theorem 3's rate is the limit n → ∞
-        if len(ok) >= 2 and slope is not None:
+        if ref is None or slope is None:
+            continue
+        ok = np.flatnonzero(np.isfinite(ref))
+        if len(ok) >= 2:
             k = ok[-1]
             ax.plot(N[ok], SLOPE_SHIFT * ref[k] * (N[ok] / N[k]) ** slope, ":", color=color,
                     lw=1.3, label=f"{label}: predicted slope {slope:.3f}")
@@ -158,7 +161,8 @@ def fig_der_vs_dalpha(cube: FigureCube) -> Figure:
     keep = ["alpha_t", "alpha_s"] if "alpha_t" in cube.axes else ["alpha_s"]
     der = cube.var("der")
     allow = {"n": [max(cube.labels("n"))]} if "n" in cube.held(keep) else None
-    at = choose_slice(cube, keep, [(der > 1).sum(keep), np.isfinite(der).sum(keep)], allow)
+    at = choose_slice(cube, keep, [(der > 1).sum(keep), xr.ufuncs.isfinite(der).sum(keep)],
+                      allow)
     a_s = np.asarray(cube.labels("alpha_s"), float)
     a_ts = (cube.labels("alpha_t") if "alpha_t" in keep
             else [params_at(cube.ds, at).alpha_t])

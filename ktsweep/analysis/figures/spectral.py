@@ -63,7 +63,7 @@ def horizon_slice(cube: FigureCube, untrained: xr.DataArray) -> dict[str, Any]:
           if cube.has(f"mode_{r}")}
     if not hs:
         return choose_slice(cube, [])
-    d = np.isfinite(untrained).sum("mode")
+    d = xr.ufuncs.isfinite(untrained).sum("mode")
     inside = {r: (h > 0) & (h < d) for r, h in hs.items()}
     names = list(hs)
     distinct = sum((inside[a] & inside[b] & (hs[a] != hs[b])).astype(int)
@@ -163,7 +163,7 @@ def fig_spectral_denoising(cube: FigureCube) -> Figure:
     t2s = positive(cube.var("mode_t2s", est))
     ratio = t2s / teacher
     at = choose_slice(cube, [], [unequal_decays(cube), (ratio < DENOISED).sum("mode"),
-                                 np.isfinite(ratio).sum("mode")])
+                                 xr.ufuncs.isfinite(ratio).sum("mode")])
     r = sel(ratio, at).values
     ok = np.isfinite(r)
     if not ok.any():
