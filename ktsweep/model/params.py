@@ -146,6 +146,12 @@ def steps_run(N: float, n: float, batch_t: int, batch_s: int) -> int:
 
 
 PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(Point))
+
+
+def default(name: str) -> Any:
+    """The value a point takes for parameter ``name`` when none is given (its field's
+    default: the one place defaults are stated)."""
+    return {f.name: f.default for f in fields(Point)}[name]
 REQUIRED: tuple[str, ...] = ("alpha_t", "alpha_s", "N", "n", "sigma2")
 INT_PARAMS = (
     "N", "n", "d", "r_t", "r_s", "k_dagger", "batch_t", "batch_s", "horizon_t", "horizon_s",

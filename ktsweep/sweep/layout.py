@@ -24,10 +24,10 @@ import numpy as np
 
 from ktsweep.engines import cost
 from ktsweep.engines.cost import mc_bytes
+from ktsweep.model import params
 from ktsweep.model.estimators import MCSettings, risk_estimators
 from ktsweep.model.params import (
     COUPLED,
-    DEFAULT_D,
     PARAMETERS,
     REQUIRED,
     SPECTRUM_PARAMS,
@@ -180,8 +180,7 @@ def mc_task_bytes(layout: Layout) -> int:
     if "mc" not in layout.methods:
         return 0
     mc = layout.config.mc
-    batch = max(max(1 if v is None else int(float(v)) for v in layout._param_values(k))
-                for k in ("batch_t", "batch_s"))
+    batch = max(max(layout.param_counts("batch_t")), max(layout.param_counts("batch_s")))
     curves = len(layout.checkpoints) if layout.config.outputs.curves else 0
     return mc_bytes(layout.d_max, batch, mc.replicates, 4 if mc.dtype == "float32" else 8,
                     curves, min(layout.task_points("mc"), int(layout.mc_mask.sum())))
@@ -714,12 +713,16 @@ class Layout:
         name = self.tie.get(name, name)
         return list(self.axes[name]) if name in self.axes else [self.fixed.get(name)]
 
+    def param_counts(self, name: str) -> list[int]:
+        """The values integer parameter ``name`` takes in the grid, its default where unset."""
+        return [int(float(params.default(name) if v is None else v))
+                for v in self._param_values(name)]
+
     @property
     def d_max(self) -> int:
         if self._param_values("d") == [None] and self.spectrum_files():
             return max(p.d for _, p in self.iter_points())  # d from the files' lengths
-        return int(max(DEFAULT_D if v is None else int(float(v))
-                       for v in self._param_values("d")))
+        return max(self.param_counts("d"))
 
     @property
     def max_steps(self) -> int:
@@ -729,11 +732,8 @@ class Layout:
             return [float(v) for v in self._param_values(name)
                     if v is not None and math.isfinite(float(v))] or [0.0]
 
-        def smallest(name: str) -> int:
-            return min(1 if v is None else int(float(v)) for v in self._param_values(name))
-
-        return steps_run(max(finite("N")), max(finite("n")), smallest("batch_t"),
-                         smallest("batch_s"))
+        return steps_run(max(finite("N")), max(finite("n")), min(self.param_counts("batch_t")),
+                         min(self.param_counts("batch_s")))
 
     @property
     def checkpoints(self) -> np.ndarray:
