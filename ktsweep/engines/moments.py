@@ -182,11 +182,72 @@ def _block_length(lam: np.ndarray, gamma: float, inv_b: float, psi: float, block
     return max(1, min(block, 1 + int(np.log(_GROWTH) / np.log(-low))))
 
 
+class _Checkpoints(NamedTuple):
+    """The learning-curve checkpoints, and their ascending order (a stretch's checkpoints are
+    a slice of it)."""
+
+    steps: np.ndarray  # (C,) as given
+    order: np.ndarray  # positions in ascending order of step
+    ascending: np.ndarray  # steps[order]
+
+
 def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
                  ) -> Moments:
     """:func:`_evolve_steps` with BLAS single-threaded (:func:`one_blas_thread`)."""
     with one_blas_thread():
         return _evolve_steps(runs, checkpoints, block)
+
+
+@dataclass(eq=False)
+class _ByLength:
+    """The runs sorted by decreasing steps (the first ``active`` rows are the running ones),
+    their parameters as float64 arrays."""
+
+    order: np.ndarray  # sorted position → row of the runs
+    lam: np.ndarray  # (rows, d)
+    noise: np.ndarray  # (rows,)
+    inv_b: np.ndarray  # (rows,) 1 / batch
+    psi: np.ndarray  # (rows,)
+    steps: np.ndarray  # (rows,)
+    phases: list[Phases]
+
+
+class _Start(NamedTuple):
+    """A constant step that takes over a run at some step."""
+
+    row: int
+    gamma: float
+
+
+@dataclass(eq=False)
+class _Stepper:
+    """The moments being stepped and each row's current block operators
+    (:func:`_block_operators`); a diverged row holds NaN and the identity."""
+
+    a: np.ndarray  # (rows, d) E[η_i²]
+    diverged: np.ndarray  # (rows,) bool
+    decay: np.ndarray  # (rows, d)
+    gain: np.ndarray  # (rows, d)
+    powers: np.ndarray  # (rows, k, d)
+    renewal: np.ndarray  # (rows, k, k)
+
+    @classmethod
+    def start(cls, a: np.ndarray, k: int) -> _Stepper:
+        """Rows at ``a``, each with the identity operators of blocks of ``k`` steps."""
+        rows, d = a.shape
+        return cls(a=a, diverged=np.zeros(rows, dtype=bool), decay=np.ones((rows, d)),
+                   gain=np.zeros((rows, d)), powers=np.ones((rows, k, d)),
+                   renewal=np.broadcast_to(np.eye(k), (rows, k, k)).copy())
+
+    def take(self, row: int, ops: _BlockOperators) -> None:
+        """Row ``row`` steps with ``ops`` from now on."""
+        self.decay[row], self.gain[row], self.powers[row], self.renewal[row] = ops
+
+    def freeze(self, idx: np.ndarray) -> None:
+        """Rows ``idx`` are diverged: NaN moments, identity operators."""
+        self.diverged[idx] = True
+        self.decay[idx], self.gain[idx], self.powers[idx], self.a[idx] = 1.0, 0.0, 1.0, np.nan
+        self.renewal[idx] = np.eye(self.renewal.shape[1])
 
 
 def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Moments:
@@ -204,92 +265,115 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     curve = np.full((rows, len(ckpt)), np.nan)
     if rows == 0:
         return Moments(runs.a0.copy(), np.ones((0, d)), curve, np.zeros(0, bool))
+    order = np.argsort(ckpt)
+    ck = _Checkpoints(ckpt, order, ckpt[order])
+    runs_by = _by_length(runs)
+    a = np.array(runs.a0[runs_by.order], dtype=np.float64)
+    state = _Stepper.start(a, _block_size(runs_by, block))
+    limit = divergence_limit(a.sum(axis=1), runs_by.noise)
+    _step_all(runs_by, state, limit, ck, curve)
+    return _stepped_moments(runs_by, state, limit, curve)
 
+
+def _by_length(runs: Runs) -> _ByLength:
+    """``runs`` sorted by decreasing steps (stable)."""
     order = np.argsort(-np.asarray(runs.steps), kind="stable")
-    lam = np.ascontiguousarray(runs.lam[order], dtype=np.float64)
-    a = np.array(runs.a0[order], dtype=np.float64)
-    noise = np.asarray(runs.noise, dtype=np.float64)[order]
-    inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)[order]
-    psi = runs.fourth_moment()[order]
-    steps = np.asarray(runs.steps, dtype=np.int64)[order]
-    phases = [runs.phases[i] for i in order]
-    # keep the (rows, k, d) operator stack near cache size: larger stacks take shorter blocks
+    return _ByLength(
+        order=order, lam=np.ascontiguousarray(runs.lam[order], dtype=np.float64),
+        noise=np.asarray(runs.noise, dtype=np.float64)[order],
+        inv_b=1.0 / np.asarray(runs.batch, dtype=np.float64)[order],
+        psi=runs.fourth_moment()[order], steps=np.asarray(runs.steps, dtype=np.int64)[order],
+        phases=[runs.phases[i] for i in order])
+
+
+def _block_size(runs: _ByLength, block: int) -> int:
+    """Steps per block: at most ``block``, fewer where the (rows, k, d) operator stack would
+    outgrow the cache or a factor's powers would lose digits (:func:`_block_length`)."""
+    rows, d = runs.lam.shape
     k = int(max(8, min(block, (1 << 19) // max(1, rows * d))))
-    k = min([k] + [_block_length(lam[r], gamma, inv_b[r], psi[r], k)
-                   for r, ph in enumerate(phases) for _, gamma in ph])
+    return min([k] + [_block_length(runs.lam[r], gamma, runs.inv_b[r], runs.psi[r], k)
+                      for r, ph in enumerate(runs.phases) for _, gamma in ph])
 
-    events: dict[int, list[tuple[int, float]]] = {}
-    for row, ph in enumerate(phases):
+
+def _step_all(runs: _ByLength, state: _Stepper, limit: np.ndarray, ck: _Checkpoints,
+              curve: np.ndarray) -> None:
+    """Step every run to its end, a block at a time, in place; a block ends at a schedule
+    change or a run's end, and every row changes its operators at its own changes."""
+    starts: dict[int, list[_Start]] = {}
+    for row, ph in enumerate(runs.phases):
         for start, gamma in ph:
-            if start < steps[row]:
-                events.setdefault(int(start), []).append((row, gamma))
-    bounds = np.array(sorted(set(events) | {int(s) for s in steps}), dtype=np.int64)
-    ck_order = np.argsort(ckpt)
-    ck_sorted = ckpt[ck_order]
-
-    decay = np.ones((rows, d))
-    gain = np.zeros((rows, d))
-    powers = np.ones((rows, k, d))
-    renewal = np.broadcast_to(np.eye(k), (rows, k, k)).copy()
-    limit = divergence_limit(a.sum(axis=1), noise)
-    diverged = np.zeros(rows, dtype=bool)
-
-    def freeze(idx: np.ndarray) -> None:
-        diverged[idx] = True
-        decay[idx], gain[idx], powers[idx], a[idx] = 1.0, 0.0, 1.0, np.nan
-        renewal[idx] = np.eye(k)
-
-    t, active = 0, rows
+            if start < runs.steps[row]:
+                starts.setdefault(int(start), []).append(_Start(row, gamma))
+    bounds = np.array(sorted(set(starts) | {int(s) for s in runs.steps}), dtype=np.int64)
+    k = state.powers.shape[1]
+    t, active = 0, len(runs.steps)
     with np.errstate(all="ignore"):
         while True:
-            lo, hi = np.searchsorted(ck_sorted, [t, t + 1])
-            for c in ck_order[lo:hi]:
-                curve[:active, c] = 0.5 * a[:active].sum(axis=1)
-            while active and steps[active - 1] == t:
+            lo, hi = np.searchsorted(ck.ascending, [t, t + 1])
+            for c in ck.order[lo:hi]:
+                curve[:active, c] = 0.5 * state.a[:active].sum(axis=1)
+            while active and runs.steps[active - 1] == t:
                 active -= 1
             if not active:
                 break
-            for row, gamma in events.get(t, ()):
-                if diverged[row]:
+            for row, gamma in starts.get(t, ()):
+                if state.diverged[row]:
                     continue
-                ops = _block_operators(lam[row], gamma, inv_b[row], k, psi[row])
+                ops = _block_operators(runs.lam[row], gamma, runs.inv_b[row], k,
+                                       runs.psi[row])
                 if ops is None:  # the step explodes within one block: diverged
-                    freeze(np.array([row]))
+                    state.freeze(np.array([row]))
                 else:
-                    decay[row], gain[row], powers[row], renewal[row] = ops
+                    state.take(row, ops)
             nxt = bounds[np.searchsorted(bounds, t, side="right")]
             m = int(min(k, nxt - t))
-            cur = a[:active]
-            pw = powers[:active, :m]
-            x = np.matmul(pw, cur[:, :, None])[:, :, 0]
-            x += noise[:active, None]
-            s = np.matmul(renewal[:active, :m, :m], x[:, :, None])[:, :, 0]
-            lo, hi = np.searchsorted(ck_sorted, [t + 1, t + m])
-            for c in ck_order[lo:hi]:
-                curve[:active, c] = 0.5 * (s[:, ckpt[c] - t] - noise[:active])
-            w = np.matmul(s[:, None, ::-1], pw)[:, 0]
-            a[:active] = pw[:, m - 1] * decay[:active] * cur + gain[:active] * w
-            bad = ~(s.max(axis=1) < limit[:active]) & ~diverged[:active]
-            if bad.any():
-                freeze(np.flatnonzero(bad))
+            _step_block(runs.noise, state, limit, ck, curve, t, m, active)
             t += m
-    bad = ~(a.sum(axis=1) + noise < limit)
+
+
+def _step_block(noise: np.ndarray, state: _Stepper, limit: np.ndarray, ck: _Checkpoints,
+                curve: np.ndarray, t: int, m: int, active: int) -> None:
+    """Advance the first ``active`` rows by ``m`` steps from step ``t`` (in place) through
+    the renewal solution S = R x, reading the checkpoints inside the block off S and freezing
+    the rows whose Σa + s² crossed ``limit`` within it."""
+    cur = state.a[:active]
+    pw = state.powers[:active, :m]
+    x = np.matmul(pw, cur[:, :, None])[:, :, 0]
+    x += noise[:active, None]
+    s = np.matmul(state.renewal[:active, :m, :m], x[:, :, None])[:, :, 0]
+    lo, hi = np.searchsorted(ck.ascending, [t + 1, t + m])
+    for c in ck.order[lo:hi]:
+        curve[:active, c] = 0.5 * (s[:, ck.steps[c] - t] - noise[:active])
+    w = np.matmul(s[:, None, ::-1], pw)[:, 0]
+    state.a[:active] = pw[:, m - 1] * state.decay[:active] * cur + state.gain[:active] * w
+    bad = ~(s.max(axis=1) < limit[:active]) & ~state.diverged[:active]
     if bad.any():
-        freeze(np.flatnonzero(bad))
+        state.freeze(np.flatnonzero(bad))
+
+
+def _stepped_moments(runs: _ByLength, state: _Stepper, limit: np.ndarray, curve: np.ndarray
+                     ) -> Moments:
+    """The stepped runs' :class:`Moments` in the runs' own order: the last divergence checks
+    (Σa + s² at the limit, Σa below 0 beyond rounding), the contractions, :func:`settle`."""
+    a, rows = state.a, len(runs.steps)
+    bad = ~(a.sum(axis=1) + runs.noise < limit)
+    if bad.any():
+        state.freeze(np.flatnonzero(bad))
     curve[~np.isfinite(curve)] = np.nan
 
     bad = ~(a.sum(axis=1) >= -ROUND_OFF * limit)
     if bad.any():
-        freeze(np.flatnonzero(bad))
+        state.freeze(np.flatnonzero(bad))
     with np.errstate(all="ignore"):
         contraction = np.stack(
-            [phase_product(phases[r], int(steps[r]), lam[r]) for r in range(rows)]
+            [phase_product(runs.phases[r], int(runs.steps[r]), runs.lam[r])
+             for r in range(rows)]
         )
-    contraction[diverged] = np.nan
-    inverse_order = np.empty_like(order)
-    inverse_order[order] = np.arange(rows)
+    contraction[state.diverged] = np.nan
+    inverse_order = np.empty_like(runs.order)
+    inverse_order[runs.order] = np.arange(rows)
     return settle(Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
-                          diverged[inverse_order]), limit[inverse_order])
+                          state.diverged[inverse_order]), limit[inverse_order])
 
 
 _OPS: dict[tuple[Any, ...], _BlockOperators | None] = {}
@@ -366,15 +450,6 @@ class _Pending(NamedTuple):
     rel: np.ndarray  # their steps counted from the stretch's start (ascending)
     vals: np.ndarray  # their values, filled in as the stretch advances
     blew: bool  # the head crossed the divergence limit
-
-
-class _Checkpoints(NamedTuple):
-    """The learning-curve checkpoints, and their ascending order (a stretch's checkpoints are
-    a slice of it)."""
-
-    steps: np.ndarray  # (C,) as given
-    order: np.ndarray  # positions in ascending order of step
-    ascending: np.ndarray  # steps[order]
 
 
 @dataclass(eq=False)
