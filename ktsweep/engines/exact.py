@@ -16,6 +16,8 @@ import numpy as np
 
 from ktsweep.engines.general import (
     FullStart,
+    Geometry,
+    TeacherMoments,
     geometry,
     offdiag_decay,
     overwrite_full,
@@ -166,6 +168,45 @@ def _edge(p: Point, role: Role, chosen: float) -> float:
     return float(chosen in (min(grid), max(grid)))
 
 
+@dataclass(frozen=True, eq=False)  # (arrays inside: compared by identity)
+class _Batch:
+    """What both phases read of a batch of points sharing ``d``, computed once."""
+
+    lam_t: np.ndarray  # (P, d) teacher spectra
+    lam_s: np.ndarray  # (P, d) student spectra
+    energy: np.ndarray  # (P, d) target energies e_i, semantic basis
+    energy_s: np.ndarray  # (P, d) the same seen in the students' eigenbases
+    psi: list[float]  # fourth moment of each point's inputs
+    geo: Geometry | None  # student bases; None: every point aligned
+
+
+@dataclass(frozen=True, eq=False)
+class _Teachers:
+    """The teacher phase: each point's chosen teacher run and what the students read of it."""
+
+    runs: Runs  # every (point, γ0 candidate) row
+    moments: Moments
+    row: np.ndarray  # (P,) each point's chosen row
+    gamma0: np.ndarray  # (P,) its γ0
+    a: np.ndarray  # (P, d) E[η_T,i²], semantic basis
+    contraction: np.ndarray  # (P, d) P_T,i
+    diverged: np.ndarray  # (P,) bool
+    u_sq: np.ndarray  # (P, d) E[u_T,i²]
+    decay: list[np.ndarray | None]  # off-diagonal decay of fixed-target rotated points
+    seen: TeacherMoments  # the teacher's diagonals in the students' eigenbases
+
+
+@dataclass(frozen=True, eq=False)
+class _Students:
+    """The student phase: the three students of every point and each role's chosen run."""
+
+    runs: Runs
+    moments: Moments
+    mode_t2s: np.ndarray  # (rows, d) the T2S per-mode risk of every row (others: unused)
+    row: dict[Role, np.ndarray]  # role → (P,) chosen row
+    gamma0: dict[Role, np.ndarray]  # role → (P,) its γ0
+
+
 @one_blas_thread()
 def evaluate_detail(
     points: Sequence[Point], checkpoints: np.ndarray | None = None, solver: Solver = evolve,
@@ -188,113 +229,186 @@ def evaluate_detail(
     if len({p.d for p in points}) > 1:
         raise ValueError("exact.evaluate_detail needs points sharing d; use evaluate()")
     ck = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
-    P = len(points)
-    lam_t = np.array([teacher_spectrum(p) for p in points])
-    lam_s = np.array([student_spectrum(p) for p in points])
+    batch = _batch(points, general)
+    teachers = _run_teachers(points, batch, ck, solver)
+    students = _run_students(points, batch, teachers, ck, solver)
+    out = _quantities(batch, teachers, students, _t2s_curve(points, batch, teachers, students,
+                                                            ck))
+    _settle_status(out, points, batch, teachers, students)
+    _tune_edges(out, points, {"teacher": teachers.gamma0, **students.gamma0})
+    with_ratios(out)
+    no_w2s = np.array([math.isinf(p.n) for p in points])
+    out["pgr"][no_w2s] = np.nan  # n = ∞: no weak-to-strong question (no finite student)
+    out["w2s_ratio"][no_w2s] = np.nan
+    return out, _detail(out, batch, teachers, students)
+
+
+def _batch(points: Sequence[Point], general: bool) -> _Batch:
+    """Spectra, target energies, input fourth moments and student bases of ``points``."""
     energy = np.array([target_energy(p) for p in points])
     geo = geometry(points, force=general)  # None: every point aligned
-    energy_s = target_side(geo, energy)
+    return _Batch(
+        lam_t=np.array([teacher_spectrum(p) for p in points]),
+        lam_s=np.array([student_spectrum(p) for p in points]),
+        energy=energy,
+        energy_s=target_side(geo, energy),
+        psi=[fourth_moment(p.inputs, p.inputs_nu) for p in points],
+        geo=geo,
+    )
 
-    # Phase 1: the teachers.
-    psi = [fourth_moment(p.inputs, p.inputs_nu) for p in points]
-    specs = [_Spec(point=i, role="teacher", lam=lam_t[i], a0=energy[i], noise=p.sigma2,
+
+def _run_teachers(points: Sequence[Point], b: _Batch, ck: np.ndarray, solver: Solver
+                  ) -> _Teachers:
+    """Evolve every teacher (each γ0 candidate a row), keep the best candidate of each point,
+    and see its moments in the students' eigenbases."""
+    specs = [_Spec(point=i, role="teacher", lam=b.lam_t[i], a0=b.energy[i], noise=p.sigma2,
                    batch=p.batch_t, steps=p.steps_t, kind=p.schedule_t, horizon=p.plan_t,
-                   gammas=resolve_gamma0(p.gamma0_t, lam_t[i]), psi=psi[i])
+                   gammas=resolve_gamma0(p.gamma0_t, b.lam_t[i]), psi=b.psi[i])
              for i, p in enumerate(points)]
     runs, labels = _expand(specs)
-    m1 = solver(runs, ck)
-    best, g_best = _best(m1.risk, m1.diverged, labels, len(specs))
-    a_t, p_t, div_t = m1.a[best], m1.contraction[best], m1.diverged[best]  # one spec a point
-    u_t_sq = energy * (1.0 - 2.0 * p_t) + a_t  # E[u_T,i²]
-    decay: list[np.ndarray | None] = [None] * P if geo is None else [
-        None if not geo.fixed_target[i] else offdiag_decay(
-            lam_t[i], runs.phases[best[i]], int(runs.steps[best[i]]), 1.0 / p.batch_t)
+    m = solver(runs, ck)
+    best, g_best = _best(m.risk, m.diverged, labels, len(specs))
+    a_t, p_t, div_t = m.a[best], m.contraction[best], m.diverged[best]  # one spec a point
+    decay: list[np.ndarray | None] = [None] * len(points) if b.geo is None else [
+        None if not b.geo.fixed_target[i] else offdiag_decay(
+            b.lam_t[i], runs.phases[best[i]], int(runs.steps[best[i]]), 1.0 / p.batch_t)
         for i, p in enumerate(points)]
-    seen = teacher_side(geo, energy, a_t, p_t, decay)  # in the students' eigenbases
-    a_t_s, u_t_sq_s, cross_s = seen.a_teacher, seen.u_teacher_sq, seen.cross
+    return _Teachers(
+        runs=runs, moments=m, row=best, gamma0=g_best, a=a_t, contraction=p_t, diverged=div_t,
+        u_sq=b.energy * (1.0 - 2.0 * p_t) + a_t,  # E[u_T,i²]
+        decay=decay,
+        seen=teacher_side(b.geo, b.energy, a_t, p_t, decay),
+    )
 
-    # Phase 2: every student in one call, so that the three go through the stretch maps they
-    # share together (one pass over each map's eigenvectors instead of two). The direct and
-    # ceiling students learn the target; the T2S student learns the frozen teacher, error
-    # e = u_S − u_T, without label noise.
-    specs2: list[_Spec] = []
+
+def _student_specs(points: Sequence[Point], b: _Batch, t: _Teachers) -> list[_Spec]:
+    """The three students of every point, in point order. The direct and ceiling students
+    learn the target; the T2S student learns the frozen teacher, error e = u_S − u_T, without
+    label noise."""
+    specs: list[_Spec] = []
     for i, p in enumerate(points):
-        gs = resolve_gamma0(p.gamma0_s, lam_s[i])
-        specs2 += [
-            _Spec(point=i, role="direct", lam=lam_s[i], a0=energy_s[i], noise=p.sigma2,
+        gs = resolve_gamma0(p.gamma0_s, b.lam_s[i])
+        specs += [
+            _Spec(point=i, role="direct", lam=b.lam_s[i], a0=b.energy_s[i], noise=p.sigma2,
                   batch=p.batch_s, steps=p.steps_direct, kind=p.schedule_s, horizon=None,
-                  gammas=gs, psi=psi[i]),
-            _Spec(point=i, role="ceiling", lam=lam_s[i], a0=energy_s[i], noise=p.sigma2,
+                  gammas=gs, psi=b.psi[i]),
+            _Spec(point=i, role="ceiling", lam=b.lam_s[i], a0=b.energy_s[i], noise=p.sigma2,
                   batch=p.batch_s, steps=p.steps_s, kind=p.schedule_s, horizon=p.plan_s,
-                  gammas=gs, psi=psi[i]),
-            _Spec(point=i, role="t2s", lam=lam_s[i], a0=u_t_sq_s[i], noise=0.0,
+                  gammas=gs, psi=b.psi[i]),
+            _Spec(point=i, role="t2s", lam=b.lam_s[i], a0=t.seen.u_teacher_sq[i], noise=0.0,
                   batch=p.batch_s, steps=p.steps_s, kind=p.schedule_s, horizon=p.plan_s,
-                  gammas=gs, psi=psi[i]),
+                  gammas=gs, psi=b.psi[i]),
         ]
-    runs2, labels2 = _expand(specs2)
-    m2 = solver(runs2, ck)
-    # rotated students with non-Gaussian inputs: full matrices (engines/general.py)
-    if geo is not None:
-        full = [i for i, p in enumerate(points) if not p.aligned and psi[i] != 3.0]
-        start: dict[Role, dict[int, np.ndarray]] = {r: {} for r in STUDENTS}
-        for i in full:
-            q = geo.q[i]
-            start["direct"][i] = start["ceiling"][i] = q.T @ target_second_moment(points[i]) @ q
-            start["t2s"][i] = q.T @ teacher_matrices(
-                energy[i], a_t[i], p_t[i], bool(geo.fixed_target[i]), decay[i]).u_teacher_sq @ q
-        full_rows: dict[int, FullStart] = {}
-        for lab in labels2:
-            spec = specs2[lab.spec]
-            if spec.point in start["t2s"]:
-                full_rows[lab.row] = FullStart(
-                    geo.q[spec.point], start[spec.role][spec.point], psi[spec.point])
-        if full_rows:
-            overwrite_full(m2, runs2, ck, full_rows)
-    owner = np.array([specs2[lab.spec].point for lab in labels2])
-    mode_t2s_all = 0.5 * (m2.a - 2.0 * m2.contraction * cross_s[owner] + a_t_s[owner])
-    is_t2s = np.array([specs2[lab.spec].role == "t2s" for lab in labels2])
-    score = np.where(is_t2s, mode_t2s_all.sum(axis=1), m2.risk)
-    best2, g2_all = _best(score, m2.diverged, labels2, len(specs2))
-    # each student role's chosen row and γ0, by point (specs2 runs in point order)
-    row = {r: np.array([best2[k] for k, s in enumerate(specs2) if s.role == r])
-           for r in STUDENTS}
-    g2 = {r: np.array([g2_all[k] for k, s in enumerate(specs2) if s.role == r])
-          for r in STUDENTS}
+    return specs
 
-    # T2S learning curve: needs P^S at every checkpoint, not only at the end.
-    curve_t2s = np.full((P, len(ck)), np.nan)
-    for i, r in enumerate(row["t2s"]):
-        ok = (ck <= points[i].steps_s) & np.isfinite(m2.curve[r])
+
+def _full_starts(points: Sequence[Point], b: _Batch, t: _Teachers, specs: Sequence[_Spec],
+                 labels: Sequence[_Row]) -> dict[int, FullStart]:
+    """Rows whose diagonal run is not enough: students of rotated points with non-Gaussian
+    inputs, whose off-diagonal moments feed the diagonal (:mod:`ktsweep.engines.general`).
+    Returns row → its basis and its full start matrix in that basis."""
+    if b.geo is None:
+        return {}
+    geo = b.geo
+    full = [i for i, p in enumerate(points) if not p.aligned and b.psi[i] != 3.0]
+    start: dict[Role, dict[int, np.ndarray]] = {r: {} for r in STUDENTS}
+    for i in full:
+        q = geo.q[i]
+        start["direct"][i] = start["ceiling"][i] = q.T @ target_second_moment(points[i]) @ q
+        start["t2s"][i] = q.T @ teacher_matrices(
+            b.energy[i], t.a[i], t.contraction[i], bool(geo.fixed_target[i]), t.decay[i]
+        ).u_teacher_sq @ q
+    rows: dict[int, FullStart] = {}
+    for lab in labels:
+        spec = specs[lab.spec]
+        if spec.point in start["t2s"]:
+            rows[lab.row] = FullStart(geo.q[spec.point], start[spec.role][spec.point],
+                                      b.psi[spec.point])
+    return rows
+
+
+def _run_students(points: Sequence[Point], b: _Batch, t: _Teachers, ck: np.ndarray,
+                  solver: Solver) -> _Students:
+    """Evolve every student in one call, so that the three go through the stretch maps they
+    share together (one pass over each map's eigenvectors instead of two), then keep each
+    role's best γ0 candidate: by its risk, the T2S student's by its risk against the target
+    (not the teacher it learns)."""
+    specs = _student_specs(points, b, t)
+    runs, labels = _expand(specs)
+    m = solver(runs, ck)
+    full_rows = _full_starts(points, b, t, specs, labels)
+    if full_rows:
+        overwrite_full(m, runs, ck, full_rows)
+    owner = np.array([specs[lab.spec].point for lab in labels])
+    seen = t.seen
+    mode_t2s = 0.5 * (m.a - 2.0 * m.contraction * seen.cross[owner] + seen.a_teacher[owner])
+    is_t2s = np.array([specs[lab.spec].role == "t2s" for lab in labels])
+    score = np.where(is_t2s, mode_t2s.sum(axis=1), m.risk)
+    best, g_all = _best(score, m.diverged, labels, len(specs))
+    # each student role's chosen row and γ0, by point (the specs run in point order)
+    return _Students(
+        runs=runs, moments=m, mode_t2s=mode_t2s,
+        row={r: np.array([best[k] for k, s in enumerate(specs) if s.role == r])
+             for r in STUDENTS},
+        gamma0={r: np.array([g_all[k] for k, s in enumerate(specs) if s.role == r])
+                for r in STUDENTS},
+    )
+
+
+def _t2s_curve(points: Sequence[Point], b: _Batch, t: _Teachers, s: _Students, ck: np.ndarray
+               ) -> np.ndarray:
+    """The T2S learning curve against the target, (P, C): the student's curve against its
+    teacher needs P^S at every checkpoint, not only at the end."""
+    m = s.moments
+    curve = np.full((len(points), len(ck)), np.nan)
+    for i, r in enumerate(s.row["t2s"]):
+        ok = (ck <= points[i].steps_s) & np.isfinite(m.curve[r])
         if ok.any():
-            pt = phase_products(runs2.phases[r], ck[ok], lam_s[i])
-            curve_t2s[i, ok] = m2.curve[r, ok] - pt @ cross_s[i] + 0.5 * a_t[i].sum()
+            pt = phase_products(s.runs.phases[r], ck[ok], b.lam_s[i])
+            curve[i, ok] = m.curve[r, ok] - pt @ t.seen.cross[i] + 0.5 * t.a[i].sum()
+    return curve
 
+
+def _quantities(b: _Batch, t: _Teachers, s: _Students, curve_t2s: np.ndarray
+                ) -> dict[str, np.ndarray]:
+    """Per-mode risks, risks, learning curves and γ0 of the chosen runs, before the status
+    rule."""
+    m = s.moments
     out: dict[str, np.ndarray] = {
-        "mode_teacher": 0.5 * a_t_s,
-        "mode_direct": 0.5 * m2.a[row["direct"]],
-        "mode_ceiling": 0.5 * m2.a[row["ceiling"]],
-        "mode_t2s": mode_t2s_all[row["t2s"]],
-        "curve_teacher": m1.curve[best],
+        "mode_teacher": 0.5 * t.seen.a_teacher,
+        "mode_direct": 0.5 * m.a[s.row["direct"]],
+        "mode_ceiling": 0.5 * m.a[s.row["ceiling"]],
+        "mode_t2s": s.mode_t2s[s.row["t2s"]],
+        "curve_teacher": t.moments.curve[t.row],
         "curve_t2s": curve_t2s,
-        "gamma0_t": g_best,
-        "gamma0_direct": g2["direct"],
-        "gamma0_ceiling": g2["ceiling"],
-        "gamma0_s": g2["t2s"],
+        "gamma0_t": t.gamma0,
+        "gamma0_direct": s.gamma0["direct"],
+        "gamma0_ceiling": s.gamma0["ceiling"],
+        "gamma0_s": s.gamma0["t2s"],
     }
     for name in ("teacher", "direct", "t2s", "ceiling"):
         out[f"risk_{name}"] = out[f"mode_{name}"].sum(axis=1)
-    # Only the runs that depend on a diverged run are blanked: the T2S student learns from
-    # the teacher, the direct and ceiling students do not.
+    return out
+
+
+def _settle_status(out: dict[str, np.ndarray], points: Sequence[Point], b: _Batch,
+                   t: _Teachers, s: _Students) -> None:
+    """Blank the diverged runs' outputs and set ``status``, in place.
+
+    Only the runs that depend on a diverged run are blanked: the T2S student learns from the
+    teacher, the direct and ceiling students do not. A run reported ok has finite per-mode
+    risks and a risk ≥ 0; one that has not (no float64 value represents it, or a negative
+    risk beyond rounding) is diverged, never ok with a gap. Values below 0 by rounding (a
+    true value near 0) read 0.
+    """
+    div = s.moments.diverged
     blank = {
-        "teacher": div_t,
-        "direct": m2.diverged[row["direct"]],
-        "ceiling": m2.diverged[row["ceiling"]],
-        "t2s": div_t | m2.diverged[row["t2s"]],
+        "teacher": t.diverged,
+        "direct": div[s.row["direct"]],
+        "ceiling": div[s.row["ceiling"]],
+        "t2s": t.diverged | div[s.row["t2s"]],
     }
-    # The status rule: a run reported ok has finite per-mode risks and a risk ≥ 0; one
-    # that has not (no float64 value represents it, or a negative risk beyond rounding) is
-    # diverged, never ok with a gap. Values below 0 by rounding (a true value near 0) read 0.
-    floor = -ROUND_OFF * DIVERGED_FACTOR * (energy.sum(axis=1) + np.array(
+    floor = -ROUND_OFF * DIVERGED_FACTOR * (b.energy.sum(axis=1) + np.array(
         [p.sigma2 for p in points]))
     with np.errstate(invalid="ignore"):
         for name in blank:
@@ -313,24 +427,31 @@ def evaluate_detail(
                 out[k][bad] = np.nan
     diverged = np.logical_or.reduce(list(blank.values()))
     out["status"] = np.where(diverged, "diverged", "ok")
-    chosen: dict[Role, np.ndarray] = {"teacher": g_best, **g2}
-    edges: tuple[tuple[Role, str], ...] = (
-        ("teacher", "tune_edge_t"), ("direct", "tune_edge_direct"),
-        ("ceiling", "tune_edge_ceiling"), ("t2s", "tune_edge_s"))
-    for role, key in edges:
-        out[key] = np.array([_edge(points[i], role, chosen[role][i]) for i in range(P)])
-    with_ratios(out)
-    no_w2s = np.array([math.isinf(p.n) for p in points])
-    out["pgr"][no_w2s] = np.nan  # n = ∞: no weak-to-strong question (no finite student)
-    out["w2s_ratio"][no_w2s] = np.nan
-    detail = Detail(
-        energy=energy, lam_t=lam_t, lam_s=lam_s, a_teacher=a_t, p_teacher=p_t,
-        a_t2s=m2.a[row["t2s"]], p_t2s=m2.contraction[row["t2s"]], u_teacher_sq=u_t_sq,
-        a_direct=m2.a[row["direct"]], a_ceiling=m2.a[row["ceiling"]],
+
+
+_EDGE_KEYS: tuple[tuple[Role, str], ...] = (
+    ("teacher", "tune_edge_t"), ("direct", "tune_edge_direct"),
+    ("ceiling", "tune_edge_ceiling"), ("t2s", "tune_edge_s"))
+
+
+def _tune_edges(out: dict[str, np.ndarray], points: Sequence[Point],
+                chosen: dict[Role, np.ndarray]) -> None:
+    """Whether each run's chosen γ0 lies at an end of its tuned list (:func:`_edge`), in
+    place; ``chosen``: role → (P,) γ0."""
+    for role, key in _EDGE_KEYS:
+        out[key] = np.array([_edge(p, role, chosen[role][i]) for i, p in enumerate(points)])
+
+
+def _detail(out: dict[str, np.ndarray], b: _Batch, t: _Teachers, s: _Students) -> Detail:
+    """The moments behind ``out`` (its γ0 arrays shared, not copied)."""
+    m, row = s.moments, s.row
+    return Detail(
+        energy=b.energy, lam_t=b.lam_t, lam_s=b.lam_s, a_teacher=t.a, p_teacher=t.contraction,
+        a_t2s=m.a[row["t2s"]], p_t2s=m.contraction[row["t2s"]], u_teacher_sq=t.u_sq,
+        a_direct=m.a[row["direct"]], a_ceiling=m.a[row["ceiling"]],
         gamma0={k: out[k] for k in ("gamma0_t", "gamma0_s", "gamma0_direct", "gamma0_ceiling")},
-        energy_s=energy_s, a_teacher_s=a_t_s, u_teacher_sq_s=u_t_sq_s,
+        energy_s=b.energy_s, a_teacher_s=t.seen.a_teacher, u_teacher_sq_s=t.seen.u_teacher_sq,
     )
-    return out, detail
 
 
 def evaluate(

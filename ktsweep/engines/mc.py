@@ -293,101 +293,147 @@ def _ratio_se(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return infl.std(-1, ddof=1) / math.sqrt(R)
 
 
+@dataclass(frozen=True, eq=False)  # (arrays inside: compared by identity)
+class _Group:
+    """What every run of one stacked group shares: its points, their step sizes, how they are
+    sampled, their label noise and divergence limits, and which runs diverged so far."""
+
+    points: Sequence[Point]
+    gam: dict[str, np.ndarray]  # the step sizes (:data:`STEP_SIZES`) per point
+    how: Sampling
+    keys: list[str]  # point_hash of each point: what its draws derive from
+    laws: list[tuple[str, float | None]]  # each point's input law (inputs, inputs_nu)
+    sigma: torch.Tensor  # (P,) label-noise standard deviation
+    limit: torch.Tensor  # (P,) divergence limit on a replicate's risk
+    diverged: dict[str, np.ndarray]  # run → (P,) bool, updated as the runs advance
+
+    def tensor(self, x: object) -> torch.Tensor:
+        """``x`` on the group's device and dtype."""
+        return _tensor(self.how, x)
+
+    def generators(self, stream: str) -> list[torch.Generator]:
+        """One generator per point for ``stream``, seeded from (base seed, point, stream)."""
+        return [torch.Generator(device=self.how.device).manual_seed(
+            derive_seed(self.how.seed, k, stream)) for k in self.keys]
+
+    def phases(self, run: str) -> list[Phases]:
+        """Each point's schedule for ``run`` at its step size."""
+        return [run_phases(p, run, self.gam[RUN_STEP_SIZE[run]][i])
+                for i, p in enumerate(self.points)]
+
+
 def _simulate_group(points: Sequence[Point], gam: dict[str, np.ndarray], how: Sampling
                     ) -> dict[str, np.ndarray]:
-    """One stacked tensor program for points sharing (d, batch_t, batch_s) and alignment.
+    """One stacked tensor program for points sharing (d, batch_t, batch_s) and alignment: the
+    teacher (and the direct student) on N samples, then the T2S and ceiling students on n.
 
     Students of rotated points (docs/science/geometry.md) are iterated in their eigenbasis Q:
     their state is Q^T η and each semantic input z is rotated to Q^T z before it is used.
     """
-    P, R, d = len(points), how.replicates, points[0].d
+    g = _group(points, gam, how)
+    P, R = len(points), how.replicates
     bt, bs = points[0].batch_t, points[0].batch_s
-    device, dtype = how.device, how.dtype
-    keys = [point_hash(p) for p in points]
-    laws = [(p.inputs, p.inputs_nu) for p in points]
-
-    def gens(stream: str) -> list[torch.Generator]:
-        return [torch.Generator(device=device).manual_seed(derive_seed(how.seed, k, stream))
-                for k in keys]
-
-    def tensor(x: object) -> torch.Tensor:
-        return torch.tensor(x, device=device, dtype=dtype)
-
-    lam_t = tensor(np.array([teacher_spectrum(p) for p in points])).unsqueeze(1)
-    lam_s = tensor(np.array([student_spectrum(p) for p in points])).unsqueeze(1)
-    theta = torch.empty((P, 1 if how.fixed_target else R, d), device=device, dtype=dtype)
-    for i, (p, g) in enumerate(zip(points, gens("target"), strict=True)):
-        c = target_coefficients(p)
-        if c is None:  # gaussian target: one draw per replicate (or one shared draw)
-            theta[i] = torch.randn((theta.shape[1], d), generator=g, device=device, dtype=dtype)
-        else:
-            theta[i] = tensor(c)
-    scale = lam_t.sqrt()
-    for i, p in enumerate(points):
-        if p.alpha_target is not None:  # the target set in the semantic basis
-            scale[i, 0] = tensor(target_scale(p))
-    theta.mul_(scale)
-    theta = theta.expand(P, R, d)
+    lam_t = g.tensor(np.array([teacher_spectrum(p) for p in points])).unsqueeze(1)
+    lam_s = g.tensor(np.array([student_spectrum(p) for p in points])).unsqueeze(1)
+    theta = _target(g, lam_t)
     # students of rotated points run in their eigenbasis Q; None: every point aligned
-    basis = None if all(p.aligned for p in points) else tensor(
+    basis = None if all(p.aligned for p in points) else g.tensor(
         np.array([student_basis(p) for p in points]))
+    nan_curve = torch.full((P, R, len(how.checkpoints)), float("nan"), device=how.device,
+                           dtype=how.dtype)
+    curve_t, curve_t2s = nan_curve.clone(), nan_curve.clone()  # filled in by _run_stacked
+    teacher = _Model(-theta.clone(), lam_t, g.phases("teacher"), True, curve=curve_t)
+    direct = _Model(-_in_basis(theta, basis), lam_s, g.phases("direct"), True, basis=basis)
+    steps_t = np.array([p.steps_t for p in points])
+    if bt == bs:  # the direct student sees the teacher's samples
+        _run_stacked(g, [teacher, direct], ["teacher", "direct"], g.generators("teacher"),
+                     steps_t, bt)
+    else:
+        _run_stacked(g, [teacher], ["teacher"], g.generators("teacher"), steps_t, bt)
+        _run_stacked(g, [direct], ["direct"], g.generators("direct"),
+                     np.array([p.steps_direct for p in points]), bs)
+    g.diverged["t2s"] |= g.diverged["teacher"]  # it learns from the teacher
+    offset = _in_basis(teacher.state, basis)
+    t2s = _Model(-_in_basis(teacher.state + theta, basis), lam_s, g.phases("t2s"), False,
+                 offset=offset, curve=curve_t2s, basis=basis)
+    ceiling = _Model(-_in_basis(theta, basis), lam_s, g.phases("ceiling"), True, basis=basis)
+    _run_stacked(g, [t2s, ceiling], ["t2s", "ceiling"], g.generators("student"),
+                 np.array([p.steps_s for p in points]), bs)
 
-    def in_student(x: torch.Tensor) -> torch.Tensor:
-        return x if basis is None else torch.matmul(x, basis)
+    errors = {"teacher": _in_basis(teacher.state, basis),  # per-mode risks in the student's basis
+              "direct": direct.state, "t2s": t2s.state + offset, "ceiling": ceiling.state}
+    return summarize(Finals(errors, {"teacher": curve_t, "t2s": curve_t2s}, g.diverged), gam)
 
-    sigma = tensor([math.sqrt(p.sigma2) for p in points])
+
+def _group(points: Sequence[Point], gam: dict[str, np.ndarray], how: Sampling) -> _Group:
+    """The shared state of a stacked group, no run diverged yet."""
     energy = np.array([target_energy(p).sum() for p in points])
     sigma2 = np.array([p.sigma2 for p in points])
-    # risk-unit form of moments.divergence_limit (which bounds Σa + s² = 2·risk + s²)
-    limit = tensor(0.5 * divergence_limit(energy, sigma2))
-    diverged = {name: np.zeros(P, dtype=bool) for name in ("teacher", "direct", "t2s",
-                                                             "ceiling")}
-    ck = np.asarray(how.checkpoints)
+    return _Group(
+        points=points, gam=gam, how=how, keys=[point_hash(p) for p in points],
+        laws=[(p.inputs, p.inputs_nu) for p in points],
+        sigma=_tensor(how, [math.sqrt(p.sigma2) for p in points]),
+        # risk-unit form of moments.divergence_limit (which bounds Σa + s² = 2·risk + s²)
+        limit=_tensor(how, 0.5 * divergence_limit(energy, sigma2)),
+        diverged={name: np.zeros(len(points), dtype=bool)
+                  for name in ("teacher", "direct", "t2s", "ceiling")})
 
-    def phases(run: str) -> list[Phases]:
-        return [run_phases(p, run, gam[RUN_STEP_SIZE[run]][i]) for i, p in enumerate(points)]
 
-    def run(models: list[_Model], names: list[str], generators: list[torch.Generator],
-            steps: np.ndarray, batch: int) -> None:
-        order = np.argsort(-steps, kind="stable")
-        idx = torch.as_tensor(order, device=device)
-        bases = {id(m.basis): m.basis[idx] for m in models if m.basis is not None}
-        sub = [_Model(m.state[idx].clone(), m.lam[idx], [m.phases[i] for i in order], m.noisy,
-                      None if m.offset is None else m.offset[idx],
-                      None if m.curve is None else m.curve[idx].clone(),
-                      None if m.basis is None else bases[id(m.basis)]) for m in models]
-        div = np.stack([diverged[n][order] for n in names], axis=1)
-        _run_loop(sub, [generators[i] for i in order], steps[order], batch, sigma[idx],
-                  limit[idx], ck, div, [laws[i] for i in order])
-        for m, s in zip(models, sub, strict=True):
-            m.state[idx] = s.state
-            if m.curve is not None and s.curve is not None:
-                m.curve[idx] = s.curve
-        for j, n in enumerate(names):
-            diverged[n][order] |= div[:, j]
+def _tensor(how: Sampling, x: object) -> torch.Tensor:
+    """``x`` on the sampling's device and dtype."""
+    return torch.tensor(x, device=how.device, dtype=how.dtype)
 
-    nan_curve = torch.full((P, R, len(ck)), float("nan"), device=device, dtype=dtype)
-    curve_t, curve_t2s = nan_curve.clone(), nan_curve.clone()  # filled in by run()
-    teacher = _Model(-theta.clone(), lam_t, phases("teacher"), True, curve=curve_t)
-    direct = _Model(-in_student(theta), lam_s, phases("direct"), True, basis=basis)
-    steps_t = np.array([p.steps_t for p in points])
-    if bt == bs:
-        run([teacher, direct], ["teacher", "direct"], gens("teacher"), steps_t, bt)
-    else:
-        run([teacher], ["teacher"], gens("teacher"), steps_t, bt)
-        run([direct], ["direct"], gens("direct"), np.array([p.steps_direct for p in points]),
-            bs)
-    diverged["t2s"] |= diverged["teacher"]  # it learns from the teacher
-    offset = in_student(teacher.state)
-    t2s = _Model(-in_student(teacher.state + theta), lam_s, phases("t2s"), False,
-                 offset=offset, curve=curve_t2s, basis=basis)
-    ceiling = _Model(-in_student(theta), lam_s, phases("ceiling"), True, basis=basis)
-    run([t2s, ceiling], ["t2s", "ceiling"], gens("student"),
-        np.array([p.steps_s for p in points]), bs)
 
-    errors = {"teacher": in_student(teacher.state),  # per-mode risks in the student's basis
-              "direct": direct.state, "t2s": t2s.state + offset, "ceiling": ceiling.state}
-    return summarize(Finals(errors, {"teacher": curve_t, "t2s": curve_t2s}, diverged), gam)
+def _target(g: _Group, lam_t: torch.Tensor) -> torch.Tensor:
+    """The target's coordinates θ* in the teacher's semantic basis, (P, R, d): a gaussian
+    target drawn per replicate (or once, shared, with ``fixed_target``) from the point's
+    ``target`` stream, a deterministic one as given; scaled by √λ_T, or by the target's own
+    scale where it is set in the semantic basis."""
+    how = g.how
+    P, R, d = len(g.points), how.replicates, g.points[0].d
+    theta = torch.empty((P, 1 if how.fixed_target else R, d), device=how.device,
+                        dtype=how.dtype)
+    for i, (p, gen) in enumerate(zip(g.points, g.generators("target"), strict=True)):
+        c = target_coefficients(p)
+        if c is None:  # gaussian target: one draw per replicate (or one shared draw)
+            theta[i] = torch.randn((theta.shape[1], d), generator=gen, device=how.device,
+                                   dtype=how.dtype)
+        else:
+            theta[i] = g.tensor(c)
+    scale = lam_t.sqrt()
+    for i, p in enumerate(g.points):
+        if p.alpha_target is not None:  # the target set in the semantic basis
+            scale[i, 0] = g.tensor(target_scale(p))
+    theta.mul_(scale)
+    return theta.expand(P, R, d)
+
+
+def _in_basis(x: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """Semantic coordinates ``x`` (P, R, d) in the students' eigenbases (``x Q``)."""
+    return x if basis is None else torch.matmul(x, basis)
+
+
+def _run_stacked(g: _Group, models: list[_Model], names: list[str],
+                 generators: list[torch.Generator], steps: np.ndarray, batch: int) -> None:
+    """Run ``models`` (named ``names`` in ``g.diverged``), which share every draw, for
+    ``steps[p]`` steps of point p, in place: the points go through :func:`_run_loop` sorted
+    by decreasing steps and come back in their own order."""
+    order = np.argsort(-steps, kind="stable")
+    idx = torch.as_tensor(order, device=g.how.device)
+    bases = {id(m.basis): m.basis[idx] for m in models if m.basis is not None}
+    sub = [_Model(m.state[idx].clone(), m.lam[idx], [m.phases[i] for i in order], m.noisy,
+                  None if m.offset is None else m.offset[idx],
+                  None if m.curve is None else m.curve[idx].clone(),
+                  None if m.basis is None else bases[id(m.basis)]) for m in models]
+    div = np.stack([g.diverged[n][order] for n in names], axis=1)
+    _run_loop(sub, [generators[i] for i in order], steps[order], batch, g.sigma[idx],
+              g.limit[idx], np.asarray(g.how.checkpoints), div, [g.laws[i] for i in order])
+    for m, s in zip(models, sub, strict=True):
+        m.state[idx] = s.state
+        if m.curve is not None and s.curve is not None:
+            m.curve[idx] = s.curve
+    for j, n in enumerate(names):
+        g.diverged[n][order] |= div[:, j]
 
 
 def summarize(finals: Finals, gam: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -182,11 +182,72 @@ def _block_length(lam: np.ndarray, gamma: float, inv_b: float, psi: float, block
     return max(1, min(block, 1 + int(np.log(_GROWTH) / np.log(-low))))
 
 
+class _Checkpoints(NamedTuple):
+    """The learning-curve checkpoints, and their ascending order (a stretch's checkpoints are
+    a slice of it)."""
+
+    steps: np.ndarray  # (C,) as given
+    order: np.ndarray  # positions in ascending order of step
+    ascending: np.ndarray  # steps[order]
+
+
 def evolve_steps(runs: Runs, checkpoints: np.ndarray | None = None, block: int = 64
                  ) -> Moments:
     """:func:`_evolve_steps` with BLAS single-threaded (:func:`one_blas_thread`)."""
     with one_blas_thread():
         return _evolve_steps(runs, checkpoints, block)
+
+
+@dataclass(eq=False)
+class _ByLength:
+    """The runs sorted by decreasing steps (the first ``active`` rows are the running ones),
+    their parameters as float64 arrays."""
+
+    order: np.ndarray  # sorted position → row of the runs
+    lam: np.ndarray  # (rows, d)
+    noise: np.ndarray  # (rows,)
+    inv_b: np.ndarray  # (rows,) 1 / batch
+    psi: np.ndarray  # (rows,)
+    steps: np.ndarray  # (rows,)
+    phases: list[Phases]
+
+
+class _Start(NamedTuple):
+    """A constant step that takes over a run at some step."""
+
+    row: int
+    gamma: float
+
+
+@dataclass(eq=False)
+class _Stepper:
+    """The moments being stepped and each row's current block operators
+    (:func:`_block_operators`); a diverged row holds NaN and the identity."""
+
+    a: np.ndarray  # (rows, d) E[η_i²]
+    diverged: np.ndarray  # (rows,) bool
+    decay: np.ndarray  # (rows, d)
+    gain: np.ndarray  # (rows, d)
+    powers: np.ndarray  # (rows, k, d)
+    renewal: np.ndarray  # (rows, k, k)
+
+    @classmethod
+    def start(cls, a: np.ndarray, k: int) -> _Stepper:
+        """Rows at ``a``, each with the identity operators of blocks of ``k`` steps."""
+        rows, d = a.shape
+        return cls(a=a, diverged=np.zeros(rows, dtype=bool), decay=np.ones((rows, d)),
+                   gain=np.zeros((rows, d)), powers=np.ones((rows, k, d)),
+                   renewal=np.broadcast_to(np.eye(k), (rows, k, k)).copy())
+
+    def take(self, row: int, ops: _BlockOperators) -> None:
+        """Row ``row`` steps with ``ops`` from now on."""
+        self.decay[row], self.gain[row], self.powers[row], self.renewal[row] = ops
+
+    def freeze(self, idx: np.ndarray) -> None:
+        """Rows ``idx`` are diverged: NaN moments, identity operators."""
+        self.diverged[idx] = True
+        self.decay[idx], self.gain[idx], self.powers[idx], self.a[idx] = 1.0, 0.0, 1.0, np.nan
+        self.renewal[idx] = np.eye(self.renewal.shape[1])
 
 
 def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Moments:
@@ -204,92 +265,115 @@ def _evolve_steps(runs: Runs, checkpoints: np.ndarray | None, block: int) -> Mom
     curve = np.full((rows, len(ckpt)), np.nan)
     if rows == 0:
         return Moments(runs.a0.copy(), np.ones((0, d)), curve, np.zeros(0, bool))
+    order = np.argsort(ckpt)
+    ck = _Checkpoints(ckpt, order, ckpt[order])
+    runs_by = _by_length(runs)
+    a = np.array(runs.a0[runs_by.order], dtype=np.float64)
+    state = _Stepper.start(a, _block_size(runs_by, block))
+    limit = divergence_limit(a.sum(axis=1), runs_by.noise)
+    _step_all(runs_by, state, limit, ck, curve)
+    return _stepped_moments(runs_by, state, limit, curve)
 
+
+def _by_length(runs: Runs) -> _ByLength:
+    """``runs`` sorted by decreasing steps (stable)."""
     order = np.argsort(-np.asarray(runs.steps), kind="stable")
-    lam = np.ascontiguousarray(runs.lam[order], dtype=np.float64)
-    a = np.array(runs.a0[order], dtype=np.float64)
-    noise = np.asarray(runs.noise, dtype=np.float64)[order]
-    inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)[order]
-    psi = runs.fourth_moment()[order]
-    steps = np.asarray(runs.steps, dtype=np.int64)[order]
-    phases = [runs.phases[i] for i in order]
-    # keep the (rows, k, d) operator stack near cache size: larger stacks take shorter blocks
+    return _ByLength(
+        order=order, lam=np.ascontiguousarray(runs.lam[order], dtype=np.float64),
+        noise=np.asarray(runs.noise, dtype=np.float64)[order],
+        inv_b=1.0 / np.asarray(runs.batch, dtype=np.float64)[order],
+        psi=runs.fourth_moment()[order], steps=np.asarray(runs.steps, dtype=np.int64)[order],
+        phases=[runs.phases[i] for i in order])
+
+
+def _block_size(runs: _ByLength, block: int) -> int:
+    """Steps per block: at most ``block``, fewer where the (rows, k, d) operator stack would
+    outgrow the cache or a factor's powers would lose digits (:func:`_block_length`)."""
+    rows, d = runs.lam.shape
     k = int(max(8, min(block, (1 << 19) // max(1, rows * d))))
-    k = min([k] + [_block_length(lam[r], gamma, inv_b[r], psi[r], k)
-                   for r, ph in enumerate(phases) for _, gamma in ph])
+    return min([k] + [_block_length(runs.lam[r], gamma, runs.inv_b[r], runs.psi[r], k)
+                      for r, ph in enumerate(runs.phases) for _, gamma in ph])
 
-    events: dict[int, list[tuple[int, float]]] = {}
-    for row, ph in enumerate(phases):
+
+def _step_all(runs: _ByLength, state: _Stepper, limit: np.ndarray, ck: _Checkpoints,
+              curve: np.ndarray) -> None:
+    """Step every run to its end, a block at a time, in place; a block ends at a schedule
+    change or a run's end, and every row changes its operators at its own changes."""
+    starts: dict[int, list[_Start]] = {}
+    for row, ph in enumerate(runs.phases):
         for start, gamma in ph:
-            if start < steps[row]:
-                events.setdefault(int(start), []).append((row, gamma))
-    bounds = np.array(sorted(set(events) | {int(s) for s in steps}), dtype=np.int64)
-    ck_order = np.argsort(ckpt)
-    ck_sorted = ckpt[ck_order]
-
-    decay = np.ones((rows, d))
-    gain = np.zeros((rows, d))
-    powers = np.ones((rows, k, d))
-    renewal = np.broadcast_to(np.eye(k), (rows, k, k)).copy()
-    limit = divergence_limit(a.sum(axis=1), noise)
-    diverged = np.zeros(rows, dtype=bool)
-
-    def freeze(idx: np.ndarray) -> None:
-        diverged[idx] = True
-        decay[idx], gain[idx], powers[idx], a[idx] = 1.0, 0.0, 1.0, np.nan
-        renewal[idx] = np.eye(k)
-
-    t, active = 0, rows
+            if start < runs.steps[row]:
+                starts.setdefault(int(start), []).append(_Start(row, gamma))
+    bounds = np.array(sorted(set(starts) | {int(s) for s in runs.steps}), dtype=np.int64)
+    k = state.powers.shape[1]
+    t, active = 0, len(runs.steps)
     with np.errstate(all="ignore"):
         while True:
-            lo, hi = np.searchsorted(ck_sorted, [t, t + 1])
-            for c in ck_order[lo:hi]:
-                curve[:active, c] = 0.5 * a[:active].sum(axis=1)
-            while active and steps[active - 1] == t:
+            lo, hi = np.searchsorted(ck.ascending, [t, t + 1])
+            for c in ck.order[lo:hi]:
+                curve[:active, c] = 0.5 * state.a[:active].sum(axis=1)
+            while active and runs.steps[active - 1] == t:
                 active -= 1
             if not active:
                 break
-            for row, gamma in events.get(t, ()):
-                if diverged[row]:
+            for row, gamma in starts.get(t, ()):
+                if state.diverged[row]:
                     continue
-                ops = _block_operators(lam[row], gamma, inv_b[row], k, psi[row])
+                ops = _block_operators(runs.lam[row], gamma, runs.inv_b[row], k,
+                                       runs.psi[row])
                 if ops is None:  # the step explodes within one block: diverged
-                    freeze(np.array([row]))
+                    state.freeze(np.array([row]))
                 else:
-                    decay[row], gain[row], powers[row], renewal[row] = ops
+                    state.take(row, ops)
             nxt = bounds[np.searchsorted(bounds, t, side="right")]
             m = int(min(k, nxt - t))
-            cur = a[:active]
-            pw = powers[:active, :m]
-            x = np.matmul(pw, cur[:, :, None])[:, :, 0]
-            x += noise[:active, None]
-            s = np.matmul(renewal[:active, :m, :m], x[:, :, None])[:, :, 0]
-            lo, hi = np.searchsorted(ck_sorted, [t + 1, t + m])
-            for c in ck_order[lo:hi]:
-                curve[:active, c] = 0.5 * (s[:, ckpt[c] - t] - noise[:active])
-            w = np.matmul(s[:, None, ::-1], pw)[:, 0]
-            a[:active] = pw[:, m - 1] * decay[:active] * cur + gain[:active] * w
-            bad = ~(s.max(axis=1) < limit[:active]) & ~diverged[:active]
-            if bad.any():
-                freeze(np.flatnonzero(bad))
+            _step_block(runs.noise, state, limit, ck, curve, t, m, active)
             t += m
-    bad = ~(a.sum(axis=1) + noise < limit)
+
+
+def _step_block(noise: np.ndarray, state: _Stepper, limit: np.ndarray, ck: _Checkpoints,
+                curve: np.ndarray, t: int, m: int, active: int) -> None:
+    """Advance the first ``active`` rows by ``m`` steps from step ``t`` (in place) through
+    the renewal solution S = R x, reading the checkpoints inside the block off S and freezing
+    the rows whose Σa + s² crossed ``limit`` within it."""
+    cur = state.a[:active]
+    pw = state.powers[:active, :m]
+    x = np.matmul(pw, cur[:, :, None])[:, :, 0]
+    x += noise[:active, None]
+    s = np.matmul(state.renewal[:active, :m, :m], x[:, :, None])[:, :, 0]
+    lo, hi = np.searchsorted(ck.ascending, [t + 1, t + m])
+    for c in ck.order[lo:hi]:
+        curve[:active, c] = 0.5 * (s[:, ck.steps[c] - t] - noise[:active])
+    w = np.matmul(s[:, None, ::-1], pw)[:, 0]
+    state.a[:active] = pw[:, m - 1] * state.decay[:active] * cur + state.gain[:active] * w
+    bad = ~(s.max(axis=1) < limit[:active]) & ~state.diverged[:active]
     if bad.any():
-        freeze(np.flatnonzero(bad))
+        state.freeze(np.flatnonzero(bad))
+
+
+def _stepped_moments(runs: _ByLength, state: _Stepper, limit: np.ndarray, curve: np.ndarray
+                     ) -> Moments:
+    """The stepped runs' :class:`Moments` in the runs' own order: the last divergence checks
+    (Σa + s² at the limit, Σa below 0 beyond rounding), the contractions, :func:`settle`."""
+    a, rows = state.a, len(runs.steps)
+    bad = ~(a.sum(axis=1) + runs.noise < limit)
+    if bad.any():
+        state.freeze(np.flatnonzero(bad))
     curve[~np.isfinite(curve)] = np.nan
 
     bad = ~(a.sum(axis=1) >= -ROUND_OFF * limit)
     if bad.any():
-        freeze(np.flatnonzero(bad))
+        state.freeze(np.flatnonzero(bad))
     with np.errstate(all="ignore"):
         contraction = np.stack(
-            [phase_product(phases[r], int(steps[r]), lam[r]) for r in range(rows)]
+            [phase_product(runs.phases[r], int(runs.steps[r]), runs.lam[r])
+             for r in range(rows)]
         )
-    contraction[diverged] = np.nan
-    inverse_order = np.empty_like(order)
-    inverse_order[order] = np.arange(rows)
+    contraction[state.diverged] = np.nan
+    inverse_order = np.empty_like(runs.order)
+    inverse_order[runs.order] = np.arange(rows)
     return settle(Moments(a[inverse_order], contraction[inverse_order], curve[inverse_order],
-                          diverged[inverse_order]), limit[inverse_order])
+                          state.diverged[inverse_order]), limit[inverse_order])
 
 
 _OPS: dict[tuple[Any, ...], _BlockOperators | None] = {}
@@ -355,7 +439,8 @@ class _Piece(NamedTuple):
 
 
 class _Pending(NamedTuple):
-    """A run whose stretch of this round goes through its map in closed form."""
+    """A run's stretch of this round after its head is stepped; when it has a rest, the rest
+    goes through its map in closed form."""
 
     row: int
     gamma: float
@@ -364,6 +449,24 @@ class _Pending(NamedTuple):
     inside: np.ndarray  # the curve positions of its checkpoints
     rel: np.ndarray  # their steps counted from the stretch's start (ascending)
     vals: np.ndarray  # their values, filled in as the stretch advances
+    blew: bool  # the head crossed the divergence limit
+
+
+@dataclass(eq=False)
+class _Rows:
+    """Every run's parameters (by row) and its moments as the rounds advance them."""
+
+    lam: np.ndarray  # (rows, d)
+    lam_key: list[tuple[int, int]]  # spectrum_key of each row's λ
+    noise: np.ndarray  # (rows,)
+    inv_b: np.ndarray  # (rows,) 1 / batch
+    psi: np.ndarray  # (rows,)
+    steps: np.ndarray  # (rows,) −1: infinitely many
+    limit: np.ndarray  # (rows,) divergence_limit of the untrained run
+    a: np.ndarray  # (rows, d) E[η_i²] so far
+    contraction: np.ndarray  # (rows, d)
+    curve: np.ndarray  # (rows, C)
+    diverged: np.ndarray  # (rows,) bool
 
 
 def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
@@ -376,57 +479,20 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
     matrix products for all of them (:meth:`~ktsweep.engines.stretch.StretchMap.advance_many`).
     Within a stretch, a prefix shorter than ``_STEP_BELOW·d`` steps (the stretch itself when
     short, else its start up to the checkpoints near it) is stepped, which is cheaper than
-    decomposing; the rest is advanced in closed form, its checkpoints read as O(d) sums.
-    Divergence follows :data:`DIVERGED_FACTOR`: a strictly stable stretch cannot grow
-    without bound, and its Σa is bounded above by the ``peak`` of the closed form; only when
-    that bound reaches the limit is Σa evaluated along the stretch (64 log-spaced steps). A
-    stretch that is not strictly stable is stepped until it ends or crosses the limit.
+    decomposing (:func:`_step_head`); the rest is advanced in closed form, its checkpoints
+    read as O(d) sums (:func:`_advance_together`). Divergence follows
+    :data:`DIVERGED_FACTOR`: a strictly stable stretch cannot grow without bound, and its Σa
+    is bounded above by the ``peak`` of the closed form; only when that bound reaches the
+    limit is Σa evaluated along the stretch (64 log-spaced steps). A stretch that is not
+    strictly stable is stepped until it ends or crosses the limit.
     """
-    rows, d = runs.a0.shape
     ckpt = np.zeros(0, dtype=np.int64) if checkpoints is None else np.asarray(checkpoints)
-    curve = np.full((rows, len(ckpt)), np.nan)
-    a_out = np.array(runs.a0, dtype=np.float64)
-    contraction = np.ones((rows, d))
-    diverged = np.zeros(rows, dtype=bool)
-    lam = np.ascontiguousarray(runs.lam, dtype=np.float64)
-    lam_key = [spectrum_key(lam[r]) for r in range(rows)]
-    noise = np.asarray(runs.noise, dtype=np.float64)
-    inv_b = 1.0 / np.asarray(runs.batch, dtype=np.float64)
-    psi = runs.fourth_moment()
-    steps = np.asarray(runs.steps, dtype=np.int64)
-    limit = divergence_limit(a_out.sum(axis=1), noise)
-    curve[:, ckpt == 0] = 0.5 * a_out.sum(axis=1)[:, None]
-    ck_order = np.argsort(ckpt, kind="stable")  # a stretch's checkpoints: a slice of these
-    ck_sorted = ckpt[ck_order]
-    plans: dict[int, list[_Piece]] = {}
-    for r in range(rows):
-        phases = runs.phases[r]
-        if steps[r] < 0:  # the limit of infinitely many steps
-            kind = "geometric" if runs.kinds is None else runs.kinds[r]
-            ends = limit_moments(lam[r], a_out[r], float(noise[r]), float(inv_b[r]), kind,
-                                 phases[0][1], float(psi[r]))
-            if ends is None or not ends[0].sum() + noise[r] < limit[r]:
-                diverged[r] = True
-            else:
-                a_out[r], contraction[r] = ends
-            continue
-        end = int(steps[r])
-        stops = [min(s, end) for s, _ in phases[1:]] + [end]
-        keep = [(start, stop, gamma) for (start, gamma), stop in zip(phases, stops, strict=True)
-                if stop > start]
-        cut = np.searchsorted(ck_sorted, [x for start, stop, _ in keep for x in (start, stop)],
-                              side="right").tolist()
-        plans[r] = [_Piece(start, stop, gamma, cut[2 * j], cut[2 * j + 1])
-                    for j, (start, stop, gamma) in enumerate(keep)]
-
+    order = np.argsort(ckpt, kind="stable")
+    ck = _Checkpoints(ckpt, order, ckpt[order])
+    st = _rows(runs, ckpt)
+    _take_limits(runs, st)
+    plans = _plans(runs, st, ck)
     done: list[int] = []  # rows whose stretch of this round is over, checked together
-
-    def finish(r: int, inside: np.ndarray, vals: np.ndarray, blew: bool) -> None:
-        curve[r, inside] = vals
-        done.append(r)
-        if blew:
-            diverged[r] = True
-
     # this call's maps by key (rows of a sweep share them)
     maps: dict[tuple[Any, ...], StretchMap | None] = {}
     depth = max((len(p) for p in plans.values()), default=0)
@@ -434,76 +500,163 @@ def _evolve(runs: Runs, checkpoints: np.ndarray | None) -> Moments:
         for rnd in range(depth):
             groups: dict[int, tuple[StretchMap, list[_Pending]]] = {}
             for r, plan in plans.items():
-                if diverged[r] or rnd >= len(plan):
+                if st.diverged[r] or rnd >= len(plan):
                     continue
-                piece = plan[rnd]
-                gamma = piece.gamma
-                length = piece.stop - piece.start
-                inside = ck_order[piece.ck_lo:piece.ck_hi]
-                rel = ck_sorted[piece.ck_lo:piece.ck_hi] - piece.start  # ascending
-                key = (lam_key[r], gamma, inv_b[r], psi[r])
-                if key in maps:
-                    sm = maps[key]
-                else:
-                    sm = maps[key] = stretch_map(lam[r], gamma, float(inv_b[r]), lam_key[r],
-                                                 float(psi[r]))
-                # Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the
-                # stretch itself when short, else its prefix up to the checkpoints near its
-                # start (their gaps are short, so they would need every root of the map).
-                # A map whose fixed point lies beyond the limit is stepped too: the closed
-                # form reads a(t) as a_∞ + M^t (a − a_∞) and would lose ε·|a_∞| to
-                # cancellation (all of it at the edge, where a_∞ ∝ 1/f0 has no bound),
-                # while the steps reach the limit as a_∞ is approached, or end before.
-                if (sm is None or length <= _STEP_BELOW * d
-                        or not sm.steady(a_out[r], float(noise[r])) < limit[r]):
-                    head = length
-                else:
-                    j = int(np.searchsorted(rel, _STEP_BELOW * d, side="right"))
-                    head = int(rel[j - 1]) if j else 0
-                vals = np.full(rel.size, np.nan)
-                blew = False
-                if head:
-                    first = rel <= head
-                    a_out[r], vals[first], blew = _step_stretch(
-                        lam[r], a_out[r], float(noise[r]), gamma, float(inv_b[r]), head,
-                        rel[first], float(limit[r]), psi=float(psi[r]))
-                if blew or head == length or sm is None:  # (no map: stepped whole)
-                    finish(r, inside, vals, blew)
+                sm = _map_of(st, r, plan[rnd].gamma, maps)
+                pending = _step_head(st, r, plan[rnd], sm, ck)
+                if pending.blew or pending.head == pending.length or sm is None:
+                    _finish(st, pending, pending.blew, done)  # (no map: stepped whole)
                     continue
-                groups.setdefault(id(sm), (sm, []))[1].append(
-                    _Pending(r, gamma, length, head, inside, rel, vals))
+                groups.setdefault(id(sm), (sm, []))[1].append(pending)
             for sm, members in groups.values():
-                idx = [m.row for m in members]
-                res = sm.advance_many(a_out[idx], noise[idx],
-                                      np.array([m.length - m.head for m in members]),
-                                      [m.rel[m.rel > m.head] - m.head for m in members])
-                for k, m in enumerate(members):
-                    r, rest = m.row, m.length - m.head
-                    later = m.rel > m.head
-                    if res is None:  # a root was not found: step the rest
-                        a_out[r], m.vals[later], blew = _step_stretch(
-                            lam[r], a_out[r], float(noise[r]), m.gamma, float(inv_b[r]),
-                            rest, m.rel[later] - m.head, float(limit[r]), psi=float(psi[r]))
-                    else:
-                        blew = False
-                        if not res.peak[k] + noise[r] < limit[r]:
-                            probe = np.unique(np.geomspace(1, rest, 64).astype(np.int64))
-                            along = sm.advance(a_out[r], float(noise[r]), rest, probe)
-                            blew = along is None or not (2.0 * along.curve.max() + noise[r]
-                                                         < limit[r])
-                        a_out[r], m.vals[later] = res.a[k], res.curves[k]
-                    finish(r, m.inside, m.vals, blew)
+                _advance_together(st, sm, members, done)
             if done:
-                ended = np.array(done)
-                total = a_out[ended].sum(axis=1)
-                diverged[ended[~((total >= -ROUND_OFF * limit[ended])
-                                 & (total + noise[ended] < limit[ended]))]] = True
+                _check_ended(st, done)
                 done.clear()
     for r in plans:
-        if not diverged[r]:
-            contraction[r] = phase_product(runs.phases[r], int(steps[r]), lam[r])
-            curve[r, ckpt > steps[r]] = np.nan
-    return settle(Moments(a_out, contraction, curve, diverged), limit)
+        if not st.diverged[r]:
+            st.contraction[r] = phase_product(runs.phases[r], int(st.steps[r]), st.lam[r])
+            st.curve[r, ckpt > st.steps[r]] = np.nan
+    return settle(Moments(st.a, st.contraction, st.curve, st.diverged), st.limit)
+
+
+def _rows(runs: Runs, ckpt: np.ndarray) -> _Rows:
+    """The runs' parameters as float64 arrays and their untrained moments (the curve read at
+    checkpoint 0, NaN elsewhere)."""
+    rows, d = runs.a0.shape
+    a = np.array(runs.a0, dtype=np.float64)
+    lam = np.ascontiguousarray(runs.lam, dtype=np.float64)
+    noise = np.asarray(runs.noise, dtype=np.float64)
+    curve = np.full((rows, len(ckpt)), np.nan)
+    curve[:, ckpt == 0] = 0.5 * a.sum(axis=1)[:, None]
+    return _Rows(
+        lam=lam, lam_key=[spectrum_key(lam[r]) for r in range(rows)], noise=noise,
+        inv_b=1.0 / np.asarray(runs.batch, dtype=np.float64), psi=runs.fourth_moment(),
+        steps=np.asarray(runs.steps, dtype=np.int64),
+        limit=divergence_limit(a.sum(axis=1), noise), a=a, contraction=np.ones((rows, d)),
+        curve=curve, diverged=np.zeros(rows, dtype=bool),
+    )
+
+
+def _take_limits(runs: Runs, st: _Rows) -> None:
+    """The rows of infinitely many steps (``steps = -1``) take their limit
+    (:func:`limit_moments`), in place; a limit that does not exist or lies beyond the
+    divergence limit is diverged."""
+    for r in np.flatnonzero(st.steps < 0):
+        kind = "geometric" if runs.kinds is None else runs.kinds[r]
+        ends = limit_moments(st.lam[r], st.a[r], float(st.noise[r]), float(st.inv_b[r]), kind,
+                             runs.phases[r][0][1], float(st.psi[r]))
+        if ends is None or not ends[0].sum() + st.noise[r] < st.limit[r]:
+            st.diverged[r] = True
+        else:
+            st.a[r], st.contraction[r] = ends
+
+
+def _plans(runs: Runs, st: _Rows, ck: _Checkpoints) -> dict[int, list[_Piece]]:
+    """Each finite row's stretches (empty ones dropped, the last cut at the run's end), with
+    the slice of checkpoints inside each."""
+    plans: dict[int, list[_Piece]] = {}
+    for r in np.flatnonzero(st.steps >= 0).tolist():
+        phases = runs.phases[r]
+        end = int(st.steps[r])
+        stops = [min(s, end) for s, _ in phases[1:]] + [end]
+        keep = [(start, stop, gamma) for (start, gamma), stop in zip(phases, stops, strict=True)
+                if stop > start]
+        cut = np.searchsorted(ck.ascending, [x for start, stop, _ in keep
+                                             for x in (start, stop)], side="right").tolist()
+        plans[r] = [_Piece(start, stop, gamma, cut[2 * j], cut[2 * j + 1])
+                    for j, (start, stop, gamma) in enumerate(keep)]
+    return plans
+
+
+def _map_of(st: _Rows, r: int, gamma: float, maps: dict[tuple[Any, ...], StretchMap | None]
+            ) -> StretchMap | None:
+    """Row ``r``'s stretch map at step ``gamma``, built once per (λ, γ, B, ψ) in ``maps``."""
+    key = (st.lam_key[r], gamma, st.inv_b[r], st.psi[r])
+    if key in maps:
+        return maps[key]
+    sm = maps[key] = stretch_map(st.lam[r], gamma, float(st.inv_b[r]), st.lam_key[r],
+                                 float(st.psi[r]))
+    return sm
+
+
+def _step_head(st: _Rows, r: int, piece: _Piece, sm: StretchMap | None, ck: _Checkpoints
+               ) -> _Pending:
+    """Step the head of row ``r``'s stretch ``piece`` (in place on ``st.a``): the whole
+    stretch where stepping it is the better way, else its prefix up to the checkpoints near
+    its start.
+
+    Short pieces are cheaper to step (O(t·d)) than to decompose (O(d²)): the stretch itself
+    when short, else its prefix up to the checkpoints near its start (their gaps are short,
+    so they would need every root of the map). A map whose fixed point lies beyond the limit
+    is stepped too: the closed form reads a(t) as a_∞ + M^t (a − a_∞) and would lose ε·|a_∞|
+    to cancellation (all of it at the edge, where a_∞ ∝ 1/f0 has no bound), while the steps
+    reach the limit as a_∞ is approached, or end before.
+    """
+    d = st.lam.shape[1]
+    length = piece.stop - piece.start
+    inside = ck.order[piece.ck_lo:piece.ck_hi]
+    rel = ck.ascending[piece.ck_lo:piece.ck_hi] - piece.start  # ascending
+    if (sm is None or length <= _STEP_BELOW * d
+            or not sm.steady(st.a[r], float(st.noise[r])) < st.limit[r]):
+        head = length
+    else:
+        j = int(np.searchsorted(rel, _STEP_BELOW * d, side="right"))
+        head = int(rel[j - 1]) if j else 0
+    vals = np.full(rel.size, np.nan)
+    blew = False
+    if head:
+        first = rel <= head
+        st.a[r], vals[first], blew = _step_stretch(
+            st.lam[r], st.a[r], float(st.noise[r]), piece.gamma, float(st.inv_b[r]), head,
+            rel[first], float(st.limit[r]), psi=float(st.psi[r]))
+    return _Pending(r, piece.gamma, length, head, inside, rel, vals, blew)
+
+
+def _advance_together(st: _Rows, sm: StretchMap, members: list[_Pending], done: list[int]
+                      ) -> None:
+    """Advance the rest of every member's stretch through their shared map in closed form
+    (stepped when a root of the map is not found), in place, and decide each one's
+    divergence from the closed form's peak (Σa along the stretch where the peak reaches the
+    limit)."""
+    idx = [m.row for m in members]
+    res = sm.advance_many(st.a[idx], st.noise[idx],
+                          np.array([m.length - m.head for m in members]),
+                          [m.rel[m.rel > m.head] - m.head for m in members])
+    for k, m in enumerate(members):
+        r, rest = m.row, m.length - m.head
+        later = m.rel > m.head
+        noise, limit = st.noise[r], st.limit[r]
+        if res is None:  # a root was not found: step the rest
+            st.a[r], m.vals[later], blew = _step_stretch(
+                st.lam[r], st.a[r], float(noise), m.gamma, float(st.inv_b[r]),
+                rest, m.rel[later] - m.head, float(limit), psi=float(st.psi[r]))
+        else:
+            blew = False
+            if not res.peak[k] + noise < limit:
+                probe = np.unique(np.geomspace(1, rest, 64).astype(np.int64))
+                along = sm.advance(st.a[r], float(noise), rest, probe)
+                blew = along is None or not (2.0 * along.curve.max() + noise < limit)
+            st.a[r], m.vals[later] = res.a[k], res.curves[k]
+        _finish(st, m, blew, done)
+
+
+def _finish(st: _Rows, m: _Pending, blew: bool, done: list[int]) -> None:
+    """Row ``m.row``'s stretch of this round is over: record its checkpoints, mark it for
+    :func:`_check_ended` and, where it crossed the limit, diverged."""
+    st.curve[m.row, m.inside] = m.vals
+    done.append(m.row)
+    if blew:
+        st.diverged[m.row] = True
+
+
+def _check_ended(st: _Rows, done: list[int]) -> None:
+    """Rows whose Σa at a stretch's end is below 0 beyond rounding or whose Σa + s² is at the
+    divergence limit are diverged (in place)."""
+    ended = np.array(done)
+    total = st.a[ended].sum(axis=1)
+    st.diverged[ended[~((total >= -ROUND_OFF * st.limit[ended])
+                        & (total + st.noise[ended] < st.limit[ended]))]] = True
 
 
 def settle(m: Moments, limit: np.ndarray) -> Moments:
