@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,17 @@ def snakemake(workdir: Path, *args: str, check: bool = True, cores: str = "2",
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     return out
+
+
+def private_copy(tiny_run: tuple[Path, Path, Path], tmp_path: Path, name: str = "copy",
+                 **copy_kw) -> tuple[Path, Path]:
+    """A private copy of the session's finished tiny run (links kept as links): (folder,
+    config). A test that runs the workflow on other grids, damages or moves results works on
+    one, so the shared folder stays the finished tiny run for every test of the session."""
+    work, cfg, _ = tiny_run
+    dst = tmp_path / name
+    shutil.copytree(work, dst, symlinks=True, **copy_kw)
+    return dst, dst / cfg.name
 
 
 def write_config(path: Path, **changes) -> Path:

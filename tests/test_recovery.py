@@ -11,7 +11,14 @@ import subprocess
 
 import numpy as np
 import pytest
-from e2e import REPO, SNAKEMAKE, assert_cube_equals_direct, snakemake, write_config
+from e2e import (
+    REPO,
+    SNAKEMAKE,
+    assert_cube_equals_direct,
+    private_copy,
+    snakemake,
+    write_config,
+)
 
 from ktsweep.sweep.layout import Layout, load_config
 from ktsweep.sweep.store import open_cube
@@ -60,14 +67,8 @@ def test_killed_job_recovers(tmp_path):
 
 
 def _published_copy(tiny_run, tmp_path):
-    """A private copy of the tiny run with the tiny cube published again (no compute): other
-    tests switch the shared folder to other grids. Returns (folder, config, cube.zarr link)."""
-    import shutil
-
-    work, cfg, _ = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(work, copy, symlinks=True)
-    snakemake(copy, "sweep", "--configfile", str(cfg))
+    """A private copy of the finished tiny run: (folder, config, cube.zarr link)."""
+    copy, cfg = private_copy(tiny_run, tmp_path)
     return copy, cfg, copy / "results" / "tiny" / "cube.zarr"
 
 

@@ -15,17 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e import REPO, SNAKEMAKE, snakemake, write_config
+from e2e import REPO, SNAKEMAKE, private_copy, snakemake, write_config
 
 from ktsweep.sweep.store import StoreError, open_cube
-
-
-def _copy(tiny_run, tmp_path: Path, name: str = "copy", **copy_kw) -> tuple[Path, Path]:
-    """A private copy of the finished tiny run (links kept as links): (folder, config)."""
-    work, cfg, _ = tiny_run
-    dst = tmp_path / name
-    shutil.copytree(work, dst, symlinks=True, **copy_kw)
-    return dst, dst / cfg.name
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -63,7 +55,7 @@ def test_parsing_the_workflow_changes_nothing(tiny_run, tmp_path):
 
     Planted bugs: the look before planning resetting a chunk itself (the old plan-time check);
     the layout file written at parse time (a shared results/NAME/.ktsweep/layout.json)."""
-    work, cfg = _copy(tiny_run, tmp_path)
+    work, cfg = private_copy(tiny_run, tmp_path)
     _flip(_chunks(work)[0])
     (work / "results" / "tiny" / "cube.zarr").unlink()
     other = write_config(work / "other.yaml", **{"fixed.sigma2": 0.3})
@@ -98,14 +90,14 @@ def test_moved_results_are_complete(tiny_run, tmp_path, move):
     work, cfg, _ = tiny_run
     clean = open_cube(work / "results" / "tiny" / "cube.zarr").load()
     if move == "copy_new_times":
-        dst, cfg = _copy(tiny_run, tmp_path, copy_function=shutil.copyfile)
+        dst, cfg = private_copy(tiny_run, tmp_path, copy_function=shutil.copyfile)
     elif move == "move":
-        staged, _ = _copy(tiny_run, tmp_path, "staged", copy_function=shutil.copy2)
+        staged, _ = private_copy(tiny_run, tmp_path, "staged", copy_function=shutil.copy2)
         dst = tmp_path / "moved"
         os.rename(staged, dst)
         cfg = dst / cfg.name
     elif move == "touch_all":
-        dst, cfg = _copy(tiny_run, tmp_path, copy_function=shutil.copy2)
+        dst, cfg = private_copy(tiny_run, tmp_path, copy_function=shutil.copy2)
         files = sorted((p for p in (dst / "results").rglob("*") if p.is_file()), reverse=True)
         for i, p in enumerate(files):  # the records and summaries end up oldest
             os.utime(p, ns=(time.time_ns() + i * 10**6,) * 2)
@@ -141,7 +133,7 @@ def test_monte_carlo_subgrid_and_stride_switches_keep_every_point(tiny_run, tmp_
     Planted bugs: the sub-grid or the stride left out of the cube key (B writes into A's
     cube: A then says "Nothing to be done" with Monte Carlo values missing, or is stuck on
     "missing: {mc: ...}")."""
-    work, cfg = _copy(tiny_run, tmp_path)
+    work, cfg = private_copy(tiny_run, tmp_path)
     a = open_cube(work / "results" / "tiny" / "cube.zarr").load()
     b = write_config(work / "b.yaml", **{"mc.subgrid": {"N": [64]}})
     c = write_config(work / "c.yaml", **{"mc.subgrid": {}, "mc.stride": {"alpha_s": 2}})
@@ -193,7 +185,7 @@ def test_edited_metadata_is_found_and_restored(tiny_run, tmp_path, edit):
 
     Planted bugs: no skeleton record (the doubled values are read as numbers, check passes,
     the rerun does nothing); open_cube not checking the skeleton."""
-    work, cfg = _copy(tiny_run, tmp_path)
+    work, cfg = private_copy(tiny_run, tmp_path)
     clean = open_cube(work / "results" / "tiny" / "cube.zarr").load()
     cube = (work / "results" / "tiny" / "cube.zarr").resolve()
     if edit == "consolidated_scale_factor":
@@ -233,7 +225,7 @@ def test_damage_with_its_time_kept_is_found_by_content(tiny_run, tmp_path, damag
 
     Planted bugs: reads not verified against the records (wrong numbers returned); a full
     verification that still trusts times."""
-    work, cfg = _copy(tiny_run, tmp_path)
+    work, cfg = private_copy(tiny_run, tmp_path)
     clean = open_cube(work / "results" / "tiny" / "cube.zarr").load()
     cube = (work / "results" / "tiny" / "cube.zarr").resolve()
     if damage == "swap_time_kept":  # two chunks of one variable, same size, other content
@@ -270,7 +262,7 @@ def test_deleted_records_are_written_again_without_recomputing(tiny_run, tmp_pat
 
     Planted bug: init_cube leaving an existing cube without recording its skeleton (open_cube
     then has no record to check metadata against)."""
-    work, cfg = _copy(tiny_run, tmp_path)
+    work, cfg = private_copy(tiny_run, tmp_path)
     cube = (work / "results" / "tiny" / "cube.zarr").resolve()
     commits = cube.with_name(cube.name.removesuffix(".zarr") + ".commits")
     shutil.rmtree(commits)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from e2e import REPO, assert_cube_equals_direct, snakemake, write_config
+from e2e import REPO, assert_cube_equals_direct, private_copy, snakemake, write_config
 
 from ktsweep.sweep.layout import Layout, load_config
 from ktsweep.sweep.store import open_cube
@@ -77,7 +77,7 @@ def test_rerun_does_nothing(tiny_run):
 
 
 def test_extended_grid_computes_only_new_points(tiny_run, tmp_path):
-    work, cfg, _ = tiny_run
+    work, _ = private_copy(tiny_run, tmp_path)
     old = open_cube(work / "results" / "tiny" / "cube.zarr").load()
     bigger = write_config(tmp_path / "bigger.yaml", **{"grid.alpha_t": [1.5, 2.5, 3.5]})
     snakemake(work, "sweep", "--configfile", str(bigger))
