@@ -133,8 +133,8 @@ def build_cube(points: int, work: Path) -> tuple[Path, Path, float, int]:
     return cube, link, time.perf_counter() - t0, size
 
 
-def analyse(points: int, tmp: Path) -> list[dict]:
-    """Build, analyse and delete one cube; one result per command."""
+def analyse(points: int, tmp: Path, commands: list[str], keep: bool = False) -> list[dict]:
+    """Build, analyse and (unless ``keep``) delete one cube; one result per command."""
     work = Path(tempfile.mkdtemp(prefix=f"anascale{points}-", dir=tmp))
     try:
         _, link, build_s, size = build_cube(points, work)
@@ -152,7 +152,7 @@ def analyse(points: int, tmp: Path) -> list[dict]:
             "figures": [*base, "figures", str(link), "--outdir", str(out / "figures")],
         }
         results = []
-        for name in COMMANDS:
+        for name in commands:
             wall, peak, res = measured(cmds[name], work)
             if res.returncode:
                 raise SystemExit(f"ktsweep {name} failed:\n{res.stdout}\n{res.stderr[-3000:]}")
@@ -165,7 +165,10 @@ def analyse(points: int, tmp: Path) -> list[dict]:
             print(json.dumps(results[-1]), flush=True)
         return results
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            print(f"cube kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -174,12 +177,17 @@ def main() -> None:
     ap.add_argument("--points", type=int, nargs="*", default=[10**5, 10**6, 10**7],
                     help="grid sizes (each rounded down to the 7-axis grid's size)")
     ap.add_argument("--tmp", default=None, help="folder for the cubes (deleted after)")
+    ap.add_argument("--commands", nargs="*", choices=COMMANDS, default=list(COMMANDS),
+                    help="what to measure (claims reads the fit table fits writes)")
+    ap.add_argument("--keep", action="store_true", help="keep the cubes (their folder is "
+                    "said on stderr)")
     args = ap.parse_args()
     if args.quick:
         args.points = [10**3]
     results = []
     for n in args.points:
-        results += analyse(n, Path(args.tmp or tempfile.gettempdir()))
+        results += analyse(n, Path(args.tmp or tempfile.gettempdir()), args.commands,
+                           args.keep)
     print(json.dumps({"benchmark": "analysis_scale", "cpus": os.cpu_count(),
                       "results": results}))
 
