@@ -79,3 +79,36 @@ def test_over_parameters_reads_each_variable_once(ds):
         rows = over_parameters(ds, axes, lambda p: p)
     assert len(rows) > 4
     assert counter.count <= 4
+
+
+FROM_MODES_AND_CURVES = ("t2s_curves", "spectral_horizon", "spectral_denoising")
+"""The figures that read per-mode risks or learning curves."""
+
+
+def drawn(fig) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every line of a figure: (label, x, y), and its title."""
+    out = [(line.get_label(), np.asarray(line.get_xdata(), float),
+            np.asarray(line.get_ydata(), float)) for ax in fig.axes for line in ax.get_lines()]
+    return [*out, (fig._suptitle.get_text() if fig._suptitle else "", np.array([]),
+                   np.array([]))]
+
+
+def test_figures_read_per_mode_and_per_step_variables_lazily(default_cube):
+    """A figure cube keeps the per-mode risks and learning curves dask-backed (on a
+    10^7-point cube they are GBs) while it loads the grid variables, and the figures drawn
+    from them are those drawn from a cube loaded whole: same lines, same slice. Planted bugs
+    caught: every variable loaded (the lazy check), a lazy variable's slice or reduction
+    read differently (the comparison)."""
+    from ktsweep.analysis import figures as plots
+
+    lazy = plots.FigureCube(store.open_cube(default_cube))
+    assert lazy.var("curve_t2s").chunks is not None
+    assert lazy.var("mode_teacher").chunks is not None
+    assert lazy.var("risk_t2s").chunks is None
+    loaded = plots.FigureCube(store.open_cube(default_cube).load())
+    for name in FROM_MODES_AND_CURVES:
+        got, want = drawn(plots.draw_figure(lazy, name)), drawn(plots.draw_figure(loaded, name))
+        assert [g[0] for g in got] == [w[0] for w in want], name
+        for (label, gx, gy), (_, wx, wy) in zip(got, want, strict=True):
+            np.testing.assert_array_equal(gx, wx, err_msg=f"{name}: {label}")
+            np.testing.assert_array_equal(gy, wy, err_msg=f"{name}: {label}")
