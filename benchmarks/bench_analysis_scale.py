@@ -11,8 +11,8 @@ process as the workflow's analysis rules run them: one JSON line per command wit
 seconds and peak resident memory (the process's own maximum resident set), then a summary line.
 
 The cube lives in a temporary folder (``--tmp``, default the system's) and is deleted after
-its size is measured; a 10^7-point cube takes about 2 GB of disk. ``--quick`` runs a
-10^3-point cube in seconds (the test of the benchmark runs it).
+the commands ran (``--keep`` keeps it); a 10^7-point cube takes about 0.5 GB of disk.
+``--quick`` runs a 10^3-point cube in seconds.
 """
 
 from __future__ import annotations
