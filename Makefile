@@ -9,7 +9,7 @@ VENV   ?= .venv
 CORES  ?= 2
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-all bench docs clean gpu-wheels gpu-rehearsal claim-table
+.PHONY: setup run test test-all bench bench-analysis-scale docs clean gpu-wheels gpu-rehearsal claim-table
 
 # torch is installed first, pinned: 2.13.0 is a CPU build on these machines (an unpinned
 # torch would pull a multi-GB CUDA build). Everything else is pinned in requirements.lock.
@@ -77,6 +77,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_exact.py
 	$(BIN)/python benchmarks/bench_workflow.py
 	$(BIN)/python benchmarks/bench_gpu.py
+
+# Peak memory and wall time of fits, claims and figures on 10^5, 10^6 and 10^7-point cubes
+# (about 20 minutes and 0.5 GB of disk in the system's temporary folder; TMP=... moves it).
+bench-analysis-scale: setup
+	$(BIN)/python benchmarks/bench_analysis_scale.py $(if $(TMP),--tmp $(TMP))
 
 # The wheels the GPU machine lacks (it reaches no index), for CPython 3.12 and CI's 3.11 twin,
 # into the git-ignored gpu-wheels/; carry it to the GPU machine and run .ci/gpu-check there.

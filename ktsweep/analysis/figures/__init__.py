@@ -20,6 +20,7 @@ regenerate the report captions (``python -m ktsweep.analysis.report workflow/rep
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import xarray as xr
@@ -70,7 +71,9 @@ def draw_figure(ds: xr.Dataset | FigureCube, name: str) -> Figure:
     when its data are all missing); tests read the plotted data back from it."""
     cube = ds if isinstance(ds, FigureCube) else FigureCube(ds)
     try:
-        return _BY_NAME[name].draw(cube)
+        with warnings.catch_warnings():  # dask's chunk reductions of lazy variables
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            return _BY_NAME[name].draw(cube)
     except NoDataError as why:
         return no_data(name, str(why))
 

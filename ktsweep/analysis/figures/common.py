@@ -34,6 +34,10 @@ DPI = 110
 """Resolution of the written PNG files."""
 
 
+LAZY_DIMS = frozenset({"mode", "step"})
+"""Dimensions of the variables :meth:`FigureCube.var` leaves lazy (dask-backed)."""
+
+
 class NoDataError(Exception):
     """A planned figure has nothing to draw; the message says what is missing."""
 
@@ -45,7 +49,10 @@ class FigureCube:
     """A cube as the figures read it: status-masked variables by name and label.
 
     ``var`` loads a variable once (masked where its estimator's status is not ok) and keeps
-    it; every figure then selects its slice with ``.sel``.
+    it; every figure then selects its slice with ``.sel``. Per-mode and per-step variables
+    (:data:`LAZY_DIMS`) stay lazy instead: d or the checkpoint count times a grid variable,
+    they would not fit in memory on a big grid (a 10^7-point cube's learning curves alone are
+    1.8 GB), and dask reads what a figure selects or reduces chunk by chunk.
     """
 
     def __init__(self, ds: xr.Dataset):
@@ -86,7 +93,7 @@ class FigureCube:
             da = self.view.masked(name, estimator)
             if estimator is not None:
                 da = da.drop_vars("estimator", errors="ignore")
-            self._loaded[key] = da.load()
+            self._loaded[key] = da if LAZY_DIMS & set(da.dims) else da.load()
         return self._loaded[key]
 
     def maybe(self, name: str, estimator: str | None = None) -> xr.DataArray | None:

@@ -147,16 +147,75 @@ SAMPLE_AXES = ("N", "n", "gamma0_t", "gamma0_s")
 """Axes that change no spectrum, target or predicted exponent (only sample sizes and steps)."""
 
 
+def _spread(da: xr.DataArray, axes: list[str]) -> np.ndarray:
+    """``da`` (whose dimensions are among ``axes``) as a NumPy array over ``axes`` (length 1
+    along the axes it does not vary on)."""
+    own = [a for a in axes if a in da.dims]
+    return np.asarray(da.transpose(*own).values).reshape(
+        [da.sizes[a] if a in own else 1 for a in axes])
+
+
+def _reduced(da: xr.DataArray, axes: list[str], how: Callable[[np.ndarray], np.ndarray]
+             ) -> np.ndarray:
+    """``how`` (a reduction along the last axis) of ``da`` over its dimensions not in
+    ``axes``, per combination of those in ``axes`` (as :func:`_spread` lays them out). The
+    variable is read once, whole."""
+    own = [a for a in axes if a in da.dims]
+    rest = [d for d in da.dims if d not in own]
+    v = np.asarray(da.transpose(*own, *rest).values)
+    v = how(v.reshape(*(da.sizes[a] for a in own), -1))
+    return v.reshape([da.sizes[a] if a in own else 1 for a in axes])
+
+
+def _one_step(v: np.ndarray) -> np.ndarray:
+    """The step a slab's runs used (last axis: the slab): its one finite value, NaN when
+    there is none or several."""
+    v = v.astype(np.float64)
+    finite = np.isfinite(v)
+    lo = np.where(finite, v, np.inf).min(axis=-1)
+    hi = np.where(finite, v, -np.inf).max(axis=-1)
+    return np.where(finite.any(axis=-1) & (lo == hi), lo, np.nan)
+
+
 def over_parameters(ds: xr.Dataset, axes: list[str],
                     compute: Callable[[Params], Any]) -> list[tuple[dict[str, Any], Any]]:
     """``compute`` at every combination of the labels of ``axes`` other than
-    :data:`SAMPLE_AXES` (other axes at their first label): (the labels, the value)."""
+    :data:`SAMPLE_AXES` (other axes at their first label): (the labels, the value).
+
+    Each combination's :class:`Params` are those :func:`params_at` reads there; each
+    coordinate and step variable is read once for all combinations (a 10^7-point cube has
+    10^5 of them, and reading the cube per combination takes hours)."""
     axes = [a for a in axes if a not in SAMPLE_AXES]
     labels = [[v.item() if hasattr(v, "item") else v for v in ds[a].values] for a in axes]
+    shape = tuple(len(v) for v in labels)
+    coords = {name: np.broadcast_to(_spread(ds.coords[name], axes), shape)
+              for name in _KINDS if name not in ("gamma0_t", "gamma0_s", *axes)
+              and name in ds.coords and set(ds.coords[name].dims) <= set(axes)}
+    runs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []
+    present = [d for d in ds.dims if d in axes]
+    for run in ("t", "s"):
+        var, edge = step_size_variable(f"gamma0_{run}", present), f"tune_edge_{run}"
+        steps = (np.broadcast_to(_reduced(ds[var], axes, _one_step), shape)
+                 if var in ds.data_vars else None)
+        tuned = (np.broadcast_to(_reduced(ds[edge] != Flag.UNDETERMINED, axes,
+                                          lambda v: v.any(axis=-1)), shape)
+                 if edge in ds.data_vars else None)
+        runs.append((run, steps, tuned))
     out = []
-    for combo in itertools.product(*labels):
-        at = dict(zip(axes, combo, strict=True))
-        out.append((at, compute(params_at(ds, at))))
+    for index in itertools.product(*(range(k) for k in shape)):
+        at = {a: labels[i][j] for i, (a, j) in enumerate(zip(axes, index, strict=True))}
+        values: dict[str, Any] = {}
+        for name in _KINDS:
+            if name in at and name not in ("gamma0_t", "gamma0_s"):
+                values[name] = _python(name, at[name])
+            elif name in coords:
+                values[name] = _python(name, coords[name][index])
+        for run, steps, tuned in runs:
+            if steps is not None:
+                values[f"gamma0_{run}"] = float(steps[index])
+            if tuned is not None:
+                values[f"tuned_{run}"] = bool(tuned[index])
+        out.append((at, compute(Params(values))))
     return out
 
 
