@@ -177,6 +177,11 @@ def _one_step(v: np.ndarray) -> np.ndarray:
     return np.where(finite.any(axis=-1) & (lo == hi), lo, np.nan)
 
 
+def _any(v: np.ndarray) -> np.ndarray:
+    """Whether any run of a slab (last axis) has the flag set."""
+    return np.asarray(v.any(axis=-1))
+
+
 def over_parameters(ds: xr.Dataset, axes: list[str],
                     compute: Callable[[Params], Any]) -> list[tuple[dict[str, Any], Any]]:
     """``compute`` at every combination of the labels of ``axes`` other than
@@ -197,8 +202,7 @@ def over_parameters(ds: xr.Dataset, axes: list[str],
         var, edge = step_size_variable(f"gamma0_{run}", present), f"tune_edge_{run}"
         steps = (np.broadcast_to(_reduced(ds[var], axes, _one_step), shape)
                  if var in ds.data_vars else None)
-        tuned = (np.broadcast_to(_reduced(ds[edge] != Flag.UNDETERMINED, axes,
-                                          lambda v: v.any(axis=-1)), shape)
+        tuned = (np.broadcast_to(_reduced(ds[edge] != Flag.UNDETERMINED, axes, _any), shape)
                  if edge in ds.data_vars else None)
         runs.append((run, steps, tuned))
     out = []
