@@ -301,9 +301,13 @@ def _with_steps(ds):
     """A hand-written cube with the initial steps its runs would have used recorded, as the
     store records them for every computed point."""
     from ktsweep.analysis.cubeview import CubeView
+    from ktsweep.model.params import make_point
     from ktsweep.model.spectra import resolve_gamma0, student_spectrum, teacher_spectrum
+    from ktsweep.sweep.layout import point_values
 
-    p = CubeView(ds).point({})
+    layout = CubeView(ds).layout  # the point at every axis's last value
+    p = make_point(point_values(layout.fixed, {a: v[-1] for a, v in layout.axes.items()},
+                                layout.tie))
     for name, spec, lam in (("gamma0_t", p.gamma0_t, teacher_spectrum(p)),
                             ("gamma0_s", p.gamma0_s, student_spectrum(p))):
         ds[name] = ds[name].fillna(resolve_gamma0(spec, lam)[0])

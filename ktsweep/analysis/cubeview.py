@@ -15,9 +15,9 @@ import numpy as np
 import xarray as xr
 
 from ktsweep.model.cubespec import Status
-from ktsweep.model.params import PARAMETERS, Point, make_point
+from ktsweep.model.params import PARAMETERS
 from ktsweep.model.quantities import step_size_variable
-from ktsweep.sweep.layout import Layout, point_values
+from ktsweep.sweep.layout import Layout
 
 OK = Status.OK
 """The status code of a computed, non-diverged point."""
@@ -117,11 +117,3 @@ class CubeView:
         g = self.loaded(name)[tuple(pos.get(a, slice(None)) for a in self.axes)]
         g = np.asarray(g, dtype=np.float64).reshape(-1)
         return g[np.isfinite(g)]
-
-    def point(self, values: dict[str, Any]) -> Point:
-        """The validated point at config ``values`` (axis → config value; other axes at their
-        last value), for callers that need a :class:`~ktsweep.model.params.Point` itself. Fits
-        and claims read :meth:`params` instead. Raises ParameterError where it is invalid."""
-        axis_values = {a: v[-1] for a, v in self.layout.axes.items()}
-        axis_values.update(values)
-        return make_point(point_values(self.layout.fixed, axis_values, self.layout.tie))
