@@ -65,15 +65,22 @@ def sweep_outputs(wildcards=None):
     return [f"{OUT}/cube.json"]
 
 
-def figure_outputs():
-    """The figures this grid supports (decided from the layout alone)."""
+def figure_paths():
+    """The figures this grid supports (decided from the layout alone), as plain paths."""
     from ktsweep.analysis.figures import planned_figures
 
+    return [f"{OUT}/figures/{f}.png" for f in planned_figures(LAYOUT)]
+
+
+def figure_outputs():
+    """The figures rule's outputs: each figure flagged for the report with its caption (only
+    a rule's own outputs may carry the flag: Snakemake turns the caption into a source file
+    there, and a flagged input of `all` would reach the report with a bare string)."""
     # (a line may not start with `report(`: Snakemake would read it as the report keyword)
-    figures, captions = planned_figures(LAYOUT), f"{workflow.basedir}/report"
+    captions = f"{workflow.basedir}/report"
     outputs = []
-    for f in figures:
-        png, caption = f"{OUT}/figures/{f}.png", f"{captions}/{f}.rst"
+    for png in figure_paths():
+        caption = f"{captions}/{os.path.basename(png).removesuffix('.png')}.rst"
         outputs.append(report(png, caption=caption, category="Figures"))
     return outputs
 
@@ -87,7 +94,7 @@ def final_outputs(wildcards=None, repair=True):
         f"{OUT}/fits.md",
         f"{OUT}/claims.md",
         f"{OUT}/claims.csv",
-        *figure_outputs(),
+        *figure_paths(),
     ]
 
 
