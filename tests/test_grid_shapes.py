@@ -10,12 +10,11 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from e2e import build_in_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ktsweep.analysis import figures, fits
-from ktsweep.sweep import runner as sweep
-from ktsweep.sweep import store
 from ktsweep.sweep.layout import Layout
 
 VALUES = {
@@ -51,22 +50,9 @@ def grids(draw) -> dict:
 
 
 def _build(cfg: dict, path):
-    """The runner's own steps (missing points, tasks, merge, block commit), evaluated in
-    this process: the shape, not the scheduler, is under test (dask runs elsewhere), and a
-    cluster start per example would cost seconds."""
-    layout = Layout.from_config(cfg)
-    store.init_cube(layout, path)
-    for chunk in layout.chunk_ids():
-        index, points = layout.chunk_points(chunk)
-        block, damage = store.read_block(path, layout, chunk)
-        assert not damage
-        todo = sweep.missing(layout, block, index)
-        for task in sweep.make_tasks(layout, points, todo, workers=1):
-            for method, result in sweep.evaluate_task(task).items():
-                sweep.merge(layout, block, task.positions, method, result)
-        record = {"chunk": chunk, "manifest": store.commit_block(path, layout, chunk, block)}
-        store.write_record(path, chunk, record)
-    return store.open_cube(path)
+    """The cube in this process (e2e.build_in_process): the shape, not the scheduler, is
+    under test (dask runs elsewhere)."""
+    return build_in_process(cfg, path)
 
 
 def _fit_and_draw(cfg: dict, tmp) -> None:

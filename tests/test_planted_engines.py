@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from e2e import build_in_process
 
 from ktsweep.analysis import claims, fits
 from ktsweep.engines import dispatch
 from ktsweep.model.params import Point
 from ktsweep.model.quantities import RISKS, with_ratios
-from ktsweep.sweep import runner, store
-from ktsweep.sweep.layout import Layout
+from ktsweep.sweep import runner
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "science" / "planted-engines.md"
@@ -155,26 +155,13 @@ ENGINES["limit off"] = (ENGINES["limit off"][0], _limit_off)
 def _build(cfg: dict, path: Path, engine: Callable[[Run], Run]):
     """Run every chunk of ``cfg`` through the store with ``engine`` in place of the engines
     (``runner.run``), in this process; the opened cube."""
-    layout = Layout.from_config(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    store.init_cube(layout, path)
     planted = engine(CORRECT)
     saved = runner.run
     runner.run = planted
     try:
-        for chunk in layout.chunk_ids():
-            index, points = layout.chunk_points(chunk)
-            block, damage = store.read_block(path, layout, chunk)
-            assert not damage
-            todo = runner.missing(layout, block, index)
-            for task in runner.make_tasks(layout, points, todo, workers=1):
-                for method, result in runner.evaluate_task(task).items():
-                    runner.merge(layout, block, task.positions, method, result)
-            record = {"chunk": chunk, "manifest": store.commit_block(path, layout, chunk, block)}
-            store.write_record(path, chunk, record)
+        return build_in_process(cfg, path)
     finally:
         runner.run = saved
-    return store.open_cube(path)
 
 
 def verdict_table(workdir: Path) -> pd.DataFrame:
