@@ -323,12 +323,6 @@ def _config_file(path: str) -> Layout:
         raise UsageError(str(err)) from None
 
 
-def _write_atomic(path: str, text: str) -> None:
-    from ktsweep.sweep.integrity import write_json_atomic
-
-    write_json_atomic(Path(path), json.loads(text))
-
-
 def cmd_run_chunk(args: argparse.Namespace) -> int:
     import logging
 
@@ -357,6 +351,7 @@ def cmd_run_chunk(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
+    from ktsweep.sweep.integrity import write_json_atomic
     from ktsweep.sweep.runner import summarize
     from ktsweep.sweep.store import StoreError
 
@@ -365,7 +360,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         summary = summarize(layout, args.cube, args.link)
     except StoreError as err:
         raise UsageError(str(err)) from None
-    _write_atomic(args.out, json.dumps(summary, indent=1))
+    write_json_atomic(Path(args.out), summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "chunks"}))
     if summary["missing"]:
         print(f"cube {layout.name}: incomplete, missing "
