@@ -65,11 +65,15 @@ def sweep_outputs(wildcards=None):
     return [f"{OUT}/cube.json"]
 
 
-def figure_paths():
-    """The figures this grid supports (decided from the layout alone), as plain paths."""
+def figure_names():
+    """The figures this grid supports (decided from the layout alone), by name."""
     from ktsweep.analysis.figures import planned_figures
 
-    return [f"{OUT}/figures/{f}.png" for f in planned_figures(LAYOUT)]
+    return planned_figures(LAYOUT)
+
+
+def figure_path(name):
+    return f"{OUT}/figures/{name}.png"
 
 
 def figure_outputs():
@@ -79,8 +83,8 @@ def figure_outputs():
     # (a line may not start with `report(`: Snakemake would read it as the report keyword)
     captions = f"{workflow.basedir}/report"
     outputs = []
-    for png in figure_paths():
-        caption = f"{captions}/{os.path.basename(png).removesuffix('.png')}.rst"
+    for name in figure_names():
+        png, caption = figure_path(name), f"{captions}/{name}.rst"
         outputs.append(report(png, caption=caption, category="Figures"))
     return outputs
 
@@ -94,7 +98,7 @@ def final_outputs(wildcards=None, repair=True):
         f"{OUT}/fits.md",
         f"{OUT}/claims.md",
         f"{OUT}/claims.csv",
-        *figure_paths(),
+        *map(figure_path, figure_names()),
     ]
 
 
